@@ -1,0 +1,199 @@
+"""The one available-to-sell function, used by reservation decisions and by every read.
+
+Per location: sellable = max(0, on_hand - allocated - held - damaged - safety_stock), less
+any backorder promises that expected supply can no longer cover. Per channel: the pool of
+its active locations, scaled by share_percent, less the buffer, plus up to backorder_limit
+units of unpromised incoming supply.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from atp.errors import ShortLine
+from atp.events import Hold
+from atp.state import GLOBAL, Channel, ItemState, Policies
+
+Status = Literal["out_of_stock", "low_stock", "in_stock", "backorder"]
+
+
+class LocationFigures(msgspec.Struct, frozen=True):
+    location: str
+    on_hand: int
+    allocated: int
+    held: int
+    damaged: int
+    in_transit: int
+    incoming: int
+    backordered: int
+    safety_stock: int
+    sellable: int
+    unpromised_incoming: int
+    active: bool
+
+
+class Availability(msgspec.Struct, frozen=True):
+    """What one channel may sell of one SKU, with how the figure was derived."""
+
+    channel: str
+    available: int
+    status: Status
+    pool: int
+    on_hand_available: int
+    backorder_available: int
+    share_percent: int
+    buffer: int
+    backorder_limit: int
+    low_stock_threshold: int
+    locations: tuple[LocationFigures, ...]
+
+
+def _expired_by_location(item: ItemState, now: datetime) -> dict[str, tuple[int, int]]:
+    """Units of holds past `expires_at` not yet swept: (regular, backorder) per location."""
+    if item.next_expiry is None or now < item.next_expiry:
+        return {}
+    expired: dict[str, tuple[int, int]] = {}
+    for hold in item.holds.values():
+        if hold.expires_at > now:
+            continue
+        for h in hold.holds:
+            regular, backorder = expired.get(h.location, (0, 0))
+            if h.backorder:
+                backorder += h.quantity
+            else:
+                regular += h.quantity
+            expired[h.location] = (regular, backorder)
+    return expired
+
+
+def safety_stock_for(item: ItemState, policies: Policies, location: str) -> int:
+    """The most specific rule wins: sku+location, sku, location, global, none."""
+    for rules, key in (
+        (item.safety_stock, location),
+        (item.safety_stock, GLOBAL),
+        (policies.safety_stock, location),
+        (policies.safety_stock, GLOBAL),
+    ):
+        if key in rules:
+            return rules[key]
+    return 0
+
+
+def is_active(policies: Policies, location: str) -> bool:
+    loc = policies.locations.get(location)
+    return loc is not None and loc.active
+
+
+def location_figures(
+    item: ItemState,
+    policies: Policies,
+    location: str,
+    now: datetime,
+    expired: dict[str, tuple[int, int]] | None = None,
+) -> LocationFigures:
+    if expired is None:
+        expired = _expired_by_location(item, now)
+    stock = item.at(location)
+    expired_regular, expired_backorder = expired.get(location, (0, 0))
+    held = stock.held - expired_regular
+    backordered = stock.backordered - expired_backorder
+    safety = safety_stock_for(item, policies, location)
+    active = is_active(policies, location)
+    # Promises that expected supply can no longer cover (it arrived) fall on on-hand stock.
+    uncovered = max(0, backordered - stock.incoming)
+    free = stock.on_hand - stock.allocated - held - stock.damaged - uncovered - safety
+    return LocationFigures(
+        location=location,
+        on_hand=stock.on_hand,
+        allocated=stock.allocated,
+        held=held,
+        damaged=stock.damaged,
+        in_transit=stock.in_transit,
+        incoming=stock.incoming,
+        backordered=backordered,
+        safety_stock=safety,
+        sellable=max(0, free) if active else 0,
+        unpromised_incoming=max(0, stock.incoming - backordered) if active else 0,
+        active=active,
+    )
+
+
+def all_location_figures(
+    item: ItemState, policies: Policies, now: datetime
+) -> list[LocationFigures]:
+    """Figures for every defined location and every location the SKU has stock at."""
+    expired = _expired_by_location(item, now)
+    codes = list(policies.locations)
+    codes += [code for code in item.locations if code not in policies.locations]
+    return [location_figures(item, policies, code, now, expired) for code in codes]
+
+
+def status_for(available: int, on_hand_available: int, low_stock_threshold: int) -> Status:
+    if available <= 0:
+        return "out_of_stock"
+    if on_hand_available <= 0:
+        return "backorder"
+    if available <= low_stock_threshold:
+        return "low_stock"
+    return "in_stock"
+
+
+def channel_availability(
+    item: ItemState, policies: Policies, channel: Channel, now: datetime
+) -> Availability:
+    expired = _expired_by_location(item, now)
+    figures = tuple(
+        location_figures(item, policies, code, now, expired) for code in channel.locations
+    )
+    pool = sum(f.sellable for f in figures)
+    on_hand_available = max(0, pool * channel.share_percent // 100 - channel.buffer)
+    backorder_available = 0
+    if channel.backorder_limit > 0:
+        incoming = sum(f.unpromised_incoming for f in figures)
+        backorder_available = min(channel.backorder_limit, incoming)
+    available = on_hand_available + backorder_available
+    return Availability(
+        channel=channel.code,
+        available=available,
+        status=status_for(available, on_hand_available, channel.low_stock_threshold),
+        pool=pool,
+        on_hand_available=on_hand_available,
+        backorder_available=backorder_available,
+        share_percent=channel.share_percent,
+        buffer=channel.buffer,
+        backorder_limit=channel.backorder_limit,
+        low_stock_threshold=channel.low_stock_threshold,
+        locations=figures,
+    )
+
+
+def plan_holds(
+    item: ItemState, policies: Policies, channel: Channel, quantity: int, now: datetime
+) -> tuple[Hold, ...] | ShortLine:
+    """Where `quantity` units for `channel` come from, in sourcing order, or why they can't.
+
+    On-hand units come first, split across locations as needed; the rest, if the channel
+    allows backorders, out of unpromised incoming supply (marked backorder).
+    """
+    availability = channel_availability(item, policies, channel, now)
+    if quantity > availability.available:
+        return ShortLine(item.sku, quantity, availability.available)
+    holds: list[Hold] = []
+    remaining = min(quantity, availability.on_hand_available)
+    for figures in availability.locations:
+        take = min(remaining, figures.sellable)
+        if take > 0:
+            holds.append(Hold(figures.location, take))
+            remaining -= take
+    remaining += quantity - min(quantity, availability.on_hand_available)
+    for figures in availability.locations:
+        take = min(remaining, figures.unpromised_incoming)
+        if take > 0:
+            holds.append(Hold(figures.location, take, backorder=True))
+            remaining -= take
+    # availability.available bounds both passes, so everything was placed.
+    assert remaining == 0, (item.sku, quantity, availability)
+    return tuple(holds)

@@ -1,0 +1,432 @@
+"""Aggregate states and the pure `evolve` functions that fold events into them.
+
+States are frozen; `evolve` returns a new state and copies only what an event changes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from atp import events as ev
+from atp.events import Hold
+
+GLOBAL = "*"
+"""Key of a safety-stock rule that applies to every location (or every SKU)."""
+
+
+# --- policies ---------------------------------------------------------------------------
+
+
+class Location(msgspec.Struct, frozen=True):
+    code: str
+    name: str
+    kind: str
+    active: bool
+
+
+class Channel(msgspec.Struct, frozen=True):
+    code: str
+    locations: tuple[str, ...]
+    buffer: int
+    share_percent: int
+    backorder_limit: int
+    low_stock_threshold: int
+
+
+class Policies(msgspec.Struct, frozen=True):
+    """Master data and planners' rules shared by every SKU."""
+
+    locations: dict[str, Location] = {}
+    channels: dict[str, Channel] = {}
+    safety_stock: dict[str, int] = {}
+    """Location-wide rules by location code; GLOBAL is the rule for every location."""
+
+
+def evolve_policies(state: Policies, event: ev.Event) -> Policies:
+    match event:
+        case ev.LocationDefined(code=code, name=name, kind=kind, active=active):
+            locations = {**state.locations, code: Location(code, name, kind, active)}
+            return msgspec.structs.replace(state, locations=locations)
+        case ev.ChannelDefined():
+            channel = Channel(
+                code=event.code,
+                locations=event.locations,
+                buffer=event.buffer,
+                share_percent=event.share_percent,
+                backorder_limit=event.backorder_limit,
+                low_stock_threshold=event.low_stock_threshold,
+            )
+            return msgspec.structs.replace(state, channels={**state.channels, event.code: channel})
+        case ev.SafetyStockSet(location=location, quantity=quantity):
+            rules = _set_rule(state.safety_stock, location or GLOBAL, quantity)
+            return msgspec.structs.replace(state, safety_stock=rules)
+    return state
+
+
+def _set_rule(rules: dict[str, int], key: str, quantity: int) -> dict[str, int]:
+    new = dict(rules)
+    if quantity:
+        new[key] = quantity
+    else:
+        new.pop(key, None)
+    return new
+
+
+# --- items --------------------------------------------------------------------------------
+
+
+class LocationStock(msgspec.Struct, frozen=True):
+    """Counters of one SKU at one location.
+
+    `held` counts non-backorder holds not yet released, expired-but-unswept ones included;
+    `backordered` counts units of `incoming` promised by holds or allocations.
+    """
+
+    on_hand: int = 0
+    allocated: int = 0
+    held: int = 0
+    damaged: int = 0
+    in_transit: int = 0
+    incoming: int = 0
+    backordered: int = 0
+
+
+class ItemHold(msgspec.Struct, frozen=True):
+    """One reservation's holds of this SKU."""
+
+    reservation_id: str
+    channel: str
+    holds: tuple[Hold, ...]
+    expires_at: datetime
+
+
+class ItemState(msgspec.Struct, frozen=True):
+    """Everything about one SKU: the consistency boundary of every stock decision."""
+
+    sku: str
+    locations: dict[str, LocationStock] = {}
+    holds: dict[str, ItemHold] = {}
+    allocations: dict[str, tuple[Hold, ...]] = {}
+    """Open (unshipped, uncanceled) allocations by order id."""
+    safety_stock: dict[str, int] = {}
+    """SKU rules by location code; GLOBAL is the rule for this SKU at every location."""
+    next_expiry: datetime | None = None
+    """Earliest `expires_at` among live holds, so reads can skip the expiry scan."""
+
+    def at(self, location: str) -> LocationStock:
+        return self.locations.get(location) or _EMPTY_STOCK
+
+
+_EMPTY_STOCK = LocationStock()
+
+
+def _bump(state: ItemState, location: str, **deltas: int) -> dict[str, LocationStock]:
+    stock = state.at(location)
+    changed = {name: getattr(stock, name) + delta for name, delta in deltas.items()}
+    return {**state.locations, location: msgspec.structs.replace(stock, **changed)}
+
+
+def _with_locations(state: ItemState, locations: dict[str, LocationStock]) -> ItemState:
+    return msgspec.structs.replace(state, locations=locations)
+
+
+def _apply_holds(
+    state: ItemState, holds: tuple[Hold, ...], sign: int, regular_field: str
+) -> dict[str, LocationStock]:
+    locations = state.locations
+    for hold in holds:
+        field = "backordered" if hold.backorder else regular_field
+        interim = msgspec.structs.replace(state, locations=locations)
+        locations = _bump(interim, hold.location, **{field: sign * hold.quantity})
+    return locations
+
+
+def _next_expiry(holds: dict[str, ItemHold]) -> datetime | None:
+    return min((h.expires_at for h in holds.values()), default=None)
+
+
+def _drop_hold(state: ItemState, reservation_id: str) -> ItemState:
+    hold = state.holds.get(reservation_id)
+    if hold is None:
+        return state
+    holds = {k: v for k, v in state.holds.items() if k != reservation_id}
+    locations = _apply_holds(state, hold.holds, -1, "held")
+    return msgspec.structs.replace(
+        state, locations=locations, holds=holds, next_expiry=_next_expiry(holds)
+    )
+
+
+def merge_holds(
+    existing: tuple[Hold, ...], added: tuple[Hold, ...], sign: int = 1
+) -> tuple[Hold, ...]:
+    """Add (or with sign -1 subtract) quantities per (location, backorder); drops zeros."""
+    totals: dict[tuple[str, bool], int] = {}
+    for h in existing:
+        key = (h.location, h.backorder)
+        totals[key] = totals.get(key, 0) + h.quantity
+    for h in added:
+        key = (h.location, h.backorder)
+        totals[key] = totals.get(key, 0) + sign * h.quantity
+    return tuple(Hold(loc, qty, bo) for (loc, bo), qty in totals.items() if qty)
+
+
+def _set_allocations(
+    state: ItemState, order_id: str, allocs: tuple[Hold, ...]
+) -> dict[str, tuple[Hold, ...]]:
+    allocations = dict(state.allocations)
+    if allocs:
+        allocations[order_id] = allocs
+    else:
+        allocations.pop(order_id, None)
+    return allocations
+
+
+def evolve_item(state: ItemState, event: ev.Event) -> ItemState:
+    match event:
+        case ev.StockReceived(location=loc, quantity=q, incoming_consumed=consumed):
+            return _with_locations(state, _bump(state, loc, on_hand=q, incoming=-consumed))
+        case ev.StockAdjusted(location=loc, delta=delta, damaged=damaged):
+            deltas = {"on_hand": delta, "damaged": delta} if damaged else {"on_hand": delta}
+            return _with_locations(state, _bump(state, loc, **deltas))
+        case ev.StockCounted(location=loc, counted=counted):
+            stock = state.at(loc)
+            new = msgspec.structs.replace(
+                stock, on_hand=counted, damaged=min(stock.damaged, counted)
+            )
+            return _with_locations(state, {**state.locations, loc: new})
+        case ev.TransferDispatched(from_location=src, to_location=dst, quantity=q):
+            moved = _with_locations(state, _bump(state, src, on_hand=-q))
+            return _with_locations(moved, _bump(moved, dst, in_transit=q))
+        case ev.TransferArrived(to_location=dst, quantity=q):
+            return _with_locations(state, _bump(state, dst, in_transit=-q, on_hand=q))
+        case ev.IncomingExpected(location=loc, quantity=q):
+            return _with_locations(state, _bump(state, loc, incoming=q))
+        case ev.StockHeld(reservation_id=rid, channel=channel, holds=holds, expires_at=exp):
+            item_holds = {**state.holds, rid: ItemHold(rid, channel, holds, exp)}
+            return msgspec.structs.replace(
+                state,
+                locations=_apply_holds(state, holds, 1, "held"),
+                holds=item_holds,
+                next_expiry=_next_expiry(item_holds),
+            )
+        case ev.HoldExtended(reservation_id=rid, expires_at=exp):
+            hold = state.holds.get(rid)
+            if hold is None:
+                return state
+            item_holds = {**state.holds, rid: msgspec.structs.replace(hold, expires_at=exp)}
+            return msgspec.structs.replace(
+                state, holds=item_holds, next_expiry=_next_expiry(item_holds)
+            )
+        case ev.HoldReleased(reservation_id=rid) | ev.HoldExpired(reservation_id=rid):
+            return _drop_hold(state, rid)
+        case ev.HoldCommitted(reservation_id=rid, order_id=order_id):
+            hold = state.holds.get(rid)
+            if hold is None:
+                return state
+            dropped = _drop_hold(state, rid)
+            return _allocate(dropped, order_id, hold.holds)
+        case ev.StockAllocated(order_id=order_id, allocations=allocs):
+            return _allocate(state, order_id, allocs)
+        case ev.AllocationReleased(order_id=order_id, allocations=allocs):
+            current = state.allocations.get(order_id, ())
+            return msgspec.structs.replace(
+                state,
+                locations=_apply_holds(state, allocs, -1, "allocated"),
+                allocations=_set_allocations(state, order_id, merge_holds(current, allocs, -1)),
+            )
+        case ev.StockShipped(order_id=order_id, location=loc, quantity=q, backorder_quantity=bo):
+            shipped = tuple(
+                h for h in (Hold(loc, q - bo, False), Hold(loc, bo, True)) if h.quantity
+            )
+            current = state.allocations.get(order_id, ())
+            locations = _bump(state, loc, on_hand=-q, allocated=-(q - bo), backordered=-bo)
+            return msgspec.structs.replace(
+                state,
+                locations=locations,
+                allocations=_set_allocations(state, order_id, merge_holds(current, shipped, -1)),
+            )
+        case ev.StockReturned(location=loc, quantity=q, disposition=disposition):
+            deltas = {"on_hand": q, "damaged": q} if disposition == "damaged" else {"on_hand": q}
+            return _with_locations(state, _bump(state, loc, **deltas))
+        case ev.SafetyStockSet(location=location, quantity=quantity):
+            rules = _set_rule(state.safety_stock, location or GLOBAL, quantity)
+            return msgspec.structs.replace(state, safety_stock=rules)
+    return state
+
+
+def _allocate(state: ItemState, order_id: str, allocs: tuple[Hold, ...]) -> ItemState:
+    current = state.allocations.get(order_id, ())
+    return msgspec.structs.replace(
+        state,
+        locations=_apply_holds(state, allocs, 1, "allocated"),
+        allocations=_set_allocations(state, order_id, merge_holds(current, allocs)),
+    )
+
+
+# --- reservations --------------------------------------------------------------------------
+
+ReservationStatus = Literal["held", "released", "expired", "committed"]
+
+
+class ReservationState(msgspec.Struct, frozen=True):
+    reservation_id: str
+    channel: str
+    lines: tuple[ev.ReservedLine, ...]
+    expires_at: datetime
+    reference: str | None
+    status: ReservationStatus = "held"
+    order_id: str | None = None
+
+    def status_at(self, now: datetime) -> ReservationStatus:
+        """An expired hold stops counting at `expires_at`, before any sweeper records it."""
+        if self.status == "held" and now >= self.expires_at:
+            return "expired"
+        return self.status
+
+
+def evolve_reservation(state: ReservationState | None, event: ev.Event) -> ReservationState | None:
+    match event:
+        case ev.ReservationPlaced():
+            return ReservationState(
+                reservation_id=event.reservation_id,
+                channel=event.channel,
+                lines=event.lines,
+                expires_at=event.expires_at,
+                reference=event.reference,
+            )
+    if state is None:
+        return None
+    match event:
+        case ev.ReservationExtended(expires_at=exp):
+            return msgspec.structs.replace(state, expires_at=exp)
+        case ev.ReservationReleased():
+            return msgspec.structs.replace(state, status="released")
+        case ev.ReservationExpired():
+            return msgspec.structs.replace(state, status="expired")
+        case ev.ReservationCommitted(order_id=order_id):
+            return msgspec.structs.replace(state, status="committed", order_id=order_id)
+    return state
+
+
+# --- orders --------------------------------------------------------------------------------
+
+OrderStatus = Literal[
+    "accepted",
+    "allocated",
+    "partially_shipped",
+    "shipped",
+    "canceled",
+    "partially_returned",
+    "returned",
+]
+
+
+class OrderLineState(msgspec.Struct, frozen=True):
+    sku: str
+    quantity: int
+    allocated: int = 0
+    shipped: int = 0
+    returned: int = 0
+    canceled: int = 0
+
+    @property
+    def open(self) -> int:
+        """Units still to ship: ordered, less canceled and shipped."""
+        return self.quantity - self.canceled - self.shipped
+
+
+class OrderState(msgspec.Struct, frozen=True):
+    order_id: str
+    channel: str
+    lines: tuple[OrderLineState, ...]
+    reservation_id: str | None = None
+    shipments: tuple[str, ...] = ()
+    returns: tuple[str, ...] = ()
+
+    def line(self, sku: str) -> OrderLineState | None:
+        return next((line for line in self.lines if line.sku == sku), None)
+
+    @property
+    def status(self) -> OrderStatus:
+        shipped = sum(line.shipped for line in self.lines)
+        returned = sum(line.returned for line in self.lines)
+        if returned:
+            return "returned" if returned >= shipped else "partially_returned"
+        if all(line.quantity == line.canceled for line in self.lines):
+            return "canceled"
+        if shipped:
+            return "shipped" if all(line.open == 0 for line in self.lines) else "partially_shipped"
+        wanted = all(line.allocated >= line.quantity - line.canceled for line in self.lines)
+        return "allocated" if wanted else "accepted"
+
+
+def _update_lines(
+    state: OrderState, lines: tuple[ev.OrderLine, ...] | tuple[ev.ReturnLine, ...], field: str
+) -> tuple[OrderLineState, ...]:
+    added: dict[str, int] = {}
+    for line in lines:
+        added[line.sku] = added.get(line.sku, 0) + line.quantity
+    return tuple(
+        msgspec.structs.replace(line, **{field: getattr(line, field) + added[line.sku]})
+        if line.sku in added
+        else line
+        for line in state.lines
+    )
+
+
+def evolve_order(state: OrderState | None, event: ev.Event) -> OrderState | None:
+    match event:
+        case ev.OrderPlaced():
+            return OrderState(
+                order_id=event.order_id,
+                channel=event.channel,
+                lines=tuple(
+                    OrderLineState(sku=line.sku, quantity=line.quantity, allocated=line.quantity)
+                    for line in event.lines
+                ),
+                reservation_id=event.reservation_id,
+            )
+    if state is None:
+        return None
+    match event:
+        case ev.OrderCanceled(lines=lines):
+            return msgspec.structs.replace(state, lines=_update_lines(state, lines, "canceled"))
+        case ev.OrderShipped(shipment_id=sid, lines=lines):
+            return msgspec.structs.replace(
+                state,
+                lines=_update_lines(state, lines, "shipped"),
+                shipments=(*state.shipments, sid),
+            )
+        case ev.OrderReturned(return_id=rid, lines=lines):
+            return msgspec.structs.replace(
+                state, lines=_update_lines(state, lines, "returned"), returns=(*state.returns, rid)
+            )
+    return state
+
+
+# --- transfers -----------------------------------------------------------------------------
+
+
+class TransferState(msgspec.Struct, frozen=True):
+    transfer_id: str
+    from_location: str
+    to_location: str
+    lines: tuple[ev.OrderLine, ...]
+    status: Literal["in_transit", "received"] = "in_transit"
+
+
+def evolve_transfer(state: TransferState | None, event: ev.Event) -> TransferState | None:
+    match event:
+        case ev.TransferShipped():
+            return TransferState(
+                transfer_id=event.transfer_id,
+                from_location=event.from_location,
+                to_location=event.to_location,
+                lines=event.lines,
+            )
+        case ev.TransferReceived() if state is not None:
+            return msgspec.structs.replace(state, status="received")
+    return state

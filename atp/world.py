@@ -1,0 +1,116 @@
+"""A set of loaded stream states that implements `World` and folds decided events in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from atp import events as ev
+from atp.decide import POLICIES, NeedStreams, Stream
+from atp.state import (
+    ItemState,
+    OrderState,
+    Policies,
+    ReservationState,
+    TransferState,
+    evolve_item,
+    evolve_order,
+    evolve_policies,
+    evolve_reservation,
+    evolve_transfer,
+)
+
+StreamState = Policies | ItemState | OrderState | ReservationState | TransferState | None
+
+
+def initial_state(stream: Stream) -> StreamState:
+    kind, key = stream
+    if kind == "policies":
+        return Policies()
+    if kind == "item":
+        return ItemState(sku=key)
+    return None
+
+
+def evolve(stream: Stream, state: StreamState, event: ev.Event) -> StreamState:
+    kind = stream[0]
+    if kind == "policies":
+        assert isinstance(state, Policies)
+        return evolve_policies(state, event)
+    if kind == "item":
+        assert isinstance(state, ItemState)
+        return evolve_item(state, event)
+    if kind == "order":
+        assert state is None or isinstance(state, OrderState)
+        return evolve_order(state, event)
+    if kind == "reservation":
+        assert state is None or isinstance(state, ReservationState)
+        return evolve_reservation(state, event)
+    assert state is None or isinstance(state, TransferState)
+    return evolve_transfer(state, event)
+
+
+def fold(stream: Stream, events: Iterable[ev.Event], state: Any = ...) -> StreamState:
+    current: StreamState = initial_state(stream) if state is ... else state
+    for event in events:
+        current = evolve(stream, current, event)
+    return current
+
+
+class StateSet:
+    """States by stream. Unknown streams raise NeedStreams unless `complete` is set, in
+    which case they start empty (used where the whole ledger is in memory)."""
+
+    def __init__(self, complete: bool = False) -> None:
+        self.states: dict[Stream, StreamState] = {}
+        self.complete = complete
+
+    def put(self, stream: Stream, state: StreamState) -> None:
+        self.states[stream] = state
+
+    def get(self, stream: Stream) -> StreamState:
+        try:
+            return self.states[stream]
+        except KeyError:
+            if not self.complete:
+                raise NeedStreams([stream]) from None
+            state = initial_state(stream)
+            self.states[stream] = state
+            return state
+
+    def apply(self, stream: Stream, event: ev.Event) -> None:
+        self.states[stream] = evolve(stream, self.get(stream), event)
+
+    # World protocol
+
+    def policies(self) -> Policies:
+        state = self.get(POLICIES)
+        assert isinstance(state, Policies)
+        return state
+
+    def item(self, sku: str) -> ItemState:
+        state = self.get(("item", sku))
+        assert isinstance(state, ItemState)
+        return state
+
+    def items(self, skus: Iterable[str]) -> dict[str, ItemState]:
+        wanted = list(dict.fromkeys(skus))
+        missing: list[Stream] = [("item", s) for s in wanted if ("item", s) not in self.states]
+        if missing and not self.complete:
+            raise NeedStreams(missing)
+        return {sku: self.item(sku) for sku in wanted}
+
+    def order(self, order_id: str) -> OrderState | None:
+        state = self.get(("order", order_id))
+        assert state is None or isinstance(state, OrderState)
+        return state
+
+    def reservation(self, reservation_id: str) -> ReservationState | None:
+        state = self.get(("reservation", reservation_id))
+        assert state is None or isinstance(state, ReservationState)
+        return state
+
+    def transfer(self, transfer_id: str) -> TransferState | None:
+        state = self.get(("transfer", transfer_id))
+        assert state is None or isinstance(state, TransferState)
+        return state
