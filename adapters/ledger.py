@@ -1,0 +1,304 @@
+"""The ledger: the eventsourcing library's event store, with msgspec events and snapshots.
+
+Streams are addressed by natural keys (`("item", "SKU-1")`); their ids are uuid5 of them.
+The library is synchronous: call this module from worker threads, never the event loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote, urlparse
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+import msgspec
+from eventsourcing.application import Application
+from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent, Transcoder
+from eventsourcing.utils import get_topic, resolve_topic
+
+from adapters.records import Record
+from atp.events import Event
+from atp.state import ItemState, OrderState, Policies, ReservationState, TransferState
+from atp.world import StreamState, evolve, initial_state
+
+__all__ = ["IntegrityError", "Ledger", "LedgerEvent", "ledger_env", "stream_id"]
+
+SNAPSHOT_TOPIC = "atp:snapshot"
+SNAPSHOT_INTERVAL = 100
+Payload = Event | Record
+StreamKey = tuple[str, str]
+"""A stream: ("item", sku), ("order", id), ... plus ("token", hash), ("idempotency", key)."""
+
+
+def stream_id(stream: StreamKey) -> UUID:
+    kind, key = stream
+    return uuid5(NAMESPACE_URL, f"atp:{kind}:{key}")
+
+
+class LedgerEvent:
+    """An event with its place in a stream: what the library stores and returns."""
+
+    __slots__ = ("event", "metadata", "originator_id", "originator_version", "timestamp")
+
+    def __init__(
+        self,
+        originator_id: UUID,
+        originator_version: int,
+        timestamp: datetime,
+        event: Payload,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        self.originator_id = originator_id
+        self.originator_version = originator_version
+        self.timestamp = timestamp
+        self.event = event
+        self.metadata = metadata or {}
+
+
+class Snapshot:
+    """A stream's state at a version, so long streams load without a full replay."""
+
+    __slots__ = ("originator_id", "originator_version", "state", "timestamp", "topic")
+
+    def __init__(
+        self,
+        originator_id: UUID,
+        originator_version: int,
+        timestamp: datetime,
+        topic: str,
+        state: bytes,
+    ) -> None:
+        self.originator_id = originator_id
+        self.originator_version = originator_version
+        self.timestamp = timestamp
+        self.topic = topic
+        self.state = state
+
+
+class _Envelope(msgspec.Struct, frozen=True):
+    t: datetime
+    e: msgspec.Raw
+    m: dict[str, str] = {}
+
+
+class _SnapshotEnvelope(msgspec.Struct, frozen=True):
+    t: datetime
+    kind: str
+    s: msgspec.Raw
+
+
+_encoder = msgspec.json.Encoder()
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+_snapshot_decoder = msgspec.json.Decoder(_SnapshotEnvelope)
+
+
+@functools.cache
+def _decoder_for(topic: str) -> msgspec.json.Decoder[Any]:
+    return msgspec.json.Decoder(resolve_topic(topic))
+
+
+_STATE_TYPES: dict[str, Any] = {
+    "policies": Policies,
+    "item": ItemState,
+    "order": OrderState | None,
+    "reservation": ReservationState | None,
+    "transfer": TransferState | None,
+}
+
+
+def decode_payload(topic: str, state: bytes) -> tuple[Payload, datetime, dict[str, str]]:
+    envelope = _envelope_decoder.decode(state)
+    payload: Payload = _decoder_for(topic).decode(envelope.e)
+    return payload, envelope.t, envelope.m
+
+
+class MsgspecMapper(Mapper[UUID]):
+    """Stores events as msgspec JSON; the topic names the event class."""
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        if isinstance(domain_event, Snapshot):
+            body = _encoder.encode(
+                _SnapshotEnvelope(
+                    t=domain_event.timestamp,
+                    kind=domain_event.topic,
+                    s=msgspec.Raw(domain_event.state),
+                )
+            )
+            topic = SNAPSHOT_TOPIC
+        else:
+            body = _encoder.encode(
+                _Envelope(
+                    t=domain_event.timestamp,
+                    e=msgspec.Raw(_encoder.encode(domain_event.event)),
+                    m=domain_event.metadata,
+                )
+            )
+            topic = get_topic(type(domain_event.event))
+        return StoredEvent(
+            originator_id=domain_event.originator_id,
+            originator_version=domain_event.originator_version,
+            topic=topic,
+            state=body,
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        originator_id = stored_event.originator_id
+        if not isinstance(originator_id, UUID):
+            originator_id = UUID(str(originator_id))
+        if stored_event.topic == SNAPSHOT_TOPIC:
+            snap = _snapshot_decoder.decode(stored_event.state)
+            return Snapshot(
+                originator_id, stored_event.originator_version, snap.t, snap.kind, snap.s
+            )
+        payload, timestamp, metadata = decode_payload(stored_event.topic, stored_event.state)
+        return LedgerEvent(
+            originator_id, stored_event.originator_version, timestamp, payload, metadata
+        )
+
+
+class _NoTranscoder(Transcoder):
+    """The mapper already produces bytes."""
+
+    def encode(self, obj: Any) -> bytes:  # pragma: no cover - unused
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> Any:  # pragma: no cover - unused
+        raise NotImplementedError
+
+
+def ledger_env(database_url: str | None, data_dir: str, create_table: bool) -> dict[str, str]:
+    """eventsourcing settings for PostgreSQL (when a URL is given) or the embedded SQLite file."""
+    env = {"CREATE_TABLE": "y" if create_table else "n", "IS_SNAPSHOTTING_ENABLED": "y"}
+    if database_url:
+        url = urlparse(database_url)
+        env.update(
+            PERSISTENCE_MODULE="eventsourcing.postgres",
+            POSTGRES_DBNAME=unquote(url.path.lstrip("/")) or "postgres",
+            POSTGRES_HOST=url.hostname or "127.0.0.1",
+            POSTGRES_PORT=str(url.port or 5432),
+            POSTGRES_USER=unquote(url.username or "postgres"),
+            POSTGRES_PASSWORD=unquote(url.password or ""),
+            POSTGRES_POOL_SIZE=os.environ.get("ATP_DB_POOL_SIZE", "5"),
+            POSTGRES_LOCK_TIMEOUT="5",
+        )
+    else:
+        os.makedirs(data_dir, exist_ok=True)
+        env.update(
+            PERSISTENCE_MODULE="eventsourcing.sqlite",
+            SQLITE_DBNAME=os.path.join(data_dir, "ledger.sqlite"),
+            SQLITE_LOCK_TIMEOUT="10",
+        )
+    return env
+
+
+class Ledger(Application[UUID]):
+    """The one event store of atp. Streams are folded with the domain's `evolve`."""
+
+    name = "atp"
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return MsgspecMapper(transcoder=_NoTranscoder())
+
+    @property
+    def is_postgres(self) -> bool:
+        return "postgres" in type(self.recorder).__module__
+
+    def load(self, stream: StreamKey) -> tuple[Any, int]:
+        """The stream's current state and version (0: no events yet)."""
+        uid = stream_id(stream)
+        state: Any = self._initial(stream)
+        version = 0
+        assert self.snapshots is not None
+        if stream[0] in _STATE_TYPES:
+            for snap in self.snapshots.get(uid, desc=True, limit=1):
+                state = msgspec.json.decode(snap.state, type=_STATE_TYPES[stream[0]])
+                version = snap.originator_version
+        for ledger_event in self.events.get(uid, gt=version or None):
+            state = self.fold_one(stream, state, ledger_event.event)
+            version = ledger_event.originator_version
+        return state, version
+
+    def records(self, stream: StreamKey) -> list[LedgerEvent]:
+        return list(self.events.get(stream_id(stream)))
+
+    @staticmethod
+    def _initial(stream: StreamKey) -> Any:
+        if stream[0] in _STATE_TYPES:
+            return initial_state(stream)  # type: ignore[arg-type]
+        return []
+
+    @staticmethod
+    def fold_one(stream: StreamKey, state: Any, event: Payload) -> Any:
+        """Domain streams fold with `evolve`; record streams keep their list of records."""
+        if stream[0] in _STATE_TYPES:
+            assert isinstance(event, Event)
+            return evolve(stream, state, event)  # type: ignore[arg-type]
+        return [*state, event]
+
+    def append(
+        self, events: Sequence[LedgerEvent], snapshots: Iterable[tuple[StreamKey, int, Any]] = ()
+    ) -> list[int]:
+        """Append events atomically (one transaction); return their notification ids.
+
+        Raises IntegrityError if any stream moved past the expected version.
+        """
+        recordings = self.events.put(list(events))
+        positions = [r.notification.id for r in recordings]
+        self._snapshot(snapshots)
+        return positions
+
+    def _snapshot(self, snapshots: Iterable[tuple[StreamKey, int, StreamState]]) -> None:
+        assert self.snapshots is not None
+        taken = [
+            Snapshot(
+                stream_id(stream), version, datetime.now(UTC), stream[0], _encoder.encode(state)
+            )
+            for stream, version, state in snapshots
+        ]
+        if taken:
+            self.snapshots.put(taken)  # type: ignore[arg-type]
+
+    def head(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
+
+class HistoryRow(msgspec.Struct, frozen=True):
+    position: int
+    originator_id: UUID
+    event: Payload
+    occurred_at: datetime
+    metadata: dict[str, str]
+
+
+def history(ledger: Ledger, streams: list[StreamKey], after: int, limit: int) -> list[HistoryRow]:
+    """Events of the given streams after a position, oldest first (one SQL query)."""
+    ids = [stream_id(s) for s in streams]
+    table = ledger.recorder.events_table_name  # type: ignore[attr-defined]
+    datastore = ledger.recorder.datastore  # type: ignore[attr-defined]
+    if ledger.is_postgres:
+        sql = (
+            f"SELECT notification_id AS n, originator_id, topic, state FROM {datastore.schema}.{table} "
+            "WHERE originator_id = ANY(%s) AND notification_id > %s "
+            "ORDER BY notification_id LIMIT %s"
+        )
+        params: tuple[Any, ...] = (ids, after, limit)
+    else:
+        marks = ",".join("?" for _ in ids)
+        sql = (
+            f"SELECT rowid AS n, originator_id, topic, state FROM {table} "
+            f"WHERE originator_id IN ({marks}) AND rowid > ? ORDER BY rowid LIMIT ?"
+        )
+        params = (*[i.hex for i in ids], after, limit)
+    rows: list[HistoryRow] = []
+    with datastore.transaction(commit=False) as cursor:
+        cursor.execute(sql, params)
+        for row in cursor.fetchall():
+            payload, occurred_at, metadata = decode_payload(row["topic"], bytes(row["state"]))
+            originator = row["originator_id"]
+            if not isinstance(originator, UUID):
+                originator = UUID(str(originator))
+            rows.append(HistoryRow(row["n"], originator, payload, occurred_at, metadata))
+    return rows

@@ -1,0 +1,35 @@
+"""Ledger records that are not inventory facts: issued API tokens and idempotent responses.
+
+They live in the same ledger so that a response and the effect it reports commit in one
+transaction: a crash can never leave an effect without its idempotency record.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+
+class Record(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """Base of service records kept in the ledger."""
+
+
+class TokenIssued(Record, frozen=True):
+    name: str
+    scopes: tuple[str, ...]
+    token_hash: str
+
+
+class ResponseRecorded(Record, frozen=True):
+    """The response to an idempotent request: replayed for the same key within 24 h."""
+
+    scope: str
+    key: str
+    request_hash: str
+    status_code: int
+    body: bytes
+    recorded_at: datetime
+
+
+RECORD_TYPES: tuple[type[Record], ...] = (TokenIssued, ResponseRecorded)

@@ -1,0 +1,1 @@
+"""The HTTP API (Litestar + msgspec), the command service behind it, and the CLI."""

@@ -1,0 +1,142 @@
+"""The Litestar application: `create_app()` is the one composition root."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, unquote_to_bytes
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from adapters.ledger import Ledger, ledger_env
+from api.auth import TokenStore, require_scope
+from api.gateway import Gateway
+from api.problems import EXCEPTION_HANDLERS, domain_problem, problem_response
+from api.routes import admin, checkout, policies, reads, stock
+from api.service import CommandService
+from api.settings import Settings
+from api.sweeper import Sweeper
+from atp.errors import DomainError
+
+log = logging.getLogger("atp")
+CORRELATION_HEADER = "x-correlation-id"
+
+
+def _keep_encoded_slashes(app: ASGIApp) -> ASGIApp:
+    """Route on the raw path with %2F kept, so codes may contain '/' (percent-encoded)."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path")
+        if scope["type"] == "http" and raw and b"%2f" in raw.lower():
+            path = raw.split(b"?", 1)[0]
+            segments = [
+                quote(unquote_to_bytes(seg), safe="!$&'()*+,;=:@-._~") for seg in path.split(b"/")
+            ]
+            scope = {**scope, "path": "/".join(segments)}  # type: ignore[typeddict-item]
+        await app(scope, receive, send)
+
+    return middleware
+
+
+def _correlation(app: ASGIApp) -> ASGIApp:
+    """Accept or generate X-Correlation-ID; return it and expose it to handlers."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(CORRELATION_HEADER.encode(), b"").decode("latin-1")
+        cid = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
+        scope.setdefault("state", {})["correlation_id"] = cid  # type: ignore[typeddict-item]
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((CORRELATION_HEADER.encode(), cid.encode()))
+                message = {**message, "headers": headers}  # type: ignore[typeddict-item]
+            await send(message)
+
+        await app(scope, receive, send_with_id)
+
+    return middleware
+
+
+def _on_domain_error(_: Any, exc: DomainError) -> Any:
+    status, _body = domain_problem(exc)
+    return problem_response(status, exc.kind, exc.detail, **exc.data)
+
+
+def create_app(
+    settings: Settings | None = None,
+    clock: Callable[[], datetime] | None = None,
+    migrate: bool | None = None,
+) -> Litestar:
+    settings = settings or Settings.from_env()
+    clock = clock or (lambda: datetime.now(UTC))
+    create_tables = settings.embedded if migrate is None else migrate
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        ledger = Ledger(env=ledger_env(settings.database_url, settings.data_dir, create_tables))
+        service = CommandService(ledger, clock=clock)
+        service.start()
+        app.state.settings = settings
+        app.state.ledger = ledger
+        app.state.service = service
+        app.state.gateway = Gateway(service)
+        app.state.tokens = TokenStore(ledger, settings.admin_token)
+        stop = threading.Event()
+        sweeper_thread = None
+        if settings.sweep_interval > 0:
+            sweeper = Sweeper(ledger, service)
+            sweeper_thread = threading.Thread(
+                target=sweeper.run, args=(settings.sweep_interval, stop), daemon=True
+            )
+            sweeper_thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if sweeper_thread is not None:
+                sweeper_thread.join(timeout=5)
+            service.stop()
+            ledger.close()
+
+    route_handlers = [
+        *policies.ROUTES,
+        *stock.ROUTES,
+        *checkout.ROUTES,
+        *reads.ROUTES,
+        *admin.ROUTES,
+    ]
+    app = Litestar(
+        route_handlers=route_handlers,
+        lifespan=[lifespan],
+        guards=[_guard_v1],
+        exception_handlers={**EXCEPTION_HANDLERS, DomainError: _on_domain_error},
+        openapi_config=OpenAPIConfig(title="atp", version="0.1.0", path="/schema"),
+        middleware=[_correlation],
+        debug=False,
+    )
+    return app
+
+
+async def _guard_v1(connection: Any, handler: Any) -> None:
+    if connection.scope["path"].startswith("/v1/"):
+        await require_scope(connection, handler)
+
+
+def asgi(settings: Settings | None = None) -> ASGIApp:
+    """The ASGI callable served by `atp serve` (adds raw-path routing in front)."""
+    return _keep_encoded_slashes(create_app(settings))
+
+
+def asgi_factory() -> ASGIApp:
+    return asgi()

@@ -1,0 +1,98 @@
+"""Bearer tokens with scopes. Tokens are stored hashed (sha256) in the ledger, never logged."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from adapters.ledger import Ledger
+from adapters.records import TokenIssued
+from api.problems import ApiProblem
+
+ADMIN = "admin"
+CACHE_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    scopes: frozenset[str]
+
+    def allows(self, scope: str) -> bool:
+        return ADMIN in self.scopes or scope in self.scopes
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token(secret: bytes, derive_from: str | None) -> str:
+    """A random token, or (for an idempotent request) one derived from its key and body."""
+    if derive_from is None:
+        return "atp_" + secrets.token_urlsafe(32)
+    digest = hmac.new(secret, derive_from.encode(), hashlib.sha256).digest()
+    return "atp_" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+class TokenStore:
+    """Resolves presented tokens; positive answers are cached briefly per process."""
+
+    def __init__(self, ledger: Ledger, admin_token: str | None) -> None:
+        self.ledger = ledger
+        self.admin_token = admin_token
+        self.cache: dict[str, tuple[float, Principal | None]] = {}
+
+    async def resolve(self, token: str) -> Principal | None:
+        if self.admin_token and hmac.compare_digest(token, self.admin_token):
+            return Principal("admin", frozenset({ADMIN}))
+        digest = token_hash(token)
+        cached = self.cache.get(digest)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        records, _ = await asyncio.to_thread(self.ledger.load, ("token", digest))
+        principal = None
+        for record in records:
+            if isinstance(record, TokenIssued):
+                principal = Principal(record.name, frozenset(record.scopes))
+        if principal is not None:
+            self.cache[digest] = (time.monotonic() + CACHE_SECONDS, principal)
+        return principal
+
+
+async def require_scope(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """Guard: 401 without a known bearer token, 403 without the route's scope."""
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiProblem(
+            401,
+            "unauthorized",
+            "a bearer token is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    store: TokenStore = connection.app.state.tokens
+    principal = await store.resolve(token.strip())
+    if principal is None:
+        raise ApiProblem(
+            401, "unauthorized", "unknown token", headers={"WWW-Authenticate": "Bearer"}
+        )
+    scopes: tuple[str, ...] = handler.opt.get("scopes", ())
+    if scopes and not any(principal.allows(s) for s in scopes):
+        raise ApiProblem(
+            403,
+            "forbidden",
+            f"this token lacks the scope {' or '.join(scopes)}",
+            required_scopes=list(scopes),
+        )
+    connection.state.principal = principal

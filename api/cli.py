@@ -1,0 +1,138 @@
+"""The `atp` command line: migrate, serve, sweep, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+import time
+
+from adapters.ledger import Ledger, ledger_env
+from api.settings import Settings
+
+log = logging.getLogger("atp")
+
+
+def _ledger(settings: Settings, create: bool) -> Ledger:
+    return Ledger(env=ledger_env(settings.database_url, settings.data_dir, create))
+
+
+def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
+    ledger = _ledger(settings, create=True)
+    head = ledger.head()
+    ledger.close()
+    where = "PostgreSQL" if settings.database_url else f"SQLite in {settings.data_dir}"
+    print(f"ledger tables ready ({where}); head position {head}")
+    return 0
+
+
+def _check_migrated(settings: Settings) -> None:
+    if settings.embedded:
+        return
+    try:
+        ledger = _ledger(settings, create=False)
+        ledger.head()
+        ledger.close()
+    except Exception as exc:
+        sys.exit(f"atp: the ledger is not ready ({type(exc).__name__}: {exc}); run `atp migrate`")
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    host = args.host or settings.host
+    port = args.port or settings.port
+    workers = args.workers or settings.workers
+    if settings.embedded:
+        cmd_migrate(settings, args)
+    _check_migrated(settings)
+    os.environ.update(ATP_HOST=host, ATP_PORT=str(port))
+    uvicorn.run(
+        "api.app:asgi_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level,
+        access_log=False,
+    )
+    return 0
+
+
+def cmd_sweep(settings: Settings, args: argparse.Namespace) -> int:
+    from api.service import CommandService
+    from api.sweeper import Sweeper
+
+    _check_migrated(settings)
+    ledger = _ledger(settings, create=settings.embedded)
+    service = CommandService(ledger)
+    service.start()
+    sweeper = Sweeper(ledger, service)
+    try:
+        if args.once:
+            print(f"expired {sweeper.sweep_once()} reservation(s)")
+            return 0
+        stop = threading.Event()
+        try:
+            sweeper.run(args.interval, stop)
+        except KeyboardInterrupt:
+            stop.set()
+        return 0
+    finally:
+        service.stop()
+        ledger.close()
+
+
+def cmd_demo(settings: Settings, _: argparse.Namespace) -> int:
+    from api.demo import demo_skus, load_demo
+    from api.service import CommandService
+
+    _check_migrated(settings)
+    ledger = _ledger(settings, create=settings.embedded)
+    service = CommandService(ledger)
+    service.start()
+    try:
+        started = time.monotonic()
+        changed = load_demo(service)
+        took = time.monotonic() - started
+        print(
+            f"demo catalogue loaded: 3 locations, 3 channels, {len(demo_skus())} SKUs "
+            f"({changed} command(s) recorded changes, {took:.2f}s)"
+        )
+    finally:
+        service.stop()
+        ledger.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atp", description="Central available-to-sell service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="create the ledger tables (safe to run again)")
+    serve = sub.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    sweep = sub.add_parser("sweep", help="record expiry of holds past their expires_at")
+    sweep.add_argument("--once", action="store_true", help="sweep once and exit")
+    sweep.add_argument("--interval", type=float, default=1.0, help="seconds between sweeps")
+    sub.add_parser("demo", help="load the demo catalogue")
+    return parser
+
+
+COMMANDS = {"migrate": cmd_migrate, "serve": cmd_serve, "sweep": cmd_sweep, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    return COMMANDS[args.command](settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

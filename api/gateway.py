@@ -1,0 +1,110 @@
+"""Turns an HTTP request into a ledger job: idempotency keys, rendering, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+
+from api.problems import PROBLEM, ApiProblem, domain_problem, problem_body
+from api.service import CommandService, DecideFn, Idempotency, Job, Outcome, Reply, ServiceWorld
+from atp import commands as cmd
+from atp.decide import decide
+
+POSITION_HEADER = "ATP-Position"
+Render = Callable[[ServiceWorld, datetime], tuple[int, Any]]
+
+
+def command_decider(command: cmd.Command) -> DecideFn:
+    return lambda world, now: decide(command, world, now)
+
+
+class Gateway:
+    def __init__(self, service: CommandService) -> None:
+        self.service = service
+        self.inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
+
+    async def execute(
+        self,
+        request: Request[Any, Any, Any],
+        decider: DecideFn,
+        render: Render,
+        *,
+        require_key: bool = False,
+        on_replay: Callable[[bytes], bytes] | None = None,
+        stored_body: Callable[[bytes], bytes] | None = None,
+    ) -> Response[bytes]:
+        key = request.headers.get("idempotency-key")
+        if key is not None and not 1 <= len(key) <= 255:
+            raise ApiProblem(
+                400, "bad-idempotency-key", "Idempotency-Key must be 1..255 characters"
+            )
+        if key is None and require_key:
+            raise ApiProblem(
+                400, "idempotency-key-required", "this route requires an Idempotency-Key header"
+            )
+        principal = request.state.principal
+        idem = None
+        if key is not None:
+            body = await request.body()
+            request_hash = hashlib.sha256(
+                request.method.encode() + b" " + request.url.path.encode() + b"\n" + body
+            ).hexdigest()
+            scope = f"{principal.name} {request.method} {request.url.path}"
+            idem = Idempotency(scope, key, request_hash)
+
+        def render_outcome(outcome: Outcome) -> Reply:
+            now = self.service.clock()
+            if outcome.error is not None:
+                status, body = domain_problem(outcome.error)
+                return Reply(status, body)
+            status, view = render(outcome.world, now)
+            body = msgspec.json.encode(view)
+            return Reply(status, body, stored=stored_body(body) if stored_body else None)
+
+        job = Job(
+            decide=decider,
+            render=render_outcome,
+            correlation_id=request.state.correlation_id,
+            idempotency=idem,
+        )
+        if idem is None:
+            return self._response(await self.service.submit(job), None)
+        slot = (idem.scope, idem.key)
+        # A duplicate in flight in this process waits for the first, then replays it.
+        while (first := self.inflight.get(slot)) is not None:
+            await asyncio.shield(first)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.inflight[slot] = mine
+        try:
+            reply = await self.service.submit(job)
+        finally:
+            del self.inflight[slot]
+            mine.set_result(None)
+        if reply.reused:
+            raise ApiProblem(
+                422,
+                "idempotency-key-reused",
+                "this Idempotency-Key was used with a different request",
+            )
+        return self._response(reply, on_replay if reply.replayed else None)
+
+    @staticmethod
+    def _response(reply: Reply, on_replay: Callable[[bytes], bytes] | None) -> Response[bytes]:
+        headers = {}
+        if reply.position is not None:
+            headers[POSITION_HEADER] = str(reply.position)
+        if reply.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        body = on_replay(reply.body) if on_replay else reply.body
+        media = PROBLEM if reply.status_code >= 400 else "application/json"
+        if not body and reply.status_code >= 400:
+            body = problem_body(reply.status_code, "error", "request failed")
+        return Response(
+            content=body, status_code=reply.status_code, media_type=media, headers=headers
+        )

@@ -1,0 +1,148 @@
+"""RFC 9457 problem details: every error a client can cause, and none with a stack trace."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from atp.errors import (
+    Conflict,
+    DomainError,
+    InsufficientStock,
+    InvalidCommand,
+    NotFound,
+)
+
+log = logging.getLogger("atp.api")
+PROBLEM = "application/problem+json"
+TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class ApiProblem(Exception):
+    """Raise from a handler to answer with a problem."""
+
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.kind = kind
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem_body(status: int, kind: str, detail: str, **extra: Any) -> bytes:
+    body = {
+        "type": f"/problems/{kind}",
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "code": kind,
+        **extra,
+    }
+    return msgspec.json.encode(body)
+
+
+def problem_response(
+    status: int, kind: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response[bytes]:
+    return Response(
+        content=problem_body(status, kind, detail, **extra),
+        status_code=status,
+        media_type=PROBLEM,
+        headers=headers,
+    )
+
+
+def status_for(error: DomainError) -> int:
+    if isinstance(error, NotFound):
+        return 404
+    if isinstance(error, InvalidCommand):
+        return 422
+    if isinstance(error, InsufficientStock | Conflict):
+        return 409
+    return 409
+
+
+def domain_problem(error: DomainError) -> tuple[int, bytes]:
+    status = status_for(error)
+    return status, problem_body(status, error.kind, error.detail, **error.data)
+
+
+def _on_api_problem(_: Request[Any, Any, Any], exc: ApiProblem) -> Response[bytes]:
+    return problem_response(exc.status, exc.kind, exc.detail, exc.headers, **exc.extra)
+
+
+def _on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
+    errors = exc.extra if isinstance(exc.extra, list) else []
+    messages = [e.get("message", "") for e in errors if isinstance(e, dict)]
+    if not errors or any("missing required field" in m for m in messages):
+        detail = messages[0] if messages else str(exc.detail)
+        return problem_response(400, "bad-request", detail, errors=errors or None)
+    first = errors[0] if isinstance(errors[0], dict) else {}
+    field = str(first.get("key", "")).removeprefix("data.").removeprefix("data")
+    return problem_response(
+        422, "validation-failed", f"{field}: {first.get('message', '')}", field=field, errors=errors
+    )
+
+
+def _on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    status = exc.status_code
+    kind = {
+        400: "bad-request",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not-found",
+        405: "method-not-allowed",
+        413: "content-too-large",
+        429: "rate-limited",
+    }.get(status, "http-error")
+    if status >= 500:
+        log.error("HTTP %s: %s", status, exc.detail)
+        return problem_response(status, "server-error", "the service could not answer")
+    detail = str(exc.detail) or TITLES.get(status, "error")
+    if status == 400 and "JSON" in detail:
+        kind = "malformed-json"
+    return problem_response(status, kind, detail, headers=exc.headers)
+
+
+def _on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    # Reaching the ledger failed (or a bug): never a stack trace, and a hint to retry.
+    log.exception("unhandled error: %s", exc)
+    return problem_response(
+        503,
+        "service-unavailable",
+        "a backing service is unavailable; retry shortly",
+        headers={"Retry-After": "1"},
+    )
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    ApiProblem: _on_api_problem,
+    ValidationException: _on_validation,
+    HTTPException: _on_http,
+    Exception: _on_unexpected,
+}

@@ -1,0 +1,59 @@
+"""Helpers shared by route handlers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote
+
+from litestar import Request
+
+from adapters.ledger import Ledger
+from api.gateway import Gateway
+from api.problems import ApiProblem
+from api.schemas import CODE_PATTERN, MAX_LINES
+from api.service import CommandService
+
+_CODE = re.compile(CODE_PATTERN)
+
+AVAILABILITY_READ = "availability:read"
+RESERVATIONS_WRITE = "reservations:write"
+ORDERS_WRITE = "orders:write"
+STOCK_WRITE = "stock:write"
+POLICY_WRITE = "policy:write"
+ADMIN = "admin"
+
+
+def path_code(value: str, name: str) -> str:
+    """A code from the path (percent-encoded there; `/` arrives as %2F)."""
+    code = unquote(value)
+    if not _CODE.match(code):
+        raise ApiProblem(404, "not-found", f"{name} {code!r} is not a valid code")
+    return code
+
+
+def check_lines(lines: Sequence[Any] | None, field: str = "lines") -> None:
+    if lines is not None and len(lines) > MAX_LINES:
+        raise ApiProblem(
+            413,
+            "too-many-lines",
+            f"{field} has {len(lines)} entries; at most {MAX_LINES}",
+            field=field,
+            limit=MAX_LINES,
+        )
+
+
+def gateway(request: Request[Any, Any, Any]) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+def ledger(request: Request[Any, Any, Any]) -> Ledger:
+    lg: Ledger = request.app.state.ledger
+    return lg
+
+
+def service(request: Request[Any, Any, Any]) -> CommandService:
+    svc: CommandService = request.app.state.service
+    return svc

@@ -1,0 +1,279 @@
+"""Wire schemas: request and response bodies, separate from the ledger's events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$"
+Code = Annotated[str, msgspec.Meta(pattern=CODE_PATTERN)]
+Quantity = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+Text = Annotated[str, msgspec.Meta(max_length=1000)]
+Ttl = Annotated[int, msgspec.Meta(ge=1, le=86_400)]
+Scope = Literal[
+    "availability:read",
+    "reservations:write",
+    "orders:write",
+    "stock:write",
+    "policy:write",
+    "admin",
+]
+MAX_LINES = 100
+
+
+class LineIn(msgspec.Struct):
+    sku: Code
+    quantity: Quantity
+
+
+# --- tokens --------------------------------------------------------------------------------
+
+
+class TokenRequest(msgspec.Struct):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    scopes: Annotated[list[Scope], msgspec.Meta(min_length=1)]
+
+
+class TokenView(msgspec.Struct):
+    token: str
+    name: str
+    scopes: list[str]
+
+
+# --- policies ------------------------------------------------------------------------------
+
+
+class LocationRequest(msgspec.Struct):
+    name: Text
+    kind: Literal["warehouse", "store", "dropship"]
+    active: bool = True
+
+
+class LocationView(msgspec.Struct):
+    code: str
+    name: str
+    kind: str
+    active: bool
+
+
+class ChannelRequest(msgspec.Struct):
+    locations: Annotated[list[Code], msgspec.Meta(min_length=1, max_length=100)]
+    buffer: NonNegative = 0
+    share_percent: Annotated[int, msgspec.Meta(ge=0, le=100)] = 100
+    backorder_limit: NonNegative = 0
+    low_stock_threshold: NonNegative = 5
+
+
+class ChannelView(msgspec.Struct):
+    code: str
+    locations: list[str]
+    buffer: int
+    share_percent: int
+    backorder_limit: int
+    low_stock_threshold: int
+
+
+class SafetyStockRequest(msgspec.Struct):
+    quantity: NonNegative
+    sku: Code | None = None
+    location: Code | None = None
+
+
+class SafetyStockView(msgspec.Struct):
+    sku: str | None
+    location: str | None
+    quantity: int
+
+
+# --- stock movements -----------------------------------------------------------------------
+
+
+class ReceiptRequest(msgspec.Struct):
+    location: Code
+    lines: list[LineIn]
+    reference: Text | None = None
+
+
+class AdjustmentRequest(msgspec.Struct):
+    location: Code
+    sku: Code
+    delta: Annotated[int, msgspec.Meta(ge=-1_000_000, le=1_000_000)]
+    reason: Text
+    damaged: bool = False
+    """Adjust damaged units (on-hand and damaged move together), e.g. a write-off."""
+
+
+class CountLineIn(msgspec.Struct):
+    sku: Code
+    counted: Annotated[int, msgspec.Meta(ge=0, le=100_000_000)]
+
+
+class CountRequest(msgspec.Struct):
+    location: Code
+    lines: list[CountLineIn]
+
+
+class TransferRequest(msgspec.Struct):
+    transfer_id: Code
+    from_location: Code
+    to_location: Code
+    lines: list[LineIn]
+
+
+class IncomingRequest(msgspec.Struct):
+    location: Code
+    lines: list[LineIn]
+    eta: datetime | None = None
+    reference: Text | None = None
+
+
+class MovementLine(msgspec.Struct):
+    sku: str
+    location: str
+    on_hand: int
+    in_transit: int
+    incoming: int
+
+
+class MovementView(msgspec.Struct, omit_defaults=True):
+    kind: str
+    lines: list[MovementLine]
+    reference: str | None = None
+    transfer_id: str | None = None
+    status: str | None = None
+
+
+# --- reservations and orders ---------------------------------------------------------------
+
+
+class ReservationRequest(msgspec.Struct):
+    channel: Code
+    lines: list[LineIn]
+    ttl_seconds: Ttl = 900
+    reference: Text | None = None
+
+
+class ExtendRequest(msgspec.Struct):
+    ttl_seconds: Ttl
+
+
+class CommitRequest(msgspec.Struct):
+    order_id: Code
+
+
+class HoldView(msgspec.Struct, omit_defaults=True):
+    location: str
+    quantity: int
+    backorder: bool = False
+
+
+class ReservationLineView(msgspec.Struct):
+    sku: str
+    quantity: int
+    holds: list[HoldView]
+
+
+class ReservationView(msgspec.Struct, omit_defaults=True):
+    reservation_id: str
+    status: str
+    expires_at: datetime
+    channel: str
+    lines: list[ReservationLineView]
+    reference: str | None = None
+    order_id: str | None = None
+
+
+class OrderRequest(msgspec.Struct):
+    order_id: Code
+    channel: Code
+    lines: list[LineIn]
+
+
+class CancelRequest(msgspec.Struct):
+    lines: list[LineIn] | None = None
+
+
+class ShipmentRequest(msgspec.Struct):
+    shipment_id: Code
+    location: Code
+    lines: list[LineIn]
+
+
+class ReturnLineIn(msgspec.Struct):
+    sku: Code
+    quantity: Quantity
+    disposition: Literal["restock", "damaged"] = "restock"
+
+
+class ReturnRequest(msgspec.Struct):
+    return_id: Code
+    location: Code
+    lines: list[ReturnLineIn]
+
+
+class OrderLineView(msgspec.Struct):
+    sku: str
+    quantity: int
+    allocated: int
+    shipped: int
+    returned: int
+    canceled: int
+
+
+class OrderView(msgspec.Struct, omit_defaults=True):
+    order_id: str
+    status: str
+    channel: str
+    lines: list[OrderLineView]
+    reservation_id: str | None = None
+
+
+# --- availability and items ----------------------------------------------------------------
+
+
+class AvailabilityView(msgspec.Struct):
+    sku: str
+    channel: str
+    available: int
+    status: str
+    position: int
+
+
+class AvailabilityList(msgspec.Struct):
+    items: list[AvailabilityView]
+
+
+class LocationFiguresView(msgspec.Struct):
+    location: str
+    on_hand: int
+    allocated: int
+    held: int
+    damaged: int
+    in_transit: int
+    incoming: int
+    backordered: int
+    safety_stock: int
+    sellable: int
+    active: bool
+
+
+class ChannelFiguresView(msgspec.Struct):
+    channel: str
+    available: int
+    status: str
+    derivation: dict[str, Any]
+
+
+class ItemView(msgspec.Struct):
+    sku: str
+    position: int
+    locations: list[LocationFiguresView]
+    channels: list[ChannelFiguresView]
+
+
+class HistoryPage(msgspec.Struct):
+    entries: list[dict[str, Any]]
+    next_after: int | None

@@ -1,0 +1,383 @@
+"""The command service: load state, decide, append to the ledger, with group commit.
+
+One writer thread per process owns the write-side cache. Requests queue jobs; the writer
+drains whatever has queued while the previous transaction was committing, decides the jobs
+in order against cached state, and appends all their events (and idempotency records) in
+one transaction. Several processes stay correct through optimistic concurrency: a version
+conflict drops the cache of the batch's streams and the batch is decided again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from adapters.ledger import IntegrityError, Ledger, LedgerEvent, StreamKey, stream_id
+from adapters.records import Record, ResponseRecorded
+from atp.decide import POLICIES, NeedStreams
+from atp.errors import DomainError
+from atp.world import StateSet, StreamState
+
+log = logging.getLogger("atp.service")
+
+IDEMPOTENCY_TTL = timedelta(hours=24)
+SNAPSHOT_INTERVAL = 100
+DecideFn = Callable[["ServiceWorld", datetime], list[tuple[Any, Any]]]
+
+
+@dataclass(frozen=True)
+class Reply:
+    status_code: int
+    body: bytes
+    position: int | None = None
+    replayed: bool = False
+    reused: bool = False
+    """The idempotency key was used before with a different request body."""
+    stored: bytes | None = None
+    """What the idempotency record keeps instead of `body` (secrets redacted)."""
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    scope: str
+    key: str
+    request_hash: str
+
+    @property
+    def stream(self) -> StreamKey:
+        return ("idempotency", f"{self.scope}\x1f{self.key}")
+
+
+@dataclass
+class Outcome:
+    """What a job's decision came to: the world after it, or the domain error."""
+
+    world: ServiceWorld
+    error: DomainError | None = None
+
+
+class IdempotencyKeyReused(Exception):
+    pass
+
+
+@dataclass
+class Job:
+    decide: DecideFn
+    render: Callable[[Outcome], Reply]
+    correlation_id: str
+    idempotency: Idempotency | None = None
+    done: Callable[[Reply | BaseException], None] = field(default=lambda _: None)
+
+
+class ServiceWorld(StateSet):
+    """StateSet over domain streams plus record streams (tokens, idempotency)."""
+
+    def get(self, stream: Any) -> StreamState:
+        return super().get(stream)
+
+    def apply(self, stream: Any, event: Any) -> None:
+        self.states[stream] = Ledger.fold_one(stream, self.get(stream), event)
+
+    def records(self, stream: StreamKey) -> list[Record]:
+        state: Any = self.get(stream)  # type: ignore[arg-type]
+        return list(state)
+
+
+class _Cache:
+    """LRU of (state, version) by stream, owned by the writer thread."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self.entries: OrderedDict[StreamKey, tuple[Any, int]] = OrderedDict()
+
+    def get(self, stream: StreamKey) -> tuple[Any, int] | None:
+        entry = self.entries.get(stream)
+        if entry is not None:
+            self.entries.move_to_end(stream)
+        return entry
+
+    def put(self, stream: StreamKey, state: Any, version: int) -> None:
+        self.entries[stream] = (state, version)
+        self.entries.move_to_end(stream)
+        while len(self.entries) > self.maxsize:
+            self.entries.popitem(last=False)
+
+    def drop(self, streams: Any) -> None:
+        for stream in streams:
+            self.entries.pop(stream, None)
+
+
+class CommandService:
+    def __init__(
+        self,
+        ledger: Ledger,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_batch: int = 200,
+        cache_size: int = 100_000,
+        max_attempts: int = 20,
+    ) -> None:
+        self.ledger = ledger
+        self.clock = clock
+        self.max_batch = max_batch
+        self.max_attempts = max_attempts
+        self.cache = _Cache(cache_size)
+        self.queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.batches = 0
+        self.jobs = 0
+        self.conflicts = 0
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="atp-writer", daemon=True)
+            self.thread.start()
+
+    def stop(self) -> None:
+        if self.thread is not None:
+            self.queue.put(None)
+            self.thread.join(timeout=10)
+            self.thread = None
+
+    # --- submitting ------------------------------------------------------------------------
+
+    async def submit(self, job: Job) -> Reply:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Reply] = loop.create_future()
+
+        def done(result: Reply | BaseException) -> None:
+            loop.call_soon_threadsafe(_resolve, future, result)
+
+        job.done = done
+        self.queue.put(job)
+        return await future
+
+    def run_sync(self, job: Job) -> Reply:
+        """Submit from a non-async caller (CLI, sweeper) and wait."""
+        event = threading.Event()
+        box: list[Reply | BaseException] = []
+
+        def done(result: Reply | BaseException) -> None:
+            box.append(result)
+            event.set()
+
+        job.done = done
+        self.queue.put(job)
+        event.wait()
+        result = box[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    # --- the writer ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            first = self.queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    job = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                batch.append(job)
+            try:
+                self._process(batch)
+            except Exception as exc:  # the ledger is unreachable or broken
+                log.exception("writer failed a batch of %d job(s)", len(batch))
+                for job in batch:
+                    job.done(exc)
+            if stop:
+                return
+
+    def _process(self, batch: list[Job]) -> None:
+        for attempt in range(self.max_attempts):
+            result = self._attempt(batch)
+            if result is not None:
+                self.batches += 1
+                self.jobs += len(batch)
+                for job, reply in zip(batch, result, strict=True):
+                    job.done(reply)
+                return
+            self.conflicts += 1
+            time.sleep(min(0.05, 0.001 * 2**attempt))
+        raise TimeoutError(f"gave up after {self.max_attempts} version conflicts")
+
+    def _load(self, world: ServiceWorld, streams: Any, base: dict[StreamKey, int]) -> None:
+        for stream in streams:
+            if stream in world.states:
+                continue
+            cached = self.cache.get(stream)
+            if cached is None:
+                state, version = self.ledger.load(stream)
+                self.cache.put(stream, state, version)
+            else:
+                state, version = cached
+            world.put(stream, state)
+            base[stream] = version
+
+    def _refresh(self, streams: Any) -> bool:
+        """Bring cached streams up to date with the ledger; True if any had moved on."""
+        moved = False
+        for stream in streams:
+            cached = self.cache.get(stream)
+            if cached is None:
+                continue
+            state, version = cached
+            newer = list(self.ledger.events.get(stream_id(stream), gt=version or None))
+            if newer:
+                moved = True
+                for ledger_event in newer:
+                    state = self.ledger.fold_one(stream, state, ledger_event.event)
+                self.cache.put(stream, state, newer[-1].originator_version)
+        return moved
+
+    def _decide(
+        self, job: Job, world: ServiceWorld, base: dict[StreamKey, int], now: datetime
+    ) -> Any:
+        while True:
+            try:
+                return job.decide(world, now)
+            except NeedStreams as need:
+                self._load(world, need.streams, base)
+
+    def _attempt(self, batch: list[Job]) -> list[Reply | Exception] | None:
+        now = self.clock()
+        world = ServiceWorld()
+        base: dict[StreamKey, int] = {}
+        # Policies are read by most commands without being written: refresh once a batch.
+        self._refresh([POLICIES])
+        self._load(world, [POLICIES], base)
+        fresh: set[StreamKey] = {POLICIES}
+        pending: list[tuple[StreamKey, Any, Job]] = []
+        replies: list[Reply | Exception] = []
+        for job in batch:
+            if job.idempotency is not None:
+                replay = self._replay(job.idempotency, world, base, now)
+                if replay is not None:
+                    replies.append(replay)
+                    continue
+            try:
+                decision = self._decide(job, world, base, now)
+            except DomainError as error:
+                # A rejection must rest on fresh state, not on another process's past.
+                read = [s for s in world.states if s not in fresh]
+                if read and self._refresh(read):
+                    return None
+                fresh.update(read)
+                reply = job.render(Outcome(world, error))
+            except Exception as exc:  # a bug in one job must not fail its batch
+                log.exception("job failed")
+                replies.append(exc)
+                continue
+            else:
+                # Streams written without being read (a commit's items) need their versions.
+                self._load(world, [stream for stream, _ in decision], base)
+                for stream, event in decision:
+                    world.apply(stream, event)
+                    pending.append((stream, event, job))
+                reply = job.render(Outcome(world))
+            if job.idempotency is not None and reply.status_code < 500:
+                record = ResponseRecorded(
+                    scope=job.idempotency.scope,
+                    key=job.idempotency.key,
+                    request_hash=job.idempotency.request_hash,
+                    status_code=reply.status_code,
+                    body=reply.body if reply.stored is None else reply.stored,
+                    recorded_at=now,
+                )
+                world.apply(job.idempotency.stream, record)
+                pending.append((job.idempotency.stream, record, job))
+            replies.append(reply)
+        positions = self._append(pending, world, base, now)
+        if positions is None:
+            return None
+        done: list[Reply | Exception] = []
+        for job, reply in zip(batch, replies, strict=True):
+            if isinstance(reply, Reply):
+                reply = Reply(
+                    reply.status_code,
+                    reply.body,
+                    positions.get(id(job)),
+                    reply.replayed,
+                    reply.reused,
+                )
+            done.append(reply)
+        return done
+
+    def _replay(
+        self, idem: Idempotency, world: ServiceWorld, base: dict[StreamKey, int], now: datetime
+    ) -> Reply | None:
+        stream = idem.stream
+        if stream not in world.states and self.cache.get(stream) is None:
+            # Optimistic: a key this process has not seen is assumed new. If another process
+            # recorded it, the append conflicts and the batch is decided again after loading.
+            world.put(stream, [])
+            base[stream] = 0
+        self._load(world, [stream], base)
+        for record in reversed(world.records(stream)):
+            if isinstance(record, ResponseRecorded) and now - record.recorded_at < IDEMPOTENCY_TTL:
+                if record.request_hash != idem.request_hash:
+                    return Reply(422, b"", reused=True)
+                return Reply(record.status_code, record.body, replayed=True)
+        return None
+
+    def _append(
+        self,
+        pending: list[tuple[StreamKey, Any, Job]],
+        world: ServiceWorld,
+        base: dict[StreamKey, int],
+        now: datetime,
+    ) -> dict[int, int] | None:
+        if not pending:
+            return {}
+        versions = dict(base)
+        events: list[LedgerEvent] = []
+        for stream, event, job in pending:
+            version = versions.get(stream, 0) + 1
+            versions[stream] = version
+            metadata = {"correlation_id": job.correlation_id}
+            if job.idempotency is not None:
+                metadata["idempotency_key"] = job.idempotency.key
+            events.append(LedgerEvent(stream_id(stream), version, now, event, metadata))
+        snapshots = [
+            (stream, versions[stream], world.states[stream])
+            for stream in versions
+            if stream[0] in ("item", "order")
+            and versions[stream] // SNAPSHOT_INTERVAL > base.get(stream, 0) // SNAPSHOT_INTERVAL
+        ]
+        try:
+            ids = self.ledger.append(events, snapshots)
+        except IntegrityError:
+            self.cache.drop(versions)
+            return None
+        for stream, version in versions.items():
+            self.cache.put(stream, world.states[stream], version)
+        positions: dict[int, int] = {}
+        for (_, _, job), position in zip(pending, ids, strict=True):
+            positions[id(job)] = max(positions.get(id(job), 0), position)
+        return positions
+
+
+def _resolve(future: asyncio.Future[Reply], result: Reply | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
