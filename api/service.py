@@ -365,6 +365,10 @@ class CommandService:
             ids = self.ledger.append(events, snapshots)
         except IntegrityError:
             self.cache.drop(versions)
+            # Keys assumed new must now be read for real, or the batch would conflict forever.
+            for stream in versions:
+                if stream[0] == "idempotency":
+                    self.cache.put(stream, *self.ledger.load(stream))
             return None
         for stream, version in versions.items():
             self.cache.put(stream, world.states[stream], version)

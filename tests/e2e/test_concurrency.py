@@ -1,0 +1,327 @@
+"""No oversell under real concurrency: many OS processes against two API worker processes.
+
+Each burst is fired from several client processes, each running a pool of threads with their
+own HTTP connections, all released at the same instant. The service runs with two uvicorn
+workers on PostgreSQL, so two group-commit writers race on the same SKU streams and only
+optimistic concurrency keeps the ledger right.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.server import ADMIN_TOKEN, Server
+
+pytestmark = pytest.mark.e2e
+
+PROCESSES = 4
+THREADS = 8
+
+Call = tuple[int, str, dict[str, Any], str]
+"""(index, path, JSON body, Idempotency-Key) of one POST."""
+
+
+# --- client processes --------------------------------------------------------------------
+
+
+def _warm(_: int) -> int:
+    time.sleep(0.3)  # keeps every pool process busy, so all of them get started
+    return multiprocessing.current_process().pid or 0
+
+
+def _burst(url: str, token: str, calls: list[Call], threads: int, start_at: float) -> list[dict]:
+    """Runs in a client process: POSTs `calls` from `threads` connections, from `start_at`."""
+    headers = {"Authorization": f"Bearer {token}"}
+    clients = [httpx.Client(base_url=url, headers=headers, timeout=60) for _ in range(threads)]
+    try:
+        for client in clients:  # open every connection before the start signal
+            client.get("/health").raise_for_status()
+        chunks = [calls[i::threads] for i in range(threads)]
+
+        def run(client: httpx.Client, chunk: list[Call]) -> list[dict]:
+            out = []
+            for index, path, body, key in chunk:
+                r = client.post(path, json=body, headers={"Idempotency-Key": key})
+                try:
+                    payload = r.json()
+                except ValueError:
+                    payload = {"raw": r.text}
+                out.append(
+                    {
+                        "index": index,
+                        "status": r.status_code,
+                        "replayed": r.headers.get("idempotent-replayed"),
+                        "body": payload,
+                        "pid": multiprocessing.current_process().pid,
+                    }
+                )
+            return out
+
+        time.sleep(max(0.0, start_at - time.time()))
+        with ThreadPoolExecutor(threads) as pool:
+            parts = list(pool.map(run, clients, chunks))
+        return [result for part in parts for result in part]
+    finally:
+        for client in clients:
+            client.close()
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ProcessPoolExecutor]:
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(PROCESSES, mp_context=ctx) as executor:
+        pids = set(executor.map(_warm, range(PROCESSES)))
+        assert len(pids) == PROCESSES
+        yield executor
+
+
+def race(
+    pool: ProcessPoolExecutor, server: Server, calls: list[Call], threads: int = THREADS
+) -> list[dict]:
+    """Fire `calls` concurrently from every pool process; results in call order."""
+    start_at = time.time() + 0.5
+    futures = [
+        pool.submit(_burst, server.url, ADMIN_TOKEN, calls[p::PROCESSES], threads, start_at)
+        for p in range(PROCESSES)
+    ]
+    results = [result for future in futures for result in future.result(timeout=120)]
+    results.sort(key=lambda r: r["index"])
+    assert [r["index"] for r in results] == [c[0] for c in sorted(calls)]
+    return results
+
+
+# --- setup helpers -----------------------------------------------------------------------
+
+
+def ok(response: httpx.Response, status: int = 200) -> dict:
+    assert response.status_code == status, (response.status_code, response.text)
+    return response.json()
+
+
+def setup_channel(client: httpx.Client, unique: str) -> tuple[str, str]:
+    location, channel = f"{unique}-WH", f"{unique}-WEB"
+    ok(client.put(f"/v1/locations/{location}", json={"name": "DC", "kind": "warehouse"}))
+    ok(client.put(f"/v1/channels/{channel}", json={"locations": [location]}))
+    return location, channel
+
+
+def receive(client: httpx.Client, location: str, stock: dict[str, int]) -> None:
+    lines = [{"sku": sku, "quantity": qty} for sku, qty in stock.items()]
+    body = {"location": location, "lines": lines, "reference": f"PO-{uuid.uuid4().hex[:8]}"}
+    ok(client.post("/v1/receipts", json=body), 201)
+
+
+def figures(client: httpx.Client, sku: str, location: str) -> dict:
+    item = ok(client.get(f"/v1/items/{sku}"))
+    (loc,) = [f for f in item["locations"] if f["location"] == location]
+    return loc
+
+
+def history_types(client: httpx.Client, sku: str) -> Counter[str]:
+    types: Counter[str] = Counter()
+    after = 0
+    while True:
+        page = ok(client.get(f"/v1/items/{sku}/history", params={"after": after, "limit": 1000}))
+        types.update(e["type"] for e in page["entries"] if e.get("sku") == sku)
+        if page["next_after"] is None:
+            return types
+        after = page["next_after"]
+
+
+def held_by_sku(result: dict) -> dict[str, int]:
+    """Units a 201 reservation response holds, per SKU (from its holds)."""
+    return {
+        line["sku"]: sum(h["quantity"] for h in line["holds"]) for line in result["body"]["lines"]
+    }
+
+
+def statuses(results: list[dict]) -> Counter[int]:
+    return Counter(r["status"] for r in results)
+
+
+def describe(results: list[dict]) -> str:
+    odd = [r for r in results if r["status"] not in (201, 409)]
+    return f"statuses {dict(statuses(results))}; unexpected e.g. {odd[:3]}"
+
+
+# --- the tests ---------------------------------------------------------------------------
+
+
+def test_single_sku_checkout_rush_sells_exactly_the_sellable_units(
+    server: Server, pool: ProcessPoolExecutor, unique: str
+) -> None:
+    sku = f"{unique}-HOT"
+    with server.client() as admin:
+        location, channel = setup_channel(admin, unique)
+        ok(admin.put("/v1/safety-stock", json={"sku": sku, "location": location, "quantity": 3}))
+        receive(admin, location, {sku: 53})
+        before = figures(admin, sku, location)
+        assert (before["on_hand"], before["safety_stock"], before["sellable"]) == (53, 3, 50)
+
+        calls = [
+            (
+                i,
+                "/v1/reservations",
+                {"channel": channel, "lines": [{"sku": sku, "quantity": 1}], "reference": f"c{i}"},
+                f"{unique}-r{i}",
+            )
+            for i in range(200)
+        ]
+        results = race(pool, server, calls)
+
+        assert statuses(results) == {201: 50, 409: 150}, describe(results)
+        won = [r for r in results if r["status"] == 201]
+        lost = [r for r in results if r["status"] == 409]
+        assert all(r["body"]["code"] == "insufficient-stock" for r in lost)
+        assert all(r["body"]["lines"][0]["sku"] == sku for r in lost)
+        assert all(r["body"]["lines"][0]["available"] == 0 for r in lost)
+        assert all(r["body"]["status"] == "held" for r in won)
+        assert len({r["body"]["reservation_id"] for r in won}) == 50
+        assert sum(held_by_sku(r)[sku] for r in won) == 50
+        assert all(r["replayed"] is None for r in results)
+
+        after = figures(admin, sku, location)
+        assert after["held"] == 50
+        assert after["sellable"] == 0
+        assert after["allocated"] == 0
+        free = after["on_hand"] - after["allocated"] - after["held"] - after["damaged"]
+        assert free >= after["safety_stock"] == 3
+        item = ok(admin.get(f"/v1/items/{sku}"))
+        (web,) = [c for c in item["channels"] if c["channel"] == channel]
+        assert web["available"] == 0
+        assert web["status"] == "out_of_stock"
+        # The ledger itself: one hold event per winner, nothing for the losers.
+        assert history_types(admin, sku)["StockHeld"] == 50
+        for r in won[:5]:
+            got = ok(admin.get(f"/v1/reservations/{r['body']['reservation_id']}"))
+            assert got["status"] == "held"
+            assert got["lines"] == r["body"]["lines"]
+
+
+def test_multi_line_reservations_over_overlapping_skus_are_all_or_nothing(
+    server: Server, pool: ProcessPoolExecutor, unique: str
+) -> None:
+    x, y, z = f"{unique}-X", f"{unique}-Y", f"{unique}-Z"
+    combos = [(x, y), (y, z), (x, z), (x, y, z)]
+    rng = random.Random(7)
+    with server.client() as admin:
+        location, channel = setup_channel(admin, unique)
+        receive(admin, location, {x: 30, y: 30, z: 30})
+        calls = []
+        for i in range(160):
+            lines = [{"sku": sku, "quantity": rng.randint(1, 2)} for sku in combos[i % 4]]
+            rng.shuffle(lines)
+            body = {"channel": channel, "lines": lines}
+            calls.append((i, "/v1/reservations", body, f"{unique}-m{i}"))
+        results = race(pool, server, calls)
+
+        assert set(statuses(results)) <= {201, 409}, describe(results)
+        totals = dict.fromkeys((x, y, z), 0)
+        for (_, _, body, _), r in zip(sorted(calls), results, strict=True):
+            asked = {line["sku"]: line["quantity"] for line in body["lines"]}
+            if r["status"] == 201:
+                # Every line, in full, from the one location.
+                assert held_by_sku(r) == asked
+                assert {line["sku"]: line["quantity"] for line in r["body"]["lines"]} == asked
+                for sku, qty in asked.items():
+                    totals[sku] += qty
+            else:
+                assert r["body"]["code"] == "insufficient-stock"
+                short = r["body"]["lines"]
+                assert short, r["body"]
+                for line in short:
+                    assert line["sku"] in asked
+                    assert line["requested"] == asked[line["sku"]]
+                    assert line["available"] < line["requested"]
+        assert statuses(results)[201] > 0
+        assert statuses(results)[409] > 0  # 160 requests ask for ~360 units of 90
+
+        for sku in (x, y, z):
+            assert totals[sku] <= 30, totals
+            f = figures(admin, sku, location)
+            assert f["held"] == totals[sku], (sku, f, totals)
+            assert f["sellable"] == 30 - totals[sku]
+            assert f["on_hand"] - f["allocated"] - f["held"] >= 0
+            assert history_types(admin, sku)["StockHeld"] == sum(
+                1
+                for (_, _, body, _), r in zip(sorted(calls), results, strict=True)
+                if r["status"] == 201 and any(line["sku"] == sku for line in body["lines"])
+            )
+        # Each SKU is exhausted past the point any request for it could still succeed:
+        # with quantities of at most 2, fewer than 2 units of at least one SKU remain.
+        assert min(30 - t for t in totals.values()) < 2, totals
+
+
+def test_orders_racing_reservations_never_oversell(
+    server: Server, pool: ProcessPoolExecutor, unique: str
+) -> None:
+    sku = f"{unique}-DUO"
+    with server.client() as admin:
+        location, channel = setup_channel(admin, unique)
+        receive(admin, location, {sku: 40})
+        calls: list[Call] = []
+        for i in range(120):
+            line = [{"sku": sku, "quantity": 1}]
+            if i % 2:
+                body = {"order_id": f"{unique}-o{i}", "channel": channel, "lines": line}
+                calls.append((i, "/v1/orders", body, f"{unique}-o{i}"))
+            else:
+                calls.append((i, "/v1/reservations", {"channel": channel, "lines": line}, f"{unique}-h{i}"))
+        results = race(pool, server, calls)
+
+        assert set(statuses(results)) <= {201, 409}, describe(results)
+        orders = [r for c, r in zip(sorted(calls), results, strict=True) if c[1] == "/v1/orders"]
+        holds = [r for c, r in zip(sorted(calls), results, strict=True) if c[1] != "/v1/orders"]
+        allocated = sum(
+            line["allocated"] for r in orders if r["status"] == 201 for line in r["body"]["lines"]
+        )
+        held = sum(held_by_sku(r)[sku] for r in holds if r["status"] == 201)
+        assert all(r["body"]["code"] == "insufficient-stock" for r in results if r["status"] == 409)
+        # Demand (120 x 1) exceeds supply: every unit goes, none twice.
+        assert allocated + held == 40, (allocated, held)
+        f = figures(admin, sku, location)
+        assert (f["allocated"], f["held"], f["sellable"], f["on_hand"]) == (allocated, held, 0, 40)
+        types = history_types(admin, sku)
+        assert types["StockHeld"] == sum(1 for r in holds if r["status"] == 201)
+        placed = [r for r in orders if r["status"] == 201]
+        for r in placed[:5]:
+            order = ok(admin.get(f"/v1/orders/{r['body']['order_id']}"))
+            assert order["status"] == "allocated"
+
+
+def test_one_idempotency_key_sent_twenty_times_at_once_holds_once(
+    server: Server, pool: ProcessPoolExecutor, unique: str
+) -> None:
+    sku = f"{unique}-IDEM"
+    with server.client() as admin:
+        location, channel = setup_channel(admin, unique)
+        receive(admin, location, {sku: 10})
+        body = {"channel": channel, "lines": [{"sku": sku, "quantity": 2}], "reference": "cart-1"}
+        key = f"{unique}-the-one-key"
+        # 20 copies: 4 processes x 5 threads, one request each, all at the same instant.
+        results = race(pool, server, [(i, "/v1/reservations", body, key) for i in range(20)], 5)
+
+        assert len({r["status"] for r in results}) == 1, describe(results)
+        assert results[0]["status"] == 201, describe(results)
+        ids = {r["body"]["reservation_id"] for r in results}
+        assert len(ids) == 1, ids
+        bodies = {str(r["body"]) for r in results}
+        assert len(bodies) == 1
+        replayed = [r for r in results if r["replayed"] == "true"]
+        assert len(replayed) == 19, [r["replayed"] for r in results]
+
+        f = figures(admin, sku, location)
+        assert (f["held"], f["sellable"]) == (2, 8)
+        assert history_types(admin, sku)["StockHeld"] == 1
+        (reservation_id,) = ids
+        assert ok(admin.get(f"/v1/reservations/{reservation_id}"))["status"] == "held"
