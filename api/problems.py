@@ -54,7 +54,12 @@ class ApiProblem(Exception):
         self.extra = extra
 
 
+RESERVED = frozenset({"type", "title", "status", "detail", "code"})
+
+
 def problem_body(status: int, kind: str, detail: str, **extra: Any) -> bytes:
+    # Extension members never override the standard ones.
+    extra = {k: v for k, v in extra.items() if k not in RESERVED and v is not None}
     body = {
         "type": f"/problems/{kind}",
         "title": TITLES.get(status, "Error"),
@@ -97,11 +102,19 @@ def _on_api_problem(_: Request[Any, Any, Any], exc: ApiProblem) -> Response[byte
 
 
 def _on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
-    errors = exc.extra if isinstance(exc.extra, list) else []
-    messages = [e.get("message", "") for e in errors if isinstance(e, dict)]
-    if not errors or any("missing required field" in m for m in messages):
-        detail = messages[0] if messages else str(exc.detail)
-        return problem_response(400, "bad-request", detail, errors=errors or None)
+    errors = [e for e in (exc.extra if isinstance(exc.extra, list) else []) if isinstance(e, dict)]
+    messages = [str(e.get("message", "")) for e in errors]
+    keys = [str(e.get("key", "")) for e in errors]
+    # No body, a body that is not JSON, or a missing required field: 400. Otherwise the
+    # body was well-formed but invalid: 422 naming the field.
+    if (
+        not errors
+        or any(k in ("", "data") for k in keys)
+        or any("missing required field" in m or "malformed" in m for m in messages)
+    ):
+        detail = messages[0] if messages and messages[0] != "'data'" else "a JSON body is required"
+        kind = "malformed-json" if "malformed" in detail else "bad-request"
+        return problem_response(400, kind, detail)
     first = errors[0] if isinstance(errors[0], dict) else {}
     field = str(first.get("key", "")).removeprefix("data.").removeprefix("data")
     return problem_response(

@@ -280,7 +280,7 @@ class CommandService:
                 if read and self._refresh(read):
                     return None
                 fresh.update(read)
-                reply = job.render(Outcome(world, error))
+                outcome = Outcome(world, error)
             except Exception as exc:  # a bug in one job must not fail its batch
                 log.exception("job failed")
                 replies.append(exc)
@@ -288,10 +288,20 @@ class CommandService:
             else:
                 # Streams written without being read (a commit's items) need their versions.
                 self._load(world, [stream for stream, _ in decision], base)
+                touched = {stream: world.states[stream] for stream, _ in decision}
                 for stream, event in decision:
                     world.apply(stream, event)
-                    pending.append((stream, event, job))
-                reply = job.render(Outcome(world))
+                outcome = Outcome(world)
+            try:
+                reply = job.render(outcome)
+            except Exception as exc:
+                log.exception("rendering a job's response failed")
+                if outcome.error is None:
+                    world.states.update(touched)  # this job takes no effect
+                replies.append(exc)
+                continue
+            if outcome.error is None:
+                pending.extend((stream, event, job) for stream, event in decision)
             if job.idempotency is not None and reply.status_code < 500:
                 record = ResponseRecorded(
                     scope=job.idempotency.scope,

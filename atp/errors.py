@@ -72,7 +72,7 @@ class IllegalState(Conflict):
             f"cannot {action} {resource} {ident!r}: it is {status}",
             resource=resource,
             id=ident,
-            status=status,
+            current_status=status,
         )
 
 

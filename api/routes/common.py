@@ -25,10 +25,20 @@ POLICY_WRITE = "policy:write"
 ADMIN = "admin"
 
 
-def path_code(value: str, name: str) -> str:
-    """A code from the path (percent-encoded there; `/` arrives as %2F)."""
+def path_code(value: str, name: str, creating: bool = False) -> str:
+    """A code from the path (percent-encoded there; `/` arrives as %2F).
+
+    An invalid code names nothing that can exist (404), unless the request creates it (422).
+    """
     code = unquote(value)
     if not _CODE.match(code):
+        if creating:
+            raise ApiProblem(
+                422,
+                "validation-failed",
+                f"{name} code {code!r} does not match {CODE_PATTERN}",
+                field="code",
+            )
         raise ApiProblem(404, "not-found", f"{name} {code!r} is not a valid code")
     return code
 

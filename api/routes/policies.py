@@ -36,7 +36,7 @@ def channel_view(ch: Channel) -> s.ChannelView:
 async def put_location(
     request: Request[Any, Any, Any], code: str, data: s.LocationRequest
 ) -> Response[bytes]:
-    code = path_code(code, "location")
+    code = path_code(code, "location", creating=True)
     command = cmd.DefineLocation(code=code, name=data.name, kind=data.kind, active=data.active)
 
     def render(world: ServiceWorld, _: datetime) -> tuple[int, Any]:
@@ -49,7 +49,7 @@ async def put_location(
 async def put_channel(
     request: Request[Any, Any, Any], code: str, data: s.ChannelRequest
 ) -> Response[bytes]:
-    code = path_code(code, "channel")
+    code = path_code(code, "channel", creating=True)
     command = cmd.DefineChannel(
         code=code,
         locations=tuple(data.locations),
