@@ -1,0 +1,1 @@
+"""Load tests: the reservation benchmark and Locust scenarios for peak retail traffic."""
