@@ -302,3 +302,100 @@ def history(ledger: Ledger, streams: list[StreamKey], after: int, limit: int) ->
                 originator = UUID(str(originator))
             rows.append(HistoryRow(row["n"], originator, payload, occurred_at, metadata))
     return rows
+
+
+def sync_streams(
+    ledger: Ledger, streams: dict[StreamKey, tuple[Any, int] | None]
+) -> dict[StreamKey, tuple[Any, int]]:
+    """Bring many streams up to date in at most two queries.
+
+    A stream given as (state, version) gets only the events after that version; one given as
+    None starts from its latest snapshot (or from nothing).
+    """
+    if not streams:
+        return {}
+    base: dict[StreamKey, tuple[Any, int]] = {}
+    missing = [s for s, v in streams.items() if v is None]
+    for stream, value in streams.items():
+        if value is not None:
+            base[stream] = value
+    if missing:
+        snaps = _latest_snapshots(ledger, [s for s in missing if s[0] in _STATE_TYPES])
+        for stream in missing:
+            base[stream] = snaps.get(stream) or (Ledger._initial(stream), 0)
+    by_id = {stream_id(s): s for s in base}
+    rows = _events_after(ledger, [(stream_id(s), v) for s, (_, v) in base.items()])
+    result = dict(base)
+    for originator_id, version, topic, state in rows:
+        stream = by_id[originator_id]
+        payload, _, _ = decode_payload(topic, state)
+        current, _ = result[stream]
+        result[stream] = (Ledger.fold_one(stream, current, payload), version)
+    return result
+
+
+def _uuid(value: Any) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _events_after(
+    ledger: Ledger, pairs: list[tuple[UUID, int]]
+) -> list[tuple[UUID, int, str, bytes]]:
+    table = ledger.recorder.events_table_name  # type: ignore[attr-defined]
+    datastore = ledger.recorder.datastore  # type: ignore[attr-defined]
+    if ledger.is_postgres:
+        sql = (
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state "
+            "FROM unnest(%s::uuid[], %s::int[]) AS v(id, ver) "
+            f"JOIN {datastore.schema}.{table} e "
+            "ON e.originator_id = v.id AND e.originator_version > v.ver "
+            "ORDER BY e.originator_id, e.originator_version"
+        )
+        params: tuple[Any, ...] = ([p[0] for p in pairs], [p[1] for p in pairs])
+    else:
+        values = ",".join("(?, ?)" for _ in pairs)
+        sql = (
+            f"WITH v(id, ver) AS (VALUES {values}) "
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state "
+            f"FROM v JOIN {table} e ON e.originator_id = v.id AND e.originator_version > v.ver "
+            "ORDER BY e.originator_id, e.originator_version"
+        )
+        params = tuple(x for uid, ver in pairs for x in (uid.hex, ver))
+    with datastore.transaction(commit=False) as cursor:
+        cursor.execute(sql, params)
+        return [
+            (_uuid(r["originator_id"]), r["originator_version"], r["topic"], bytes(r["state"]))
+            for r in cursor.fetchall()
+        ]
+
+
+def _latest_snapshots(ledger: Ledger, streams: list[StreamKey]) -> dict[StreamKey, tuple[Any, int]]:
+    if not streams or ledger.snapshots is None:
+        return {}
+    recorder = ledger.snapshots.recorder
+    table = recorder.events_table_name  # type: ignore[attr-defined]
+    datastore = recorder.datastore  # type: ignore[attr-defined]
+    by_id = {stream_id(s): s for s in streams}
+    if ledger.is_postgres:
+        sql = (
+            "SELECT DISTINCT ON (originator_id) originator_id, originator_version, state "
+            f"FROM {datastore.schema}.{table} WHERE originator_id = ANY(%s) "
+            "ORDER BY originator_id, originator_version DESC"
+        )
+        params: tuple[Any, ...] = (list(by_id),)
+    else:
+        marks = ",".join("?" for _ in by_id)
+        sql = (
+            "SELECT originator_id, max(originator_version) AS originator_version, state "
+            f"FROM {table} WHERE originator_id IN ({marks}) GROUP BY originator_id"
+        )
+        params = tuple(uid.hex for uid in by_id)
+    found: dict[StreamKey, tuple[Any, int]] = {}
+    with datastore.transaction(commit=False) as cursor:
+        cursor.execute(sql, params)
+        for r in cursor.fetchall():
+            stream = by_id[_uuid(r["originator_id"])]
+            snap = _snapshot_decoder.decode(bytes(r["state"]))
+            state = msgspec.json.decode(snap.s, type=_STATE_TYPES[stream[0]])
+            found[stream] = (state, r["originator_version"])
+    return found

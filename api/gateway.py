@@ -14,14 +14,26 @@ from litestar import Request, Response
 from api.problems import PROBLEM, ApiProblem, domain_problem, problem_body
 from api.service import CommandService, DecideFn, Idempotency, Job, Outcome, Reply, ServiceWorld
 from atp import commands as cmd
-from atp.decide import decide
+from atp.decide import decide, reads
 
 POSITION_HEADER = "ATP-Position"
 Render = Callable[[ServiceWorld, datetime], tuple[int, Any]]
 
 
-def command_decider(command: cmd.Command) -> DecideFn:
-    return lambda world, now: decide(command, world, now)
+class CommandDecider:
+    """Decides one domain command; knows which streams it reads up front."""
+
+    def __init__(self, command: cmd.Command, fresh: tuple[Any, ...] = ()) -> None:
+        self.command = command
+        self.reads = reads(command)
+        self.fresh = list(fresh)
+
+    def __call__(self, world: ServiceWorld, now: datetime) -> Any:
+        return decide(self.command, world, now)
+
+
+def command_decider(command: cmd.Command, fresh: tuple[Any, ...] = ()) -> CommandDecider:
+    return CommandDecider(command, fresh)
 
 
 class Gateway:

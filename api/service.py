@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import random
 import threading
 import time
 from collections import OrderedDict
@@ -20,7 +21,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from adapters.ledger import IntegrityError, Ledger, LedgerEvent, StreamKey, stream_id
+from adapters.ledger import (
+    IntegrityError,
+    Ledger,
+    LedgerEvent,
+    StreamKey,
+    stream_id,
+    sync_streams,
+)
 from adapters.records import Record, ResponseRecorded
 from atp.decide import POLICIES, NeedStreams
 from atp.errors import DomainError
@@ -74,7 +82,16 @@ class Job:
     render: Callable[[Outcome], Reply]
     correlation_id: str
     idempotency: Idempotency | None = None
+    reads: list[StreamKey] = field(default_factory=list)
+    """Streams the job is known to read: loaded for the whole batch in one round trip."""
+    fresh: list[StreamKey] = field(default_factory=list)
+    """Streams known not to exist yet (ids minted for this job): not read."""
     done: Callable[[Reply | BaseException], None] = field(default=lambda _: None)
+
+    def __post_init__(self) -> None:
+        # A domain command's decider knows what it reads and which ids it minted.
+        self.reads = self.reads or list(getattr(self.decide, "reads", ()))
+        self.fresh = self.fresh or list(getattr(self.decide, "fresh", ()))
 
 
 class ServiceWorld(StateSet):
@@ -110,10 +127,6 @@ class _Cache:
         while len(self.entries) > self.maxsize:
             self.entries.popitem(last=False)
 
-    def drop(self, streams: Any) -> None:
-        for stream in streams:
-            self.entries.pop(stream, None)
-
 
 class CommandService:
     def __init__(
@@ -122,18 +135,20 @@ class CommandService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_batch: int = 200,
         cache_size: int = 100_000,
-        max_attempts: int = 20,
+        retry_seconds: float = 10.0,
     ) -> None:
         self.ledger = ledger
         self.clock = clock
         self.max_batch = max_batch
-        self.max_attempts = max_attempts
+        self.retry_seconds = retry_seconds
         self.cache = _Cache(cache_size)
         self.queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
         self.batches = 0
         self.jobs = 0
         self.conflicts = 0
+        self.unsure: set[StreamKey] = set()
+        """Streams assumed new that a conflict showed may exist: read them next time."""
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -206,7 +221,9 @@ class CommandService:
                 return
 
     def _process(self, batch: list[Job]) -> None:
-        for attempt in range(self.max_attempts):
+        deadline = time.monotonic() + self.retry_seconds
+        attempt = 0
+        while True:
             result = self._attempt(batch)
             if result is not None:
                 self.batches += 1
@@ -215,37 +232,22 @@ class CommandService:
                     job.done(reply)
                 return
             self.conflicts += 1
-            time.sleep(min(0.05, 0.001 * 2**attempt))
-        raise TimeoutError(f"gave up after {self.max_attempts} version conflicts")
+            attempt += 1
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gave up after {attempt} version conflicts")
+            # Jitter, so two writers racing for one hot SKU take turns rather than collide.
+            time.sleep(random.uniform(0, min(0.02, 0.001 * attempt)))
 
-    def _load(self, world: ServiceWorld, streams: Any, base: dict[StreamKey, int]) -> None:
+    def _sync(self, world: ServiceWorld, streams: Any, base: dict[StreamKey, int]) -> None:
+        """Load streams into the world at their ledger versions (one or two queries)."""
+        wanted: dict[StreamKey, tuple[Any, int] | None] = {}
         for stream in streams:
-            if stream in world.states:
-                continue
-            cached = self.cache.get(stream)
-            if cached is None:
-                state, version = self.ledger.load(stream)
-                self.cache.put(stream, state, version)
-            else:
-                state, version = cached
+            if stream not in world.states and stream not in wanted:
+                wanted[stream] = self.cache.get(stream)
+        for stream, (state, version) in sync_streams(self.ledger, wanted).items():
+            self.cache.put(stream, state, version)
             world.put(stream, state)
             base[stream] = version
-
-    def _refresh(self, streams: Any) -> bool:
-        """Bring cached streams up to date with the ledger; True if any had moved on."""
-        moved = False
-        for stream in streams:
-            cached = self.cache.get(stream)
-            if cached is None:
-                continue
-            state, version = cached
-            newer = list(self.ledger.events.get(stream_id(stream), gt=version or None))
-            if newer:
-                moved = True
-                for ledger_event in newer:
-                    state = self.ledger.fold_one(stream, state, ledger_event.event)
-                self.cache.put(stream, state, newer[-1].originator_version)
-        return moved
 
     def _decide(
         self, job: Job, world: ServiceWorld, base: dict[StreamKey, int], now: datetime
@@ -254,16 +256,32 @@ class CommandService:
             try:
                 return job.decide(world, now)
             except NeedStreams as need:
-                self._load(world, need.streams, base)
+                self._sync(world, need.streams, base)
 
     def _attempt(self, batch: list[Job]) -> list[Reply | Exception] | None:
         now = self.clock()
         world = ServiceWorld()
         base: dict[StreamKey, int] = {}
-        # Policies are read by most commands without being written: refresh once a batch.
-        self._refresh([POLICIES])
-        self._load(world, [POLICIES], base)
-        fresh: set[StreamKey] = {POLICIES}
+        # Known-new streams (ids this process minted) are not read, unless a conflict
+        # said otherwise; idempotency keys this process has not seen are assumed new.
+        for job in batch:
+            for stream in job.fresh:
+                if stream not in self.unsure:
+                    world.put(stream, None)
+                    base[stream] = 0
+            if job.idempotency is not None:
+                stream = job.idempotency.stream
+                if stream not in self.unsure and self.cache.get(stream) is None:
+                    world.put(stream, [])
+                    base[stream] = 0
+        # Every stream the batch is known to read, brought up to date in one round trip:
+        # decisions (rejections included) rest on the ledger as it is, not on a stale cache.
+        hinted = [POLICIES]
+        for job in batch:
+            hinted += job.reads
+            if job.idempotency is not None:
+                hinted.append(job.idempotency.stream)
+        self._sync(world, hinted, base)
         pending: list[tuple[StreamKey, Any, Job]] = []
         replies: list[Reply | Exception] = []
         for job in batch:
@@ -272,14 +290,10 @@ class CommandService:
                 if replay is not None:
                     replies.append(replay)
                     continue
+            touched: dict[Any, Any] = {}
             try:
                 decision = self._decide(job, world, base, now)
             except DomainError as error:
-                # A rejection must rest on fresh state, not on another process's past.
-                read = [s for s in world.states if s not in fresh]
-                if read and self._refresh(read):
-                    return None
-                fresh.update(read)
                 outcome = Outcome(world, error)
             except Exception as exc:  # a bug in one job must not fail its batch
                 log.exception("job failed")
@@ -287,7 +301,7 @@ class CommandService:
                 continue
             else:
                 # Streams written without being read (a commit's items) need their versions.
-                self._load(world, [stream for stream, _ in decision], base)
+                self._sync(world, [stream for stream, _ in decision], base)
                 touched = {stream: world.states[stream] for stream, _ in decision}
                 for stream, event in decision:
                     world.apply(stream, event)
@@ -296,8 +310,7 @@ class CommandService:
                 reply = job.render(outcome)
             except Exception as exc:
                 log.exception("rendering a job's response failed")
-                if outcome.error is None:
-                    world.states.update(touched)  # this job takes no effect
+                world.states.update(touched)  # this job takes no effect
                 replies.append(exc)
                 continue
             if outcome.error is None:
@@ -333,14 +346,7 @@ class CommandService:
     def _replay(
         self, idem: Idempotency, world: ServiceWorld, base: dict[StreamKey, int], now: datetime
     ) -> Reply | None:
-        stream = idem.stream
-        if stream not in world.states and self.cache.get(stream) is None:
-            # Optimistic: a key this process has not seen is assumed new. If another process
-            # recorded it, the append conflicts and the batch is decided again after loading.
-            world.put(stream, [])
-            base[stream] = 0
-        self._load(world, [stream], base)
-        for record in reversed(world.records(stream)):
+        for record in reversed(world.records(idem.stream)):
             if isinstance(record, ResponseRecorded) and now - record.recorded_at < IDEMPOTENCY_TTL:
                 if record.request_hash != idem.request_hash:
                     return Reply(422, b"", reused=True)
@@ -365,23 +371,24 @@ class CommandService:
             if job.idempotency is not None:
                 metadata["idempotency_key"] = job.idempotency.key
             events.append(LedgerEvent(stream_id(stream), version, now, event, metadata))
+        written = {stream for stream, _, _ in pending}
         snapshots = [
             (stream, versions[stream], world.states[stream])
-            for stream in versions
+            for stream in written
             if stream[0] in ("item", "order")
             and versions[stream] // SNAPSHOT_INTERVAL > base.get(stream, 0) // SNAPSHOT_INTERVAL
         ]
         try:
             ids = self.ledger.append(events, snapshots)
         except IntegrityError:
-            self.cache.drop(versions)
-            # Keys assumed new must now be read for real, or the batch would conflict forever.
-            for stream in versions:
-                if stream[0] == "idempotency":
-                    self.cache.put(stream, *self.ledger.load(stream))
+            # Another process wrote one of these streams first. The next attempt reads them
+            # at their new versions (cached ones by fast-forward); streams assumed new are
+            # read for real.
+            self.unsure.update(s for s in written if self.cache.get(s) is None)
             return None
-        for stream, version in versions.items():
-            self.cache.put(stream, world.states[stream], version)
+        for stream in written:
+            self.cache.put(stream, world.states[stream], versions[stream])
+            self.unsure.discard(stream)
         positions: dict[int, int] = {}
         for (_, _, job), position in zip(pending, ids, strict=True):
             positions[id(job)] = max(positions.get(id(job), 0), position)

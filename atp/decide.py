@@ -671,3 +671,24 @@ def _return_order(c: cmd.ReturnOrder, world: World) -> Decision:
     )
     decision.append((("order", c.order_id), order_returned))
     return decision
+
+
+def reads(command: cmd.Command) -> list[Stream]:
+    """Streams a command is known to read before it is decided, so a caller can load them
+    in one go; a command may still discover more (NeedStreams)."""
+    streams: list[Stream] = [POLICIES]
+    by_id: tuple[tuple[str, StreamKind], ...] = (
+        ("order_id", "order"),
+        ("reservation_id", "reservation"),
+        ("transfer_id", "transfer"),
+    )
+    for field, kind in by_id:
+        value = getattr(command, field, None)
+        if isinstance(value, str):
+            streams.append((kind, value))
+    sku = getattr(command, "sku", None)
+    if isinstance(sku, str):
+        streams.append(("item", sku))
+    lines: Sequence[_LineLike] | None = getattr(command, "lines", None)
+    streams += [("item", line.sku) for line in lines or ()]
+    return streams

@@ -69,9 +69,9 @@ async def reserve(request: Request[Any, Any, Any], data: s.ReservationRequest) -
     def render(world: ServiceWorld, now: datetime) -> tuple[int, Any]:
         return 201, _reservation(reservation_id)(world, now)[1]
 
-    return await gateway(request).execute(
-        request, command_decider(command), render, require_key=True
-    )
+    # The id was minted here, so the stream cannot exist yet: no need to read it.
+    decider = command_decider(command, fresh=(("reservation", reservation_id),))
+    return await gateway(request).execute(request, decider, render, require_key=True)
 
 
 @get(
