@@ -238,6 +238,11 @@ def _adjust(c: cmd.AdjustStock, world: World) -> Decision:
         raise NegativeQuantity(c.sku, c.location, "on_hand", stock.on_hand, c.delta)
     if c.damaged and stock.damaged + c.delta < 0:
         raise NegativeQuantity(c.sku, c.location, "damaged", stock.damaged, c.delta)
+    if not c.damaged and stock.on_hand - stock.damaged + c.delta < 0:
+        # on_hand includes damaged units; a plain adjustment moves only the good ones.
+        raise NegativeQuantity(
+            c.sku, c.location, "undamaged on_hand", stock.on_hand - stock.damaged, c.delta
+        )
     event = ev.StockAdjusted(
         sku=c.sku, location=c.location, delta=c.delta, reason=c.reason, damaged=c.damaged
     )
@@ -605,12 +610,14 @@ def _ship_order(c: cmd.ShipOrder, world: World, now: datetime) -> Decision:
                 f"at {c.location!r}",
             )
         from_backorder = line.quantity - min(line.quantity, regular)
-        stock = item.at(c.location)
-        if line.quantity > stock.on_hand:
-            raise NegativeQuantity(line.sku, c.location, "on_hand", stock.on_hand, -line.quantity)
-        if from_backorder and from_backorder > _free_to_leave(item, policies, c.location, now) + (
-            max(0, stock.backordered - stock.incoming)
-        ):
+        live = location_figures(item, policies, c.location, now)
+        good = live.on_hand - live.damaged
+        if line.quantity > good:
+            raise NegativeQuantity(line.sku, c.location, "undamaged on_hand", good, -line.quantity)
+        # Backordered units ship only out of stock nothing else claims (which includes the
+        # deliveries that arrived for backorders), judged on live holds.
+        unclaimed = live.on_hand - live.allocated - live.held - live.damaged
+        if from_backorder > unclaimed:
             raise InsufficientStock(
                 [ShortLine(line.sku, line.quantity, regular)],
                 f"{line.sku!r}: the backordered units have not arrived at {c.location!r}",

@@ -75,7 +75,7 @@ def _flatten(given: Iterable[Any]) -> list[tuple[Stream, ev.Event]]:
     return flat
 
 
-class given:  # noqa: N801 - reads as a sentence: given(...).when(...).then(...)
+class given:  # lower case: it reads as given(...).when(...).then(...)
     def __init__(self, *events: Given) -> None:
         self.world = world_of(*events)
 
@@ -98,9 +98,12 @@ class When:
         return self.world
 
     def raises(self, error: type[DomainError], **attrs: Any) -> DomainError:
-        with pytest.raises(error) as caught:
-            decide(self.command, self.world, self.now)
-        err = caught.value
+        try:
+            decision = decide(self.command, self.world, self.now)
+        except error as caught:
+            err = caught
+        else:
+            pytest.fail(f"expected {error.__name__}, but the command was accepted: {decision}")
         assert type(err) is error, f"expected exactly {error.__name__}, got {type(err).__name__}"
         for name, value in attrs.items():
             actual = err.data[name] if name in err.data else getattr(err, name)
@@ -174,9 +177,7 @@ def reserved(
     pairs: list[tuple[Stream, ev.Event]] = [
         (
             item(sku),
-            ev.StockHeld(
-                sku=sku, reservation_id=rid, channel=chan, holds=h, expires_at=expires_at
-            ),
+            ev.StockHeld(sku=sku, reservation_id=rid, channel=chan, holds=h, expires_at=expires_at),
         )
         for sku, h in holds.items()
     ]

@@ -131,10 +131,19 @@ class TestDerivation:
 
     @pytest.mark.parametrize(
         ("pool", "share", "buffer", "expected"),
-        [(10, 33, 0, 3), (7, 50, 0, 3), (10, 33, 1, 2), (3, 100, 5, 0), (10, 0, 0, 0), (1, 99, 0, 0)],
+        [
+            (10, 33, 0, 3),
+            (7, 50, 0, 3),
+            (10, 33, 1, 2),
+            (3, 100, 5, 0),
+            (10, 0, 0, 0),
+            (1, 99, 0, 0),
+        ],
     )
     def test_share_percent_floors_then_the_buffer_applies(self, pool, share, buffer, expected):
-        result = avail(item(WH1=LocationStock(on_hand=pool)), channel(share_percent=share, buffer=buffer))
+        result = avail(
+            item(WH1=LocationStock(on_hand=pool)), channel(share_percent=share, buffer=buffer)
+        )
         assert result.on_hand_available == expected
         assert result.available == expected
 
@@ -218,7 +227,9 @@ class TestExpiredHolds:
             **self.hold(Hold("WH1", 2)),
             "r2": ItemHold("r2", "web", (Hold("WH1", 1), Hold("ST1", 1)), EXPIRES + timedelta(1)),
         }
-        state = item(holds, WH1=LocationStock(on_hand=5, held=3), ST1=LocationStock(on_hand=1, held=1))
+        state = item(
+            holds, WH1=LocationStock(on_hand=5, held=3), ST1=LocationStock(on_hand=1, held=1)
+        )
         result = avail(state, now=EXPIRES)
         assert [f.held for f in result.locations] == [1, 1]
         assert result.available == 4
@@ -259,7 +270,9 @@ class TestPlanHolds:
         assert short.as_dict() == {"sku": "A", "requested": 4, "available": 3}
 
     def test_splits_in_sourcing_order_then_backorders(self):
-        state = item(WH1=LocationStock(on_hand=2, incoming=1), ST1=LocationStock(on_hand=1, incoming=5))
+        state = item(
+            WH1=LocationStock(on_hand=2, incoming=1), ST1=LocationStock(on_hand=1, incoming=5)
+        )
         plan = plan_holds(state, POLICIES, channel(backorder_limit=3), 6, NOW)
         assert plan == (
             Hold("WH1", 2),

@@ -13,6 +13,7 @@ from atp import events as ev
 from atp.decide import POLICIES
 from atp.errors import (
     AlreadyExists,
+    DomainError,
     IllegalState,
     InsufficientStock,
     InvalidCommand,
@@ -27,6 +28,7 @@ from tests.unit.scenario import (
     EXPIRES,
     NOW,
     TTL,
+    When,
     adjusted,
     available,
     channel,
@@ -51,6 +53,20 @@ L = cmd.Line
 
 def short(sku: str, requested: int, avail: int) -> dict[str, object]:
     return {"sku": sku, "requested": requested, "available": avail}
+
+
+def assert_damaged_within_on_hand(when: When) -> None:
+    """on_hand counts every unit at the location, damaged ones included, so damaged can
+    never exceed it: the command is either rejected or leaves damaged <= on_hand."""
+    try:
+        decision = when.decision()
+    except DomainError:
+        return
+    world = when.then(*decision)
+    for sku, stream_state in world.states.items():
+        if sku[0] == "item":
+            for code, stock in stream_state.locations.items():
+                assert stock.damaged <= stock.on_hand, (sku, code, stock)
 
 
 def held(rid: str, sku: str, *holds: Hold, expires_at=EXPIRES, chan="web") -> tuple:
@@ -105,21 +121,23 @@ class TestDefineLocation:
             cmd.DefineLocation(code="WH1", name="WH1", kind="warehouse")
         ).then()
 
-    @pytest.mark.parametrize(
-        "change", [{"name": "Other"}, {"kind": "store"}, {"active": False}]
-    )
+    @pytest.mark.parametrize("change", [{"name": "Other"}, {"kind": "store"}, {"active": False}])
     def test_changed_put_records_the_new_definition(self, change):
         fields = {"code": "WH1", "name": "WH1", "kind": "warehouse", "active": True, **change}
-        world = given(location("WH1")).when(cmd.DefineLocation(**fields)).then(
-            (POLICIES, ev.LocationDefined(**fields))
+        world = (
+            given(location("WH1"))
+            .when(cmd.DefineLocation(**fields))
+            .then((POLICIES, ev.LocationDefined(**fields)))
         )
         assert world.policies().locations["WH1"].active is fields["active"]
 
 
 class TestDefineChannel:
     def test_records_the_channel_with_defaults(self):
-        world = given(BASE).when(cmd.DefineChannel(code="pos", locations=("ST1", "WH1"))).then(
-            channel("pos", "ST1", "WH1")
+        world = (
+            given(BASE)
+            .when(cmd.DefineChannel(code="pos", locations=("ST1", "WH1")))
+            .then(channel("pos", "ST1", "WH1"))
         )
         assert world.policies().channels["pos"].locations == ("ST1", "WH1")
 
@@ -208,7 +226,9 @@ class TestSetSafetyStock:
             InvalidCommand, field="quantity"
         )
 
-    @pytest.mark.parametrize(("sku", "loc"), [(None, None), (None, "WH1"), ("A", None), ("A", "WH1")])
+    @pytest.mark.parametrize(
+        ("sku", "loc"), [(None, None), (None, "WH1"), ("A", None), ("A", "WH1")]
+    )
     def test_unchanged_rule_records_nothing(self, sku, loc):
         given(BASE, safety(sku, loc, 3)).when(
             cmd.SetSafetyStock(sku=sku, location=loc, quantity=3)
@@ -219,13 +239,17 @@ class TestSetSafetyStock:
         given(BASE).when(cmd.SetSafetyStock(sku=sku, location=loc, quantity=0)).then()
 
     def test_quantity_zero_removes_the_rule(self):
-        world = given(BASE, safety("A", "WH1", 3), safety(None, None, 2)).when(
-            cmd.SetSafetyStock(sku="A", location="WH1", quantity=0)
-        ).then((item("A"), ev.SafetyStockSet(sku="A", location="WH1", quantity=0)))
+        world = (
+            given(BASE, safety("A", "WH1", 3), safety(None, None, 2))
+            .when(cmd.SetSafetyStock(sku="A", location="WH1", quantity=0))
+            .then((item("A"), ev.SafetyStockSet(sku="A", location="WH1", quantity=0)))
+        )
         assert world.item("A").safety_stock == {}
-        world = given(BASE, safety(None, None, 2)).when(
-            cmd.SetSafetyStock(sku=None, location=None, quantity=0)
-        ).then((POLICIES, ev.SafetyStockSet(sku=None, location=None, quantity=0)))
+        world = (
+            given(BASE, safety(None, None, 2))
+            .when(cmd.SetSafetyStock(sku=None, location=None, quantity=0))
+            .then((POLICIES, ev.SafetyStockSet(sku=None, location=None, quantity=0)))
+        )
         assert world.policies().safety_stock == {}
 
     # WH1 holds 20 units of A; each case lists the rules and what the channel can still sell.
@@ -264,26 +288,42 @@ class TestSetSafetyStock:
 class TestReceiveStock:
     def test_records_each_line(self):
         c = cmd.ReceiveStock(location="WH1", lines=(L("A", 5), L("B", 2)), reference="po-1")
-        world = given(BASE).when(c).then(
-            (item("A"), ev.StockReceived(sku="A", location="WH1", quantity=5, reference="po-1",
-                                         incoming_consumed=0)),
-            (item("B"), ev.StockReceived(sku="B", location="WH1", quantity=2, reference="po-1",
-                                         incoming_consumed=0)),
-        )  # fmt: skip
+        world = (
+            given(BASE)
+            .when(c)
+            .then(
+                (
+                    item("A"),
+                    ev.StockReceived(
+                        sku="A", location="WH1", quantity=5, reference="po-1", incoming_consumed=0
+                    ),
+                ),
+                (
+                    item("B"),
+                    ev.StockReceived(
+                        sku="B", location="WH1", quantity=2, reference="po-1", incoming_consumed=0
+                    ),
+                ),
+            )
+        )
         assert world.item("A").at("WH1") == LocationStock(on_hand=5)
         assert available(world, "A", "web").available == 5
 
     @pytest.mark.parametrize(("qty", "consumed", "left"), [(3, 3, 1), (4, 4, 0), (6, 4, 0)])
     def test_receipts_consume_expected_supply(self, qty, consumed, left):
-        world = given(BASE, expected("A", "WH1", 4)).when(
-            cmd.ReceiveStock(location="WH1", lines=(L("A", qty),))
-        ).then(received("A", "WH1", qty, consumed=consumed))
+        world = (
+            given(BASE, expected("A", "WH1", 4))
+            .when(cmd.ReceiveStock(location="WH1", lines=(L("A", qty),)))
+            .then(received("A", "WH1", qty, consumed=consumed))
+        )
         assert world.item("A").at("WH1") == LocationStock(on_hand=qty, incoming=left)
 
     def test_only_the_receiving_locations_incoming_is_consumed(self):
-        world = given(BASE, expected("A", "ST1", 4)).when(
-            cmd.ReceiveStock(location="WH1", lines=(L("A", 2),))
-        ).then(received("A", "WH1", 2))
+        world = (
+            given(BASE, expected("A", "ST1", 4))
+            .when(cmd.ReceiveStock(location="WH1", lines=(L("A", 2),)))
+            .then(received("A", "WH1", 2))
+        )
         assert world.item("A").at("ST1").incoming == 4
 
     def test_rejects_an_unknown_location(self):
@@ -310,28 +350,46 @@ class TestAdjustStock:
     @pytest.mark.parametrize("delta", [4, -3])
     def test_records_the_adjustment(self, delta):
         c = cmd.AdjustStock(location="WH1", sku="A", delta=delta, reason="shrink")
-        world = given(BASE, received("A", "WH1", 5)).when(c).then(
-            (item("A"), ev.StockAdjusted(sku="A", location="WH1", delta=delta, reason="shrink"))
+        world = (
+            given(BASE, received("A", "WH1", 5))
+            .when(c)
+            .then(
+                (item("A"), ev.StockAdjusted(sku="A", location="WH1", delta=delta, reason="shrink"))
+            )
         )
         assert world.item("A").at("WH1") == LocationStock(on_hand=5 + delta)
 
     def test_a_damaged_adjustment_moves_on_hand_and_damaged_together(self):
         c = cmd.AdjustStock(location="WH1", sku="A", delta=2, reason="broken", damaged=True)
-        world = given(BASE, received("A", "WH1", 5)).when(c).then(
-            (item("A"), ev.StockAdjusted(sku="A", location="WH1", delta=2, reason="broken",
-                                         damaged=True))
-        )  # fmt: skip
+        world = (
+            given(BASE, received("A", "WH1", 5))
+            .when(c)
+            .then(
+                (
+                    item("A"),
+                    ev.StockAdjusted(
+                        sku="A", location="WH1", delta=2, reason="broken", damaged=True
+                    ),
+                )
+            )
+        )
         assert world.item("A").at("WH1") == LocationStock(on_hand=7, damaged=2)
         assert available(world, "A", "web").available == 5
 
     def test_writing_off_damaged_units(self):
         c = cmd.AdjustStock(location="WH1", sku="A", delta=-2, reason="scrap", damaged=True)
-        world = given(BASE, received("A", "WH1", 5), adjusted("A", "WH1", 3, damaged=True)).when(
-            c
-        ).then(
-            (item("A"), ev.StockAdjusted(sku="A", location="WH1", delta=-2, reason="scrap",
-                                         damaged=True))
-        )  # fmt: skip
+        world = (
+            given(BASE, received("A", "WH1", 5), adjusted("A", "WH1", 3, damaged=True))
+            .when(c)
+            .then(
+                (
+                    item("A"),
+                    ev.StockAdjusted(
+                        sku="A", location="WH1", delta=-2, reason="scrap", damaged=True
+                    ),
+                )
+            )
+        )
         assert world.item("A").at("WH1") == LocationStock(on_hand=6, damaged=1)
 
     def test_rejects_a_zero_delta(self):
@@ -351,28 +409,37 @@ class TestAdjustStock:
     def test_on_hand_may_go_to_exactly_zero_even_below_allocations(self):
         # Shrinkage is physical: the count wins even when orders are allocated.
         c = cmd.AdjustStock(location="WH1", sku="A", delta=-3, reason="x")
-        world = given(
-            BASE, received("A", "WH1", 3), ordered("o1", "web", {"A": (Hold("WH1", 2),)})
-        ).when(c).then(
-            (item("A"), ev.StockAdjusted(sku="A", location="WH1", delta=-3, reason="x"))
+        world = (
+            given(BASE, received("A", "WH1", 3), ordered("o1", "web", {"A": (Hold("WH1", 2),)}))
+            .when(c)
+            .then((item("A"), ev.StockAdjusted(sku="A", location="WH1", delta=-3, reason="x")))
         )
         assert world.item("A").at("WH1") == LocationStock(on_hand=0, allocated=2)
         assert available(world, "A", "web").locations[0].sellable == 0
 
+    def test_a_plain_write_off_cannot_take_damaged_units(self):
+        # 5 on hand, 3 of them damaged: only 2 good units can be written off as good ones.
+        c = cmd.AdjustStock(location="WH1", sku="A", delta=-4, reason="lost")
+        history = [BASE, received("A", "WH1", 2), adjusted("A", "WH1", 3, damaged=True)]
+        assert_damaged_within_on_hand(given(*history).when(c))
+
     def test_damaged_never_goes_below_zero(self):
         c = cmd.AdjustStock(location="WH1", sku="A", delta=-3, reason="x", damaged=True)
-        given(BASE, received("A", "WH1", 10), adjusted("A", "WH1", 2, damaged=True)).when(
-            c
-        ).raises(NegativeQuantity, sku="A", location="WH1", quantity="damaged", current=2,
-                 change=-3)  # fmt: skip
+        given(BASE, received("A", "WH1", 10), adjusted("A", "WH1", 2, damaged=True)).when(c).raises(
+            NegativeQuantity, sku="A", location="WH1", quantity="damaged", current=2, change=-3
+        )
 
 
 class TestCountStock:
     def test_records_the_count_with_the_previous_figure(self):
         c = cmd.CountStock(location="WH1", lines=(cmd.CountLine("A", 7), cmd.CountLine("B", 0)))
-        world = given(BASE, received("A", "WH1", 5), received("B", "WH1", 2)).when(c).then(
-            (item("A"), ev.StockCounted(sku="A", location="WH1", counted=7, previous=5)),
-            (item("B"), ev.StockCounted(sku="B", location="WH1", counted=0, previous=2)),
+        world = (
+            given(BASE, received("A", "WH1", 5), received("B", "WH1", 2))
+            .when(c)
+            .then(
+                (item("A"), ev.StockCounted(sku="A", location="WH1", counted=7, previous=5)),
+                (item("B"), ev.StockCounted(sku="B", location="WH1", counted=0, previous=2)),
+            )
         )
         assert world.item("A").at("WH1").on_hand == 7
         assert world.item("B").at("WH1").on_hand == 0
@@ -385,9 +452,11 @@ class TestCountStock:
 
     def test_damaged_never_exceeds_the_count(self):
         c = cmd.CountStock(location="WH1", lines=(cmd.CountLine("A", 1),))
-        world = given(BASE, received("A", "WH1", 5), adjusted("A", "WH1", 3, damaged=True)).when(
-            c
-        ).then((item("A"), ev.StockCounted(sku="A", location="WH1", counted=1, previous=8)))
+        world = (
+            given(BASE, received("A", "WH1", 5), adjusted("A", "WH1", 3, damaged=True))
+            .when(c)
+            .then((item("A"), ev.StockCounted(sku="A", location="WH1", counted=1, previous=8)))
+        )
         assert world.item("A").at("WH1") == LocationStock(on_hand=1, damaged=1)
 
     def test_rejects_an_unknown_location(self):
@@ -414,17 +483,41 @@ def ship_transfer(*lines: cmd.Line, tid="t1", src="WH1", dst="ST1"):
 
 class TestShipTransfer:
     def test_source_on_hand_drops_and_destination_is_in_transit(self):
-        world = given(BASE, received("A", "WH1", 5), received("B", "WH1", 2)).when(
-            ship_transfer(L("A", 3), L("B", 2))
-        ).then(
-            (item("A"), ev.TransferDispatched(sku="A", transfer_id="t1", from_location="WH1",
-                                              to_location="ST1", quantity=3)),
-            (item("B"), ev.TransferDispatched(sku="B", transfer_id="t1", from_location="WH1",
-                                              to_location="ST1", quantity=2)),
-            (transfer("t1"), ev.TransferShipped(transfer_id="t1", from_location="WH1",
-                                                to_location="ST1",
-                                                lines=(ev.OrderLine("A", 3), ev.OrderLine("B", 2)))),
-        )  # fmt: skip
+        world = (
+            given(BASE, received("A", "WH1", 5), received("B", "WH1", 2))
+            .when(ship_transfer(L("A", 3), L("B", 2)))
+            .then(
+                (
+                    item("A"),
+                    ev.TransferDispatched(
+                        sku="A",
+                        transfer_id="t1",
+                        from_location="WH1",
+                        to_location="ST1",
+                        quantity=3,
+                    ),
+                ),
+                (
+                    item("B"),
+                    ev.TransferDispatched(
+                        sku="B",
+                        transfer_id="t1",
+                        from_location="WH1",
+                        to_location="ST1",
+                        quantity=2,
+                    ),
+                ),
+                (
+                    transfer("t1"),
+                    ev.TransferShipped(
+                        transfer_id="t1",
+                        from_location="WH1",
+                        to_location="ST1",
+                        lines=(ev.OrderLine("A", 3), ev.OrderLine("B", 2)),
+                    ),
+                ),
+            )
+        )
         assert world.item("A").at("WH1") == LocationStock(on_hand=2)
         assert world.item("A").at("ST1") == LocationStock(in_transit=3)
         assert available(world, "A", "web").available == 2
@@ -442,11 +535,22 @@ class TestShipTransfer:
             InsufficientStock, lines=[short("A", 6, 5)]
         )
         given(*history).when(ship_transfer(L("A", 5))).then(
-            (item("A"), ev.TransferDispatched(sku="A", transfer_id="t1", from_location="WH1",
-                                              to_location="ST1", quantity=5)),
-            (transfer("t1"), ev.TransferShipped(transfer_id="t1", from_location="WH1",
-                                                to_location="ST1", lines=(ev.OrderLine("A", 5),))),
-        )  # fmt: skip
+            (
+                item("A"),
+                ev.TransferDispatched(
+                    sku="A", transfer_id="t1", from_location="WH1", to_location="ST1", quantity=5
+                ),
+            ),
+            (
+                transfer("t1"),
+                ev.TransferShipped(
+                    transfer_id="t1",
+                    from_location="WH1",
+                    to_location="ST1",
+                    lines=(ev.OrderLine("A", 5),),
+                ),
+            ),
+        )
 
     def test_names_every_short_line(self):
         given(BASE, received("A", "WH1", 1), received("B", "WH1", 5)).when(
@@ -454,15 +558,18 @@ class TestShipTransfer:
         ).raises(InsufficientStock, lines=[short("A", 2, 1), short("C", 1, 0)])
 
     def test_safety_stock_may_leave(self):
-        given(BASE, received("A", "WH1", 5), safety(None, None, 5)).when(
-            ship_transfer(L("A", 5))
-        ).decision()
+        decision = (
+            given(BASE, received("A", "WH1", 5), safety(None, None, 5))
+            .when(ship_transfer(L("A", 5)))
+            .decision()
+        )
+        assert decision[0][1].quantity == 5
 
     def test_an_expired_hold_no_longer_blocks(self):
         history = [BASE, received("A", "WH1", 5), reserved("r1", "web", {"A": (Hold("WH1", 5),)})]
-        given(*history).when(
-            ship_transfer(L("A", 1)), now=EXPIRES - timedelta(seconds=1)
-        ).raises(InsufficientStock, lines=[short("A", 1, 0)])
+        given(*history).when(ship_transfer(L("A", 1)), now=EXPIRES - timedelta(seconds=1)).raises(
+            InsufficientStock, lines=[short("A", 1, 0)]
+        )
         assert given(*history).when(ship_transfer(L("A", 5)), now=EXPIRES).decision()
 
     def test_backorder_promises_that_arrived_may_not_leave(self):
@@ -482,8 +589,9 @@ class TestShipTransfer:
             InvalidCommand, field="to_location"
         )
 
-    @pytest.mark.parametrize(("src", "dst", "field"), [("XX", "ST1", "from_location"),
-                                                       ("WH1", "XX", "to_location")])  # fmt: skip
+    @pytest.mark.parametrize(
+        ("src", "dst", "field"), [("XX", "ST1", "from_location"), ("WH1", "XX", "to_location")]
+    )
     def test_rejects_unknown_locations(self, src, dst, field):
         given(BASE).when(ship_transfer(L("A", 1), src=src, dst=dst)).raises(
             UnknownLocation, field=field, code="XX"
@@ -497,7 +605,11 @@ class TestShipTransfer:
 
     @pytest.mark.parametrize(
         ("lines", "field"),
-        [((), "lines"), ((L("A", 1), L("A", 1)), "lines[1].sku"), ((L("A", 0),), "lines[0].quantity")],
+        [
+            ((), "lines"),
+            ((L("A", 1), L("A", 1)), "lines[1].sku"),
+            ((L("A", 0),), "lines[0].quantity"),
+        ],
     )
     def test_rejects_bad_lines(self, lines, field):
         given(BASE, received("A", "WH1", 5)).when(ship_transfer(*lines)).raises(
@@ -507,12 +619,26 @@ class TestShipTransfer:
 
 class TestReceiveTransfer:
     def test_destination_gets_the_units(self):
-        history = decided(BASE, received("A", "WH1", 5), received("B", "WH1", 5),
-                          ship_transfer(L("A", 3), L("B", 1)))  # fmt: skip
-        world = given(history).when(cmd.ReceiveTransfer(transfer_id="t1")).then(
-            (item("A"), ev.TransferArrived(sku="A", transfer_id="t1", to_location="ST1", quantity=3)),
-            (item("B"), ev.TransferArrived(sku="B", transfer_id="t1", to_location="ST1", quantity=1)),
-            (transfer("t1"), ev.TransferReceived(transfer_id="t1")),
+        history = decided(
+            BASE,
+            received("A", "WH1", 5),
+            received("B", "WH1", 5),
+            ship_transfer(L("A", 3), L("B", 1)),
+        )
+        world = (
+            given(history)
+            .when(cmd.ReceiveTransfer(transfer_id="t1"))
+            .then(
+                (
+                    item("A"),
+                    ev.TransferArrived(sku="A", transfer_id="t1", to_location="ST1", quantity=3),
+                ),
+                (
+                    item("B"),
+                    ev.TransferArrived(sku="B", transfer_id="t1", to_location="ST1", quantity=1),
+                ),
+                (transfer("t1"), ev.TransferReceived(transfer_id="t1")),
+            )
         )
         assert world.item("A").at("ST1") == LocationStock(on_hand=3)
         assert world.item("A").at("WH1") == LocationStock(on_hand=2)
@@ -525,20 +651,32 @@ class TestReceiveTransfer:
         )
 
     def test_a_received_transfer_cannot_be_received_again(self):
-        history = decided(BASE, received("A", "WH1", 5), ship_transfer(L("A", 3)),
-                          cmd.ReceiveTransfer(transfer_id="t1"))  # fmt: skip
+        history = decided(
+            BASE,
+            received("A", "WH1", 5),
+            ship_transfer(L("A", 3)),
+            cmd.ReceiveTransfer(transfer_id="t1"),
+        )
         given(history).when(cmd.ReceiveTransfer(transfer_id="t1")).raises(
-            IllegalState, resource="transfer", id="t1", status="received"
+            IllegalState, resource="transfer", id="t1", current_status="received"
         )
 
 
 class TestExpectIncoming:
     def test_records_expected_supply(self):
         c = cmd.ExpectIncoming(location="ST1", lines=(L("A", 4),), eta=later(3600), reference="asn")
-        world = given(BASE).when(c).then(
-            (item("A"), ev.IncomingExpected(sku="A", location="ST1", quantity=4, eta=later(3600),
-                                            reference="asn"))
-        )  # fmt: skip
+        world = (
+            given(BASE)
+            .when(c)
+            .then(
+                (
+                    item("A"),
+                    ev.IncomingExpected(
+                        sku="A", location="ST1", quantity=4, eta=later(3600), reference="asn"
+                    ),
+                )
+            )
+        )
         assert world.item("A").at("ST1") == LocationStock(incoming=4)
         assert available(world, "A", "web").available == 0  # not on hand, no backorders
 
@@ -548,7 +686,11 @@ class TestExpectIncoming:
 
     @pytest.mark.parametrize(
         ("lines", "field"),
-        [((), "lines"), ((L("A", 1), L("A", 1)), "lines[1].sku"), ((L("A", 0),), "lines[0].quantity")],
+        [
+            ((), "lines"),
+            ((L("A", 1), L("A", 1)), "lines[1].sku"),
+            ((L("A", 0),), "lines[0].quantity"),
+        ],
     )
     def test_rejects_bad_lines(self, lines, field):
         given(BASE).when(cmd.ExpectIncoming(location="WH1", lines=lines)).raises(
@@ -561,9 +703,13 @@ class TestExpectIncoming:
 
 class TestReserveStock:
     def test_holds_at_the_first_location(self):
-        world = given(BASE, received("A", "WH1", 5)).when(reserve(L("A", 2))).then(
-            held("r1", "A", Hold("WH1", 2)),
-            placed("r1", ev.ReservedLine("A", 2, (Hold("WH1", 2),))),
+        world = (
+            given(BASE, received("A", "WH1", 5))
+            .when(reserve(L("A", 2)))
+            .then(
+                held("r1", "A", Hold("WH1", 2)),
+                placed("r1", ev.ReservedLine("A", 2, (Hold("WH1", 2),))),
+            )
         )
         assert world.item("A").at("WH1") == LocationStock(on_hand=5, held=2)
         assert world.reservation("r1").status_at(NOW) == "held"
@@ -571,36 +717,56 @@ class TestReserveStock:
 
     def test_splits_across_locations_in_sourcing_order(self):
         holds = (Hold("WH1", 3), Hold("ST1", 3))
-        given(BASE, received("A", "WH1", 3), received("A", "ST1", 5)).when(
-            reserve(L("A", 6))
-        ).then(held("r1", "A", *holds), placed("r1", ev.ReservedLine("A", 6, holds)))
+        given(BASE, received("A", "WH1", 3), received("A", "ST1", 5)).when(reserve(L("A", 6))).then(
+            held("r1", "A", *holds), placed("r1", ev.ReservedLine("A", 6, holds))
+        )
 
     def test_sourcing_order_is_the_channels(self):
         holds = (Hold("ST1", 5), Hold("WH1", 1))
-        given(BASE, channel("web", "ST1", "WH1"), received("A", "WH1", 3),
-              received("A", "ST1", 5)).when(reserve(L("A", 6))).then(
+        given(
+            BASE, channel("web", "ST1", "WH1"), received("A", "WH1", 3), received("A", "ST1", 5)
+        ).when(reserve(L("A", 6))).then(
             held("r1", "A", *holds), placed("r1", ev.ReservedLine("A", 6, holds))
-        )  # fmt: skip
+        )
 
     def test_every_line_in_one_decision(self):
-        c = cmd.ReserveStock(reservation_id="r1", channel="web", lines=(L("A", 1), L("B", 2)),
-                             ttl_seconds=60, reference="cart-9")  # fmt: skip
+        c = cmd.ReserveStock(
+            reservation_id="r1",
+            channel="web",
+            lines=(L("A", 1), L("B", 2)),
+            ttl_seconds=60,
+            reference="cart-9",
+        )
         exp = NOW + timedelta(seconds=60)
         given(BASE, received("A", "WH1", 3), received("B", "ST1", 5)).when(c).then(
             held("r1", "A", Hold("WH1", 1), expires_at=exp),
             held("r1", "B", Hold("ST1", 2), expires_at=exp),
-            (reservation("r1"), ev.ReservationPlaced(
-                reservation_id="r1", channel="web", expires_at=exp, reference="cart-9",
-                lines=(ev.ReservedLine("A", 1, (Hold("WH1", 1),)),
-                       ev.ReservedLine("B", 2, (Hold("ST1", 2),))))),
-        )  # fmt: skip
+            (
+                reservation("r1"),
+                ev.ReservationPlaced(
+                    reservation_id="r1",
+                    channel="web",
+                    expires_at=exp,
+                    reference="cart-9",
+                    lines=(
+                        ev.ReservedLine("A", 1, (Hold("WH1", 1),)),
+                        ev.ReservedLine("B", 2, (Hold("ST1", 2),)),
+                    ),
+                ),
+            ),
+        )
 
     def test_an_inactive_location_adds_nothing_and_takes_no_holds(self):
-        history = [BASE, location("WH1", active=False), received("A", "WH1", 5),
-                   received("A", "ST1", 3)]  # fmt: skip
+        history = [
+            BASE,
+            location("WH1", active=False),
+            received("A", "WH1", 5),
+            received("A", "ST1", 3),
+        ]
         given(*history).when(reserve(L("A", 4))).raises(InsufficientStock, lines=[short("A", 4, 3)])
         given(*history).when(reserve(L("A", 3))).then(
-            held("r1", "A", Hold("ST1", 3)), placed("r1", ev.ReservedLine("A", 3, (Hold("ST1", 3),)))
+            held("r1", "A", Hold("ST1", 3)),
+            placed("r1", ev.ReservedLine("A", 3, (Hold("ST1", 3),))),
         )
 
     def test_all_lines_or_none_and_the_409_names_each_short_line(self):
@@ -638,29 +804,45 @@ class TestReserveStock:
         ],
     )
     def test_share_percent_then_buffer(self, pool, share, buffer, avail):
-        history = [BASE, channel("web", "WH1", "ST1", share_percent=share, buffer=buffer),
-                   received("A", "WH1", pool - 1), received("A", "ST1", 1)]  # fmt: skip
+        history = [
+            BASE,
+            channel("web", "WH1", "ST1", share_percent=share, buffer=buffer),
+            received("A", "WH1", pool - 1),
+            received("A", "ST1", 1),
+        ]
         given(*history).when(reserve(L("A", avail + 1))).raises(
             InsufficientStock, lines=[short("A", avail + 1, avail)]
         )
 
     def test_backorders_come_out_of_incoming_supply_after_on_hand(self):
-        history = [BASE, channel("web", "WH1", "ST1", backorder_limit=4), received("A", "WH1", 2),
-                   expected("A", "WH1", 1), expected("A", "ST1", 10)]  # fmt: skip
+        history = [
+            BASE,
+            channel("web", "WH1", "ST1", backorder_limit=4),
+            received("A", "WH1", 2),
+            expected("A", "WH1", 1),
+            expected("A", "ST1", 10),
+        ]
         holds = (Hold("WH1", 2), Hold("WH1", 1, backorder=True), Hold("ST1", 2, backorder=True))
-        world = given(*history).when(reserve(L("A", 5))).then(
-            held("r1", "A", *holds), placed("r1", ev.ReservedLine("A", 5, holds))
+        world = (
+            given(*history)
+            .when(reserve(L("A", 5)))
+            .then(held("r1", "A", *holds), placed("r1", ev.ReservedLine("A", 5, holds)))
         )
-        assert world.item("A").at("WH1") == LocationStock(on_hand=2, held=2, incoming=1,
-                                                          backordered=1)  # fmt: skip
+        assert world.item("A").at("WH1") == LocationStock(
+            on_hand=2, held=2, incoming=1, backordered=1
+        )
         assert world.item("A").at("ST1") == LocationStock(incoming=10, backordered=2)
         figures = available(world, "A", "web")
         assert figures.on_hand_available == 0
         assert figures.status == "backorder"
 
     def test_backorders_are_capped_by_the_limit(self):
-        history = [BASE, channel("web", "WH1", backorder_limit=3), received("A", "WH1", 2),
-                   expected("A", "WH1", 10)]  # fmt: skip
+        history = [
+            BASE,
+            channel("web", "WH1", backorder_limit=3),
+            received("A", "WH1", 2),
+            expected("A", "WH1", 10),
+        ]
         given(*history).when(reserve(L("A", 6))).raises(InsufficientStock, lines=[short("A", 6, 5)])
 
     def test_no_backorders_without_a_limit(self):
@@ -669,13 +851,21 @@ class TestReserveStock:
         )
 
     def test_no_backorders_from_an_inactive_location(self):
-        history = [BASE, channel("web", "WH1", "ST1", backorder_limit=3),
-                   location("ST1", "store", active=False), expected("A", "ST1", 10)]  # fmt: skip
+        history = [
+            BASE,
+            channel("web", "WH1", "ST1", backorder_limit=3),
+            location("ST1", "store", active=False),
+            expected("A", "ST1", 10),
+        ]
         given(*history).when(reserve(L("A", 1))).raises(InsufficientStock, lines=[short("A", 1, 0)])
 
     def test_promised_incoming_is_not_promised_twice(self):
-        history = [BASE, channel("web", "WH1", backorder_limit=5), expected("A", "WH1", 3),
-                   reserved("r0", "web", {"A": (Hold("WH1", 2, backorder=True),)})]  # fmt: skip
+        history = [
+            BASE,
+            channel("web", "WH1", backorder_limit=5),
+            expected("A", "WH1", 3),
+            reserved("r0", "web", {"A": (Hold("WH1", 2, backorder=True),)}),
+        ]
         given(*history).when(reserve(L("A", 2))).raises(InsufficientStock, lines=[short("A", 2, 1)])
 
     def test_an_expired_hold_stops_counting_at_expires_at(self):
@@ -685,16 +875,24 @@ class TestReserveStock:
         )
         at = EXPIRES
         exp = at + timedelta(seconds=TTL)
-        world = given(*history).when(reserve(L("A", 5)), now=at).then(
-            held("r1", "A", Hold("WH1", 5), expires_at=exp),
-            placed("r1", ev.ReservedLine("A", 5, (Hold("WH1", 5),)), expires_at=exp),
+        world = (
+            given(*history)
+            .when(reserve(L("A", 5)), now=at)
+            .then(
+                held("r1", "A", Hold("WH1", 5), expires_at=exp),
+                placed("r1", ev.ReservedLine("A", 5, (Hold("WH1", 5),)), expires_at=exp),
+            )
         )
         assert world.reservation("r0").status_at(at) == "expired"
         assert world.reservation("r0").status == "held"  # nothing swept yet
 
     def test_an_expired_backorder_hold_stops_counting_too(self):
-        history = [BASE, channel("web", "WH1", backorder_limit=5), expected("A", "WH1", 3),
-                   reserved("r0", "web", {"A": (Hold("WH1", 3, backorder=True),)})]  # fmt: skip
+        history = [
+            BASE,
+            channel("web", "WH1", backorder_limit=5),
+            expected("A", "WH1", 3),
+            reserved("r0", "web", {"A": (Hold("WH1", 3, backorder=True),)}),
+        ]
         given(*history).when(reserve(L("A", 1))).raises(InsufficientStock, lines=[short("A", 1, 0)])
         assert given(*history).when(reserve(L("A", 3)), now=EXPIRES).decision()
 
@@ -704,8 +902,12 @@ class TestReserveStock:
         )
 
     def test_a_reservation_id_is_used_once(self):
-        history = decided(BASE, received("A", "WH1", 5), reserve(L("A", 1)),
-                          cmd.ReleaseReservation(reservation_id="r1"))  # fmt: skip
+        history = decided(
+            BASE,
+            received("A", "WH1", 5),
+            reserve(L("A", 1)),
+            cmd.ReleaseReservation(reservation_id="r1"),
+        )
         given(history).when(reserve(L("A", 1))).raises(
             AlreadyExists, resource="reservation", id="r1"
         )
@@ -731,7 +933,9 @@ class TestReserveStock:
         ],
     )
     def test_rejects_bad_lines(self, lines, field):
-        given(BASE, received("A", "WH1", 5)).when(reserve(*lines)).raises(InvalidCommand, field=field)
+        given(BASE, received("A", "WH1", 5)).when(reserve(*lines)).raises(
+            InvalidCommand, field=field
+        )
 
 
 def held_r1(*extra, **kwargs):
@@ -761,12 +965,14 @@ class TestExtendReservation:
     def test_sets_expires_at_to_now_plus_ttl(self):
         at = later(100)
         exp = at + timedelta(seconds=1800)
-        world = given(held_r1()).when(
-            cmd.ExtendReservation(reservation_id="r1", ttl_seconds=1800), now=at
-        ).then(
-            (item("A"), ev.HoldExtended(sku="A", reservation_id="r1", expires_at=exp)),
-            (item("B"), ev.HoldExtended(sku="B", reservation_id="r1", expires_at=exp)),
-            (reservation("r1"), ev.ReservationExtended(reservation_id="r1", expires_at=exp)),
+        world = (
+            given(held_r1())
+            .when(cmd.ExtendReservation(reservation_id="r1", ttl_seconds=1800), now=at)
+            .then(
+                (item("A"), ev.HoldExtended(sku="A", reservation_id="r1", expires_at=exp)),
+                (item("B"), ev.HoldExtended(sku="B", reservation_id="r1", expires_at=exp)),
+                (reservation("r1"), ev.ReservationExtended(reservation_id="r1", expires_at=exp)),
+            )
         )
         assert world.reservation("r1").expires_at == exp
         assert world.item("A").holds["r1"].expires_at == exp
@@ -776,9 +982,11 @@ class TestExtendReservation:
 
     def test_extend_may_shorten(self):
         exp = NOW + timedelta(seconds=10)
-        decision = given(held_r1()).when(
-            cmd.ExtendReservation(reservation_id="r1", ttl_seconds=10)
-        ).decision()
+        decision = (
+            given(held_r1())
+            .when(cmd.ExtendReservation(reservation_id="r1", ttl_seconds=10))
+            .decision()
+        )
         assert decision[-1] == (
             reservation("r1"),
             ev.ReservationExtended(reservation_id="r1", expires_at=exp),
@@ -799,15 +1007,19 @@ class TestExtendReservation:
     def test_only_a_held_reservation_can_be_extended(self, after, now, status):
         given(held_r1(after)).when(
             cmd.ExtendReservation(reservation_id="r1", ttl_seconds=60), now=now
-        ).raises(IllegalState, resource="reservation", id="r1", status=status)
+        ).raises(IllegalState, resource="reservation", id="r1", current_status=status)
 
 
 class TestReleaseReservation:
     def test_releases_every_line(self):
-        world = given(held_r1()).when(cmd.ReleaseReservation(reservation_id="r1")).then(
-            (item("A"), ev.HoldReleased(sku="A", reservation_id="r1")),
-            (item("B"), ev.HoldReleased(sku="B", reservation_id="r1")),
-            RELEASED,
+        world = (
+            given(held_r1())
+            .when(cmd.ReleaseReservation(reservation_id="r1"))
+            .then(
+                (item("A"), ev.HoldReleased(sku="A", reservation_id="r1")),
+                (item("B"), ev.HoldReleased(sku="B", reservation_id="r1")),
+                RELEASED,
+            )
         )
         assert world.item("A").at("WH1") == LocationStock(on_hand=5)
         assert world.item("A").holds == {}
@@ -816,10 +1028,16 @@ class TestReleaseReservation:
         assert available(world, "A", "web").available == 5
 
     def test_releasing_backorder_holds_frees_the_incoming(self):
-        history = [BASE, channel("web", "WH1", backorder_limit=5), expected("A", "WH1", 3),
-                   reserved("r1", "web", {"A": (Hold("WH1", 3, backorder=True),)})]  # fmt: skip
-        world = given(*history).when(cmd.ReleaseReservation(reservation_id="r1")).then(
-            (item("A"), ev.HoldReleased(sku="A", reservation_id="r1")), RELEASED
+        history = [
+            BASE,
+            channel("web", "WH1", backorder_limit=5),
+            expected("A", "WH1", 3),
+            reserved("r1", "web", {"A": (Hold("WH1", 3, backorder=True),)}),
+        ]
+        world = (
+            given(*history)
+            .when(cmd.ReleaseReservation(reservation_id="r1"))
+            .then((item("A"), ev.HoldReleased(sku="A", reservation_id="r1")), RELEASED)
         )
         assert world.item("A").at("WH1") == LocationStock(incoming=3)
 
@@ -831,7 +1049,7 @@ class TestReleaseReservation:
     @pytest.mark.parametrize(("after", "now", "status"), NOT_HELD)
     def test_only_a_held_reservation_can_be_released(self, after, now, status):
         given(held_r1(after)).when(cmd.ReleaseReservation(reservation_id="r1"), now=now).raises(
-            IllegalState, resource="reservation", id="r1", status=status
+            IllegalState, resource="reservation", id="r1", current_status=status
         )
 
 
@@ -843,21 +1061,28 @@ class TestExpireReservation:
 
     @pytest.mark.parametrize("at", [EXPIRES, EXPIRES + timedelta(hours=3)])
     def test_records_the_expiry_once_past_expires_at(self, at):
-        world = given(held_r1()).when(cmd.ExpireReservation(reservation_id="r1"), now=at).then(
-            (item("A"), ev.HoldExpired(sku="A", reservation_id="r1")),
-            (item("B"), ev.HoldExpired(sku="B", reservation_id="r1")),
-            SWEPT,
+        world = (
+            given(held_r1())
+            .when(cmd.ExpireReservation(reservation_id="r1"), now=at)
+            .then(
+                (item("A"), ev.HoldExpired(sku="A", reservation_id="r1")),
+                (item("B"), ev.HoldExpired(sku="B", reservation_id="r1")),
+                SWEPT,
+            )
         )
         assert world.item("A").at("WH1") == LocationStock(on_hand=5)
         assert world.item("A").holds == {}
         assert world.reservation("r1").status == "expired"
 
     def test_an_extended_reservation_expires_at_its_new_time(self):
-        extended = decided(held_r1(), cmd.ExtendReservation(reservation_id="r1", ttl_seconds=TTL),
-                           now=later(600))  # fmt: skip
+        extended = decided(
+            held_r1(), cmd.ExtendReservation(reservation_id="r1", ttl_seconds=TTL), now=later(600)
+        )
         given(extended).when(cmd.ExpireReservation(reservation_id="r1"), now=EXPIRES).then()
 
-    @pytest.mark.parametrize("after", [RELEASED, COMMITTED, SWEPT], ids=lambda p: type(p[1]).__name__)
+    @pytest.mark.parametrize(
+        "after", [RELEASED, COMMITTED, SWEPT], ids=lambda p: type(p[1]).__name__
+    )
     def test_is_a_no_op_unless_held(self, after):
         given(held_r1(after)).when(cmd.ExpireReservation(reservation_id="r1"), now=EXPIRES).then()
 
@@ -867,13 +1092,24 @@ class TestExpireReservation:
 
 class TestCommitReservation:
     def test_holds_become_the_orders_allocations(self):
-        world = given(held_r1()).when(cmd.CommitReservation(reservation_id="r1", order_id="o1")).then(
-            (item("A"), ev.HoldCommitted(sku="A", reservation_id="r1", order_id="o1")),
-            (item("B"), ev.HoldCommitted(sku="B", reservation_id="r1", order_id="o1")),
-            (reservation("r1"), ev.ReservationCommitted(reservation_id="r1", order_id="o1")),
-            (order("o1"), ev.OrderPlaced(order_id="o1", channel="web", reservation_id="r1",
-                                         lines=(ev.OrderLine("A", 2), ev.OrderLine("B", 1)))),
-        )  # fmt: skip
+        world = (
+            given(held_r1())
+            .when(cmd.CommitReservation(reservation_id="r1", order_id="o1"))
+            .then(
+                (item("A"), ev.HoldCommitted(sku="A", reservation_id="r1", order_id="o1")),
+                (item("B"), ev.HoldCommitted(sku="B", reservation_id="r1", order_id="o1")),
+                (reservation("r1"), ev.ReservationCommitted(reservation_id="r1", order_id="o1")),
+                (
+                    order("o1"),
+                    ev.OrderPlaced(
+                        order_id="o1",
+                        channel="web",
+                        reservation_id="r1",
+                        lines=(ev.OrderLine("A", 2), ev.OrderLine("B", 1)),
+                    ),
+                ),
+            )
+        )
         assert world.item("A").at("WH1") == LocationStock(on_hand=5, allocated=2)
         assert world.item("A").holds == {}
         assert world.item("A").allocations == {"o1": (Hold("WH1", 2),)}
@@ -885,17 +1121,33 @@ class TestCommitReservation:
         assert available(world, "A", "web", now=EXPIRES + timedelta(days=9)).available == 3
 
     def test_backorder_holds_stay_backorders(self):
-        history = [BASE, channel("web", "WH1", backorder_limit=5), received("A", "WH1", 1),
-                   expected("A", "WH1", 3),
-                   reserved("r1", "web", {"A": (Hold("WH1", 1), Hold("WH1", 2, backorder=True))})]  # fmt: skip
-        world = given(*history).when(cmd.CommitReservation(reservation_id="r1", order_id="o1")).then(
-            (item("A"), ev.HoldCommitted(sku="A", reservation_id="r1", order_id="o1")),
-            (reservation("r1"), ev.ReservationCommitted(reservation_id="r1", order_id="o1")),
-            (order("o1"), ev.OrderPlaced(order_id="o1", channel="web", reservation_id="r1",
-                                         lines=(ev.OrderLine("A", 3),))),
-        )  # fmt: skip
-        assert world.item("A").at("WH1") == LocationStock(on_hand=1, allocated=1, incoming=3,
-                                                          backordered=2)  # fmt: skip
+        history = [
+            BASE,
+            channel("web", "WH1", backorder_limit=5),
+            received("A", "WH1", 1),
+            expected("A", "WH1", 3),
+            reserved("r1", "web", {"A": (Hold("WH1", 1), Hold("WH1", 2, backorder=True))}),
+        ]
+        world = (
+            given(*history)
+            .when(cmd.CommitReservation(reservation_id="r1", order_id="o1"))
+            .then(
+                (item("A"), ev.HoldCommitted(sku="A", reservation_id="r1", order_id="o1")),
+                (reservation("r1"), ev.ReservationCommitted(reservation_id="r1", order_id="o1")),
+                (
+                    order("o1"),
+                    ev.OrderPlaced(
+                        order_id="o1",
+                        channel="web",
+                        reservation_id="r1",
+                        lines=(ev.OrderLine("A", 3),),
+                    ),
+                ),
+            )
+        )
+        assert world.item("A").at("WH1") == LocationStock(
+            on_hand=1, allocated=1, incoming=3, backordered=2
+        )
         assert world.item("A").allocations["o1"] == (Hold("WH1", 1), Hold("WH1", 2, True))
 
     def test_unknown_reservation(self):
@@ -907,7 +1159,7 @@ class TestCommitReservation:
     def test_only_a_held_reservation_can_be_committed(self, after, now, status):
         given(held_r1(after)).when(
             cmd.CommitReservation(reservation_id="r1", order_id="o1"), now=now
-        ).raises(IllegalState, resource="reservation", id="r1", status=status)
+        ).raises(IllegalState, resource="reservation", id="r1", current_status=status)
 
     def test_the_order_id_must_be_new(self):
         given(held_r1(ordered("o1", "web", {"A": (Hold("WH1", 1),)}))).when(
@@ -921,14 +1173,31 @@ class TestCommitReservation:
 class TestPlaceOrder:
     def test_allocates_without_a_hold(self):
         allocs = (Hold("WH1", 1), Hold("ST1", 3))
-        world = given(BASE, received("A", "WH1", 1), received("A", "ST1", 5),
-                      received("B", "ST1", 1)).when(place(L("A", 4), L("B", 1))).then(
-            (item("A"), ev.StockAllocated(sku="A", order_id="o1", channel="web", allocations=allocs)),
-            (item("B"), ev.StockAllocated(sku="B", order_id="o1", channel="web",
-                                          allocations=(Hold("ST1", 1),))),
-            (order("o1"), ev.OrderPlaced(order_id="o1", channel="web", reservation_id=None,
-                                         lines=(ev.OrderLine("A", 4), ev.OrderLine("B", 1)))),
-        )  # fmt: skip
+        world = (
+            given(BASE, received("A", "WH1", 1), received("A", "ST1", 5), received("B", "ST1", 1))
+            .when(place(L("A", 4), L("B", 1)))
+            .then(
+                (
+                    item("A"),
+                    ev.StockAllocated(sku="A", order_id="o1", channel="web", allocations=allocs),
+                ),
+                (
+                    item("B"),
+                    ev.StockAllocated(
+                        sku="B", order_id="o1", channel="web", allocations=(Hold("ST1", 1),)
+                    ),
+                ),
+                (
+                    order("o1"),
+                    ev.OrderPlaced(
+                        order_id="o1",
+                        channel="web",
+                        reservation_id=None,
+                        lines=(ev.OrderLine("A", 4), ev.OrderLine("B", 1)),
+                    ),
+                ),
+            )
+        )
         assert world.item("A").at("ST1") == LocationStock(on_hand=5, allocated=3)
         assert world.item("A").allocations == {"o1": allocs}
         assert world.order("o1").status == "allocated"
@@ -936,12 +1205,30 @@ class TestPlaceOrder:
 
     def test_backorder_allocation(self):
         history = [BASE, channel("web", "WH1", backorder_limit=2), expected("A", "WH1", 5)]
-        world = given(*history).when(place(L("A", 2))).then(
-            (item("A"), ev.StockAllocated(sku="A", order_id="o1", channel="web",
-                                          allocations=(Hold("WH1", 2, backorder=True),))),
-            (order("o1"), ev.OrderPlaced(order_id="o1", channel="web", reservation_id=None,
-                                         lines=(ev.OrderLine("A", 2),))),
-        )  # fmt: skip
+        world = (
+            given(*history)
+            .when(place(L("A", 2)))
+            .then(
+                (
+                    item("A"),
+                    ev.StockAllocated(
+                        sku="A",
+                        order_id="o1",
+                        channel="web",
+                        allocations=(Hold("WH1", 2, backorder=True),),
+                    ),
+                ),
+                (
+                    order("o1"),
+                    ev.OrderPlaced(
+                        order_id="o1",
+                        channel="web",
+                        reservation_id=None,
+                        lines=(ev.OrderLine("A", 2),),
+                    ),
+                ),
+            )
+        )
         assert world.item("A").at("WH1") == LocationStock(incoming=5, backordered=2)
 
     def test_all_lines_or_none(self):
@@ -961,7 +1248,11 @@ class TestPlaceOrder:
 
     @pytest.mark.parametrize(
         ("lines", "field"),
-        [((), "lines"), ((L("A", 1), L("A", 1)), "lines[1].sku"), ((L("A", 0),), "lines[0].quantity")],
+        [
+            ((), "lines"),
+            ((L("A", 1), L("A", 1)), "lines[1].sku"),
+            ((L("A", 0),), "lines[0].quantity"),
+        ],
     )
     def test_rejects_bad_lines(self, lines, field):
         given(BASE, received("A", "WH1", 5)).when(place(*lines)).raises(InvalidCommand, field=field)
@@ -981,50 +1272,97 @@ def order_o1(*extra):
 
 class TestCancelOrder:
     def test_cancels_everything_unshipped(self):
-        world = given(order_o1()).when(cmd.CancelOrder(order_id="o1")).then(
-            (item("A"), ev.AllocationReleased(sku="A", order_id="o1",
-                                              allocations=(Hold("ST1", 2), Hold("WH1", 3)))),
-            (item("B"), ev.AllocationReleased(sku="B", order_id="o1",
-                                              allocations=(Hold("WH1", 1),))),
-            (order("o1"), ev.OrderCanceled(order_id="o1",
-                                           lines=(ev.OrderLine("A", 5), ev.OrderLine("B", 1)))),
-        )  # fmt: skip
+        world = (
+            given(order_o1())
+            .when(cmd.CancelOrder(order_id="o1"))
+            .then(
+                (
+                    item("A"),
+                    ev.AllocationReleased(
+                        sku="A", order_id="o1", allocations=(Hold("ST1", 2), Hold("WH1", 3))
+                    ),
+                ),
+                (
+                    item("B"),
+                    ev.AllocationReleased(sku="B", order_id="o1", allocations=(Hold("WH1", 1),)),
+                ),
+                (
+                    order("o1"),
+                    ev.OrderCanceled(
+                        order_id="o1", lines=(ev.OrderLine("A", 5), ev.OrderLine("B", 1))
+                    ),
+                ),
+            )
+        )
         assert world.item("A").at("WH1") == LocationStock(on_hand=3)
         assert world.item("A").allocations == {}
         assert world.order("o1").status == "canceled"
         assert available(world, "A", "web").available == 7
 
     def test_a_partial_cancel_returns_the_last_sourced_units_first(self):
-        world = given(order_o1()).when(cmd.CancelOrder(order_id="o1", lines=(L("A", 3),))).then(
-            (item("A"), ev.AllocationReleased(sku="A", order_id="o1",
-                                              allocations=(Hold("ST1", 2), Hold("WH1", 1)))),
-            (order("o1"), ev.OrderCanceled(order_id="o1", lines=(ev.OrderLine("A", 3),))),
-        )  # fmt: skip
+        world = (
+            given(order_o1())
+            .when(cmd.CancelOrder(order_id="o1", lines=(L("A", 3),)))
+            .then(
+                (
+                    item("A"),
+                    ev.AllocationReleased(
+                        sku="A", order_id="o1", allocations=(Hold("ST1", 2), Hold("WH1", 1))
+                    ),
+                ),
+                (order("o1"), ev.OrderCanceled(order_id="o1", lines=(ev.OrderLine("A", 3),))),
+            )
+        )
         assert world.item("A").allocations == {"o1": (Hold("WH1", 2),)}
         assert world.order("o1").status == "allocated"
         assert world.order("o1").line("A").canceled == 3
 
     def test_a_cancel_returns_backorder_promises_first(self):
         allocs = (Hold("WH1", 2), Hold("WH1", 2, backorder=True))
-        history = [BASE, channel("web", "WH1", backorder_limit=5), received("A", "WH1", 2),
-                   expected("A", "WH1", 2), ordered("o1", "web", {"A": allocs})]  # fmt: skip
-        world = given(*history).when(cmd.CancelOrder(order_id="o1", lines=(L("A", 3),))).then(
-            (item("A"), ev.AllocationReleased(sku="A", order_id="o1",
-                                              allocations=(Hold("WH1", 2, True), Hold("WH1", 1)))),
-            (order("o1"), ev.OrderCanceled(order_id="o1", lines=(ev.OrderLine("A", 3),))),
-        )  # fmt: skip
+        history = [
+            BASE,
+            channel("web", "WH1", backorder_limit=5),
+            received("A", "WH1", 2),
+            expected("A", "WH1", 2),
+            ordered("o1", "web", {"A": allocs}),
+        ]
+        world = (
+            given(*history)
+            .when(cmd.CancelOrder(order_id="o1", lines=(L("A", 3),)))
+            .then(
+                (
+                    item("A"),
+                    ev.AllocationReleased(
+                        sku="A", order_id="o1", allocations=(Hold("WH1", 2, True), Hold("WH1", 1))
+                    ),
+                ),
+                (order("o1"), ev.OrderCanceled(order_id="o1", lines=(ev.OrderLine("A", 3),))),
+            )
+        )
         assert world.item("A").at("WH1") == LocationStock(on_hand=2, allocated=1, incoming=2)
 
     def test_only_unshipped_units_are_canceled(self):
         history = decided(order_o1(), ship("o1", "WH1", L("A", 3)))
-        world = given(history).when(cmd.CancelOrder(order_id="o1")).then(
-            (item("A"), ev.AllocationReleased(sku="A", order_id="o1",
-                                              allocations=(Hold("ST1", 2),))),
-            (item("B"), ev.AllocationReleased(sku="B", order_id="o1",
-                                              allocations=(Hold("WH1", 1),))),
-            (order("o1"), ev.OrderCanceled(order_id="o1",
-                                           lines=(ev.OrderLine("A", 2), ev.OrderLine("B", 1)))),
-        )  # fmt: skip
+        world = (
+            given(history)
+            .when(cmd.CancelOrder(order_id="o1"))
+            .then(
+                (
+                    item("A"),
+                    ev.AllocationReleased(sku="A", order_id="o1", allocations=(Hold("ST1", 2),)),
+                ),
+                (
+                    item("B"),
+                    ev.AllocationReleased(sku="B", order_id="o1", allocations=(Hold("WH1", 1),)),
+                ),
+                (
+                    order("o1"),
+                    ev.OrderCanceled(
+                        order_id="o1", lines=(ev.OrderLine("A", 2), ev.OrderLine("B", 1))
+                    ),
+                ),
+            )
+        )
         assert world.order("o1").status == "shipped"
         assert world.item("A").allocations == {}
 
@@ -1047,10 +1385,11 @@ class TestCancelOrder:
         ],
     )
     def test_nothing_left_to_cancel(self, done, status):
-        history = decided(BASE, received("B", "WH1", 2),
-                          ordered("o1", "web", {"B": (Hold("WH1", 1),)}), done)  # fmt: skip
+        history = decided(
+            BASE, received("B", "WH1", 2), ordered("o1", "web", {"B": (Hold("WH1", 1),)}), done
+        )
         given(history).when(cmd.CancelOrder(order_id="o1")).raises(
-            IllegalState, resource="order", id="o1", status=status
+            IllegalState, resource="order", id="o1", current_status=status
         )
 
     def test_unknown_order(self):
@@ -1073,14 +1412,43 @@ class TestCancelOrder:
 
 class TestShipOrder:
     def test_on_hand_and_allocated_both_drop(self):
-        world = given(order_o1()).when(ship("o1", "WH1", L("A", 2), L("B", 1))).then(
-            (item("A"), ev.StockShipped(sku="A", order_id="o1", shipment_id="s1", location="WH1",
-                                        quantity=2, backorder_quantity=0)),
-            (item("B"), ev.StockShipped(sku="B", order_id="o1", shipment_id="s1", location="WH1",
-                                        quantity=1, backorder_quantity=0)),
-            (order("o1"), ev.OrderShipped(order_id="o1", shipment_id="s1", location="WH1",
-                                          lines=(ev.OrderLine("A", 2), ev.OrderLine("B", 1)))),
-        )  # fmt: skip
+        world = (
+            given(order_o1())
+            .when(ship("o1", "WH1", L("A", 2), L("B", 1)))
+            .then(
+                (
+                    item("A"),
+                    ev.StockShipped(
+                        sku="A",
+                        order_id="o1",
+                        shipment_id="s1",
+                        location="WH1",
+                        quantity=2,
+                        backorder_quantity=0,
+                    ),
+                ),
+                (
+                    item("B"),
+                    ev.StockShipped(
+                        sku="B",
+                        order_id="o1",
+                        shipment_id="s1",
+                        location="WH1",
+                        quantity=1,
+                        backorder_quantity=0,
+                    ),
+                ),
+                (
+                    order("o1"),
+                    ev.OrderShipped(
+                        order_id="o1",
+                        shipment_id="s1",
+                        location="WH1",
+                        lines=(ev.OrderLine("A", 2), ev.OrderLine("B", 1)),
+                    ),
+                ),
+            )
+        )
         assert world.item("A").at("WH1") == LocationStock(on_hand=1, allocated=1)
         assert world.item("A").allocations == {"o1": (Hold("WH1", 1), Hold("ST1", 2))}
         assert world.order("o1").status == "partially_shipped"
@@ -1114,23 +1482,88 @@ class TestShipOrder:
         )
 
     def test_backordered_units_ship_once_they_arrived(self):
-        history = [BASE, channel("web", "WH1", backorder_limit=5), received("A", "WH1", 3),
-                   expected("A", "WH1", 3), ordered("o0", "web", {"A": (Hold("WH1", 2),)}),
-                   ordered("o1", "web", {"A": (Hold("WH1", 1), Hold("WH1", 2, backorder=True))})]  # fmt: skip
+        history = [
+            BASE,
+            channel("web", "WH1", backorder_limit=5),
+            received("A", "WH1", 3),
+            expected("A", "WH1", 3),
+            ordered("o0", "web", {"A": (Hold("WH1", 2),)}),
+            ordered("o1", "web", {"A": (Hold("WH1", 1), Hold("WH1", 2, backorder=True))}),
+        ]
         # 3 on hand, all allocated: the backordered units are not there yet.
         given(*history).when(ship("o1", "WH1", L("A", 2))).raises(
             InsufficientStock, lines=[short("A", 2, 1)]
         )
         arrived = [*history, received("A", "WH1", 3, consumed=3)]
-        world = given(*arrived).when(ship("o1", "WH1", L("A", 3))).then(
-            (item("A"), ev.StockShipped(sku="A", order_id="o1", shipment_id="s1", location="WH1",
-                                        quantity=3, backorder_quantity=2)),
-            (order("o1"), ev.OrderShipped(order_id="o1", shipment_id="s1", location="WH1",
-                                          lines=(ev.OrderLine("A", 3),))),
-        )  # fmt: skip
+        world = (
+            given(*arrived)
+            .when(ship("o1", "WH1", L("A", 3)))
+            .then(
+                (
+                    item("A"),
+                    ev.StockShipped(
+                        sku="A",
+                        order_id="o1",
+                        shipment_id="s1",
+                        location="WH1",
+                        quantity=3,
+                        backorder_quantity=2,
+                    ),
+                ),
+                (
+                    order("o1"),
+                    ev.OrderShipped(
+                        order_id="o1",
+                        shipment_id="s1",
+                        location="WH1",
+                        lines=(ev.OrderLine("A", 3),),
+                    ),
+                ),
+            )
+        )
         assert world.item("A").at("WH1") == LocationStock(on_hand=3, allocated=2)
         assert world.item("A").allocations == {"o0": (Hold("WH1", 2),)}
         assert world.order("o1").status == "shipped"
+
+    def test_backordered_units_that_have_not_arrived_do_not_ship_after_a_hold_expired(self):
+        # Incoming 4 at WH1 was promised to r1 (2, expired at EXPIRES, not swept yet) and to
+        # o1 (2); 2 arrived. With r1 expired, the 2 arrived units were free and o2 took them,
+        # so every unit on hand (4) is allocated to o0 and o2, and o1's 2 units are still
+        # on their way (incoming 2). Shipping o1 now would ship o0's and o2's units.
+        history = [
+            BASE,
+            channel("web", "WH1", backorder_limit=5),
+            received("A", "WH1", 2),
+            ordered("o0", "web", {"A": (Hold("WH1", 2),)}),
+            expected("A", "WH1", 4),
+            reserved("r1", "web", {"A": (Hold("WH1", 2, backorder=True),)}),
+            ordered("o1", "web", {"A": (Hold("WH1", 2, backorder=True),)}),
+            received("A", "WH1", 2, consumed=2),
+            ordered("o2", "web", {"A": (Hold("WH1", 2),)}),
+        ]
+        world = given(*history).world
+        figures = available(world, "A", "web", now=EXPIRES).locations[0]
+        assert (figures.on_hand, figures.allocated, figures.incoming, figures.backordered) == (
+            4,
+            4,
+            2,
+            2,
+        )
+        given(*history).when(ship("o1", "WH1", L("A", 2)), now=EXPIRES).raises(
+            InsufficientStock, lines=[short("A", 2, 0)]
+        )
+
+    def test_damaged_units_do_not_ship(self):
+        # 6 on hand, 1 of them damaged; 5 allocated to o1; a count then finds only 5 units
+        # (the damaged one among them). Only 4 good units are there to ship.
+        history = [
+            BASE,
+            received("A", "WH1", 5),
+            adjusted("A", "WH1", 1, damaged=True),
+            ordered("o1", "web", {"A": (Hold("WH1", 5),)}),
+            (item("A"), ev.StockCounted(sku="A", location="WH1", counted=5, previous=6)),
+        ]
+        assert_damaged_within_on_hand(given(*history).when(ship("o1", "WH1", L("A", 5))))
 
     def test_a_shipment_id_is_used_once(self):
         history = decided(order_o1(), ship("o1", "WH1", L("A", 1)))
@@ -1169,23 +1602,63 @@ RL = cmd.ReturnLine
 
 class TestReturnOrder:
     def test_a_restocked_return_raises_on_hand(self):
-        world = given(shipped_o1()).when(ret("o1", "ST1", RL("A", 2))).then(
-            (item("A"), ev.StockReturned(sku="A", order_id="o1", return_id="ret1", location="ST1",
-                                         quantity=2, disposition="restock")),
-            (order("o1"), ev.OrderReturned(order_id="o1", return_id="ret1", location="ST1",
-                                           lines=(ev.ReturnLine("A", 2, "restock"),))),
-        )  # fmt: skip
+        world = (
+            given(shipped_o1())
+            .when(ret("o1", "ST1", RL("A", 2)))
+            .then(
+                (
+                    item("A"),
+                    ev.StockReturned(
+                        sku="A",
+                        order_id="o1",
+                        return_id="ret1",
+                        location="ST1",
+                        quantity=2,
+                        disposition="restock",
+                    ),
+                ),
+                (
+                    order("o1"),
+                    ev.OrderReturned(
+                        order_id="o1",
+                        return_id="ret1",
+                        location="ST1",
+                        lines=(ev.ReturnLine("A", 2, "restock"),),
+                    ),
+                ),
+            )
+        )
         assert world.item("A").at("ST1") == LocationStock(on_hand=6, allocated=2)
         assert world.order("o1").line("A").returned == 2
         assert world.order("o1").returns == ("ret1",)
 
     def test_a_damaged_return_raises_on_hand_and_damaged(self):
-        world = given(shipped_o1()).when(ret("o1", "WH1", RL("A", 1, "damaged"))).then(
-            (item("A"), ev.StockReturned(sku="A", order_id="o1", return_id="ret1", location="WH1",
-                                         quantity=1, disposition="damaged")),
-            (order("o1"), ev.OrderReturned(order_id="o1", return_id="ret1", location="WH1",
-                                           lines=(ev.ReturnLine("A", 1, "damaged"),))),
-        )  # fmt: skip
+        world = (
+            given(shipped_o1())
+            .when(ret("o1", "WH1", RL("A", 1, "damaged")))
+            .then(
+                (
+                    item("A"),
+                    ev.StockReturned(
+                        sku="A",
+                        order_id="o1",
+                        return_id="ret1",
+                        location="WH1",
+                        quantity=1,
+                        disposition="damaged",
+                    ),
+                ),
+                (
+                    order("o1"),
+                    ev.OrderReturned(
+                        order_id="o1",
+                        return_id="ret1",
+                        location="WH1",
+                        lines=(ev.ReturnLine("A", 1, "damaged"),),
+                    ),
+                ),
+            )
+        )
         assert world.item("A").at("WH1") == LocationStock(on_hand=1, damaged=1)
         assert available(world, "A", "web").locations[0].sellable == 0
 
@@ -1235,6 +1708,17 @@ class TestReturnOrder:
     )
     def test_rejects_bad_lines(self, lines, field):
         given(shipped_o1()).when(ret("o1", "WH1", *lines)).raises(InvalidCommand, field=field)
+
+
+# === anything else =======================================================================
+
+
+class Unheard(cmd.Command, frozen=True):
+    pass
+
+
+def test_an_unknown_command_is_invalid():
+    given(BASE).when(Unheard()).raises(InvalidCommand, field="type")
 
 
 # === order status ========================================================================

@@ -4,6 +4,9 @@ After every step: counters are never negative; stock is never promised twice (se
 `check_claims_fit_on_hand` and `check_decision_respects_availability`); availability is never
 negative; item counters agree with the holds and allocations they sum; a rejected command
 changes nothing; and folding the recorded events from scratch gives the same states.
+
+The first test mixes every command; the second stays on one SKU at one location where
+backorder promises, arrivals, expiries, claims and shipments interleave closely.
 """
 
 from __future__ import annotations
@@ -27,17 +30,20 @@ from tests.unit.scenario import NOW, decided
 
 SKUS = ("A", "B", "C")
 LOCATIONS = ("WH1", "ST1", "DS1")
-CHANNELS = ("web", "pos")
+CHANNELS = ("web", "pos", "pre")
 
 SETUP = decided(
     cmd.DefineLocation(code="WH1", name="Warehouse", kind="warehouse"),
     cmd.DefineLocation(code="ST1", name="Store", kind="store"),
-    cmd.DefineLocation(code="DS1", name="Dropship", kind="dropship", active=False),
+    cmd.DefineLocation(code="DS1", name="Dropship", kind="dropship"),
     cmd.DefineChannel(code="web", locations=("WH1", "ST1", "DS1"), backorder_limit=3),
-    cmd.DefineChannel(code="pos", locations=("ST1",), share_percent=50, buffer=1),
+    cmd.DefineChannel(code="pos", locations=("DS1", "ST1"), share_percent=50, buffer=1),
+    cmd.DefineChannel(code="pre", locations=("DS1",), backorder_limit=5),
+    cmd.DefineChannel(code="drop", locations=("DS1",)),
     cmd.ReceiveStock(location="WH1", lines=tuple(cmd.Line(s, 8) for s in SKUS)),
     cmd.ReceiveStock(location="ST1", lines=tuple(cmd.Line(s, 6) for s in SKUS)),
     cmd.ExpectIncoming(location="WH1", lines=(cmd.Line("A", 4),)),
+    cmd.ExpectIncoming(location="DS1", lines=tuple(cmd.Line(s, 3) for s in SKUS)),
 )
 
 # --- strategies ----------------------------------------------------------------------------
@@ -65,6 +71,7 @@ lines = lines_of(st.builds(cmd.Line, sku, quantity))
 channel_locations = st.permutations(LOCATIONS).flatmap(
     lambda p: st.integers(1, len(p)).map(lambda n: tuple(p[:n]))
 )
+
 
 def step_mix(*weighted: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
     """One step, each kind drawn with the given weight."""
@@ -104,7 +111,10 @@ STEP = step_mix(
     ),
     (2, st.builds(cmd.ReceiveTransfer, transfer_id=tid)),
     # reservations
-    (6, st.builds(cmd.ReserveStock, reservation_id=rid, channel=chan, lines=lines, ttl_seconds=ttl)),
+    (
+        6,
+        st.builds(cmd.ReserveStock, reservation_id=rid, channel=chan, lines=lines, ttl_seconds=ttl),
+    ),
     (2, st.builds(cmd.ExtendReservation, reservation_id=rid, ttl_seconds=ttl)),
     (2, st.builds(cmd.ReleaseReservation, reservation_id=rid)),
     (2, st.builds(cmd.ExpireReservation, reservation_id=rid)),
@@ -127,6 +137,8 @@ STEP = step_mix(
             ),
         ),
     ),
+    # Expected supply arriving, in part or in full (backorders become shippable).
+    (3, st.tuples(st.just("arrive"), sku, known_loc, st.integers(1, 4))),
     # Random shipments and returns rarely fit an order: these ship and return what it has.
     (5, st.tuples(st.just("ship"), oid, sid, st.integers(1, 5))),
     (
@@ -172,6 +184,42 @@ STEP = step_mix(
     (1, st.just(("sweep",))),
 )
 STEPS = st.lists(STEP, min_size=20, max_size=60)
+
+# One SKU at the dropship location, where "pre" sells only expected supply (backorders) and
+# "drop" sells arrived units: promises, arrivals, expiries and shipments interleave.
+pre_lines = st.tuples(st.builds(cmd.Line, st.just("A"), st.integers(1, 3)))
+more_oids = st.sampled_from(tuple(f"o{i}" for i in range(6)))
+more_rids = st.sampled_from(tuple(f"r{i}" for i in range(4)))
+BACKORDER_STEP = step_mix(
+    (
+        4,
+        st.builds(
+            cmd.ReserveStock,
+            reservation_id=more_rids,
+            channel=st.sampled_from(("pre", "drop")),
+            lines=pre_lines,
+            ttl_seconds=st.integers(1, 60),
+        ),
+    ),
+    (
+        3,
+        st.builds(
+            cmd.PlaceOrder,
+            order_id=more_oids,
+            channel=st.sampled_from(("pre", "drop")),
+            lines=pre_lines,
+        ),
+    ),
+    (3, st.builds(cmd.CommitReservation, reservation_id=more_rids, order_id=more_oids)),
+    (1, st.builds(cmd.ReleaseReservation, reservation_id=more_rids)),
+    (1, st.builds(cmd.CancelOrder, order_id=more_oids)),
+    (1, st.builds(cmd.ExpectIncoming, location=st.just("DS1"), lines=pre_lines)),
+    (3, st.tuples(st.just("arrive"), st.just("A"), st.just("DS1"), st.integers(1, 2))),
+    (5, st.tuples(st.just("ship"), more_oids, sid, st.integers(1, 3))),
+    (2, st.tuples(st.just("claim"), more_oids)),
+    (3, st.tuples(st.just("advance"), st.integers(1, 60))),
+)
+BACKORDER_STEPS = st.lists(BACKORDER_STEP, min_size=10, max_size=40)
 
 
 # --- the model ---------------------------------------------------------------------------
@@ -223,6 +271,21 @@ class Ledger:
 
     def command_for(self, step: tuple) -> cmd.Command | None:
         world = self.world
+        if step[0] == "claim":  # an order for every unit "drop" can sell
+            policies = world.policies()
+            drop = policies.channels["drop"]
+            a = channel_availability(world.item("A"), policies, drop, self.now)
+            if not a.available:
+                return None
+            line = cmd.Line("A", a.available)
+            return cmd.PlaceOrder(order_id=step[1], channel="drop", lines=(line,))
+        if step[0] == "arrive":
+            _, sku_code, location, most = step
+            incoming = world.item(sku_code).at(location).incoming
+            if not incoming:
+                return None
+            line = cmd.Line(sku_code, min(most, incoming))
+            return cmd.ReceiveStock(location=location, lines=(line,))
         if step[0] == "ship":
             _, order_id, shipment_id, most = step
             order = world.order(order_id)
@@ -403,15 +466,28 @@ class Ledger:
         assert live == replayed
 
 
-@settings(
+PROPERTY_SETTINGS = settings(
     max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(STEPS)
-def test_random_histories_keep_the_ledger_consistent(history):
+
+
+def run(history: list[Any]) -> None:
     ledger = Ledger()
     ledger.check()
     for step in history:
         ledger.step(step)
         ledger.check()
+
+
+@PROPERTY_SETTINGS
+@given(STEPS)
+def test_random_histories_keep_the_ledger_consistent(history):
+    run(history)
+
+
+@PROPERTY_SETTINGS
+@given(BACKORDER_STEPS)
+def test_backorder_histories_keep_the_ledger_consistent(history):
+    run(history)
