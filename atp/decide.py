@@ -613,7 +613,8 @@ def _ship_order(c: cmd.ShipOrder, world: World, now: datetime) -> Decision:
         live = location_figures(item, policies, c.location, now)
         good = live.on_hand - live.damaged
         if line.quantity > good:
-            raise NegativeQuantity(line.sku, c.location, "undamaged on_hand", good, -line.quantity)
+            label = "undamaged on_hand" if live.damaged else "on_hand"
+            raise NegativeQuantity(line.sku, c.location, label, good, -line.quantity)
         # Backordered units ship only out of stock nothing else claims (which includes the
         # deliveries that arrived for backorders), judged on live holds.
         unclaimed = live.on_hand - live.allocated - live.held - live.damaged
