@@ -183,6 +183,9 @@ def ledger_env(database_url: str | None, data_dir: str, create_table: bool) -> d
             POSTGRES_PASSWORD=unquote(url.password or ""),
             POSTGRES_POOL_SIZE=os.environ.get("ATP_DB_POOL_SIZE", "5"),
             POSTGRES_LOCK_TIMEOUT="5",
+            # Fail fast (503 + Retry-After) when the database is unreachable, rather than
+            # holding requests for the pool's default 30 s.
+            POSTGRES_CONNECT_TIMEOUT=os.environ.get("ATP_DB_CONNECT_TIMEOUT", "2"),
         )
     else:
         os.makedirs(data_dir, exist_ok=True)
@@ -263,6 +266,17 @@ class Ledger(Application[UUID]):
 
     def head(self) -> int:
         return self.recorder.max_notification_id() or 0
+
+    def ping(self) -> int:
+        """The head position, read once without the library's retries (for readiness)."""
+        table = self.recorder.events_table_name  # type: ignore[attr-defined]
+        datastore = self.recorder.datastore  # type: ignore[attr-defined]
+        column = "notification_id" if self.is_postgres else "rowid"
+        name = f"{datastore.schema}.{table}" if self.is_postgres else table
+        with datastore.transaction(commit=False) as cursor:
+            cursor.execute(f"SELECT max({column}) AS head FROM {name}")
+            row = cursor.fetchone()
+        return int(row["head"] or 0)
 
 
 class HistoryRow(msgspec.Struct, frozen=True):

@@ -19,6 +19,8 @@ class TokenIssued(Record, frozen=True):
     name: str
     scopes: tuple[str, ...]
     token_hash: str
+    rate_limit: float | None = None
+    """Requests per second this token may make (per API process); None: unlimited."""
 
 
 class ResponseRecorded(Record, frozen=True):

@@ -18,6 +18,8 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from adapters.ledger import Ledger, ledger_env
 from api.auth import TokenStore, require_scope
 from api.gateway import Gateway
+from api.log import configure as configure_logging
+from api.log import correlation_id
 from api.problems import EXCEPTION_HANDLERS, domain_problem, problem_response
 from api.routes import admin, checkout, policies, reads, stock
 from api.service import CommandService
@@ -55,6 +57,7 @@ def _correlation(app: ASGIApp) -> ASGIApp:
         given = dict(scope["headers"]).get(CORRELATION_HEADER.encode(), b"").decode("latin-1")
         cid = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
         scope.setdefault("state", {})["correlation_id"] = cid  # type: ignore[typeddict-item]
+        correlation_id.set(cid)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -80,6 +83,7 @@ def create_app(
 ) -> Litestar:
     settings = settings or Settings.from_env()
     clock = clock or (lambda: datetime.now(UTC))
+    configure_logging(settings.log_level)
     create_tables = settings.embedded if migrate is None else migrate
 
     @asynccontextmanager

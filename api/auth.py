@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ CACHE_SECONDS = 30.0
 class Principal:
     name: str
     scopes: frozenset[str]
+    rate_limit: float | None = None
 
     def allows(self, scope: str) -> bool:
         return ADMIN in self.scopes or scope in self.scopes
@@ -43,6 +45,26 @@ def new_token(secret: bytes, derive_from: str | None) -> str:
     return "atp_" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
+class TokenBucket:
+    """`rate` requests per second with a burst of one second's worth."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.updated = time.monotonic()
+
+    def take(self) -> float:
+        """0 if a request may go now, else the seconds until it may."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
 class TokenStore:
     """Resolves presented tokens; positive answers are cached briefly per process."""
 
@@ -50,6 +72,17 @@ class TokenStore:
         self.ledger = ledger
         self.admin_token = admin_token
         self.cache: dict[str, tuple[float, Principal | None]] = {}
+        self.buckets: dict[str, TokenBucket] = {}
+
+    def throttle(self, token: str, principal: Principal) -> float:
+        """Seconds the caller must wait (0: go ahead) under the token's rate limit."""
+        if principal.rate_limit is None:
+            return 0.0
+        digest = token_hash(token)
+        bucket = self.buckets.get(digest)
+        if bucket is None or bucket.rate != principal.rate_limit:
+            bucket = self.buckets[digest] = TokenBucket(principal.rate_limit)
+        return bucket.take()
 
     async def resolve(self, token: str) -> Principal | None:
         if self.admin_token and hmac.compare_digest(token, self.admin_token):
@@ -62,7 +95,7 @@ class TokenStore:
         principal = None
         for record in records:
             if isinstance(record, TokenIssued):
-                principal = Principal(record.name, frozenset(record.scopes))
+                principal = Principal(record.name, frozenset(record.scopes), record.rate_limit)
         if principal is not None:
             self.cache[digest] = (time.monotonic() + CACHE_SECONDS, principal)
         return principal
@@ -94,5 +127,13 @@ async def require_scope(
             "forbidden",
             f"this token lacks the scope {' or '.join(scopes)}",
             required_scopes=list(scopes),
+        )
+    wait = store.throttle(token.strip(), principal)
+    if wait > 0:
+        raise ApiProblem(
+            429,
+            "rate-limited",
+            f"this token may make {principal.rate_limit:g} request(s) per second",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
     connection.state.principal = principal

@@ -10,6 +10,7 @@ import threading
 import time
 
 from adapters.ledger import Ledger, ledger_env
+from api.log import configure as configure_logging
 from api.settings import Settings
 
 log = logging.getLogger("atp")
@@ -128,9 +129,7 @@ COMMANDS = {"migrate": cmd_migrate, "serve": cmd_serve, "sweep": cmd_sweep, "dem
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level)
     return COMMANDS[args.command](settings, args)
 
 

@@ -35,12 +35,15 @@ class LineIn(msgspec.Struct):
 class TokenRequest(msgspec.Struct):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
     scopes: Annotated[list[Scope], msgspec.Meta(min_length=1)]
+    rate_limit: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] | None = None
+    """Requests per second (per API process); omitted: no limit."""
 
 
-class TokenView(msgspec.Struct):
+class TokenView(msgspec.Struct, omit_defaults=True):
     token: str
     name: str
     scopes: list[str]
+    rate_limit: float | None = None
 
 
 # --- policies ------------------------------------------------------------------------------

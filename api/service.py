@@ -30,6 +30,7 @@ from adapters.ledger import (
     sync_streams,
 )
 from adapters.records import Record, ResponseRecorded
+from api.log import correlation_id
 from atp.decide import POLICIES, NeedStreams
 from atp.errors import DomainError
 from atp.world import StateSet, StreamState
@@ -296,6 +297,7 @@ class CommandService:
             except DomainError as error:
                 outcome = Outcome(world, error)
             except Exception as exc:  # a bug in one job must not fail its batch
+                correlation_id.set(job.correlation_id)
                 log.exception("job failed")
                 replies.append(exc)
                 continue

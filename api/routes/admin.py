@@ -33,12 +33,17 @@ async def create_token(request: Request[Any, Any, Any], data: s.TokenRequest) ->
         return [
             (
                 ("token", digest),
-                TokenIssued(name=data.name, scopes=tuple(scopes), token_hash=digest),
+                TokenIssued(
+                    name=data.name,
+                    scopes=tuple(scopes),
+                    token_hash=digest,
+                    rate_limit=data.rate_limit,
+                ),
             )
         ]
 
     def render(_: ServiceWorld, __: datetime) -> tuple[int, Any]:
-        return 201, s.TokenView(token=token, name=data.name, scopes=scopes)
+        return 201, s.TokenView(token, data.name, scopes, data.rate_limit)
 
     def redact(body: bytes) -> bytes:
         return body.replace(token.encode(), b"<redacted>")
@@ -61,7 +66,8 @@ async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     checks: dict[str, Any] = {}
     ok = True
     try:
-        checks["ledger"] = {"status": "ok", "head": await asyncio.to_thread(ledger(request).head)}
+        head = await asyncio.wait_for(asyncio.to_thread(ledger(request).ping), timeout=3)
+        checks["ledger"] = {"status": "ok", "head": head}
     except Exception as exc:
         ok = False
         checks["ledger"] = {"status": "down", "error": type(exc).__name__}
@@ -76,7 +82,10 @@ async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
 @get("/metrics", media_type="text/plain; version=0.0.4")
 async def metrics(request: Request[Any, Any, Any]) -> str:
     svc = service(request)
-    head = await asyncio.to_thread(ledger(request).head)
+    try:
+        head = await asyncio.wait_for(asyncio.to_thread(ledger(request).ping), timeout=3)
+    except Exception:
+        head = -1
     lines = [
         "# HELP atp_ledger_head_position Highest ledger position.",
         "# TYPE atp_ledger_head_position gauge",
