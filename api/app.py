@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import uuid
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
+import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,12 +22,16 @@ from api.auth import TokenStore, require_scope
 from api.gateway import Gateway
 from api.log import configure as configure_logging
 from api.log import correlation_id
+from api.metrics import RequestMetrics
 from api.problems import EXCEPTION_HANDLERS, domain_problem, problem_response
+from api.readside import ReadSide
 from api.routes import admin, checkout, policies, reads, stock
 from api.service import CommandService
 from api.settings import Settings
 from api.sweeper import Sweeper
 from atp.errors import DomainError
+from projections.projector import Projector
+from projections.readmodel import MemoryReadModel, RedisReader
 
 log = logging.getLogger("atp")
 CORRELATION_HEADER = "x-correlation-id"
@@ -86,6 +92,8 @@ def create_app(
     configure_logging(settings.log_level)
     create_tables = settings.embedded if migrate is None else migrate
 
+    metrics = RequestMetrics()
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         ledger = Ledger(env=ledger_env(settings.database_url, settings.data_dir, create_tables))
@@ -96,21 +104,43 @@ def create_app(
         app.state.service = service
         app.state.gateway = Gateway(service)
         app.state.tokens = TokenStore(ledger, settings.admin_token)
+        app.state.metrics = metrics
         stop = threading.Event()
-        sweeper_thread = None
+        threads = []
+        redis_client = None
+        if settings.redis_url:
+            # The projector runs on its own (`atp project`); this process only reads.
+            redis_client = aioredis.Redis.from_url(settings.redis_url)
+            app.state.read = ReadSide(
+                RedisReader(redis_client, settings.redis_prefix), settings.read_wait
+            )
+            app.state.projector = None
+        else:
+            # Embedded: the same projection code keeps an in-process read model.
+            memory = MemoryReadModel()
+            projector = Projector(ledger, memory, clock)
+            await asyncio.to_thread(projector.catch_up)
+            threads.append(threading.Thread(target=projector.run, args=(stop,), daemon=True))
+            app.state.read = ReadSide(memory, settings.read_wait)
+            app.state.projector = projector
         if settings.sweep_interval > 0:
             sweeper = Sweeper(ledger, service)
-            sweeper_thread = threading.Thread(
-                target=sweeper.run, args=(settings.sweep_interval, stop), daemon=True
+            threads.append(
+                threading.Thread(
+                    target=sweeper.run, args=(settings.sweep_interval, stop), daemon=True
+                )
             )
-            sweeper_thread.start()
+        for thread in threads:
+            thread.start()
         try:
             yield
         finally:
             stop.set()
-            if sweeper_thread is not None:
-                sweeper_thread.join(timeout=5)
+            for thread in threads:
+                thread.join(timeout=5)
             service.stop()
+            if redis_client is not None:
+                await redis_client.aclose()
             ledger.close()
 
     route_handlers = [
@@ -126,7 +156,7 @@ def create_app(
         guards=[_guard_v1],
         exception_handlers={**EXCEPTION_HANDLERS, DomainError: _on_domain_error},
         openapi_config=OpenAPIConfig(title="atp", version="0.1.0", path="/schema"),
-        middleware=[_correlation],
+        middleware=[_correlation, metrics.middleware],
         debug=False,
     )
     return app

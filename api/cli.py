@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -86,6 +87,43 @@ def cmd_sweep(settings: Settings, args: argparse.Namespace) -> int:
         ledger.close()
 
 
+def cmd_project(settings: Settings, args: argparse.Namespace) -> int:
+    from projections.runner import RedisProjection
+
+    if not settings.redis_url:
+        sys.exit(
+            "atp: `atp project` keeps the Redis read model; set ATP_REDIS_URL "
+            "(without it, `atp serve` projects in process)"
+        )
+    _check_migrated(settings)
+    ledger = _ledger(settings, create=settings.embedded)
+    projection = RedisProjection(
+        ledger, settings.redis_url, settings.redis_prefix, settings.redis_rebuild_db
+    )
+    try:
+        if args.rebuild:
+            started = time.monotonic()
+            position = projection.rebuild()
+            print(
+                f"read model rebuilt up to position {position} in {time.monotonic() - started:.1f}s"
+            )
+            if args.once:
+                return 0
+        elif args.once:
+            projection.projector.resume()
+            print(f"projected {projection.projector.catch_up()} event(s)")
+            return 0
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            projection.run(stop)
+        except KeyboardInterrupt:
+            stop.set()
+        return 0
+    finally:
+        ledger.close()
+
+
 def cmd_demo(settings: Settings, _: argparse.Namespace) -> int:
     from api.demo import demo_skus, load_demo
     from api.service import CommandService
@@ -120,10 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--once", action="store_true", help="sweep once and exit")
     sweep.add_argument("--interval", type=float, default=1.0, help="seconds between sweeps")
     sub.add_parser("demo", help="load the demo catalogue")
+    project = sub.add_parser("project", help="keep the Redis read model up to date")
+    project.add_argument(
+        "--rebuild", action="store_true", help="rebuild it from the ledger, then switch over"
+    )
+    project.add_argument("--once", action="store_true", help="catch up (or rebuild) and exit")
     return parser
 
 
-COMMANDS = {"migrate": cmd_migrate, "serve": cmd_serve, "sweep": cmd_sweep, "demo": cmd_demo}
+COMMANDS = {
+    "migrate": cmd_migrate,
+    "serve": cmd_serve,
+    "sweep": cmd_sweep,
+    "demo": cmd_demo,
+    "project": cmd_project,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -237,46 +237,6 @@ class OrderView(msgspec.Struct, omit_defaults=True):
 # --- availability and items ----------------------------------------------------------------
 
 
-class AvailabilityView(msgspec.Struct):
-    sku: str
-    channel: str
-    available: int
-    status: str
-    position: int
-
-
-class AvailabilityList(msgspec.Struct):
-    items: list[AvailabilityView]
-
-
-class LocationFiguresView(msgspec.Struct):
-    location: str
-    on_hand: int
-    allocated: int
-    held: int
-    damaged: int
-    in_transit: int
-    incoming: int
-    backordered: int
-    safety_stock: int
-    sellable: int
-    active: bool
-
-
-class ChannelFiguresView(msgspec.Struct):
-    channel: str
-    available: int
-    status: str
-    derivation: dict[str, Any]
-
-
-class ItemView(msgspec.Struct):
-    sku: str
-    position: int
-    locations: list[LocationFiguresView]
-    channels: list[ChannelFiguresView]
-
-
 class HistoryPage(msgspec.Struct):
     entries: list[dict[str, Any]]
     next_after: int | None

@@ -15,6 +15,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """ATP_DATA_DIR: where the embedded SQLite ledger lives."""
     redis_url: str | None = None
     """ATP_REDIS_URL: the Redis read model (unset: in-process)."""
+    redis_prefix: str = "atp"
+    """ATP_REDIS_PREFIX: the first part of every read-model key."""
+    redis_rebuild_db: int | None = None
+    """ATP_REDIS_REBUILD_DB: the Redis database `atp project --rebuild` builds into before it
+    swaps it with the live one (default: the live database number + 1)."""
+    read_wait: float = 1.0
+    """ATP_READ_WAIT: how long a read with `min_position` waits for the read model (then 409)."""
     amqp_url: str | None = None
     """ATP_AMQP_URL: RabbitMQ (unset: in-process bus)."""
     admin_token: str | None = None

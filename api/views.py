@@ -8,9 +8,8 @@ from typing import Any
 import msgspec
 
 from api import schemas as s
-from atp.ats import Availability, all_location_figures, channel_availability
 from atp.events import Hold
-from atp.state import ItemState, OrderState, Policies, ReservationState
+from atp.state import ItemState, OrderState, ReservationState
 
 
 def holds_view(holds: tuple[Hold, ...]) -> list[s.HoldView]:
@@ -40,51 +39,6 @@ def order_view(o: OrderState) -> s.OrderView:
         ],
         reservation_id=o.reservation_id,
     )
-
-
-def derivation(a: Availability) -> dict[str, Any]:
-    return {
-        "pool": a.pool,
-        "share_percent": a.share_percent,
-        "buffer": a.buffer,
-        "on_hand_available": a.on_hand_available,
-        "backorder_limit": a.backorder_limit,
-        "backorder_available": a.backorder_available,
-        "low_stock_threshold": a.low_stock_threshold,
-        "locations": [
-            {
-                "location": f.location,
-                "sellable": f.sellable,
-                "unpromised_incoming": f.unpromised_incoming,
-                "active": f.active,
-            }
-            for f in a.locations
-        ],
-    }
-
-
-def item_view(item: ItemState, policies: Policies, now: datetime, position: int) -> s.ItemView:
-    locations = [
-        s.LocationFiguresView(
-            location=f.location,
-            on_hand=f.on_hand,
-            allocated=f.allocated,
-            held=f.held,
-            damaged=f.damaged,
-            in_transit=f.in_transit,
-            incoming=f.incoming,
-            backordered=f.backordered,
-            safety_stock=f.safety_stock,
-            sellable=f.sellable,
-            active=f.active,
-        )
-        for f in all_location_figures(item, policies, now)
-    ]
-    channels = []
-    for channel in policies.channels.values():
-        a = channel_availability(item, policies, channel, now)
-        channels.append(s.ChannelFiguresView(channel.code, a.available, a.status, derivation(a)))
-    return s.ItemView(sku=item.sku, position=position, locations=locations, channels=channels)
 
 
 def movement_view(

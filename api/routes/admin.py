@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime
 from typing import Any
 
 import msgspec
 from litestar import MediaType, Request, Response, get, post
 
+from adapters.ledger import decode_payload
 from adapters.records import TokenIssued
 from api import schemas as s
 from api.auth import new_token, token_hash
@@ -61,6 +63,32 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
+STALE_SECONDS = 10.0
+
+
+async def _lag(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Where the read model stands against the ledger."""
+    read = request.app.state.read
+    meta = await read.meta(fresh=True)
+    lg = ledger(request)
+    head = await asyncio.wait_for(asyncio.to_thread(lg.ping), timeout=3)
+    behind = max(0, head - meta.position)
+    seconds_behind = 0.0
+    if behind:
+        oldest = await asyncio.to_thread(lg.recorder.select_notifications, meta.position + 1, 1)
+        if oldest:
+            _, occurred_at, _ = decode_payload(oldest[0].topic, oldest[0].state)
+            seconds_behind = max(0.0, time.time() - occurred_at.timestamp())
+    heartbeat_age = None if meta.heartbeat is None else max(0.0, time.time() - meta.heartbeat)
+    return {
+        "head": head,
+        "position": meta.position,
+        "events_behind": behind,
+        "seconds_behind": seconds_behind,
+        "heartbeat_age": heartbeat_age,
+    }
+
+
 @get("/ready", media_type=MediaType.JSON)
 async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     checks: dict[str, Any] = {}
@@ -74,35 +102,73 @@ async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     writer = service(request).thread
     checks["writer"] = {"status": "ok" if writer is not None and writer.is_alive() else "down"}
     ok = ok and checks["writer"]["status"] == "ok"
-    body = {"status": "ready" if ok else "not_ready", "checks": checks}
+    read = request.app.state.read
+    kind = "redis" if request.app.state.settings.redis_url else "in-process"
+    try:
+        if not await asyncio.wait_for(read.model.ping(), timeout=2):
+            raise ConnectionError("no answer")
+        checks["read_model"] = {"status": "ok", "kind": kind}
+    except Exception as exc:
+        ok = False
+        checks["read_model"] = {"status": "down", "kind": kind, "error": type(exc).__name__}
+    if ok:
+        lag = await _lag(request)
+        fresh = lag["seconds_behind"] < STALE_SECONDS and (
+            lag["heartbeat_age"] is None or lag["heartbeat_age"] < STALE_SECONDS
+        )
+        checks["projector"] = {"status": "ok" if fresh else "stale", **lag}
+    status = (
+        ("ready" if checks.get("projector", {}).get("status") == "ok" else "degraded")
+        if ok
+        else "not_ready"
+    )
     headers = {} if ok else {"Retry-After": "1"}
-    return Response(body, status_code=200 if ok else 503, headers=headers)
+    return Response(
+        {"status": status, "checks": checks}, status_code=200 if ok else 503, headers=headers
+    )
 
 
 @get("/metrics", media_type="text/plain; version=0.0.4")
 async def metrics(request: Request[Any, Any, Any]) -> str:
     svc = service(request)
+    lines: list[str] = []
+
+    def gauge(name: str, help_text: str, value: float, kind: str = "gauge") -> None:
+        lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"])
+
     try:
-        head = await asyncio.wait_for(asyncio.to_thread(ledger(request).ping), timeout=3)
+        lag = await _lag(request)
+        gauge("atp_ledger_head_position", "Highest ledger position.", lag["head"])
+        gauge("atp_projector_position", "Ledger position the read model includes.", lag["position"])
+        gauge(
+            "atp_projector_events_behind",
+            "Ledger events the read model lacks.",
+            lag["events_behind"],
+        )
+        gauge(
+            "atp_projector_seconds_behind",
+            "Age of the oldest ledger event the read model lacks.",
+            round(lag["seconds_behind"], 6),
+        )
     except Exception:
-        head = -1
-    lines = [
-        "# HELP atp_ledger_head_position Highest ledger position.",
-        "# TYPE atp_ledger_head_position gauge",
-        f"atp_ledger_head_position {head}",
-        "# HELP atp_writer_batches_total Transactions committed by this process's writer.",
-        "# TYPE atp_writer_batches_total counter",
-        f"atp_writer_batches_total {svc.batches}",
-        "# HELP atp_writer_jobs_total Commands decided by this process's writer.",
-        "# TYPE atp_writer_jobs_total counter",
-        f"atp_writer_jobs_total {svc.jobs}",
-        "# HELP atp_writer_conflicts_total Batches decided again after a version conflict.",
-        "# TYPE atp_writer_conflicts_total counter",
-        f"atp_writer_conflicts_total {svc.conflicts}",
-        "# HELP atp_writer_queue_depth Commands waiting for the writer.",
-        "# TYPE atp_writer_queue_depth gauge",
-        f"atp_writer_queue_depth {svc.queue.qsize()}",
-    ]
+        gauge("atp_ledger_up", "Whether the ledger answered.", 0)
+    gauge(
+        "atp_writer_batches_total",
+        "Transactions committed by this process's writer.",
+        svc.batches,
+        "counter",
+    )
+    gauge(
+        "atp_writer_jobs_total", "Commands decided by this process's writer.", svc.jobs, "counter"
+    )
+    gauge(
+        "atp_writer_conflicts_total",
+        "Batches decided again after a version conflict.",
+        svc.conflicts,
+        "counter",
+    )
+    gauge("atp_writer_queue_depth", "Commands waiting for the writer.", svc.queue.qsize())
+    lines.extend(request.app.state.metrics.render())
     return "\n".join(lines) + "\n"
 
 

@@ -1,53 +1,50 @@
-"""Availability and item reads (computed from the ledger's state by the one ATS function)."""
+"""Availability and item reads, served from the read model (Redis, or in process).
+
+The hot path is one Redis command per SKU and returns the stored document as is.
+`min_position` (a position from a write's ATP-Position header) waits briefly until the read
+model includes it: read-your-writes across processes.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Annotated, Any
 
-from litestar import Request, get
+from litestar import Request, Response, get
 from litestar.params import Parameter
 
-from adapters.ledger import Ledger, history
+from adapters.ledger import history
 from api import schemas as s
 from api.problems import ApiProblem
+from api.readside import ReadSide
 from api.routes.common import AVAILABILITY_READ, ledger, path_code, service
-from api.views import history_entry, item_view
-from atp.ats import channel_availability
+from api.views import history_entry
 from atp.decide import POLICIES
-from atp.state import ItemState, Policies
+from projections.views import empty_availability, empty_item
 
 OPT = {"scopes": (AVAILABILITY_READ,)}
+JSON = "application/json"
+MinPosition = Annotated[int | None, Parameter(ge=0, required=False)]
 
 
-def _snapshot(lg: Ledger, skus: list[str]) -> tuple[int, Policies, dict[str, ItemState]]:
-    position = lg.head()
-    policies, _ = lg.load(POLICIES)
-    return position, policies, {sku: lg.load(("item", sku))[0] for sku in skus}
-
-
-async def _availability(
-    request: Request[Any, Any, Any], channel: str, skus: list[str]
-) -> list[s.AvailabilityView]:
-    position, policies, items = await asyncio.to_thread(_snapshot, ledger(request), skus)
-    chan = policies.channels.get(channel)
-    if chan is None:
-        raise ApiProblem(404, "not-found", f"channel {channel!r} not found")
-    now = service(request).clock()
-    views = []
-    for sku in skus:
-        a = channel_availability(items[sku], policies, chan, now)
-        views.append(s.AvailabilityView(sku, channel, a.available, a.status, position))
-    return views
+def _read_side(request: Request[Any, Any, Any]) -> ReadSide:
+    read: ReadSide = request.app.state.read
+    return read
 
 
 @get("/v1/availability/{channel:str}/{sku:str}", opt=OPT)
 async def availability_one(
-    request: Request[Any, Any, Any], channel: str, sku: str
-) -> s.AvailabilityView:
-    channel = path_code(channel, "channel")
-    sku = path_code(sku, "sku")
-    return (await _availability(request, channel, [sku]))[0]
+    request: Request[Any, Any, Any], channel: str, sku: str, min_position: MinPosition = None
+) -> Response[bytes]:
+    read = _read_side(request)
+    channel, sku = path_code(channel, "channel"), path_code(sku, "sku")
+    if min_position is not None:
+        await read.wait_for(min_position)
+    body = (await read.model.availability(channel, [sku]))[0]
+    if body is None:
+        meta = await read.checked_channel(channel)
+        body = empty_availability(sku, channel, meta.position)
+    return Response(body, media_type=JSON)
 
 
 @get("/v1/availability/{channel:str}", opt=OPT)
@@ -55,19 +52,38 @@ async def availability_many(
     request: Request[Any, Any, Any],
     channel: str,
     sku: Annotated[list[str], Parameter(query="sku", required=True)],
-) -> s.AvailabilityList:
+    min_position: MinPosition = None,
+) -> Response[bytes]:
+    read = _read_side(request)
     channel = path_code(channel, "channel")
     if len(sku) > s.MAX_LINES:
         raise ApiProblem(413, "too-many-skus", f"at most {s.MAX_LINES} SKUs per request")
     skus = [path_code(x, "sku") for x in dict.fromkeys(sku)]
-    return s.AvailabilityList(items=await _availability(request, channel, skus))
+    if min_position is not None:
+        await read.wait_for(min_position)
+    bodies = await read.model.availability(channel, skus)
+    if any(b is None for b in bodies):
+        meta = await read.checked_channel(channel)
+        bodies = [
+            b if b is not None else empty_availability(x, channel, meta.position)
+            for x, b in zip(skus, bodies, strict=True)
+        ]
+    return Response(b'{"items":[' + b",".join(bodies) + b"]}", media_type=JSON)  # type: ignore[arg-type]
 
 
 @get("/v1/items/{sku:str}", opt=OPT)
-async def get_item(request: Request[Any, Any, Any], sku: str) -> s.ItemView:
+async def get_item(
+    request: Request[Any, Any, Any], sku: str, min_position: MinPosition = None
+) -> Response[bytes]:
+    read = _read_side(request)
     sku = path_code(sku, "sku")
-    position, policies, items = await asyncio.to_thread(_snapshot, ledger(request), [sku])
-    return item_view(items[sku], policies, service(request).clock(), position)
+    if min_position is not None:
+        await read.wait_for(min_position)
+    body = await read.model.item(sku)
+    if body is None:
+        meta = await read.meta()
+        body = empty_item(sku, meta.policies, service(request).clock(), meta.position)
+    return Response(body, media_type=JSON)
 
 
 @get("/v1/items/{sku:str}/history", opt=OPT)

@@ -1,5 +1,6 @@
-"""When PostgreSQL is unreachable the API answers 503 with Retry-After (never a 500 or a
-stack trace), /ready says so, and everything works again once it is back."""
+"""When PostgreSQL is unreachable, writes answer 503 with Retry-After (never a 500 or a
+stack trace), reads keep coming from the read model, /ready says so, and everything works
+again once it is back."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def test_database_outage_is_503_and_recovers(database: str) -> None:
             assert "Traceback" not in response.text
             ready = c.get("/ready")
             assert ready.status_code == 503 and ready.json()["checks"]["ledger"]["status"] == "down"
-            assert c.get("/v1/items/A").status_code == 503
+            # Reads come from the read model, so storefronts keep their figures meanwhile.
+            assert c.get("/v1/items/A").status_code == 200
         finally:
             _cut_off(database, allow=True)
         deadline = time.monotonic() + 30

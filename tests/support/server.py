@@ -23,15 +23,49 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+READ_MODEL_PATHS = ("/v1/items/", "/v1/availability/")
+
+
 @dataclass
 class Server:
     url: str
     process: subprocess.Popen[bytes]
     env: dict[str, str]
+    last_position: int = 0
+    """Highest ATP-Position any client of this test process saw (read-your-writes)."""
 
     def client(self, token: str = ADMIN_TOKEN, **kw: object) -> httpx.Client:
+        """A client that reads its own writes: read-model reads carry `min_position`."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kw)  # type: ignore[arg-type]
+
+        def remember(response: httpx.Response) -> None:
+            position = response.headers.get("atp-position")
+            if position:
+                self.last_position = max(self.last_position, int(position))
+
+        def consistent(request: httpx.Request) -> None:
+            path = request.url.path
+            if (
+                request.method == "GET"
+                and path.startswith(READ_MODEL_PATHS)
+                and not path.endswith("/history")
+                and "min_position" not in request.url.params
+                and self.last_position
+            ):
+                request.url = request.url.copy_merge_params({"min_position": self.last_position})
+
+        return httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=30,
+            event_hooks={"request": [consistent], "response": [remember]},
+            **kw,  # type: ignore[arg-type]
+        )
+
+    def catch_up(self) -> None:
+        """Make this process's next reads include everything written so far, by anyone."""
+        head = httpx.get(f"{self.url}/ready", timeout=30).json()["checks"]["ledger"]["head"]
+        self.last_position = max(self.last_position, int(head))
 
 
 def atp(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

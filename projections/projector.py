@@ -1,0 +1,254 @@
+"""The projector: follows the ledger's notification log and keeps the read model exact.
+
+For every item or policy event it folds the SKU's state with the domain's own `evolve`,
+computes each channel's figure with the one ATS function, and writes the SKU's documents
+with the event's position. A SKU's documents and position change in one atomic step and a
+write never replaces newer documents, so replaying events after a crash neither loses nor
+double-applies anything. A policy change recomputes every SKU; a hold's expiry recomputes
+its SKU when the clock passes `expires_at`, even if no event arrives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Protocol
+
+from eventsourcing.utils import get_topic
+
+from adapters.ledger import Ledger, decode_payload
+from atp import events as ev
+from atp.state import ItemState, Policies, evolve_item, evolve_policies
+from projections.readmodel import ReadModelStore, SkuWrite
+from projections.views import sku_documents
+
+log = logging.getLogger("atp.projector")
+
+POLICY_EVENTS: tuple[type[ev.Event], ...] = (ev.LocationDefined, ev.ChannelDefined)
+ITEM_EVENTS: tuple[type[ev.Event], ...] = (
+    ev.StockReceived,
+    ev.StockAdjusted,
+    ev.StockCounted,
+    ev.TransferDispatched,
+    ev.TransferArrived,
+    ev.IncomingExpected,
+    ev.StockHeld,
+    ev.HoldExtended,
+    ev.HoldReleased,
+    ev.HoldExpired,
+    ev.HoldCommitted,
+    ev.StockAllocated,
+    ev.AllocationReleased,
+    ev.StockShipped,
+    ev.StockReturned,
+)
+TOPICS = [get_topic(t) for t in (*POLICY_EVENTS, ev.SafetyStockSet, *ITEM_EVENTS)]
+
+
+class Projector:
+    def __init__(
+        self,
+        ledger: Ledger,
+        store: ReadModelStore,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        batch_size: int = 1000,
+    ) -> None:
+        self.ledger = ledger
+        self.store = store
+        self.clock = clock
+        self.batch_size = batch_size
+        self.position = 0
+        self.policies = Policies()
+        self.items: dict[str, tuple[ItemState, int]] = {}
+        self.expiries: list[tuple[datetime, str]] = []
+        self.applied = 0
+
+    def resume(self) -> None:
+        """Continue from what the store holds."""
+        state = self.store.load()
+        self.position = state.position
+        self.policies = state.policies
+        self.items = state.items
+        now = self.clock()
+        self.expiries = []
+        for sku, (item, _) in self.items.items():
+            self._track_expiry(sku, item, now)
+
+    # --- applying events ---------------------------------------------------------------------
+
+    def step(self) -> int:
+        """Apply the next batch of notifications; returns how many there were."""
+        # Positions are given in commit order, so every event up to the head read first is
+        # visible to the select that follows: the position may advance to it even when the
+        # newest events are none of ours (reservation, order, idempotency records).
+        head = self.ledger.ping()
+        notifications = self.ledger.recorder.select_notifications(
+            self.position + 1, self.batch_size, stop=head, topics=TOPICS
+        )
+        if not notifications:
+            if head > self.position:
+                self.position = head
+                self.store.write([], head, None, None)
+            return 0
+        dirty: dict[str, int] = {}
+        policies_changed = False
+        last_time = None
+        for n in notifications:
+            event, occurred_at, _ = decode_payload(n.topic, n.state)
+            last_time = occurred_at.timestamp()
+            if isinstance(event, POLICY_EVENTS) or (
+                isinstance(event, ev.SafetyStockSet) and event.sku is None
+            ):
+                assert isinstance(event, ev.Event)
+                self.policies = evolve_policies(self.policies, event)
+                policies_changed = True
+                for sku in self.items:
+                    dirty[sku] = n.id
+            else:
+                sku = event.sku  # type: ignore[union-attr]
+                assert isinstance(sku, str) and isinstance(event, ev.Event)
+                item, _ = self.items.get(sku) or (ItemState(sku=sku), 0)
+                self.items[sku] = (evolve_item(item, event), n.id)
+                dirty[sku] = n.id
+        # A policy change re-dates every SKU to its own position.
+        for sku, position in dirty.items():
+            item, _ = self.items[sku]
+            self.items[sku] = (item, position)
+        position = notifications[-1].id
+        if len(notifications) < self.batch_size:
+            position = max(position, head)
+        policies = self.policies if policies_changed else None
+        self._flush(list(dirty), False, position, policies, last_time)
+        self.position = position
+        self.applied += len(notifications)
+        return len(notifications)
+
+    def _flush(
+        self,
+        skus: list[str],
+        force: bool,
+        position: int,
+        policies: Policies | None = None,
+        last_time: float | None = None,
+    ) -> None:
+        """Write the SKUs' documents, then the projector's position (a resume hint: every
+        SKU write is guarded by its own position, so replaying from it is harmless)."""
+        now = self.clock()
+        writes = []
+        for sku in skus:
+            item, sku_position = self.items[sku]
+            docs = sku_documents(item, self.policies, now, sku_position)
+            writes.append(SkuWrite(docs, item, force))
+            self._track_expiry(sku, item, now)
+        self.store.write(writes, position, policies, last_time)
+
+    def _track_expiry(self, sku: str, item: ItemState, now: datetime) -> None:
+        live = [h.expires_at for h in item.holds.values() if h.expires_at > now]
+        if live:
+            heapq.heappush(self.expiries, (min(live), sku))
+
+    def expire_due(self) -> int:
+        """Recompute SKUs whose holds expired since they were last written."""
+        now = self.clock()
+        due: set[str] = set()
+        while self.expiries and self.expiries[0][0] <= now:
+            due.add(heapq.heappop(self.expiries)[1])
+        if due:
+            self._flush(sorted(due), True, self.position)
+        return len(due)
+
+    def seconds_to_next_expiry(self) -> float | None:
+        if not self.expiries:
+            return None
+        return max(0.0, (self.expiries[0][0] - self.clock()).total_seconds())
+
+    def catch_up(self) -> int:
+        total = 0
+        while n := self.step():
+            total += n
+        return total
+
+    # --- running -------------------------------------------------------------------------------
+
+    def tick(self, waiter: Waiter, poll_interval: float = 0.5) -> None:
+        """One turn: apply what is new, else publish due expiries and wait for news."""
+        if self.step():
+            return
+        self.expire_due()
+        timeout = poll_interval
+        next_expiry = self.seconds_to_next_expiry()
+        if next_expiry is not None:
+            timeout = min(timeout, next_expiry + 0.005)
+        waiter.wait(timeout)
+
+    def run(self, stop: threading.Event, poll_interval: float = 0.5) -> None:
+        """Follow the ledger until `stop` is set; resumes by itself after errors."""
+        waiter = waiter_for(self.ledger)
+        while not stop.is_set():
+            try:
+                self.tick(waiter, poll_interval)
+            except Exception:
+                log.exception("projector step failed; resuming from the stored position")
+                waiter.close()
+                stop.wait(1.0)
+                with contextlib.suppress(Exception):
+                    self.resume()
+                waiter = waiter_for(self.ledger)
+        waiter.close()
+
+
+class Waiter(Protocol):
+    def wait(self, timeout: float) -> None: ...
+    def close(self) -> None: ...
+
+
+class _Poller:
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+
+    def wait(self, timeout: float) -> None:
+        time.sleep(min(timeout, self.interval))
+
+    def close(self) -> None:
+        pass
+
+
+class _Listener:
+    """Wakes on the ledger's NOTIFY (every write notifies); times out to poll anyway."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        import psycopg
+        from psycopg import sql
+
+        datastore = ledger.recorder.datastore  # type: ignore[attr-defined]
+        self.conn = psycopg.connect(
+            dbname=datastore.pool.kwargs.get("dbname")
+            if hasattr(datastore.pool, "kwargs")
+            else None,
+            conninfo=datastore.pool.conninfo,
+            autocommit=True,
+        )
+        channel = ledger.recorder.channel_name  # type: ignore[attr-defined]
+        self.conn.execute(sql.SQL("LISTEN {0}").format(sql.Identifier(channel)))
+
+    def wait(self, timeout: float) -> None:
+        for _ in self.conn.notifies(timeout=timeout, stop_after=1):
+            break
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+def waiter_for(ledger: Ledger) -> Waiter:
+    if ledger.is_postgres:
+        try:
+            return _Listener(ledger)
+        except Exception:
+            log.exception("LISTEN failed; polling the ledger instead")
+    return _Poller(0.05)

@@ -1,0 +1,148 @@
+"""Runs the projector against Redis: one active projector at a time, and rebuilds.
+
+Projectors take a lease (`<prefix>:lock`); others wait as standbys and take over when it
+lapses, resuming from what Redis holds. A rebuild replays the whole ledger into a scratch
+database, asks the active projector to hand over, catches up past where it stopped, and
+switches the databases with SWAPDB: readers see the old model, then the new one, never a
+partial one, and no figure's position ever goes backwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from adapters.ledger import Ledger
+from projections.projector import Projector, waiter_for
+from projections.readmodel import RedisStore
+
+log = logging.getLogger("atp.projector")
+LEASE_MS = 10_000
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class RedisProjection:
+    def __init__(
+        self,
+        ledger: Ledger,
+        redis_url: str,
+        prefix: str = "atp",
+        rebuild_db: int | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.ledger = ledger
+        self.client: Any = redis.Redis.from_url(redis_url)
+        self.prefix = prefix
+        self.store = RedisStore(self.client, prefix)
+        self.clock = clock
+        self.live_db = int(self.client.connection_pool.connection_kwargs.get("db", 0))
+        self.rebuild_db = self.live_db + 1 if rebuild_db is None else rebuild_db
+        self.owner = uuid.uuid4().hex
+        self.lock_key = f"{prefix}:lock"
+        self.handover_key = f"{prefix}:handover"
+        self._renew = self.client.register_script(_RENEW)
+        self._release = self.client.register_script(_RELEASE)
+        self.projector = Projector(ledger, self.store, clock)
+
+    # --- the lease -----------------------------------------------------------------------------
+
+    def acquire(self) -> bool:
+        return bool(self.client.set(self.lock_key, self.owner, nx=True, px=LEASE_MS))
+
+    def renew(self) -> bool:
+        return bool(self._renew(keys=[self.lock_key], args=[self.owner, LEASE_MS]))
+
+    def release(self) -> None:
+        self._release(keys=[self.lock_key], args=[self.owner])
+
+    def handover_requested(self) -> bool:
+        requester = self.client.get(self.handover_key)
+        return requester is not None and requester.decode() != self.owner
+
+    # --- running -------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, poll_interval: float = 0.5) -> None:
+        """Project until `stop`; as a standby while another projector holds the lease."""
+        waiter = waiter_for(self.ledger)
+        holding = False
+        try:
+            while not stop.is_set():
+                try:
+                    if not holding:
+                        if self.handover_requested() or not self.acquire():
+                            stop.wait(0.2)
+                            continue
+                        self.projector.resume()
+                        holding = True
+                        log.info("projecting from position %d", self.projector.position)
+                    if self.handover_requested():
+                        self.release()
+                        holding = False
+                        log.info("handed over to a rebuild")
+                        continue
+                    if not self.renew():
+                        holding = False
+                        continue
+                    self.projector.tick(waiter, poll_interval)
+                except Exception:
+                    log.exception("projection failed; resuming from the stored position")
+                    holding = False
+                    waiter.close()
+                    stop.wait(1.0)
+                    waiter = waiter_for(self.ledger)
+        finally:
+            waiter.close()
+            with contextlib.suppress(Exception):
+                self.release()
+
+    def rebuild(self, handover_timeout: float = 30.0) -> int:
+        """Replay the ledger into fresh keys and switch readers over; returns the position."""
+        kwargs = dict(self.client.connection_pool.connection_kwargs)
+        kwargs["db"] = self.rebuild_db
+        scratch_client: Any = redis.Redis(**kwargs)
+        scratch_client.flushdb()
+        scratch = Projector(self.ledger, RedisStore(scratch_client, self.prefix), self.clock)
+        scratch.catch_up()
+        # Ask the active projector to stop, and take the lease ourselves.
+        self.client.set(self.handover_key, self.owner, px=int(handover_timeout * 1000) + LEASE_MS)
+        deadline = time.monotonic() + handover_timeout + LEASE_MS / 1000
+        while not self.acquire():
+            if time.monotonic() > deadline:
+                self.client.delete(self.handover_key)
+                raise TimeoutError("the active projector did not hand over")
+            time.sleep(0.1)
+        try:
+            scratch.catch_up()  # now past wherever the active projector stopped
+            live_position = int(self.client.hget(self.store.keys.meta, "position") or 0)
+            assert scratch.position >= live_position, (scratch.position, live_position)
+            generation = int(self.client.hget(self.store.keys.meta, "generation") or 0) + 1
+            scratch_client.hset(scratch.store.keys.meta, "generation", generation)  # type: ignore[attr-defined]
+            self.client.swapdb(self.live_db, self.rebuild_db)
+        except BaseException:
+            self.client.delete(self.handover_key)
+            self.release()
+            raise
+        # The lease and the handover request stayed behind with the old model.
+        scratch_client.flushdb()
+        scratch_client.close()
+        log.info("read model rebuilt at position %d (generation %d)", scratch.position, generation)
+        return scratch.position

@@ -1,0 +1,140 @@
+"""The read model's documents: what a channel may sell of a SKU, and the item's figures.
+
+Built by the one ATS function (atp.ats) from the same state the reservation check uses, and
+stored in the read model as ready-to-serve JSON.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from atp.ats import Availability, all_location_figures, channel_availability
+from atp.state import ItemState, Policies
+
+
+class AvailabilityView(msgspec.Struct):
+    sku: str
+    channel: str
+    available: int
+    status: str
+    position: int
+
+
+class LocationFiguresView(msgspec.Struct):
+    location: str
+    on_hand: int
+    allocated: int
+    held: int
+    damaged: int
+    in_transit: int
+    incoming: int
+    backordered: int
+    safety_stock: int
+    sellable: int
+    active: bool
+
+
+class ChannelFiguresView(msgspec.Struct):
+    channel: str
+    available: int
+    status: str
+    derivation: dict[str, Any]
+
+
+class ItemView(msgspec.Struct):
+    sku: str
+    position: int
+    locations: list[LocationFiguresView]
+    channels: list[ChannelFiguresView]
+
+
+class SkuDocuments(msgspec.Struct, frozen=True):
+    """Everything the read model stores for one SKU at one ledger position."""
+
+    sku: str
+    position: int
+    availability: dict[str, bytes]
+    """Channel code -> AvailabilityView JSON (served as is)."""
+    item: bytes
+    """ItemView JSON."""
+    next_expiry: datetime | None
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def derivation(a: Availability) -> dict[str, Any]:
+    return {
+        "pool": a.pool,
+        "share_percent": a.share_percent,
+        "buffer": a.buffer,
+        "on_hand_available": a.on_hand_available,
+        "backorder_limit": a.backorder_limit,
+        "backorder_available": a.backorder_available,
+        "low_stock_threshold": a.low_stock_threshold,
+        "locations": [
+            {
+                "location": f.location,
+                "sellable": f.sellable,
+                "unpromised_incoming": f.unpromised_incoming,
+                "active": f.active,
+            }
+            for f in a.locations
+        ],
+    }
+
+
+def item_view(item: ItemState, policies: Policies, now: datetime, position: int) -> ItemView:
+    locations = [
+        LocationFiguresView(
+            location=f.location,
+            on_hand=f.on_hand,
+            allocated=f.allocated,
+            held=f.held,
+            damaged=f.damaged,
+            in_transit=f.in_transit,
+            incoming=f.incoming,
+            backordered=f.backordered,
+            safety_stock=f.safety_stock,
+            sellable=f.sellable,
+            active=f.active,
+        )
+        for f in all_location_figures(item, policies, now)
+    ]
+    channels = []
+    for channel in policies.channels.values():
+        a = channel_availability(item, policies, channel, now)
+        channels.append(ChannelFiguresView(channel.code, a.available, a.status, derivation(a)))
+    return ItemView(sku=item.sku, position=position, locations=locations, channels=channels)
+
+
+def sku_documents(
+    item: ItemState, policies: Policies, now: datetime, position: int
+) -> SkuDocuments:
+    view = item_view(item, policies, now, position)
+    availability = {
+        c.channel: _encoder.encode(
+            AvailabilityView(item.sku, c.channel, c.available, c.status, position)
+        )
+        for c in view.channels
+    }
+    live = [h.expires_at for h in item.holds.values() if h.expires_at > now]
+    return SkuDocuments(
+        sku=item.sku,
+        position=position,
+        availability=availability,
+        item=_encoder.encode(view),
+        next_expiry=min(live, default=None),
+    )
+
+
+def empty_availability(sku: str, channel: str, position: int) -> bytes:
+    """An unknown SKU: 200 with 0 and out_of_stock."""
+    return _encoder.encode(AvailabilityView(sku, channel, 0, "out_of_stock", position))
+
+
+def empty_item(sku: str, policies: Policies, now: datetime, position: int) -> bytes:
+    return _encoder.encode(item_view(ItemState(sku=sku), policies, now, position))
