@@ -28,6 +28,7 @@ from projections.readmodel import ReadModelStore, SkuWrite
 from projections.views import sku_documents
 
 log = logging.getLogger("atp.projector")
+HEARTBEAT_SECONDS = 2.0
 
 POLICY_EVENTS: tuple[type[ev.Event], ...] = (ev.LocationDefined, ev.ChannelDefined)
 ITEM_EVENTS: tuple[type[ev.Event], ...] = (
@@ -67,6 +68,7 @@ class Projector:
         self.items: dict[str, tuple[ItemState, int]] = {}
         self.expiries: list[tuple[datetime, str]] = []
         self.applied = 0
+        self.last_heartbeat = 0.0
 
     def resume(self) -> None:
         """Continue from what the store holds."""
@@ -180,6 +182,9 @@ class Projector:
         if self.step():
             return
         self.expire_due()
+        if time.monotonic() - self.last_heartbeat > HEARTBEAT_SECONDS:
+            self.store.heartbeat()  # readers can tell an idle projector from a dead one
+            self.last_heartbeat = time.monotonic()
         timeout = poll_interval
         next_expiry = self.seconds_to_next_expiry()
         if next_expiry is not None:

@@ -58,6 +58,7 @@ class ReadModelStore(Protocol):
         last_event_time: float | None,
     ) -> None: ...
     def clear(self) -> None: ...
+    def heartbeat(self) -> None: ...
 
 
 class ReadModelReader(Protocol):
@@ -83,7 +84,7 @@ class MemoryReadModel:
         self.position = 0
         self.policies = Policies()
         self.last_event_time: float | None = None
-        self.heartbeat = time.time()
+        self.heartbeat_at = time.time()
 
     # store
 
@@ -114,7 +115,10 @@ class MemoryReadModel:
             self.position = max(self.position, position)
             if last_event_time is not None:
                 self.last_event_time = last_event_time
-            self.heartbeat = time.time()
+            self.heartbeat_at = time.time()
+
+    def heartbeat(self) -> None:
+        self.heartbeat_at = time.time()
 
     def clear(self) -> None:
         with self.lock:
@@ -142,7 +146,7 @@ class MemoryReadModel:
             "position": self.position,
             "policies": self.policies,
             "last_event_time": self.last_event_time,
-            "heartbeat": self.heartbeat,
+            "heartbeat": self.heartbeat_at,
         }
 
     async def ping(self) -> bool:
