@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
@@ -27,7 +28,20 @@ def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
     ledger.close()
     where = "PostgreSQL" if settings.database_url else f"SQLite in {settings.data_dir}"
     print(f"ledger tables ready ({where}); head position {head}")
+    if settings.amqp_url:
+        asyncio.run(_declare_topology(settings.amqp_url))
+        print("RabbitMQ exchanges and queues ready")
     return 0
+
+
+async def _declare_topology(url: str) -> None:
+    import aio_pika
+
+    from adapters.amqp import declare_topology
+
+    connection = await aio_pika.connect_robust(url)
+    async with connection:
+        await declare_topology(await connection.channel())
 
 
 def _check_migrated(settings: Settings) -> None:
@@ -97,8 +111,17 @@ def cmd_project(settings: Settings, args: argparse.Namespace) -> int:
         )
     _check_migrated(settings)
     ledger = _ledger(settings, create=settings.embedded)
+    publisher = None
+    if settings.amqp_url:
+        from adapters.amqp import Publisher
+
+        publisher = Publisher(settings.amqp_url)
     projection = RedisProjection(
-        ledger, settings.redis_url, settings.redis_prefix, settings.redis_rebuild_db
+        ledger,
+        settings.redis_url,
+        settings.redis_prefix,
+        settings.redis_rebuild_db,
+        publisher=publisher,
     )
     try:
         if args.rebuild:
@@ -121,6 +144,8 @@ def cmd_project(settings: Settings, args: argparse.Namespace) -> int:
             stop.set()
         return 0
     finally:
+        if publisher is not None:
+            publisher.close()
         ledger.close()
 
 

@@ -21,11 +21,12 @@ from typing import Protocol
 
 from eventsourcing.utils import get_topic
 
+from adapters.amqp import AvailabilityChanged, Publisher
 from adapters.ledger import Ledger, decode_payload
 from atp import events as ev
 from atp.state import ItemState, Policies, evolve_item, evolve_policies
 from projections.readmodel import ReadModelStore, SkuWrite
-from projections.views import sku_documents
+from projections.views import SkuDocuments, sku_documents
 
 log = logging.getLogger("atp.projector")
 HEARTBEAT_SECONDS = 2.0
@@ -58,9 +59,12 @@ class Projector:
         store: ReadModelStore,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         batch_size: int = 1000,
+        publisher: Publisher | None = None,
     ) -> None:
         self.ledger = ledger
         self.store = store
+        self.publisher = publisher
+        self.published: dict[tuple[str, str], tuple[int, str]] = {}
         self.clock = clock
         self.batch_size = batch_size
         self.position = 0
@@ -76,10 +80,13 @@ class Projector:
         self.position = state.position
         self.policies = state.policies
         self.items = state.items
+        self.published = state.published
         now = self.clock()
         self.expiries = []
         for sku, (item, _) in self.items.items():
             self._track_expiry(sku, item, now)
+        if self.publisher is not None:
+            self.reconcile_published()
 
     # --- applying events ---------------------------------------------------------------------
 
@@ -98,10 +105,12 @@ class Projector:
                 self.store.write([], head, None, None)
             return 0
         dirty: dict[str, int] = {}
+        correlation: dict[str, tuple[str, datetime]] = {}
+        """SKU -> the correlation id and time of the event that last changed it."""
         policies_changed = False
         last_time = None
         for n in notifications:
-            event, occurred_at, _ = decode_payload(n.topic, n.state)
+            event, occurred_at, metadata = decode_payload(n.topic, n.state)
             last_time = occurred_at.timestamp()
             if isinstance(event, POLICY_EVENTS) or (
                 isinstance(event, ev.SafetyStockSet) and event.sku is None
@@ -111,12 +120,18 @@ class Projector:
                 policies_changed = True
                 for sku in self.items:
                     dirty[sku] = n.id
+                    correlation[sku] = (metadata.get("correlation_id", ""), occurred_at)
             else:
                 sku = event.sku  # type: ignore[union-attr]
                 assert isinstance(sku, str) and isinstance(event, ev.Event)
-                item, _ = self.items.get(sku) or (ItemState(sku=sku), 0)
+                item, applied = self.items.get(sku) or (ItemState(sku=sku), 0)
+                if n.id <= applied:
+                    # Resumed after a crash that stored this SKU but not the projector's
+                    # position: its state already includes the event.
+                    continue
                 self.items[sku] = (evolve_item(item, event), n.id)
                 dirty[sku] = n.id
+                correlation[sku] = (metadata.get("correlation_id", ""), occurred_at)
         # A policy change re-dates every SKU to its own position.
         for sku, position in dirty.items():
             item, _ = self.items[sku]
@@ -125,7 +140,7 @@ class Projector:
         if len(notifications) < self.batch_size:
             position = max(position, head)
         policies = self.policies if policies_changed else None
-        self._flush(list(dirty), False, position, policies, last_time)
+        self._flush(list(dirty), False, position, policies, last_time, correlation)
         self.position = position
         self.applied += len(notifications)
         return len(notifications)
@@ -137,9 +152,11 @@ class Projector:
         position: int,
         policies: Policies | None = None,
         last_time: float | None = None,
+        correlation: dict[str, tuple[str, datetime]] | None = None,
     ) -> None:
         """Write the SKUs' documents, then the projector's position (a resume hint: every
-        SKU write is guarded by its own position, so replaying from it is harmless)."""
+        SKU write is guarded by its own position, so replaying from it is harmless); then
+        publish the figures that changed."""
         now = self.clock()
         writes = []
         for sku in skus:
@@ -148,6 +165,46 @@ class Projector:
             writes.append(SkuWrite(docs, item, force))
             self._track_expiry(sku, item, now)
         self.store.write(writes, position, policies, last_time)
+        if self.publisher is not None:
+            self._publish([w.documents for w in writes], now, correlation or {})
+
+    def _publish(
+        self,
+        documents: list[SkuDocuments],
+        now: datetime,
+        correlation: dict[str, tuple[str, datetime]],
+    ) -> None:
+        """Publish each channel figure that differs from the last one published (confirmed
+        by the broker before it is recorded as published: at least once, never skipped)."""
+        assert self.publisher is not None
+        changes = []
+        published: dict[tuple[str, str], tuple[int, str]] = {}
+        for docs in documents:
+            for channel, figure in docs.figures.items():
+                if self.published.get((docs.sku, channel)) != figure:
+                    cause, occurred_at = correlation.get(docs.sku, ("", now))
+                    change = AvailabilityChanged(
+                        channel, docs.sku, figure[0], figure[1], docs.position, occurred_at
+                    )
+                    changes.append((change, cause))
+                    published[(docs.sku, channel)] = figure
+        if changes:
+            self.publisher.publish(changes)
+            self.store.write_published(published)
+            self.published.update(published)
+
+    def reconcile_published(self) -> int:
+        """After a restart: publish every figure that differs from the last one published
+        (a crash may have come between writing documents and publishing them)."""
+        now = self.clock()
+        documents = [
+            sku_documents(item, self.policies, now, position)
+            for item, position in self.items.values()
+        ]
+        before = self.publisher.published if self.publisher is not None else 0
+        for i in range(0, len(documents), 1000):
+            self._publish(documents[i : i + 1000], now, {})
+        return (self.publisher.published - before) if self.publisher is not None else 0
 
     def _track_expiry(self, sku: str, item: ItemState, now: datetime) -> None:
         live = [h.expires_at for h in item.holds.values() if h.expires_at > now]

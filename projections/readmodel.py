@@ -7,6 +7,7 @@ one SKU sits in one Redis Cluster slot:
                                    _position -> ledger position the SKU's documents reflect
     <prefix>:{<sku>}:item   string the GET /v1/items/{sku} document
     <prefix>:{<sku>}:state  string the projector's folded item state (msgspec JSON)
+    <prefix>:{<sku>}:published hash <channel> -> "available|status" last published on RabbitMQ
     <prefix>:skus           set    every projected SKU
     <prefix>:meta           hash   position, policies, head_time, generation, heartbeat
 """
@@ -36,6 +37,8 @@ class ProjectorState:
     position: int = 0
     policies: Policies = field(default_factory=Policies)
     items: dict[str, tuple[ItemState, int]] = field(default_factory=dict)
+    published: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
+    """(sku, channel) -> the (available, status) last published on RabbitMQ."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class ReadModelStore(Protocol):
     ) -> None: ...
     def clear(self) -> None: ...
     def heartbeat(self) -> None: ...
+    def write_published(self, published: dict[tuple[str, str], tuple[int, str]]) -> None: ...
 
 
 class ReadModelReader(Protocol):
@@ -81,6 +85,7 @@ class MemoryReadModel:
         self.ats: dict[str, dict[str, bytes]] = {}
         self.items: dict[str, bytes] = {}
         self.states: dict[str, tuple[ItemState, int]] = {}
+        self.published: dict[tuple[str, str], tuple[int, str]] = {}
         self.position = 0
         self.policies = Policies()
         self.last_event_time: float | None = None
@@ -90,7 +95,9 @@ class MemoryReadModel:
 
     def load(self) -> ProjectorState:
         with self.lock:
-            return ProjectorState(self.position, self.policies, dict(self.states))
+            return ProjectorState(
+                self.position, self.policies, dict(self.states), dict(self.published)
+            )
 
     def write(
         self,
@@ -119,6 +126,10 @@ class MemoryReadModel:
 
     def heartbeat(self) -> None:
         self.heartbeat_at = time.time()
+
+    def write_published(self, published: dict[tuple[str, str], tuple[int, str]]) -> None:
+        with self.lock:
+            self.published.update(published)
 
     def clear(self) -> None:
         with self.lock:
@@ -184,6 +195,9 @@ class RedisKeys:
     def state(self, sku: str) -> str:
         return f"{self.prefix}:{{{sku}}}:state"
 
+    def published(self, sku: str) -> str:
+        return f"{self.prefix}:{{{sku}}}:published"
+
 
 class RedisStore:
     """The projector's synchronous Redis writer (pipelined: one round trip per batch)."""
@@ -204,11 +218,15 @@ class RedisStore:
             for sku in chunk:
                 pipe.get(self.keys.state(sku))
                 pipe.hget(self.keys.ats(sku), "_position")
+                pipe.hgetall(self.keys.published(sku))
             values = pipe.execute()
             for i, sku in enumerate(chunk):
-                raw, position = values[2 * i], values[2 * i + 1]
+                raw, position, published = values[3 * i : 3 * i + 3]
                 if raw is not None:
                     state.items[sku] = (_item_decoder.decode(raw), int(position or 0))
+                for channel, figure in published.items():
+                    available, status = figure.decode().split("|", 1)
+                    state.published[(sku, channel.decode())] = (int(available), status)
         return state
 
     def write(
@@ -243,6 +261,12 @@ class RedisStore:
 
     def heartbeat(self) -> None:
         self.client.hset(self.keys.meta, "heartbeat", time.time())
+
+    def write_published(self, published: dict[tuple[str, str], tuple[int, str]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for (sku, channel), (available, status) in published.items():
+            pipe.hset(self.keys.published(sku), channel, f"{available}|{status}")
+        pipe.execute()
 
     def clear(self) -> None:
         for chunk in _chunks(

@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from adapters.amqp import Publisher
 from adapters.ledger import Ledger
 from projections.projector import Projector, waiter_for
 from projections.readmodel import RedisStore
@@ -48,6 +49,7 @@ class RedisProjection:
         prefix: str = "atp",
         rebuild_db: int | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        publisher: Publisher | None = None,
     ) -> None:
         self.ledger = ledger
         self.client: Any = redis.Redis.from_url(redis_url)
@@ -61,7 +63,7 @@ class RedisProjection:
         self.handover_key = f"{prefix}:handover"
         self._renew = self.client.register_script(_RENEW)
         self._release = self.client.register_script(_RELEASE)
-        self.projector = Projector(ledger, self.store, clock)
+        self.projector = Projector(ledger, self.store, clock, publisher=publisher)
 
     # --- the lease -----------------------------------------------------------------------------
 

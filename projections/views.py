@@ -61,6 +61,8 @@ class SkuDocuments(msgspec.Struct, frozen=True):
     item: bytes
     """ItemView JSON."""
     next_expiry: datetime | None
+    figures: dict[str, tuple[int, str]] = {}
+    """Channel code -> (available, status), for publishing changes."""
 
 
 _encoder = msgspec.json.Encoder()
@@ -128,6 +130,7 @@ def sku_documents(
         availability=availability,
         item=_encoder.encode(view),
         next_expiry=min(live, default=None),
+        figures={c.channel: (c.available, c.status) for c in view.channels},
     )
 
 
