@@ -34,4 +34,17 @@ class ResponseRecorded(Record, frozen=True):
     recorded_at: datetime
 
 
-RECORD_TYPES: tuple[type[Record], ...] = (TokenIssued, ResponseRecorded)
+class IntegrationConfigured(Record, frozen=True):
+    """A channel integration (a WooCommerce store, an Amazon or eBay account).
+
+    `settings` holds everything, secrets included: the pushers need them. The API never
+    returns the secret fields.
+    """
+
+    kind: str
+    store: str
+    channel: str
+    settings: dict[str, object]
+
+
+RECORD_TYPES: tuple[type[Record], ...] = (TokenIssued, ResponseRecorded, IntegrationConfigured)

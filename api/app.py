@@ -25,7 +25,7 @@ from api.log import correlation_id
 from api.metrics import RequestMetrics
 from api.problems import EXCEPTION_HANDLERS, domain_problem, problem_response
 from api.readside import ReadSide
-from api.routes import admin, checkout, policies, reads, stock
+from api.routes import admin, checkout, integrations, policies, reads, stock
 from api.service import CommandService
 from api.settings import Settings
 from api.sweeper import Sweeper
@@ -149,6 +149,7 @@ def create_app(
         *checkout.ROUTES,
         *reads.ROUTES,
         *admin.ROUTES,
+        *integrations.ROUTES,
     ]
     app = Litestar(
         route_handlers=route_handlers,

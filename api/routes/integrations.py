@@ -1,0 +1,132 @@
+"""Channel integrations (admin): WooCommerce stores, Amazon and eBay accounts.
+
+Secrets are write-only: a GET returns the record without them, and a PUT that leaves them
+out keeps the stored ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request, Response, get, put
+
+from adapters.records import IntegrationConfigured
+from api.problems import ApiProblem
+from api.routes.common import ADMIN, gateway, ledger, path_code
+from api.schemas import Code
+from api.service import ServiceWorld
+from atp.decide import POLICIES
+
+Url = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s]+$", max_length=2000)]
+Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+Rate = Annotated[float, msgspec.Meta(gt=0, le=1000)]
+
+
+class WooCommerceIn(msgspec.Struct, forbid_unknown_fields=True):
+    url: Url
+    channel: Code
+    consumer_key: Secret | None = None
+    consumer_secret: Secret | None = None
+    webhook_secrets: Annotated[list[Secret], msgspec.Meta(min_length=1, max_length=2)] | None = None
+    max_requests_per_second: Rate = 5.0
+
+
+class AmazonIn(msgspec.Struct, forbid_unknown_fields=True):
+    endpoint: Url
+    channel: Code
+    seller_id: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    marketplace_id: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    product_type: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] = "PRODUCT"
+    access_token: Secret | None = None
+    max_requests_per_second: Rate = 5.0
+
+
+class EbayIn(msgspec.Struct, forbid_unknown_fields=True):
+    endpoint: Url
+    channel: Code
+    access_token: Secret | None = None
+    max_requests_per_second: Rate = 5.0
+
+
+KINDS: dict[str, tuple[type[msgspec.Struct], tuple[str, ...]]] = {
+    "woocommerce": (WooCommerceIn, ("consumer_key", "consumer_secret", "webhook_secrets")),
+    "amazon": (AmazonIn, ("access_token",)),
+    "ebay": (EbayIn, ("access_token",)),
+}
+Kind = Literal["woocommerce", "amazon", "ebay"]
+
+
+def integration_stream(kind: str, store: str) -> tuple[str, str]:
+    return ("integration", f"{kind}:{store}")
+
+
+def current(records: list[Any]) -> IntegrationConfigured | None:
+    found = [r for r in records if isinstance(r, IntegrationConfigured)]
+    return found[-1] if found else None
+
+
+def public_view(record: IntegrationConfigured) -> dict[str, Any]:
+    secrets = KINDS[record.kind][1]
+    view = {k: v for k, v in record.settings.items() if k not in secrets}
+    view["configured_secrets"] = sorted(k for k in secrets if record.settings.get(k))
+    return {"kind": record.kind, "store": record.store, **view}
+
+
+@put("/v1/integrations/{kind:str}/{store:str}", opt={"scopes": (ADMIN,)}, status_code=200)
+async def put_integration(
+    request: Request[Any, Any, Any], kind: str, store: str
+) -> Response[bytes]:
+    if kind not in KINDS:
+        raise ApiProblem(404, "not-found", f"no integration kind {kind!r}")
+    store = path_code(store, "store", creating=True)
+    schema, secrets = KINDS[kind]
+    try:
+        data = msgspec.json.decode(await request.body(), type=schema)
+    except msgspec.ValidationError as exc:
+        status = 400 if "missing required field" in str(exc) else 422
+        raise ApiProblem(status, "validation-failed", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ApiProblem(400, "malformed-json", str(exc)) from None
+    given = msgspec.structs.asdict(data)
+    stream = integration_stream(kind, store)
+
+    def decide(world: ServiceWorld, _: datetime) -> list[tuple[Any, Any]]:
+        channel = given["channel"]
+        if channel not in world.policies().channels:
+            from atp.errors import UnknownChannel
+
+            raise UnknownChannel("channel", channel)
+        previous = current(world.records(stream))  # type: ignore[arg-type]
+        settings = dict(given)
+        for name in secrets:  # write-only: left out means keep
+            if settings.get(name) is None and previous is not None:
+                settings[name] = previous.settings.get(name)
+        record = IntegrationConfigured(kind=kind, store=store, channel=channel, settings=settings)
+        return [(stream, record)]
+
+    def render(world: ServiceWorld, _: datetime) -> tuple[int, Any]:
+        record = current(world.records(stream))  # type: ignore[arg-type]
+        assert record is not None
+        return 200, public_view(record)
+
+    decider: Any = decide
+    decider.reads = [POLICIES, stream]
+    return await gateway(request).execute(request, decider, render)
+
+
+@get("/v1/integrations/{kind:str}/{store:str}", opt={"scopes": (ADMIN,)})
+async def get_integration(request: Request[Any, Any, Any], kind: str, store: str) -> dict[str, Any]:
+    if kind not in KINDS:
+        raise ApiProblem(404, "not-found", f"no integration kind {kind!r}")
+    store = path_code(store, "store")
+    records, _ = await asyncio.to_thread(ledger(request).load, integration_stream(kind, store))
+    record = current(records)
+    if record is None:
+        raise ApiProblem(404, "not-found", f"no {kind} integration {store!r}")
+    return public_view(record)
+
+
+ROUTES = [put_integration, get_integration]
