@@ -43,10 +43,10 @@ def test_integration_records_keep_secrets_write_only(server: Server, unique: str
             "channel": f"{unique}-web",
             "seller_id": "S1",
             "marketplace_id": "M1",
-            "access_token": "tok",
+            "access_token": "Atza|secret-value",
         }
         assert c.put(f"/v1/integrations/amazon/{unique}-a", json=amazon).status_code == 200
-        assert "tok" not in c.get(f"/v1/integrations/amazon/{unique}-a").text
+        assert "secret-value" not in c.get(f"/v1/integrations/amazon/{unique}-a").text
         token = c.post(
             "/v1/tokens", json={"name": f"{unique}-ops", "scopes": ["policy:write"]}
         ).json()["token"]
