@@ -132,6 +132,15 @@ class PlaceOrder(Command, frozen=True):
     lines: tuple[Line, ...]
 
 
+class AcceptOrder(Command, frozen=True):
+    """An order a channel has already taken (a WooCommerce checkout): allocate what can be
+    allocated and record the rest as a shortfall. A no-op if the order exists."""
+
+    order_id: str
+    channel: str
+    lines: tuple[Line, ...]
+
+
 class CancelOrder(Command, frozen=True):
     order_id: str
     lines: tuple[Line, ...] | None = None

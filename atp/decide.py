@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 
 from atp import commands as cmd
 from atp import events as ev
-from atp.ats import location_figures, plan_holds
+from atp.ats import channel_availability, location_figures, plan_holds
 from atp.errors import (
     AlreadyExists,
     IllegalState,
@@ -103,6 +103,8 @@ def decide(command: cmd.Command, world: World, now: datetime) -> Decision:
             return _commit(command, world, now)
         case cmd.PlaceOrder():
             return _place_order(command, world, now)
+        case cmd.AcceptOrder():
+            return _accept_order(command, world, now)
         case cmd.CancelOrder():
             return _cancel_order(command, world)
         case cmd.ShipOrder():
@@ -520,6 +522,49 @@ def _place_order(c: cmd.PlaceOrder, world: World, now: datetime) -> Decision:
     return decision
 
 
+def _accept_order(c: cmd.AcceptOrder, world: World, now: datetime) -> Decision:
+    if world.order(c.order_id) is not None:
+        return []  # the same order seen again (a webhook redelivered or re-sent)
+    policies = world.policies()
+    channel = _channel(policies, c.channel)
+    _lines(c.lines)
+    items = world.items(line.sku for line in c.lines)
+    decision: Decision = []
+    shortfall: list[ev.OrderLine] = []
+    for line in c.lines:
+        available = channel_availability(items[line.sku], policies, channel, now).available
+        take = min(line.quantity, available)
+        if take:
+            holds = plan_holds(items[line.sku], policies, channel, take, now)
+            assert not isinstance(holds, ShortLine)
+            decision.append(
+                (
+                    ("item", line.sku),
+                    ev.StockAllocated(
+                        sku=line.sku, order_id=c.order_id, channel=c.channel, allocations=holds
+                    ),
+                )
+            )
+        if take < line.quantity:
+            missing = line.quantity - take
+            shortfall.append(ev.OrderLine(line.sku, missing))
+            decision.append(
+                (
+                    ("item", line.sku),
+                    ev.ShortfallRecorded(sku=line.sku, order_id=c.order_id, quantity=missing),
+                )
+            )
+    placed = ev.OrderPlaced(
+        order_id=c.order_id,
+        channel=c.channel,
+        lines=tuple(ev.OrderLine(line.sku, line.quantity) for line in c.lines),
+        reservation_id=None,
+        shortfall=tuple(shortfall),
+    )
+    decision.append((("order", c.order_id), placed))
+    return decision
+
+
 def _existing_order(world: World, order_id: str) -> OrderState:
     order = world.order(order_id)
     if order is None:
@@ -568,8 +613,13 @@ def _cancel_order(c: cmd.CancelOrder, world: World) -> Decision:
     items = world.items(line.sku for line in wanted)
     decision: Decision = []
     for line in wanted:
+        # Unallocated units (a shortfall) are canceled first, then allocations released.
+        unallocated = min(line.quantity, items[line.sku].shortfalls.get(c.order_id, 0))
+        if unallocated:
+            resolved = ev.ShortfallResolved(sku=line.sku, order_id=c.order_id, quantity=unallocated)
+            decision.append((("item", line.sku), resolved))
         allocations = items[line.sku].allocations.get(c.order_id, ())
-        released = _take_back(allocations, line.quantity)
+        released = _take_back(allocations, line.quantity - unallocated)
         if released:
             event = ev.AllocationReleased(sku=line.sku, order_id=c.order_id, allocations=released)
             decision.append((("item", line.sku), event))

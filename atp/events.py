@@ -157,6 +157,21 @@ class StockShipped(Event, frozen=True):
     backorder_quantity: int
 
 
+class ShortfallRecorded(Event, frozen=True):
+    """An order accepted from a channel that had already sold units atp could not cover:
+    recorded for ops to resolve, never refused."""
+
+    sku: str
+    order_id: str
+    quantity: int
+
+
+class ShortfallResolved(Event, frozen=True):
+    sku: str
+    order_id: str
+    quantity: int
+
+
 class StockReturned(Event, frozen=True):
     sku: str
     order_id: str
@@ -222,6 +237,8 @@ class OrderPlaced(Event, frozen=True):
     channel: str
     lines: tuple[OrderLine, ...]
     reservation_id: str | None
+    shortfall: tuple[OrderLine, ...] = ()
+    """Units of the lines that could not be allocated (a sale made elsewhere)."""
 
 
 class OrderCanceled(Event, frozen=True):
@@ -275,6 +292,8 @@ ItemEvent = (
     | StockShipped
     | StockReturned
     | SafetyStockSet
+    | ShortfallRecorded
+    | ShortfallResolved
 )
 ReservationEvent = (
     ReservationPlaced
@@ -305,6 +324,8 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     AllocationReleased,
     StockShipped,
     StockReturned,
+    ShortfallRecorded,
+    ShortfallResolved,
     ReservationPlaced,
     ReservationExtended,
     ReservationReleased,

@@ -113,6 +113,8 @@ class ItemState(msgspec.Struct, frozen=True):
     """Open (unshipped, uncanceled) allocations by order id."""
     safety_stock: dict[str, int] = {}
     """SKU rules by location code; GLOBAL is the rule for this SKU at every location."""
+    shortfalls: dict[str, int] = {}
+    """Units orders took that atp could not cover, by order id (for ops to resolve)."""
     next_expiry: datetime | None = None
     """Earliest `expires_at` among live holds, so reads can skip the expiry scan."""
 
@@ -254,6 +256,15 @@ def evolve_item(state: ItemState, event: ev.Event) -> ItemState:
         case ev.SafetyStockSet(location=location, quantity=quantity):
             rules = _set_rule(state.safety_stock, location or GLOBAL, quantity)
             return msgspec.structs.replace(state, safety_stock=rules)
+        case ev.ShortfallRecorded(order_id=order_id, quantity=q):
+            shortfalls = {**state.shortfalls, order_id: state.shortfalls.get(order_id, 0) + q}
+            return msgspec.structs.replace(state, shortfalls=shortfalls)
+        case ev.ShortfallResolved(order_id=order_id, quantity=q):
+            left = state.shortfalls.get(order_id, 0) - q
+            shortfalls = {k: v for k, v in state.shortfalls.items() if k != order_id}
+            if left > 0:
+                shortfalls[order_id] = left
+            return msgspec.structs.replace(state, shortfalls=shortfalls)
     return state
 
 
@@ -380,11 +391,16 @@ def _update_lines(
 def evolve_order(state: OrderState | None, event: ev.Event) -> OrderState | None:
     match event:
         case ev.OrderPlaced():
+            short = {line.sku: line.quantity for line in event.shortfall}
             return OrderState(
                 order_id=event.order_id,
                 channel=event.channel,
                 lines=tuple(
-                    OrderLineState(sku=line.sku, quantity=line.quantity, allocated=line.quantity)
+                    OrderLineState(
+                        sku=line.sku,
+                        quantity=line.quantity,
+                        allocated=line.quantity - short.get(line.sku, 0),
+                    )
                     for line in event.lines
                 ),
                 reservation_id=event.reservation_id,

@@ -48,6 +48,8 @@ ITEM_EVENTS: tuple[type[ev.Event], ...] = (
     ev.AllocationReleased,
     ev.StockShipped,
     ev.StockReturned,
+    ev.ShortfallRecorded,
+    ev.ShortfallResolved,
 )
 TOPICS = [get_topic(t) for t in (*POLICY_EVENTS, ev.SafetyStockSet, *ITEM_EVENTS)]
 

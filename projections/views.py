@@ -49,6 +49,8 @@ class ItemView(msgspec.Struct):
     position: int
     locations: list[LocationFiguresView]
     channels: list[ChannelFiguresView]
+    shortfall: int = 0
+    """Units channels sold that atp could not cover (orders accepted short), for ops."""
 
 
 class SkuDocuments(msgspec.Struct, frozen=True):
@@ -110,7 +112,13 @@ def item_view(item: ItemState, policies: Policies, now: datetime, position: int)
     for channel in policies.channels.values():
         a = channel_availability(item, policies, channel, now)
         channels.append(ChannelFiguresView(channel.code, a.available, a.status, derivation(a)))
-    return ItemView(sku=item.sku, position=position, locations=locations, channels=channels)
+    return ItemView(
+        sku=item.sku,
+        position=position,
+        locations=locations,
+        channels=channels,
+        shortfall=sum(item.shortfalls.values()),
+    )
 
 
 def sku_documents(
