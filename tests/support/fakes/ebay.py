@@ -1,0 +1,326 @@
+"""A fake eBay Sell Inventory API: `POST /sell/inventory/v1/bulk_update_price_quantity`
+(and `GET /sell/inventory/v1/inventory_item/{sku}` to read a quantity back).
+
+Behaviour reproduced (from eBay's published API docs):
+
+* Auth: `Authorization: Bearer <token>` with the configured user token, else 401 with
+  errorId 1001 "Invalid access token".
+* Body `{"requests": [{"sku", "shipToLocationAvailability": {"quantity"}, "offers":
+  [{"offerId", "availableQuantity", "price"}]}]}`. A body that cannot be read, or one with
+  more than `max_requests` (25) requests, is HTTP 400 with an `errors` list and nothing is
+  applied. eBay's docs disagree on whether the 25 is per call or per SKU (the method page
+  says one SKU per call with up to 25 offers); `single_sku_per_call=True` enforces the
+  stricter reading, `max_offers_per_request` caps the offers of one request.
+* Otherwise one entry per offer (or, for a request without offers, one per SKU) in
+  `{"responses": [{"statusCode", "sku", "offerId"?, "errors"?, "warnings"?}]}`; entries fail
+  independently (unknown SKU: statusCode 400 with errorId 25702; an offer that is not this
+  SKU's: errorId 25713; a quantity that is not a non-negative integer: errorId 25709). The
+  HTTP status is 200 when every entry succeeded and 207 (Multi-Status) otherwise
+  (`multi_status`). Error ids are modelled on eBay's Inventory API list; match on
+  statusCode rather than on ids.
+* Rate limiting is the shared `faults.set_rate_limit` knob; 429 bodies carry errorId 2001.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from tests.support.fakes.base import FakeServer, RecordedRequest, Response
+
+BULK = "/sell/inventory/v1/bulk_update_price_quantity"
+_ITEM = re.compile(r"^/sell/inventory/v1/inventory_item/(?P<sku>[^/]+)/?$")
+
+
+@dataclass
+class InventoryItem:
+    sku: str
+    quantity: int = 0
+    offers: dict[str, int | None] = field(default_factory=dict)
+    """offerId -> availableQuantity (None: not set)."""
+    prices: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BulkUpdate:
+    """One accepted bulk call (HTTP 200/207) and what it answered."""
+
+    body: Any
+    status: int
+    responses: list[dict[str, Any]]
+    time: float
+
+
+def _error(
+    error_id: int, message: str, *, category: str = "REQUEST", **params: Any
+) -> dict[str, Any]:
+    err: dict[str, Any] = {
+        "errorId": error_id,
+        "domain": "API_INVENTORY",
+        "subdomain": "Selling",
+        "category": category,
+        "message": message,
+    }
+    if params:
+        err["parameters"] = [{"name": k, "value": str(v)} for k, v in params.items()]
+    return err
+
+
+def _is_quantity(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+class FakeEbay(FakeServer):
+    """Fake eBay Inventory API on 127.0.0.1.
+
+    Constructor:
+        token: the OAuth user token expected after "Bearer ".
+        max_requests: most requests per call (25).
+        max_offers_per_request: most offers in one request (25).
+        single_sku_per_call: reject calls that touch more than one SKU.
+        multi_status: HTTP status when some entries failed (207).
+    """
+
+    name = "ebay"
+
+    def __init__(
+        self,
+        token: str = "v^1.1#i^1#fake-user-token",
+        *,
+        max_requests: int = 25,
+        max_offers_per_request: int = 25,
+        single_sku_per_call: bool = False,
+        multi_status: int = 207,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        super().__init__(host=host, port=port)
+        self.token = token
+        self.max_requests = max_requests
+        self.max_offers_per_request = max_offers_per_request
+        self.single_sku_per_call = single_sku_per_call
+        self.multi_status = multi_status
+        self._items: dict[str, InventoryItem] = {}
+        self._offer_owner: dict[str, str] = {}
+        self._offer_ids = itertools.count(5000000001)
+        self._unknown: set[str] = set()
+        self._updates: list[BulkUpdate] = []
+
+    # -- seeding and state ---------------------------------------------------------------
+    def add_item(self, sku: str, quantity: int = 0, *, offers: int = 0) -> list[str]:
+        """An inventory item with `quantity` ship-to-home and `offers` new offers; returns
+        the new offer ids."""
+        with self._lock:
+            self._items[sku] = InventoryItem(sku, quantity)
+        return [self.add_offer(sku) for _ in range(offers)]
+
+    def add_offer(self, sku: str, offer_id: str | None = None, quantity: int | None = None) -> str:
+        with self._lock:
+            item = self._items[sku]
+            oid = offer_id or str(next(self._offer_ids))
+            item.offers[oid] = quantity
+            self._offer_owner[oid] = sku
+            return oid
+
+    def quantity_of(self, sku: str) -> int:
+        """shipToLocationAvailability quantity; KeyError for an unknown SKU."""
+        with self._lock:
+            return self._items[sku].quantity
+
+    def offer_quantity(self, offer_id: str) -> int | None:
+        with self._lock:
+            return self._items[self._offer_owner[offer_id]].offers[offer_id]
+
+    def items(self) -> dict[str, int]:
+        with self._lock:
+            return {sku: item.quantity for sku, item in self._items.items()}
+
+    def updates(self) -> list[BulkUpdate]:
+        with self._lock:
+            return list(self._updates)
+
+    def make_unknown(self, *skus: str) -> None:
+        """These SKUs answer as unknown (per-entry 400) until `make_known`."""
+        with self._lock:
+            self._unknown.update(skus)
+
+    def make_known(self, *skus: str) -> None:
+        with self._lock:
+            self._unknown.difference_update(skus or set(self._unknown))
+
+    # -- HTTP ----------------------------------------------------------------------------
+    @staticmethod
+    def _errors(
+        status: int, *errors: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> Response:
+        return Response.json(status, {"errors": list(errors)}, headers)
+
+    def error_body(self, status: int, reason: str, kind: str) -> Response:
+        if status == 429:
+            return self._errors(
+                429,
+                {
+                    "errorId": 2001,
+                    "domain": "ACCESS",
+                    "category": "REQUEST",
+                    "message": "Too many requests. The request limit has been reached for the resource.",
+                },
+            )
+        return self._errors(
+            status,
+            _error(25001, "A system error has occurred. Please try again.", category="APPLICATION"),
+        )
+
+    def handle(self, request: RecordedRequest) -> Response:
+        auth = request.header("authorization") or ""
+        if auth != f"Bearer {self.token}":
+            return self._errors(
+                401,
+                {
+                    "errorId": 1001,
+                    "domain": "OAuth",
+                    "category": "REQUEST",
+                    "message": "Invalid access token",
+                    "longMessage": "Invalid access token. Check the value of the Authorization HTTP request header.",
+                },
+            )
+        if request.path == BULK and request.method == "POST":
+            return self._bulk(request)
+        match = _ITEM.match(request.path)
+        if match and request.method == "GET":
+            sku = unquote(match["sku"])
+            with self._lock:
+                item = self._items.get(sku)
+                if item is None or sku in self._unknown:
+                    return self._errors(
+                        404,
+                        _error(
+                            25710, "We didn't find the resource/entity you are requesting.", sku=sku
+                        ),
+                    )
+                return Response.json(
+                    200,
+                    {
+                        "sku": sku,
+                        "availability": {"shipToLocationAvailability": {"quantity": item.quantity}},
+                    },
+                )
+        return self._errors(404, _error(2002, "Resource not found", category="REQUEST"))
+
+    def _bulk(self, request: RecordedRequest) -> Response:
+        try:
+            body = json.loads(request.body)
+        except (ValueError, UnicodeDecodeError):
+            return self._errors(
+                400, _error(25709, "Invalid value for body. The request could not be parsed.")
+            )
+        requests = body.get("requests") if isinstance(body, dict) else None
+        if (
+            not isinstance(requests, list)
+            or not requests
+            or not all(isinstance(r, dict) for r in requests)
+        ):
+            return self._errors(
+                400, _error(25709, "Invalid value for requests.", fieldName="requests")
+            )
+        if len(requests) > self.max_requests:
+            return self._errors(
+                400,
+                _error(
+                    25709,
+                    f"Invalid value for requests. The number of requests cannot exceed {self.max_requests}.",
+                    fieldName="requests",
+                ),
+            )
+        if self.single_sku_per_call and len({r.get("sku") for r in requests}) > 1:
+            return self._errors(
+                400, _error(25709, "Only one SKU can be updated per call.", fieldName="requests")
+            )
+        for r in requests:
+            offers = r.get("offers")
+            if offers is not None and (
+                not isinstance(offers, list) or len(offers) > self.max_offers_per_request
+            ):
+                return self._errors(
+                    400,
+                    _error(
+                        25709,
+                        f"Invalid value for offers. At most {self.max_offers_per_request} offers per request.",
+                        fieldName="offers",
+                    ),
+                )
+        responses: list[dict[str, Any]] = []
+        with self._lock:
+            for r in requests:
+                responses.extend(self._apply(r))
+            failed = any(e["statusCode"] != 200 for e in responses)
+            status = self.multi_status if failed else 200
+            self._updates.append(BulkUpdate(body, status, responses, time.time()))
+        return Response.json(status, {"responses": responses})
+
+    def _apply(self, r: dict[str, Any]) -> list[dict[str, Any]]:
+        """Apply one request (lock held) and return its response entries."""
+        sku = r.get("sku")
+        offers = r.get("offers") or []
+        sku_errors: list[dict[str, Any]] = []
+        item = self._items.get(sku) if isinstance(sku, str) else None
+        if not isinstance(sku, str) or not sku:
+            sku_errors.append(_error(25709, "Invalid value for sku.", fieldName="sku"))
+        elif item is None or sku in self._unknown:
+            item = None
+            sku_errors.append(_error(25702, f"SKU {sku} is not available in the system.", sku=sku))
+        availability = r.get("shipToLocationAvailability")
+        quantity: int | None = None
+        if availability is not None:
+            value = availability.get("quantity") if isinstance(availability, dict) else None
+            if not _is_quantity(value):
+                sku_errors.append(
+                    _error(
+                        25709,
+                        "Invalid value for shipToLocationAvailability.quantity.",
+                        fieldName="quantity",
+                    )
+                )
+            else:
+                quantity = value
+        if not sku_errors and item is not None and quantity is not None:
+            item.quantity = quantity
+        if not offers:
+            entry: dict[str, Any] = {"statusCode": 400 if sku_errors else 200, "sku": sku}
+            if sku_errors:
+                entry["errors"] = sku_errors
+            return [entry]
+        entries = []
+        seen: set[str] = set()
+        for offer in offers:
+            offer_id = offer.get("offerId") if isinstance(offer, dict) else None
+            errors = list(sku_errors)
+            if not errors:
+                if not isinstance(offer_id, str) or item is None or offer_id not in item.offers:
+                    errors.append(_error(25713, "This Offer is not available.", offerId=offer_id))
+                elif offer_id in seen:
+                    errors.append(_error(25709, "Duplicate offerId in request.", offerId=offer_id))
+                elif "availableQuantity" in offer and not _is_quantity(offer["availableQuantity"]):
+                    errors.append(
+                        _error(
+                            25709,
+                            "Invalid value for availableQuantity.",
+                            fieldName="availableQuantity",
+                        )
+                    )
+            if not errors and item is not None and isinstance(offer_id, str):
+                seen.add(offer_id)
+                if "availableQuantity" in offer:
+                    item.offers[offer_id] = offer["availableQuantity"]
+                if "price" in offer:
+                    item.prices[offer_id] = offer["price"]
+            entry = {"statusCode": 400 if errors else 200, "sku": sku, "offerId": offer_id}
+            if errors:
+                entry["errors"] = errors
+            entries.append(entry)
+        return entries
