@@ -47,4 +47,17 @@ class IntegrationConfigured(Record, frozen=True):
     settings: dict[str, object]
 
 
-RECORD_TYPES: tuple[type[Record], ...] = (TokenIssued, ResponseRecorded, IntegrationConfigured)
+class WebhookOrderApplied(Record, frozen=True):
+    """The newest snapshot of a channel order applied so far (older ones are skipped)."""
+
+    order_id: str
+    modified: str
+    status: str
+
+
+RECORD_TYPES: tuple[type[Record], ...] = (
+    TokenIssued,
+    ResponseRecorded,
+    IntegrationConfigured,
+    WebhookOrderApplied,
+)

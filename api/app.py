@@ -25,10 +25,11 @@ from api.log import correlation_id
 from api.metrics import RequestMetrics
 from api.problems import EXCEPTION_HANDLERS, domain_problem, problem_response
 from api.readside import ReadSide
-from api.routes import admin, checkout, integrations, policies, reads, stock
+from api.routes import admin, checkout, integrations, policies, reads, stock, webhooks
 from api.service import CommandService
 from api.settings import Settings
 from api.sweeper import Sweeper
+from api.webhook_queue import WebhookQueue
 from atp.errors import DomainError
 from projections.projector import Projector
 from projections.readmodel import MemoryReadModel, RedisReader
@@ -105,6 +106,11 @@ def create_app(
         app.state.gateway = Gateway(service)
         app.state.tokens = TokenStore(ledger, settings.admin_token)
         app.state.metrics = metrics
+        app.state.integrations = {}
+        app.state.webhook_queue = None
+        if settings.amqp_url:
+            app.state.webhook_queue = WebhookQueue(settings.amqp_url)
+            await app.state.webhook_queue.start()
         stop = threading.Event()
         threads = []
         redis_client = None
@@ -141,6 +147,8 @@ def create_app(
             service.stop()
             if redis_client is not None:
                 await redis_client.aclose()
+            if app.state.webhook_queue is not None:
+                await app.state.webhook_queue.close()
             ledger.close()
 
     route_handlers = [
@@ -150,6 +158,7 @@ def create_app(
         *reads.ROUTES,
         *admin.ROUTES,
         *integrations.ROUTES,
+        *webhooks.ROUTES,
     ]
     app = Litestar(
         route_handlers=route_handlers,
@@ -164,7 +173,7 @@ def create_app(
 
 
 async def _guard_v1(connection: Any, handler: Any) -> None:
-    if connection.scope["path"].startswith("/v1/"):
+    if connection.scope["path"].startswith("/v1/") and not handler.opt.get("public"):
         await require_scope(connection, handler)
 
 

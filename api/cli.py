@@ -149,6 +149,28 @@ def cmd_project(settings: Settings, args: argparse.Namespace) -> int:
         ledger.close()
 
 
+def cmd_webhooks(settings: Settings, _: argparse.Namespace) -> int:
+    from api.service import CommandService
+    from api.webhook_consumer import WebhookConsumer
+
+    if not settings.amqp_url:
+        sys.exit("atp: `atp webhooks` consumes RabbitMQ; set ATP_AMQP_URL")
+    _check_migrated(settings)
+    ledger = _ledger(settings, create=settings.embedded)
+    service = CommandService(ledger)
+    service.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        asyncio.run(WebhookConsumer(ledger, service, settings.amqp_url).run(stop))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        service.stop()
+        ledger.close()
+    return 0
+
+
 def cmd_demo(settings: Settings, _: argparse.Namespace) -> int:
     from api.demo import demo_skus, load_demo
     from api.service import CommandService
@@ -188,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rebuild", action="store_true", help="rebuild it from the ledger, then switch over"
     )
     project.add_argument("--once", action="store_true", help="catch up (or rebuild) and exit")
+    sub.add_parser("webhooks", help="apply queued WooCommerce order webhooks to the ledger")
     return parser
 
 
@@ -197,6 +220,7 @@ COMMANDS = {
     "sweep": cmd_sweep,
     "demo": cmd_demo,
     "project": cmd_project,
+    "webhooks": cmd_webhooks,
 }
 
 
