@@ -112,7 +112,12 @@ def _on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Respo
         or any(k in ("", "data") for k in keys)
         or any("missing required field" in m or "malformed" in m for m in messages)
     ):
-        detail = messages[0] if messages and messages[0] != "'data'" else "a JSON body is required"
+        if messages and messages[0] != "'data'":
+            detail = messages[0]
+        elif not errors and exc.detail and "Validation failed" not in str(exc.detail):
+            detail = str(exc.detail)  # e.g. a missing required query parameter
+        else:
+            detail = "a JSON body is required"
         kind = "malformed-json" if "malformed" in detail else "bad-request"
         return problem_response(400, kind, detail)
     first = errors[0] if isinstance(errors[0], dict) else {}

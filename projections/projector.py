@@ -86,7 +86,8 @@ class Projector:
         now = self.clock()
         self.expiries = []
         for sku, (item, _) in self.items.items():
-            self._track_expiry(sku, item, now)
+            # Holds that expired while no projector ran are due at once.
+            self._track_expiry(sku, item, now, include_past=True)
         if self.publisher is not None:
             self.reconcile_published()
 
@@ -208,10 +209,12 @@ class Projector:
             self._publish(documents[i : i + 1000], now, {})
         return (self.publisher.published - before) if self.publisher is not None else 0
 
-    def _track_expiry(self, sku: str, item: ItemState, now: datetime) -> None:
-        live = [h.expires_at for h in item.holds.values() if h.expires_at > now]
-        if live:
-            heapq.heappush(self.expiries, (min(live), sku))
+    def _track_expiry(
+        self, sku: str, item: ItemState, now: datetime, include_past: bool = False
+    ) -> None:
+        times = [h.expires_at for h in item.holds.values() if include_past or h.expires_at > now]
+        if times:
+            heapq.heappush(self.expiries, (min(times), sku))
 
     def expire_due(self) -> int:
         """Recompute SKUs whose holds expired since they were last written."""

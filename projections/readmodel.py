@@ -180,6 +180,19 @@ return 1
 """
 
 
+# The model's position only moves forward (a late or replayed write cannot pull it back).
+_WRITE_META = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'position') or '0')
+if tonumber(ARGV[1]) > current then
+  redis.call('HSET', KEYS[1], 'position', ARGV[1])
+end
+if #ARGV > 1 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+end
+return 1
+"""
+
+
 class RedisKeys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -206,6 +219,7 @@ class RedisStore:
         self.client = client
         self.keys = RedisKeys(prefix)
         self.script = client.register_script(_WRITE_SKU)
+        self.meta_script = client.register_script(_WRITE_META)
 
     def load(self) -> ProjectorState:
         meta = self.client.hgetall(self.keys.meta)
@@ -252,12 +266,12 @@ class RedisStore:
                 self.script(keys=keys, args=args + pairs, client=pipe)
             pipe.sadd(self.keys.skus, *[w.documents.sku for w in chunk])
             pipe.execute()
-        meta: dict[str, Any] = {"position": position, "heartbeat": time.time()}
+        meta: list[Any] = ["heartbeat", time.time()]
         if policies is not None:
-            meta["policies"] = _encoder.encode(policies)
+            meta += ["policies", _encoder.encode(policies)]
         if last_event_time is not None:
-            meta["last_event_time"] = last_event_time
-        self.client.hset(self.keys.meta, mapping=meta)
+            meta += ["last_event_time", last_event_time]
+        self.meta_script(keys=[self.keys.meta], args=[position, *meta])
 
     def heartbeat(self) -> None:
         self.client.hset(self.keys.meta, "heartbeat", time.time())

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlparse, urlunparse
 
 import redis
 
@@ -30,6 +31,16 @@ LEASE_MS = 10_000
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+# Take the lease if it is free, or keep it if it is already ours (after an error).
+_ACQUIRE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
 end
 return 0
 """
@@ -52,6 +63,7 @@ class RedisProjection:
         publisher: Publisher | None = None,
     ) -> None:
         self.ledger = ledger
+        self.redis_url = redis_url
         self.client: Any = redis.Redis.from_url(redis_url)
         self.prefix = prefix
         self.store = RedisStore(self.client, prefix)
@@ -62,13 +74,14 @@ class RedisProjection:
         self.lock_key = f"{prefix}:lock"
         self.handover_key = f"{prefix}:handover"
         self._renew = self.client.register_script(_RENEW)
+        self._acquire = self.client.register_script(_ACQUIRE)
         self._release = self.client.register_script(_RELEASE)
         self.projector = Projector(ledger, self.store, clock, publisher=publisher)
 
     # --- the lease -----------------------------------------------------------------------------
 
     def acquire(self) -> bool:
-        return bool(self.client.set(self.lock_key, self.owner, nx=True, px=LEASE_MS))
+        return bool(self._acquire(keys=[self.lock_key], args=[self.owner, LEASE_MS]))
 
     def renew(self) -> bool:
         return bool(self._renew(keys=[self.lock_key], args=[self.owner, LEASE_MS]))
@@ -118,9 +131,8 @@ class RedisProjection:
 
     def rebuild(self, handover_timeout: float = 30.0) -> int:
         """Replay the ledger into fresh keys and switch readers over; returns the position."""
-        kwargs = dict(self.client.connection_pool.connection_kwargs)
-        kwargs["db"] = self.rebuild_db
-        scratch_client: Any = redis.Redis(**kwargs)
+        scratch_url = urlunparse(urlparse(self.redis_url)._replace(path=f"/{self.rebuild_db}"))
+        scratch_client: Any = redis.Redis.from_url(scratch_url)
         scratch_client.flushdb()
         scratch = Projector(self.ledger, RedisStore(scratch_client, self.prefix), self.clock)
         scratch.catch_up()
