@@ -75,6 +75,8 @@ async def declare_work_queue(channel: AbstractChannel, name: str) -> aio_pika.ab
             "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
             "x-dead-letter-routing-key": name,
             "x-delivery-limit": DELIVERY_LIMIT,
+            # One consumer at a time, so a store's figures are never written out of order.
+            "x-single-active-consumer": True,
         },
     )
 

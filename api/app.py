@@ -114,9 +114,11 @@ def create_app(
         stop = threading.Event()
         threads = []
         redis_client = None
+        app.state.redis = None
         if settings.redis_url:
             # The projector runs on its own (`atp project`); this process only reads.
             redis_client = aioredis.Redis.from_url(settings.redis_url)
+            app.state.redis = redis_client
             app.state.read = ReadSide(
                 RedisReader(redis_client, settings.redis_prefix), settings.read_wait
             )

@@ -171,6 +171,60 @@ def cmd_webhooks(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
+    from adapters.pushers.runner import PusherMetrics, run_pusher, serve_metrics
+
+    if not settings.amqp_url:
+        sys.exit("atp: `atp push` consumes RabbitMQ; set ATP_AMQP_URL")
+    _check_migrated(settings)
+    ledger = _ledger(settings, create=settings.embedded)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        metrics = PusherMetrics()
+        server = None
+        if args.metrics_port:
+            server = await serve_metrics(metrics, port=args.metrics_port)
+        try:
+            await run_pusher(
+                args.kind,
+                args.store,
+                ledger=ledger,
+                amqp_url=settings.amqp_url or "",
+                redis_url=settings.redis_url,
+                redis_prefix=settings.redis_prefix,
+                stop_event=stop,
+                metrics=metrics,
+            )
+        finally:
+            if server is not None:
+                server.close()
+
+    try:
+        asyncio.run(main())
+    except LookupError as exc:
+        sys.exit(f"atp: {exc}")
+    finally:
+        ledger.close()
+    return 0
+
+
+def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from adapters.pushers.runner import replay_dead_letters
+
+    if not settings.amqp_url:
+        sys.exit("atp: `atp dlq replay` needs RabbitMQ; set ATP_AMQP_URL")
+    try:
+        moved = asyncio.run(replay_dead_letters(settings.amqp_url, args.queue))
+    except LookupError as exc:
+        sys.exit(f"atp: {exc}")
+    print(f"moved {moved} message(s) back to {args.queue.removesuffix('.dlq')}")
+    return 0
+
+
 def cmd_demo(settings: Settings, _: argparse.Namespace) -> int:
     from api.demo import demo_skus, load_demo
     from api.service import CommandService
@@ -211,6 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     project.add_argument("--once", action="store_true", help="catch up (or rebuild) and exit")
     sub.add_parser("webhooks", help="apply queued WooCommerce order webhooks to the ledger")
+    push = sub.add_parser("push", help="push availability changes to one channel integration")
+    push.add_argument("kind", choices=["woocommerce", "amazon", "ebay"])
+    push.add_argument("--store", required=True, help="the integration's name")
+    push.add_argument(
+        "--metrics-port", type=int, default=0, help="serve this pusher's /metrics on this port"
+    )
+    dlq = sub.add_parser("dlq", help="dead-letter queues")
+    dlq_sub = dlq.add_subparsers(dest="action", required=True)
+    replay = dlq_sub.add_parser("replay", help="move dead-lettered messages back to their queue")
+    replay.add_argument("queue", help="e.g. atp.push.woocommerce.shop (or its .dlq)")
     return parser
 
 
@@ -221,6 +285,8 @@ COMMANDS = {
     "demo": cmd_demo,
     "project": cmd_project,
     "webhooks": cmd_webhooks,
+    "push": cmd_push,
+    "dlq": cmd_dlq,
 }
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
 from litestar import Request, Response, post
 
+from adapters.pushers.woocommerce import is_echo
 from adapters.records import IntegrationConfigured
 from adapters.webhooks import OrderDecider, is_ping, snapshot, verify
 from api.problems import ApiProblem
@@ -22,6 +24,7 @@ from api.routes.common import ledger, path_code, service
 from api.routes.integrations import current, integration_stream
 from api.service import Job, Outcome, Reply
 
+log = logging.getLogger("atp.webhooks")
 CACHE_SECONDS = 5.0
 JSON = "application/json"
 
@@ -54,8 +57,27 @@ async def woocommerce_webhook(request: Request[Any, Any, Any], store: str) -> Re
         raise ApiProblem(401, "bad-signature", "the webhook signature does not match")
     topic = request.headers.get("x-wc-webhook-topic", "")
     if not topic.startswith("order."):
-        # Product updates include the echo of atp's own stock writes; atp owns the figure.
-        return Response(b'{"status":"ignored"}', media_type=JSON)
+        # Product updates include the echo of atp's own stock writes; atp owns the figure
+        # either way, but an edit made in the store is worth a line in the log.
+        status = b'{"status":"ignored"}'
+        redis_client = request.app.state.redis
+        if topic == "product.updated" and redis_client is not None:
+            try:
+                product = json.loads(body)
+                if await is_echo(
+                    redis_client, request.app.state.settings.redis_prefix, store, product
+                ):
+                    status = b'{"status":"echo"}'
+                else:
+                    log.warning(
+                        "store %s changed the stock of %r itself (%r); atp's figure stands",
+                        store,
+                        product.get("sku"),
+                        product.get("stock_quantity"),
+                    )
+            except (ValueError, AttributeError):
+                pass
+        return Response(status, media_type=JSON)
     queue = request.app.state.webhook_queue
     headers = {
         "store": store,
