@@ -22,6 +22,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     swaps it with the live one (default: the live database number + 1)."""
     read_wait: float = 1.0
     """ATP_READ_WAIT: how long a read with `min_position` waits for the read model (then 409)."""
+    push_alert_seconds: float = 300.0
+    """ATP_PUSH_ALERT_SECONDS: /ready flags (and the log warns about) a channel whose
+    pusher holds a change older than this."""
     amqp_url: str | None = None
     """ATP_AMQP_URL: RabbitMQ (unset: in-process bus)."""
     admin_token: str | None = None

@@ -74,6 +74,7 @@ KINDS: dict[str, str] = {
 """Channel kind -> module with `create(settings, store, hooks) -> ChannelClient`."""
 
 _decoder = msgspec.json.Decoder(AvailabilityChanged)
+REPORT_SECONDS = 2.0
 RECONCILE_ATTEMPTS = 3
 """Whole reconciliations tried (each read already retried up to max_attempts) before the
 pusher starts consuming without one."""
@@ -358,16 +359,49 @@ class Pusher:
         self._draining = False
         self._last_arrival = 0.0
         self._closers: list[Any] = []
+        self.report_to: tuple[Any, str] | None = None
+        """(async Redis client, key): where the pusher publishes its metrics and lag for
+        the API's /metrics and /ready."""
+
+    def lag_seconds(self) -> float:
+        """Age of the oldest change this pusher holds that the channel has not accepted."""
+        if not self.pending:
+            return 0.0
+        return max(0.0, time.monotonic() - min(e.first_seen for e in self.pending.values()))
+
+    async def _report_loop(self) -> None:
+        assert self.report_to is not None
+        client, key = self.report_to
+        while True:
+            with contextlib.suppress(Exception):
+                await client.hset(
+                    key,
+                    mapping={
+                        "kind": self.kind,
+                        "store": self.store,
+                        "channel": self.channel,
+                        "lag_seconds": self.lag_seconds(),
+                        "heartbeat": time.time(),
+                        "metrics": "\n".join(self.metrics.render()),
+                    },
+                )
+                await client.expire(key, 300)
+            await asyncio.sleep(REPORT_SECONDS)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         flusher = asyncio.create_task(self._flush_loop(), name=f"push-flush-{self.queue_name}")
+        reporter = None
+        if self.report_to is not None:
+            reporter = asyncio.create_task(self._report_loop(), name=f"push-report-{self.store}")
         try:
             await self._consume(stop)
         finally:
             flusher.cancel()
+            if reporter is not None:
+                reporter.cancel()
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(flusher, *self._tasks, return_exceptions=True)
@@ -883,7 +917,12 @@ async def build_pusher(
     )
     if redis_client is not None:
         pusher._closers.append(redis_client.aclose)
+        pusher.report_to = (redis_client, report_key(redis_prefix, kind, store))
     return pusher
+
+
+def report_key(prefix: str, kind: str, store: str) -> str:
+    return f"{prefix}:push:{kind}:{store}"
 
 
 async def run_pusher(

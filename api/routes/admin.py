@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,7 @@ from adapters.ledger import decode_payload
 from adapters.records import TokenIssued
 from api import schemas as s
 from api.auth import new_token, token_hash
+from api.pushstatus import judge, merged_metrics, reports
 from api.routes.common import ADMIN, gateway, ledger, service
 from api.service import ServiceWorld
 
@@ -117,11 +119,18 @@ async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
             lag["heartbeat_age"] is None or lag["heartbeat_age"] < STALE_SECONDS
         )
         checks["projector"] = {"status": "ok" if fresh else "stale", **lag}
-    status = (
-        ("ready" if checks.get("projector", {}).get("status") == "ok" else "degraded")
-        if ok
-        else "not_ready"
+    redis_client = request.app.state.redis
+    if ok and redis_client is not None:
+        settings = request.app.state.settings
+        pushers = judge(
+            await reports(redis_client, settings.redis_prefix), settings.push_alert_seconds
+        )
+        if pushers:
+            checks["pushers"] = pushers
+    fine = checks.get("projector", {}).get("status") == "ok" and all(
+        p["status"] == "ok" for p in checks.get("pushers", {}).values()
     )
+    status = ("ready" if fine else "degraded") if ok else "not_ready"
     headers = {} if ok else {"Retry-After": "1"}
     return Response(
         {"status": status, "checks": checks}, status_code=200 if ok else 503, headers=headers
@@ -169,6 +178,11 @@ async def metrics(request: Request[Any, Any, Any]) -> str:
     )
     gauge("atp_writer_queue_depth", "Commands waiting for the writer.", svc.queue.qsize())
     lines.extend(request.app.state.metrics.render())
+    redis_client = request.app.state.redis
+    if redis_client is not None:
+        with contextlib.suppress(Exception):
+            prefix = request.app.state.settings.redis_prefix
+            lines.extend(merged_metrics(await reports(redis_client, prefix)))
     return "\n".join(lines) + "\n"
 
 
