@@ -1,10 +1,11 @@
 """The command service: load state, decide, append to the ledger, with group commit.
 
 One writer thread per process owns the write-side cache. Requests queue jobs; the writer
-drains whatever has queued while the previous transaction was committing, decides the jobs
-in order against cached state, and appends all their events (and idempotency records) in
-one transaction. Several processes stay correct through optimistic concurrency: a version
-conflict drops the cache of the batch's streams and the batch is decided again.
+drains whatever has queued while the previous transaction was committing, brings every
+stream the batch reads up to date in one query (cached streams fast-forward), decides the
+jobs in order, and appends all their events (and idempotency records) in one transaction.
+Several processes stay correct through optimistic concurrency: on a version conflict the
+batch is synced and decided again.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from adapters.records import Record, ResponseRecorded
 from api.log import correlation_id
 from atp.decide import POLICIES, NeedStreams
 from atp.errors import DomainError
-from atp.world import StateSet, StreamState
+from atp.world import StateSet
 
 log = logging.getLogger("atp.service")
 
@@ -73,10 +74,6 @@ class Outcome:
     error: DomainError | None = None
 
 
-class IdempotencyKeyReused(Exception):
-    pass
-
-
 @dataclass
 class Job:
     decide: DecideFn
@@ -97,9 +94,6 @@ class Job:
 
 class ServiceWorld(StateSet):
     """StateSet over domain streams plus record streams (tokens, idempotency)."""
-
-    def get(self, stream: Any) -> StreamState:
-        return super().get(stream)
 
     def apply(self, stream: Any, event: Any) -> None:
         self.states[stream] = Ledger.fold_one(stream, self.get(stream), event)
