@@ -10,10 +10,8 @@ import math
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
 
-from litestar.connection import ASGIConnection
-from litestar.handlers.base import BaseRouteHandler
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from adapters.ledger import Ledger
 from adapters.records import TokenIssued
@@ -101,26 +99,29 @@ class TokenStore:
         return principal
 
 
-async def require_scope(
-    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-) -> None:
-    """Guard: 401 without a known bearer token, 403 without the route's scope."""
-    header = connection.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+async def authenticate(
+    headers: list[tuple[bytes, bytes]], store: TokenStore, scopes: tuple[str, ...]
+) -> Principal:
+    """401 without a known bearer token, 403 without one of `scopes`, 429 past its limit."""
+    header = b""
+    for name, value in headers:
+        if name == b"authorization":
+            header = value
+            break
+    scheme, _, raw = header.decode("latin-1").partition(" ")
+    token = raw.strip()
+    if scheme.lower() != "bearer" or not token:
         raise ApiProblem(
             401,
             "unauthorized",
             "a bearer token is required",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    store: TokenStore = connection.app.state.tokens
-    principal = await store.resolve(token.strip())
+    principal = await store.resolve(token)
     if principal is None:
         raise ApiProblem(
             401, "unauthorized", "unknown token", headers={"WWW-Authenticate": "Bearer"}
         )
-    scopes: tuple[str, ...] = handler.opt.get("scopes", ())
     if scopes and not any(principal.allows(s) for s in scopes):
         raise ApiProblem(
             403,
@@ -128,7 +129,7 @@ async def require_scope(
             f"this token lacks the scope {' or '.join(scopes)}",
             required_scopes=list(scopes),
         )
-    wait = store.throttle(token.strip(), principal)
+    wait = store.throttle(token, principal)
     if wait > 0:
         raise ApiProblem(
             429,
@@ -136,4 +137,21 @@ async def require_scope(
             f"this token may make {principal.rate_limit:g} request(s) per second",
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
-    connection.state.principal = principal
+    return principal
+
+
+def auth_middleware(app: ASGIApp) -> ASGIApp:
+    """Authenticates every /v1 route but the public ones (a middleware, not a guard: it runs
+    after routing, so it knows the route's scopes, without a guard's per-request cost)."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            handler = scope.get("route_handler")  # type: ignore[typeddict-item]
+            opt = handler.opt if handler is not None else {}
+            if not opt.get("public"):
+                store: TokenStore = scope["app"].state.tokens
+                principal = await authenticate(scope["headers"], store, opt.get("scopes", ()))
+                scope["state"]["principal"] = principal  # type: ignore[typeddict-item]
+        await app(scope, receive, send)
+
+    return middleware

@@ -32,12 +32,28 @@ def _read_side(request: Request[Any, Any, Any]) -> ReadSide:
     return read
 
 
+def _min_position(request: Request[Any, Any, Any]) -> int | None:
+    """`?min_position=N`, read by hand on the hottest route (a declared query parameter
+    costs a validation pass on every request)."""
+    if b"min_position" not in request.scope["query_string"]:
+        return None
+    raw = request.query_params.get("min_position", "")
+    if not raw.isdigit():
+        raise ApiProblem(
+            422, "validation-failed", "min_position: must be an integer >= 0", field="min_position"
+        )
+    return int(raw)
+
+
 @get("/v1/availability/{channel:str}/{sku:str}", opt=OPT)
 async def availability_one(
-    request: Request[Any, Any, Any], channel: str, sku: str, min_position: MinPosition = None
+    request: Request[Any, Any, Any], channel: str, sku: str
 ) -> Response[bytes]:
+    """One channel's figure for one SKU: one Redis command. `?min_position=N` waits until
+    the read model includes ledger position N (read-your-writes), else 409."""
     read = _read_side(request)
     channel, sku = path_code(channel, "channel"), path_code(sku, "sku")
+    min_position = _min_position(request)
     if min_position is not None:
         await read.wait_for(min_position)
     body = (await read.model.availability(channel, [sku]))[0]
