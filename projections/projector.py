@@ -164,7 +164,9 @@ class Projector:
         writes = []
         for sku in skus:
             item, sku_position = self.items[sku]
-            docs = sku_documents(item, self.policies, now, sku_position)
+            docs = sku_documents(
+                item, self.policies, now, sku_position, figures=self.publisher is not None
+            )
             writes.append(SkuWrite(docs, item, force))
             self._track_expiry(sku, item, now)
         self.store.write(writes, position, policies, last_time)
@@ -201,7 +203,7 @@ class Projector:
         (a crash may have come between writing documents and publishing them)."""
         now = self.clock()
         documents = [
-            sku_documents(item, self.policies, now, position)
+            sku_documents(item, self.policies, now, position, figures=True)
             for item, position in self.items.values()
         ]
         before = self.publisher.published if self.publisher is not None else 0

@@ -6,7 +6,7 @@ stored in the read model as ready-to-serve JSON.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -64,7 +64,7 @@ class SkuDocuments(msgspec.Struct, frozen=True):
     """ItemView JSON."""
     next_expiry: datetime | None
     figures: dict[str, tuple[int, str]] = {}
-    """Channel code -> (available, status), for publishing changes."""
+    """Channel code -> (available, status) on ledger time, for publishing changes."""
 
 
 _encoder = msgspec.json.Encoder()
@@ -121,8 +121,14 @@ def item_view(item: ItemState, policies: Policies, now: datetime, position: int)
     )
 
 
+LEDGER_TIME = datetime.min.replace(tzinfo=UTC)
+"""Figures published to channels count a hold until the ledger records its end (release,
+commit, or the sweeper's HoldExpired), so each published change carries the position of
+the event that caused it and consumers can order them. Reads use the wall clock."""
+
+
 def sku_documents(
-    item: ItemState, policies: Policies, now: datetime, position: int
+    item: ItemState, policies: Policies, now: datetime, position: int, figures: bool = False
 ) -> SkuDocuments:
     view = item_view(item, policies, now, position)
     availability = {
@@ -138,8 +144,16 @@ def sku_documents(
         availability=availability,
         item=_encoder.encode(view),
         next_expiry=min(live, default=None),
-        figures={c.channel: (c.available, c.status) for c in view.channels},
+        figures=_ledger_figures(item, policies) if figures else {},
     )
+
+
+def _ledger_figures(item: ItemState, policies: Policies) -> dict[str, tuple[int, str]]:
+    figures = {}
+    for channel in policies.channels.values():
+        a = channel_availability(item, policies, channel, LEDGER_TIME)
+        figures[channel.code] = (a.available, a.status)
+    return figures
 
 
 def empty_availability(sku: str, channel: str, position: int) -> bytes:

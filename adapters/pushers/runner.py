@@ -84,7 +84,7 @@ pusher starts consuming without one."""
 class PushOptions:
     window: float = 0.1
     """A burst is flushed once no change has arrived for this many seconds..."""
-    max_delay: float = 1.0
+    max_delay: float = 0.5
     """...or once its first change has waited this long (a steady stream never goes quiet)."""
     prefetch: int = 2000
     """Unacked messages the broker lets us hold (coalescing happens among them)."""
