@@ -718,6 +718,13 @@ class Pusher:
             wake_at = ready_at if wake_at is None else min(wake_at, ready_at)
             return {}, max(0.0, wake_at - now)
         due.sort(key=lambda e: e.first_seen)
+        # Channels that write per group (WooCommerce: one batch route per parent product)
+        # get batches of one group, led by the oldest change, rather than mixed batches
+        # that split into a request per group.
+        group_of = getattr(self.client, "batch_group", None)
+        if group_of is not None:
+            group = group_of(due[0].sku)
+            due = [e for e in due if group_of(e.sku) == group]
         batch: dict[str, tuple[int, int]] = {}
         for entry in due[:limit]:
             newest = entry.newest()

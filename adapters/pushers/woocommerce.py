@@ -306,6 +306,11 @@ class WooCommerceClient:
                 result.permanent([sku], "WooCommerce rejects the id even after re-resolving")
         return result
 
+    def batch_group(self, sku: str) -> int:
+        """The parent product a SKU's write goes through (0: products/batch), as far as
+        known; the runner fills a batch from one group so it is one request."""
+        return self.ids.get(sku, (0, 0))[1]
+
     async def _resolve(self, skus: list[str], result: PushResult) -> None:
         try:
             await self.lookup(skus)
