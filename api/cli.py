@@ -29,19 +29,44 @@ def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
     where = "PostgreSQL" if settings.database_url else f"SQLite in {settings.data_dir}"
     print(f"ledger tables ready ({where}); head position {head}")
     if settings.amqp_url:
-        asyncio.run(_declare_topology(settings.amqp_url))
-        print("RabbitMQ exchanges and queues ready")
+        pushers = _registered_pushers(settings)
+        asyncio.run(_declare_topology(settings.amqp_url, pushers))
+        print(f"RabbitMQ exchanges and queues ready ({len(pushers)} push queue(s))")
     return 0
 
 
-async def _declare_topology(url: str) -> None:
+def _registered_pushers(settings: Settings) -> list[tuple[str, str, str]]:
+    """(kind, store, channel) of every registered integration, newest record of each."""
+    from eventsourcing.utils import get_topic
+
+    from adapters.ledger import decode_payload
+    from adapters.records import IntegrationConfigured
+
+    ledger = _ledger(settings, create=False)
+    found: dict[tuple[str, str], str] = {}
+    start = 1
+    try:
+        while batch := ledger.recorder.select_notifications(
+            start, 1000, topics=[get_topic(IntegrationConfigured)]
+        ):
+            for notification in batch:
+                record, _, _ = decode_payload(notification.topic, notification.state)
+                assert isinstance(record, IntegrationConfigured)
+                found[(record.kind, record.store)] = record.channel
+            start = batch[-1].id + 1
+    finally:
+        ledger.close()
+    return [(kind, store, channel) for (kind, store), channel in found.items()]
+
+
+async def _declare_topology(url: str, pushers: list[tuple[str, str, str]]) -> None:
     import aio_pika
 
     from adapters.amqp import declare_topology
 
     connection = await aio_pika.connect_robust(url)
     async with connection:
-        await declare_topology(await connection.channel())
+        await declare_topology(await connection.channel(), pushers)
 
 
 def _check_migrated(settings: Settings) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import aio_pika
 
-from adapters.amqp import WEBHOOK_QUEUE, declare_work_queue
+from adapters.amqp import WEBHOOK_QUEUE, declare_topology, declare_work_queue
 
 
 class WebhookQueue:
@@ -30,6 +30,11 @@ class WebhookQueue:
             correlation_id=headers.get("correlation_id"),
         )
         await self.channel.default_exchange.publish(message, routing_key=WEBHOOK_QUEUE)
+
+    async def declare_pusher(self, kind: str, store: str, channel: str) -> None:
+        """A registered integration's push queue exists from then on, so no change published
+        before its pusher first starts is lost."""
+        await declare_topology(self.channel, [(kind, store, channel)])
 
     async def ping(self) -> bool:
         return self.connection is not None and not self.connection.is_closed

@@ -114,7 +114,11 @@ async def put_integration(
 
     decider: Any = decide
     decider.reads = [POLICIES, stream]
-    return await gateway(request).execute(request, decider, render)
+    response = await gateway(request).execute(request, decider, render)
+    queue = request.app.state.webhook_queue
+    if response.status_code == 200 and queue is not None:
+        await queue.declare_pusher(kind, store, given["channel"])
+    return response
 
 
 @get("/v1/integrations/{kind:str}/{store:str}", opt={"scopes": (ADMIN,)})
