@@ -152,7 +152,10 @@ def receive(client: httpx.Client, location: str, stock: dict[str, int]) -> None:
 
 
 def figures(client: httpx.Client, sku: str, location: str) -> dict:
-    item = ok(client.get(f"/v1/items/{sku}"))
+    # Reads come from the read model: ask for one that includes every write made so far
+    # (the writes came from other processes, so this client has no ATP-Position of its own).
+    head = ok(client.get("/ready"))["checks"]["ledger"]["head"]
+    item = ok(client.get(f"/v1/items/{sku}", params={"min_position": head}))
     (loc,) = [f for f in item["locations"] if f["location"] == location]
     return loc
 
