@@ -211,18 +211,7 @@ class Ledger(Application[UUID]):
 
     def load(self, stream: StreamKey) -> tuple[Any, int]:
         """The stream's current state and version (0: no events yet)."""
-        uid = stream_id(stream)
-        state: Any = self._initial(stream)
-        version = 0
-        assert self.snapshots is not None
-        if stream[0] in _STATE_TYPES:
-            for snap in self.snapshots.get(uid, desc=True, limit=1):
-                state = msgspec.json.decode(snap.state, type=_STATE_TYPES[stream[0]])
-                version = snap.originator_version
-        for ledger_event in self.events.get(uid, gt=version or None):
-            state = self.fold_one(stream, state, ledger_event.event)
-            version = ledger_event.originator_version
-        return state, version
+        return sync_streams(self, {stream: None})[stream]
 
     def records(self, stream: StreamKey) -> list[LedgerEvent]:
         return list(self.events.get(stream_id(stream)))
