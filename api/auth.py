@@ -26,6 +26,8 @@ class Principal:
     name: str
     scopes: frozenset[str]
     rate_limit: float | None = None
+    key: str = ""
+    """The token's sha256: keys its rate-limit bucket."""
 
     def allows(self, scope: str) -> bool:
         return ADMIN in self.scopes or scope in self.scopes
@@ -72,14 +74,13 @@ class TokenStore:
         self.cache: dict[str, tuple[float, Principal | None]] = {}
         self.buckets: dict[str, TokenBucket] = {}
 
-    def throttle(self, token: str, principal: Principal) -> float:
+    def throttle(self, principal: Principal) -> float:
         """Seconds the caller must wait (0: go ahead) under the token's rate limit."""
         if principal.rate_limit is None:
             return 0.0
-        digest = token_hash(token)
-        bucket = self.buckets.get(digest)
+        bucket = self.buckets.get(principal.key)
         if bucket is None or bucket.rate != principal.rate_limit:
-            bucket = self.buckets[digest] = TokenBucket(principal.rate_limit)
+            bucket = self.buckets[principal.key] = TokenBucket(principal.rate_limit)
         return bucket.take()
 
     async def resolve(self, token: str) -> Principal | None:
@@ -93,7 +94,9 @@ class TokenStore:
         principal = None
         for record in records:
             if isinstance(record, TokenIssued):
-                principal = Principal(record.name, frozenset(record.scopes), record.rate_limit)
+                principal = Principal(
+                    record.name, frozenset(record.scopes), record.rate_limit, digest
+                )
         if principal is not None:
             self.cache[digest] = (time.monotonic() + CACHE_SECONDS, principal)
         return principal
@@ -129,7 +132,7 @@ async def authenticate(
             f"this token lacks the scope {' or '.join(scopes)}",
             required_scopes=list(scopes),
         )
-    wait = store.throttle(token, principal)
+    wait = store.throttle(principal)
     if wait > 0:
         raise ApiProblem(
             429,
