@@ -53,11 +53,3 @@ class WebhookOrderApplied(Record, frozen=True):
     order_id: str
     modified: str
     status: str
-
-
-RECORD_TYPES: tuple[type[Record], ...] = (
-    TokenIssued,
-    ResponseRecorded,
-    IntegrationConfigured,
-    WebhookOrderApplied,
-)

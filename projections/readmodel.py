@@ -60,7 +60,6 @@ class ReadModelStore(Protocol):
         policies: Policies | None,
         last_event_time: float | None,
     ) -> None: ...
-    def clear(self) -> None: ...
     def heartbeat(self) -> None: ...
     def write_published(self, published: dict[tuple[str, str], tuple[int, str]]) -> None: ...
 
@@ -130,18 +129,6 @@ class MemoryReadModel:
     def write_published(self, published: dict[tuple[str, str], tuple[int, str]]) -> None:
         with self.lock:
             self.published.update(published)
-
-    def clear(self) -> None:
-        with self.lock:
-            self.ats, self.items, self.states = {}, {}, {}
-            self.position, self.policies, self.last_event_time = 0, Policies(), None
-
-    def replace_with(self, other: MemoryReadModel) -> None:
-        """Switch to a rebuilt model in one step."""
-        with self.lock, other.lock:
-            self.ats, self.items, self.states = other.ats, other.items, other.states
-            self.position, self.policies = other.position, other.policies
-            self.last_event_time = other.last_event_time
 
     # reader
 
@@ -281,12 +268,6 @@ class RedisStore:
         for (sku, channel), (available, status) in published.items():
             pipe.hset(self.keys.published(sku), channel, f"{available}|{status}")
         pipe.execute()
-
-    def clear(self) -> None:
-        for chunk in _chunks(
-            list(self.client.scan_iter(f"{self.keys.prefix}:*", count=1000)), 1000
-        ):
-            self.client.delete(*chunk)
 
 
 class RedisReader:
