@@ -1,9 +1,14 @@
-"""The `atp` command line: migrate, serve, sweep, demo."""
+"""The `atp` command line: migrate, serve, sweep, demo, project, webhooks, push, dlq.
+
+Settings come from ATP_* environment variables (api/settings.py); an option given on the
+command line overrides its variable. A variable that does not convert ends the command with
+one line naming it (exit status 2), never a traceback."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -13,7 +18,7 @@ import time
 
 from adapters.ledger import Ledger, ledger_env
 from api.log import configure as configure_logging
-from api.settings import Settings
+from api.settings import Settings, SettingsError
 
 log = logging.getLogger("atp")
 
@@ -89,6 +94,13 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if settings.embedded:
         cmd_migrate(settings, args)
     _check_migrated(settings)
+    if not settings.admin_token:
+        log.warning(
+            "no ATP_ADMIN_TOKEN is set: only tokens created earlier with POST /v1/tokens are "
+            "accepted (every other request answers 401). To get a token, restart with "
+            "ATP_ADMIN_TOKEN=<a secret of your choice>, use it as `Authorization: Bearer "
+            "<secret>` and create scoped tokens with POST /v1/tokens"
+        )
     os.environ.update(ATP_HOST=host, ATP_PORT=str(port))
     uvicorn.run(
         "api.app:asgi_factory",
@@ -134,6 +146,8 @@ def cmd_project(settings: Settings, args: argparse.Namespace) -> int:
             "atp: `atp project` keeps the Redis read model; set ATP_REDIS_URL "
             "(without it, `atp serve` projects in process)"
         )
+    if args.check:
+        return _check_projector(settings)
     _check_migrated(settings)
     ledger = _ledger(settings, create=settings.embedded)
     publisher = None
@@ -174,12 +188,63 @@ def cmd_project(settings: Settings, args: argparse.Namespace) -> int:
         ledger.close()
 
 
-def cmd_webhooks(settings: Settings, _: argparse.Namespace) -> int:
+CHECK_STALE_SECONDS = 30.0
+"""`--check` of a long-running command fails when its process has not shown life for this long."""
+
+
+def _check_projector(settings: Settings) -> int:
+    """`atp project --check` (a container healthcheck): 0 when the projector's heartbeat in
+    the read model (written every 2 s, idle or not) is younger than CHECK_STALE_SECONDS."""
+    import redis
+
+    from projections.readmodel import RedisKeys
+
+    client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
+    try:
+        raw = client.hget(RedisKeys(settings.redis_prefix).meta, "heartbeat")
+    finally:
+        client.close()
+    age = None if raw is None else time.time() - float(raw)
+    if age is None or age > CHECK_STALE_SECONDS:
+        print(f"atp: no projector heartbeat for {'ever' if age is None else f'{age:.0f}s'}")
+        return 1
+    print(f"projector alive (heartbeat {age:.1f}s ago)")
+    return 0
+
+
+def _check_consumed(url: str, queue: str) -> int:
+    """`atp webhooks|push --check` (a container healthcheck): 0 when `queue` has a consumer
+    (a pusher still waiting for its store to be registered has none: unhealthy, with why)."""
+    import aio_pika
+
+    async def consumers() -> int:
+        connection = await aio_pika.connect(url, timeout=5)
+        async with connection:
+            channel = await connection.channel()
+            declared = await channel.declare_queue(queue, passive=True)
+            return declared.declaration_result.consumer_count or 0
+
+    try:
+        count = asyncio.run(consumers())
+    except Exception as exc:
+        print(f"atp: cannot inspect queue {queue} ({type(exc).__name__}: {exc})")
+        return 1
+    if not count:
+        print(f"atp: nothing consumes {queue}")
+        return 1
+    print(f"{queue}: {count} consumer(s)")
+    return 0
+
+
+def cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
+    from adapters.amqp import WEBHOOK_QUEUE
     from api.service import CommandService
     from api.webhook_consumer import WebhookConsumer
 
     if not settings.amqp_url:
         sys.exit("atp: `atp webhooks` consumes RabbitMQ; set ATP_AMQP_URL")
+    if args.check:
+        return _check_consumed(settings.amqp_url, WEBHOOK_QUEUE)
     _check_migrated(settings)
     ledger = _ledger(settings, create=settings.embedded)
     service = CommandService(ledger)
@@ -201,6 +266,10 @@ def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
 
     if not settings.amqp_url:
         sys.exit("atp: `atp push` consumes RabbitMQ; set ATP_AMQP_URL")
+    if args.check:
+        from adapters.amqp import push_queue
+
+        return _check_consumed(settings.amqp_url, push_queue(args.kind, args.store))
     _check_migrated(settings)
     ledger = _ledger(settings, create=settings.embedded)
 
@@ -214,6 +283,8 @@ def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
         if args.metrics_port:
             server = await serve_metrics(metrics, port=args.metrics_port)
         try:
+            if not await _wait_for_integration(ledger, args.kind, args.store, stop, args.poll):
+                return
             await run_pusher(
                 args.kind,
                 args.store,
@@ -237,6 +308,41 @@ def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _wait_for_integration(
+    ledger: Ledger, kind: str, store: str, stop: asyncio.Event, interval: float
+) -> bool:
+    """Wait until `kind`/`store` is registered (PUT /v1/integrations/{kind}/{store}),
+    checking every `interval` seconds and saying why at the first check and every minute;
+    False when `stop` is set first. A pusher started before its store exists thus waits
+    instead of exiting (and being restarted in a loop by its supervisor)."""
+    from adapters.pushers.runner import load_integration
+
+    said_at: float | None = None
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(load_integration, ledger, kind, store)
+        except LookupError:
+            now = time.monotonic()
+            if said_at is None or now - said_at >= 60:
+                log.warning(
+                    "waiting for the %s store %r to be registered "
+                    "(PUT /v1/integrations/%s/%s); checking every %gs",
+                    kind,
+                    store,
+                    kind,
+                    store,
+                    interval,
+                )
+                said_at = now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            continue
+        if said_at is not None:
+            log.warning("the %s store %r is registered: pushing", kind, store)
+        return True
+    return False
+
+
 def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     from adapters.pushers.runner import replay_dead_letters
 
@@ -250,12 +356,20 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(settings: Settings, _: argparse.Namespace) -> int:
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from api.demo import demo_skus, load_demo
     from api.service import CommandService
 
     _check_migrated(settings)
     ledger = _ledger(settings, create=settings.embedded)
+    head = ledger.head()
+    if head and not args.force:
+        ledger.close()
+        print(
+            f"the ledger already holds events (head position {head}): demo not loaded "
+            "(`atp demo --force` loads it anyway, setting the demo SKUs' counts again)"
+        )
+        return 0
     service = CommandService(ledger)
     service.start()
     try:
@@ -272,29 +386,84 @@ def cmd_demo(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def version() -> str:
+    """The installed distribution's version ("unknown" when run from an uninstalled tree)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("atp")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _overrides(variable: str, text: str) -> str:
+    """Help text naming the environment variable an option overrides, and its default."""
+    default = Settings.__struct_defaults__[Settings.__struct_fields__.index(variable.lower()[4:])]
+    return f"{text} (overrides {variable}; default {default})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="atp", description="Central available-to-sell service")
+    parser = argparse.ArgumentParser(
+        prog="atp",
+        description="Central available-to-sell service",
+        epilog="Configured by ATP_* environment variables (see the README's table); "
+        "an option overrides the variable it names.",
+    )
+    parser.add_argument("--version", action="version", version=f"atp {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="create the ledger tables (safe to run again)")
     serve = sub.add_parser("serve", help="run the HTTP API")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int)
+    serve.add_argument("--host", help=_overrides("ATP_HOST", "address to listen on"))
+    serve.add_argument("--port", type=int, help=_overrides("ATP_PORT", "TCP port to listen on"))
+    serve.add_argument(
+        "--workers", type=int, help=_overrides("ATP_WORKERS", "API worker processes")
+    )
     sweep = sub.add_parser("sweep", help="record expiry of holds past their expires_at")
     sweep.add_argument("--once", action="store_true", help="sweep once and exit")
     sweep.add_argument("--interval", type=float, default=1.0, help="seconds between sweeps")
-    sub.add_parser("demo", help="load the demo catalogue")
+    demo = sub.add_parser("demo", help="load the demo catalogue into an empty ledger")
+    demo.add_argument(
+        "--force",
+        action="store_true",
+        help="load it even into a ledger that has events (resets the demo SKUs' counts)",
+    )
     project = sub.add_parser("project", help="keep the Redis read model up to date")
     project.add_argument(
         "--rebuild", action="store_true", help="rebuild it from the ledger, then switch over"
     )
     project.add_argument("--once", action="store_true", help="catch up (or rebuild) and exit")
-    sub.add_parser("webhooks", help="apply queued WooCommerce order webhooks to the ledger")
+    project.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 if the running projector's heartbeat is fresh, else 1 (a healthcheck)",
+    )
+    webhooks = sub.add_parser(
+        "webhooks", help="apply queued WooCommerce order webhooks to the ledger"
+    )
+    webhooks.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 if something consumes the webhook queue, else 1 (a healthcheck)",
+    )
     push = sub.add_parser("push", help="push availability changes to one channel integration")
-    push.add_argument("kind", choices=["woocommerce", "amazon", "ebay"])
+    push.add_argument(
+        "kind", choices=["woocommerce", "amazon", "ebay"], help="the integration's channel kind"
+    )
     push.add_argument("--store", required=True, help="the integration's name")
     push.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 if something consumes this store's push queue, else 1 (a healthcheck)",
+    )
+    push.add_argument(
         "--metrics-port", type=int, default=0, help="serve this pusher's /metrics on this port"
+    )
+    push.add_argument(
+        "--poll",
+        type=float,
+        default=5.0,
+        help="seconds between checks for the store's registration while it is missing (default 5)",
     )
     dlq = sub.add_parser("dlq", help="dead-letter queues")
     dlq_sub = dlq.add_subparsers(dest="action", required=True)
@@ -317,7 +486,11 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"atp: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level)
     return COMMANDS[args.command](settings, args)
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 
 import msgspec
+
+
+class SettingsError(ValueError):
+    """An ATP_* variable holds a value of the wrong kind; the message names the variable."""
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -56,6 +61,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Read every `ATP_<FIELD>` variable (empty counts as unset). Raises SettingsError
+        naming the variable when one does not convert (e.g. ATP_PORT=abc)."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for name in cls.__struct_fields__:
@@ -63,4 +70,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if raw is not None and raw != "":
                 values[name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return msgspec.convert(values, cls, strict=False)
+        try:
+            return msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            found = re.search(r"at `\$\.(\w+)`", str(exc))
+            if found is None:
+                raise SettingsError(f"invalid settings: {exc}") from None
+            field = found.group(1)
+            reason = str(exc).split(" - at ")[0].split(", got ")[0].replace("Expected", "expected")
+            raise SettingsError(
+                f"ATP_{field.upper()}={values.get(field)!r} is not valid: {reason}"
+            ) from None

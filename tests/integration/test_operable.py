@@ -1,0 +1,173 @@
+"""Starting the processes as an operator does: `atp push` before its store exists, `atp demo`
+on a ledger that already trades, `atp serve` without an admin token, the healthchecks.
+
+Each test has its own SQLite data directory (and RabbitMQ virtual host where it needs one).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from adapters.ledger import Ledger, LedgerEvent, ledger_env, stream_id
+from adapters.records import IntegrationConfigured
+from api.demo import load_demo
+from api.gateway import command_decider
+from api.service import CommandService, Job, Reply
+from atp import commands as c
+from tests.support.amqp import fresh_vhost
+from tests.support.fakes import FakeWooCommerce
+from tests.support.server import atp, free_port, service_env, stop
+
+pytestmark = pytest.mark.integration
+
+
+@contextmanager
+def started(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m api.cli ARGS` in the background, its stderr going to `log`; stopped after."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield process
+        finally:
+            stop(process)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def check(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args, "--check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_pusher_started_before_its_store_is_registered_waits_then_pushes(
+    tmp_path: Path,
+) -> None:
+    """Compose starts `push-shop` before anyone ran PUT /v1/integrations/woocommerce/shop.
+    Invariant: the pusher stays up, says in its log what it waits for, reports unhealthy,
+    and starts consuming its queue once the store is registered (no crash loop)."""
+    with fresh_vhost() as amqp_url, FakeWooCommerce() as wc:
+        env = service_env(None, str(tmp_path), ATP_AMQP_URL=amqp_url, ATP_LOG_LEVEL="info")
+        atp("migrate", env=env)
+        log = tmp_path / "push.log"
+        argv = ["push", "woocommerce", "--store", "shop", "--poll", "0.2"]
+        with started(argv, env, log) as pusher:
+            wait_for(lambda: "waiting for the woocommerce store 'shop'" in log.read_text(), "why")
+            time.sleep(1)
+            assert pusher.poll() is None, log.read_text()
+            assert log.read_text().count("waiting for") == 1  # said once, not every poll
+            unhealthy = check("push", "woocommerce", "--store", "shop", env=env)
+            assert unhealthy.returncode == 1, unhealthy.stdout
+
+            ledger = Ledger(env=ledger_env(None, str(tmp_path), create_table=False))
+            try:
+                record = IntegrationConfigured(
+                    kind="woocommerce",
+                    store="shop",
+                    channel="web",
+                    settings={
+                        "url": wc.url,
+                        "channel": "web",
+                        "consumer_key": "ck_fake",
+                        "consumer_secret": "cs_fake",
+                        "webhook_secrets": ["whsec"],
+                    },
+                )
+                stream = stream_id(("integration", "woocommerce:shop"))
+                ledger.append([LedgerEvent(stream, 1, datetime.now(UTC), record, {})])
+            finally:
+                ledger.close()
+            wait_for(lambda: "is registered: pushing" in log.read_text(), "the pusher to start")
+            wait_for(
+                lambda: check("push", "woocommerce", "--store", "shop", env=env).returncode == 0,
+                "a consumer on the push queue",
+            )
+            assert pusher.poll() is None, log.read_text()
+
+
+def _reply(_: object) -> Reply:
+    return Reply(200, b"")
+
+
+def on_hand(service: CommandService, sku: str, location: str) -> int:
+    """The ledger's on_hand of `sku` at `location`, read through the writer's own state."""
+    seen: list[int] = []
+
+    def look(world, _now):  # type: ignore[no-untyped-def]
+        seen.append(world.item(sku).at(location).on_hand)
+        return []
+
+    service.run_sync(Job(decide=look, render=_reply, correlation_id="test"))
+    return seen[-1]
+
+
+def test_make_run_again_after_trading_keeps_the_stock(tmp_path: Path) -> None:
+    """A shop ran `make run`, sold 5 TEE-BLK-S, then restarted it (which runs `atp demo`).
+    Invariant: the demo loads only into an empty ledger; a second run records nothing, so
+    on_hand stays what the sale left (the demo's cycle counts would reset it)."""
+    env = service_env(None, str(tmp_path))
+    atp("migrate", env=env)
+    first = atp("demo", env=env)
+    assert "demo catalogue loaded" in first.stdout
+    ledger = Ledger(env=ledger_env(None, str(tmp_path), create_table=False))
+    service = CommandService(ledger)
+    service.start()
+    try:
+        before = on_hand(service, "TEE-BLK-S", "WH1")
+        sale = c.AdjustStock(location="WH1", sku="TEE-BLK-S", delta=-5, reason="sold in store")
+        service.run_sync(Job(decide=command_decider(sale), render=_reply, correlation_id="t"))
+        assert on_hand(service, "TEE-BLK-S", "WH1") == before - 5
+        head = ledger.head()
+    finally:
+        service.stop()
+        ledger.close()
+    second = atp("demo", env=env)
+    assert "demo not loaded" in second.stdout, second.stdout
+    ledger = Ledger(env=ledger_env(None, str(tmp_path), create_table=False))
+    service = CommandService(ledger)
+    service.start()
+    try:
+        assert ledger.head() == head
+        assert on_hand(service, "TEE-BLK-S", "WH1") == before - 5
+        # What the second run would have done without the guard: the counts reset it.
+        load_demo(service)
+        assert on_hand(service, "TEE-BLK-S", "WH1") == before
+    finally:
+        service.stop()
+        ledger.close()
+
+
+def test_serve_without_an_admin_token_says_how_to_get_one(tmp_path: Path) -> None:
+    """A newcomer starts `atp serve` with no ATP_ADMIN_TOKEN: every request would answer
+    401. Invariant: the start-up log says so and names the variable to set."""
+    env = service_env(None, str(tmp_path))
+    del env["ATP_ADMIN_TOKEN"]
+    log = tmp_path / "serve.log"
+    with started(["serve", "--port", str(free_port())], env, log):
+        wait_for(lambda: "no ATP_ADMIN_TOKEN is set" in log.read_text(), "the hint")
+    text = log.read_text()
+    assert "ATP_ADMIN_TOKEN=<a secret" in text and "POST /v1/tokens" in text
