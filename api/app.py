@@ -24,7 +24,7 @@ from api.gateway import Gateway
 from api.log import configure as configure_logging
 from api.log import correlation_id
 from api.metrics import RequestMetrics
-from api.problems import EXCEPTION_HANDLERS, domain_problem, problem_response
+from api.problems import EXCEPTION_HANDLERS, ApiProblem, domain_problem, problem_response
 from api.readside import ReadSide
 from api.routes import admin, checkout, integrations, policies, reads, stock, webhooks
 from api.service import CommandService
@@ -32,11 +32,12 @@ from api.settings import Settings
 from api.sweeper import Sweeper
 from api.webhook_queue import WebhookQueue
 from atp.errors import DomainError
-from projections.projector import Projector
+from projections.projector import Nudge, Projector
 from projections.readmodel import MemoryReadModel, RedisReader
 
 log = logging.getLogger("atp")
 CORRELATION_HEADER = b"x-correlation-id"
+POSITION_HEADER = b"atp-position"
 
 
 def _keep_encoded_slashes(app: ASGIApp) -> ASGIApp:
@@ -85,6 +86,37 @@ def _correlation(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+def _read_your_writes(app: ASGIApp) -> ASGIApp:
+    """Embedded mode: hold a write's answer (it carries ATP-Position) until the in-process
+    read model includes that position, so a read sent after the answer sees the write. The
+    projector is woken at once; past ATP_READ_WAIT the answer goes anyway (a read can still
+    ask for `min_position`)."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        nudge = getattr(scope["app"].state, "nudge", None) if scope["type"] == "http" else None
+        if nudge is None or scope["method"] in ("GET", "HEAD"):
+            await app(scope, receive, send)
+            return
+
+        async def settle_then_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                position = next(
+                    (v for k, v in message.get("headers", ()) if k.lower() == POSITION_HEADER),
+                    None,
+                )
+                if position is not None:
+                    nudge.nudge()
+                    try:
+                        await scope["app"].state.read.wait_for(int(position))
+                    except ApiProblem:
+                        log.warning("the read model did not reach position %s in time", position)
+            await send(message)
+
+        await app(scope, receive, settle_then_send)
+
+    return middleware
+
+
 def _on_domain_error(_: Any, exc: DomainError) -> Any:
     status, _body = domain_problem(exc)
     return problem_response(status, exc.kind, exc.detail, **exc.data)
@@ -122,6 +154,7 @@ def create_app(
         threads = []
         redis_client = None
         app.state.redis = None
+        app.state.nudge = None
         if settings.redis_url:
             # The projector runs on its own (`atp project`); this process only reads.
             redis_client = aioredis.Redis.from_url(settings.redis_url)
@@ -135,7 +168,12 @@ def create_app(
             memory = MemoryReadModel()
             projector = Projector(ledger, memory, clock)
             await asyncio.to_thread(projector.catch_up)
-            threads.append(threading.Thread(target=projector.run, args=(stop,), daemon=True))
+            app.state.nudge = Nudge()
+            threads.append(
+                threading.Thread(
+                    target=projector.run, args=(stop, 0.5, app.state.nudge), daemon=True
+                )
+            )
             app.state.read = ReadSide(memory, settings.read_wait)
             app.state.projector = projector
         if settings.sweep_interval > 0:
@@ -178,7 +216,7 @@ def create_app(
         lifespan=[lifespan],
         exception_handlers={**EXCEPTION_HANDLERS, DomainError: _on_domain_error},
         openapi_config=OpenAPIConfig(title="atp", version="0.1.0", path="/schema"),
-        middleware=[_correlation, metrics.middleware, auth_middleware],
+        middleware=[_correlation, metrics.middleware, _read_your_writes, auth_middleware],
         debug=False,
     )
     return app

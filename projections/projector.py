@@ -255,9 +255,13 @@ class Projector:
             timeout = min(timeout, next_expiry + 0.005)
         waiter.wait(timeout)
 
-    def run(self, stop: threading.Event, poll_interval: float = 0.5) -> None:
-        """Follow the ledger until `stop` is set; resumes by itself after errors."""
-        waiter = waiter_for(self.ledger)
+    def run(
+        self, stop: threading.Event, poll_interval: float = 0.5, waiter: Waiter | None = None
+    ) -> None:
+        """Follow the ledger until `stop` is set; resumes by itself after errors. `waiter`
+        (default: LISTEN on PostgreSQL, polling on SQLite) says when to look again."""
+        given = waiter
+        waiter = given or waiter_for(self.ledger)
         while not stop.is_set():
             try:
                 self.tick(waiter, poll_interval)
@@ -267,7 +271,7 @@ class Projector:
                 stop.wait(1.0)
                 with contextlib.suppress(Exception):
                     self.resume()
-                waiter = waiter_for(self.ledger)
+                waiter = given or waiter_for(self.ledger)
         waiter.close()
 
 
@@ -282,6 +286,26 @@ class _Poller:
 
     def wait(self, timeout: float) -> None:
         time.sleep(min(timeout, self.interval))
+
+    def close(self) -> None:
+        pass
+
+
+class Nudge:
+    """A waiter the writer wakes (`nudge()`) right after it commits, so the in-process read
+    model of the embedded service follows each write within milliseconds; it still polls
+    every `interval` seconds for writes of other processes (`atp demo`, `atp sweep`)."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.event = threading.Event()
+
+    def nudge(self) -> None:
+        self.event.set()
+
+    def wait(self, timeout: float) -> None:
+        self.event.wait(min(timeout, self.interval))
+        self.event.clear()  # the step that follows reads every write committed before this
 
     def close(self) -> None:
         pass
