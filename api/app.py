@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,8 +21,7 @@ from adapters.ledger import Ledger, ledger_env
 from api.auth import TokenStore, auth_middleware
 from api.gateway import Gateway
 from api.log import configure as configure_logging
-from api.log import correlation_id
-from api.metrics import RequestMetrics
+from api.metrics import WriterSampler, request_middleware, worker_exit
 from api.problems import EXCEPTION_HANDLERS, ApiProblem, domain_problem, problem_response
 from api.readside import ReadSide
 from api.routes import admin, checkout, integrations, policies, reads, stock, webhooks
@@ -36,7 +34,6 @@ from projections.projector import Nudge, Projector
 from projections.readmodel import MemoryReadModel, RedisReader
 
 log = logging.getLogger("atp")
-CORRELATION_HEADER = b"x-correlation-id"
 POSITION_HEADER = b"atp-position"
 
 
@@ -52,36 +49,6 @@ def _keep_encoded_slashes(app: ASGIApp) -> ASGIApp:
             ]
             scope = {**scope, "path": "/".join(segments)}  # type: ignore[typeddict-item]
         await app(scope, receive, send)
-
-    return middleware
-
-
-def _correlation(app: ASGIApp) -> ASGIApp:
-    """Accept or generate X-Correlation-ID; return it and expose it to handlers."""
-
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        cid = ""
-        for name, value in scope["headers"]:
-            if name == CORRELATION_HEADER:
-                given = value.decode("latin-1")
-                if 0 < len(given) <= 128 and given.isprintable():
-                    cid = given
-                break
-        if not cid:
-            cid = os.urandom(12).hex()
-        scope.setdefault("state", {})["correlation_id"] = cid  # type: ignore[typeddict-item]
-        correlation_id.set(cid)
-        header = (CORRELATION_HEADER, cid.encode())
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]  # type: ignore[typeddict-unknown-key]
-            await send(message)
-
-        await app(scope, receive, send_with_id)
 
     return middleware
 
@@ -129,10 +96,8 @@ def create_app(
 ) -> Litestar:
     settings = settings or Settings.from_env()
     clock = clock or (lambda: datetime.now(UTC))
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     create_tables = settings.embedded if migrate is None else migrate
-
-    metrics = RequestMetrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -144,7 +109,7 @@ def create_app(
         app.state.service = service
         app.state.gateway = Gateway(service)
         app.state.tokens = TokenStore(ledger, settings.admin_token)
-        app.state.metrics = metrics
+        app.state.writer_sampler = WriterSampler(service)
         app.state.integrations = {}
         app.state.webhook_queue = None
         if settings.amqp_url:
@@ -189,9 +154,12 @@ def create_app(
         # full passes (they were most of its pause time under load).
         gc.collect()
         gc.freeze()
+        sampling = asyncio.create_task(_sample_writer(app.state.writer_sampler))
         try:
             yield
         finally:
+            sampling.cancel()
+            worker_exit()
             stop.set()
             for thread in threads:
                 thread.join(timeout=5)
@@ -216,10 +184,21 @@ def create_app(
         lifespan=[lifespan],
         exception_handlers={**EXCEPTION_HANDLERS, DomainError: _on_domain_error},
         openapi_config=OpenAPIConfig(title="atp", version="0.1.0", path="/schema"),
-        middleware=[_correlation, metrics.middleware, _read_your_writes, auth_middleware],
+        middleware=[_read_your_writes, auth_middleware],
+        logging_config=None,  # api.log configures the process (text or JSON)
         debug=False,
     )
+    # Outside Litestar's exception handling and routing, so that the answers they produce
+    # (401/403/429 raised by auth, 404 of the router, 500) are counted and carry the id too.
+    app.asgi_handler = request_middleware(app.asgi_handler)
     return app
+
+
+async def _sample_writer(sampler: WriterSampler, every: float = 1.0) -> None:
+    """Carry this worker's writer counts into the shared metrics until cancelled."""
+    while True:
+        sampler.sample()
+        await asyncio.sleep(every)
 
 
 def asgi(settings: Settings | None = None) -> ASGIApp:

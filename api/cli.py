@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 from adapters.ledger import Ledger, ledger_env
 from api.log import configure as configure_logging
@@ -102,16 +103,41 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             "<secret>` and create scoped tokens with POST /v1/tokens"
         )
     os.environ.update(ATP_HOST=host, ATP_PORT=str(port))
-    uvicorn.run(
-        "api.app:asgi_factory",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=settings.log_level,
-        access_log=False,
-    )
+    with _metrics_directory():
+        uvicorn.run(
+            "api.app:asgi_factory",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=settings.log_level,
+            log_config=None,  # uvicorn logs through atp's handler (text or JSON)
+            access_log=False,  # atp logs one line per request itself
+        )
     return 0
+
+
+@contextlib.contextmanager
+def _metrics_directory() -> Iterator[None]:
+    """prometheus-client's multiprocess mode for the workers of `atp serve`: every worker
+    writes its samples under PROMETHEUS_MULTIPROC_DIR, and /metrics adds them all up. The
+    variable may name a directory (emptied first); unset, a temporary one is used and
+    removed afterwards."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = Path(given) if given else Path(tempfile.mkdtemp(prefix="atp-metrics-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    try:
+        yield
+    finally:
+        if not given:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def cmd_sweep(settings: Settings, args: argparse.Namespace) -> int:
@@ -262,7 +288,8 @@ def cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
-    from adapters.pushers.runner import PusherMetrics, run_pusher, serve_metrics
+    from adapters.pushers.metrics import PusherMetrics, serve_metrics
+    from adapters.pushers.runner import run_pusher
 
     if not settings.amqp_url:
         sys.exit("atp: `atp push` consumes RabbitMQ; set ATP_AMQP_URL")
@@ -491,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"atp: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return COMMANDS[args.command](settings, args)
 
 

@@ -1,67 +1,172 @@
-"""Request latency histograms per route, in the Prometheus text format (per process)."""
+"""The API's Prometheus metrics (prometheus-client) and the outermost request middleware.
+
+With several uvicorn workers, `atp serve` points PROMETHEUS_MULTIPROC_DIR at a directory of
+its own before any worker starts (prometheus-client's multiprocess mode): every worker writes
+its samples there and `/metrics`, answered by any worker, reads them all, so one scrape
+covers the whole service. Without the variable (a single process) the process's own
+registry is exposed.
+
+`request_middleware` wraps the whole Litestar application (outside its exception handling):
+every answer, 401/403/404/429 and 500 included, carries X-Correlation-ID, is counted with
+its status code, and is logged as one line: method, route, status, duration, correlation id.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import time
-from bisect import bisect_left
-from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
 
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from api.log import correlation_id
+
+disable_created_metrics()  # no `_created` series next to each counter and histogram
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+CORRELATION_HEADER = b"x-correlation-id"
+
+REQUEST_DURATION = Histogram(
+    "atp_http_request_duration_seconds",
+    "Time to answer a request, by method, route template and status code.",
+    ["method", "route", "status"],
+    buckets=BUCKETS,
+)
+WRITER_BATCHES = Counter("atp_writer_batches", "Transactions committed by the writers.")
+WRITER_JOBS = Counter("atp_writer_jobs", "Commands decided by the writers.")
+WRITER_CONFLICTS = Counter(
+    "atp_writer_conflicts", "Batches decided again after a version conflict."
+)
+WRITER_QUEUE = Gauge(
+    "atp_writer_queue_depth",
+    "Commands waiting for the writers (sum over the live workers).",
+    multiprocess_mode="livesum",
+)
+
+log = logging.getLogger("atp.request")
 
 
-class Histogram:
-    __slots__ = ("counts", "sum")
+class WriterSampler:
+    """Carries one process's writer counts (CommandService.batches/jobs/conflicts, its queue)
+    into the shared metrics; call `sample()` now and then (each call adds what is new)."""
 
-    def __init__(self) -> None:
-        self.counts = [0] * (len(BUCKETS) + 1)
-        self.sum = 0.0
+    def __init__(self, service: Any) -> None:
+        self.service = service
+        self.seen = (0, 0, 0)
 
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(BUCKETS, seconds)] += 1
-        self.sum += seconds
+    def sample(self) -> None:
+        svc = self.service
+        now = (svc.batches, svc.jobs, svc.conflicts)
+        for counter, new, old in zip(
+            (WRITER_BATCHES, WRITER_JOBS, WRITER_CONFLICTS), now, self.seen, strict=True
+        ):
+            if new > old:
+                counter.inc(new - old)
+        self.seen = now
+        WRITER_QUEUE.set(svc.queue.qsize())
 
 
-class RequestMetrics:
-    def __init__(self) -> None:
-        self.latency: defaultdict[tuple[str, str, str], Histogram] = defaultdict(Histogram)
+def exposition() -> bytes:
+    """The Prometheus text of every worker (multiprocess mode) or of this process."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    return generate_latest(registry)
 
-    def middleware(self, app: ASGIApp) -> ASGIApp:
-        async def record(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
-                await app(scope, receive, send)
-                return
-            started = time.perf_counter()
-            status = ["500"]
 
-            async def capture(message: dict) -> None:  # type: ignore[type-arg]
-                if message["type"] == "http.response.start":
-                    status[0] = str(message["status"])
-                await send(message)  # type: ignore[arg-type]
+class _Snapshot(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
 
-            try:
-                await app(scope, receive, capture)  # type: ignore[arg-type]
-            finally:
-                route = scope.get("path_template") or "unmatched"  # type: ignore[typeddict-item]
-                key = (scope["method"], route, status[0][0] + "xx")
-                self.latency[key].observe(time.perf_counter() - started)
+    def collect(self) -> Iterable[Metric]:
+        return self.families
 
-        return record
 
-    def render(self) -> list[str]:
-        name = "atp_http_request_duration_seconds"
-        lines = [
-            f"# HELP {name} Time to answer a request, by route (this process).",
-            f"# TYPE {name} histogram",
-        ]
-        for (method, route, status), h in sorted(self.latency.items()):
-            labels = f'method="{method}",route="{route}",status="{status}"'
-            cumulative = 0
-            for bound, count in zip((*BUCKETS, float("inf")), h.counts, strict=True):
-                cumulative += count
-                le = "+Inf" if bound == float("inf") else repr(bound)
-                lines.append(f'{name}_bucket{{{labels},le="{le}"}} {cumulative}')
-            lines.append(f"{name}_sum{{{labels}}} {h.sum:.6f}")
-            lines.append(f"{name}_count{{{labels}}} {cumulative}")
-        return lines
+def gauges_now(values: list[tuple[str, str, float]]) -> bytes:
+    """Prometheus text of gauges measured at scrape time ((name, help, value) each), such as
+    the projector's lag, which every worker sees alike (so not kept per process)."""
+    registry = CollectorRegistry()
+    registry.register(_Snapshot([GaugeMetricFamily(n, h, value=v) for n, h, v in values]))
+    return generate_latest(registry)
+
+
+def worker_exit() -> None:
+    """Drop this process's live gauges from the shared directory (graceful shutdown)."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(os.getpid())
+
+
+def _given_correlation_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == CORRELATION_HEADER:
+            given = value.decode("latin-1")
+            if 0 < len(given) <= 128 and given.isprintable():
+                return given
+            break
+    return os.urandom(12).hex()
+
+
+def request_middleware(app: ASGIApp) -> ASGIApp:
+    """Accept or generate X-Correlation-ID (exposed to handlers as
+    `request.state.correlation_id` and to logs), return it on every answer, time and count
+    the request by its route template and status, and log one line for it."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        cid = _given_correlation_id(scope)
+        scope.setdefault("state", {})["correlation_id"] = cid  # type: ignore[typeddict-item]
+        token = correlation_id.set(cid)
+        header = (CORRELATION_HEADER, cid.encode())
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]  # type: ignore[typeddict-unknown-key]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_id)
+        finally:
+            took = time.perf_counter() - started
+            route = scope.get("path_template") or "unmatched"  # type: ignore[typeddict-item]
+            method = scope["method"]
+            REQUEST_DURATION.labels(method, route, str(status)).observe(took)
+            log.info(
+                "%s %s %d %.1fms",
+                method,
+                route,
+                status,
+                took * 1000,
+                extra={
+                    "method": method,
+                    "route": route,
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(took * 1000, 3),
+                },
+            )
+            correlation_id.reset(token)
+
+    return middleware

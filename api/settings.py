@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from typing import Literal
 
 import msgspec
 
@@ -48,6 +49,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     (0 disables; then run `atp sweep`)."""
     log_level: str = "info"
     """ATP_LOG_LEVEL."""
+    log_format: Literal["text", "json"] = "text"
+    """ATP_LOG_FORMAT: `json` writes one JSON object per log line."""
 
     @property
     def embedded(self) -> bool:

@@ -34,7 +34,6 @@ import importlib
 import logging
 import random
 import time
-from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,6 +61,10 @@ from adapters.pushers.base import (
     backoff_delay,
     chunks,
 )
+
+# Re-exported: the pushers' metrics live in adapters.pushers.metrics.
+from adapters.pushers.metrics import PusherMetrics as PusherMetrics
+from adapters.pushers.metrics import serve_metrics as serve_metrics
 from adapters.records import IntegrationConfigured
 
 log = logging.getLogger("atp.push")
@@ -103,141 +106,6 @@ class PushOptions:
     rate_burst: int = 1
     reconcile: bool = True
     reconcile_chunk: int = 500
-
-
-# --- metrics -----------------------------------------------------------------------------------
-
-LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
-COUNTERS = {
-    "requests": "HTTP requests made to the channel, by answer status",
-    "items": "Figures the channel accepted",
-    "retries": "Figures scheduled for another try after a retryable failure",
-    "dead_letters": "Messages sent to the dead-letter queue",
-    "permanent_errors": "Figures the channel refused for good",
-    "stale": "Messages dropped because a newer figure was already applied",
-    "superseded": "Messages acked because a newer figure of their SKU was accepted",
-    "reconciled": "SKUs written by reconciliation because the store differed",
-    "not_in_store": "SKUs reconciliation found missing in the store",
-}
-GAUGES = {
-    "queue_depth": "Messages ready in the push queue (last sample)",
-    "pending_skus": "SKUs held in the pusher waiting to be written",
-}
-Labels = tuple[tuple[str, str], ...]
-
-
-class _Histogram:
-    __slots__ = ("count", "counts", "sum")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(LATENCY_BUCKETS, value)] += 1
-        self.sum += value
-        self.count += 1
-
-
-class PusherMetrics:
-    """Counters, gauges and the delivery-delay histogram of every pusher in this process,
-    labelled by kind, store and channel; `render()` gives Prometheus text lines."""
-
-    def __init__(self) -> None:
-        self.counters: dict[str, dict[Labels, float]] = {name: {} for name in COUNTERS}
-        self.gauges: dict[str, dict[Labels, float]] = {name: {} for name in GAUGES}
-        self.delay: dict[Labels, _Histogram] = {}
-
-    @staticmethod
-    def labels(kind: str, store: str, channel: str, **extra: str) -> Labels:
-        return (("kind", kind), ("store", store), ("channel", channel), *sorted(extra.items()))
-
-    def inc(self, name: str, labels: Labels, amount: float = 1.0) -> None:
-        counter = self.counters[name]
-        counter[labels] = counter.get(labels, 0.0) + amount
-
-    def set(self, name: str, labels: Labels, value: float) -> None:
-        self.gauges[name][labels] = value
-
-    def observe_delay(self, labels: Labels, seconds: float) -> None:
-        self.delay.setdefault(labels, _Histogram()).observe(max(0.0, seconds))
-
-    def value(
-        self, name: str, kind: str | None = None, store: str | None = None, **extra: str
-    ) -> float:
-        """Sum of a counter or gauge over the series matching the given labels (for tests
-        and health checks)."""
-        series = self.counters.get(name) or self.gauges.get(name) or {}
-        wanted = {k: v for k, v in (("kind", kind), ("store", store), *extra.items()) if v}
-        return sum(v for labels, v in series.items() if wanted.items() <= dict(labels).items())
-
-    def delay_count(self, kind: str, store: str) -> int:
-        return sum(
-            h.count
-            for labels, h in self.delay.items()
-            if dict(labels).get("kind") == kind and dict(labels).get("store") == store
-        )
-
-    def render(self) -> list[str]:
-        lines: list[str] = []
-        for name, help_text in COUNTERS.items():
-            metric = f"atp_push_{name}_total"
-            lines += [f"# HELP {metric} {help_text}.", f"# TYPE {metric} counter"]
-            for labels, value in sorted(self.counters[name].items()):
-                lines.append(f"{metric}{{{_fmt(labels)}}} {value:g}")
-        for name, help_text in GAUGES.items():
-            metric = f"atp_push_{name}"
-            lines += [f"# HELP {metric} {help_text}.", f"# TYPE {metric} gauge"]
-            for labels, value in sorted(self.gauges[name].items()):
-                lines.append(f"{metric}{{{_fmt(labels)}}} {value:g}")
-        metric = "atp_push_delay_seconds"
-        lines += [
-            f"# HELP {metric} Seconds from a change (occurred_at) to the channel accepting it.",
-            f"# TYPE {metric} histogram",
-        ]
-        for labels, h in sorted(self.delay.items()):
-            base = _fmt(labels)
-            cumulative = 0
-            for bound, count in zip(LATENCY_BUCKETS, h.counts, strict=False):
-                cumulative += count
-                lines.append(f'{metric}_bucket{{{base},le="{bound:g}"}} {cumulative}')
-            lines.append(f'{metric}_bucket{{{base},le="+Inf"}} {h.count}')
-            lines.append(f"{metric}_sum{{{base}}} {h.sum:.6f}")
-            lines.append(f"{metric}_count{{{base}}} {h.count}")
-        return lines
-
-
-def _fmt(labels: Labels) -> str:
-    def escape(v: str) -> str:
-        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-    return ",".join(f'{k}="{escape(v)}"' for k, v in labels)
-
-
-async def serve_metrics(
-    metrics: PusherMetrics, host: str = "127.0.0.1", port: int = 9464
-) -> asyncio.Server:
-    """A minimal HTTP endpoint answering every request with `metrics.render()` (for
-    `atp push`, which has no web server of its own)."""
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            with contextlib.suppress(asyncio.LimitOverrunError, ValueError):
-                await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-            body = ("\n".join(metrics.render()) + "\n").encode()
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-        except (OSError, TimeoutError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    return await asyncio.start_server(answer, host, port)
 
 
 # --- where the true figures come from ------------------------------------------------------------

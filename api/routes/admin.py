@@ -15,6 +15,7 @@ from adapters.ledger import decode_payload
 from adapters.records import TokenIssued
 from api import schemas as s
 from api.auth import new_token, token_hash
+from api.metrics import exposition, gauges_now
 from api.pushstatus import judge, merged_metrics, reports
 from api.routes.common import ADMIN, gateway, ledger, service
 from api.service import ServiceWorld
@@ -139,45 +140,27 @@ async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
 
 @get("/metrics", media_type="text/plain; version=0.0.4")
 async def metrics(request: Request[Any, Any, Any]) -> str:
-    svc = service(request)
-    lines: list[str] = []
-
-    def gauge(name: str, help_text: str, value: float, kind: str = "gauge") -> None:
-        lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"])
-
     try:
         lag = await _lag(request)
-        gauge("atp_ledger_head_position", "Highest ledger position.", lag["head"])
-        gauge("atp_projector_position", "Ledger position the read model includes.", lag["position"])
-        gauge(
-            "atp_projector_events_behind",
-            "Ledger events the read model lacks.",
-            lag["events_behind"],
-        )
-        gauge(
-            "atp_projector_seconds_behind",
-            "Age of the oldest ledger event the read model lacks.",
-            round(lag["seconds_behind"], 6),
-        )
+        now = [
+            ("atp_ledger_head_position", "Highest ledger position.", lag["head"]),
+            ("atp_projector_position", "Ledger position the read model includes.", lag["position"]),
+            (
+                "atp_projector_events_behind",
+                "Ledger events the read model lacks.",
+                lag["events_behind"],
+            ),
+            (
+                "atp_projector_seconds_behind",
+                "Age of the oldest ledger event the read model lacks.",
+                round(lag["seconds_behind"], 6),
+            ),
+        ]
     except Exception:
-        gauge("atp_ledger_up", "Whether the ledger answered.", 0)
-    gauge(
-        "atp_writer_batches_total",
-        "Transactions committed by this process's writer.",
-        svc.batches,
-        "counter",
-    )
-    gauge(
-        "atp_writer_jobs_total", "Commands decided by this process's writer.", svc.jobs, "counter"
-    )
-    gauge(
-        "atp_writer_conflicts_total",
-        "Batches decided again after a version conflict.",
-        svc.conflicts,
-        "counter",
-    )
-    gauge("atp_writer_queue_depth", "Commands waiting for the writer.", svc.queue.qsize())
-    lines.extend(request.app.state.metrics.render())
+        now = [("atp_ledger_up", "Whether the ledger answered.", 0)]
+    lines = gauges_now(now).decode().splitlines()
+    request.app.state.writer_sampler.sample()
+    lines.extend(exposition().decode().splitlines())
     redis_client = request.app.state.redis
     if redis_client is not None:
         with contextlib.suppress(Exception):

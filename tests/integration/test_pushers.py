@@ -286,10 +286,10 @@ async def test_burst_of_1000_changes_becomes_one_batch_over_oauth(
                 wc.product(wc.id_of("P007")),  # type: ignore[union-attr]
             )
         text = "\n".join(metrics.render())
-        assert 'atp_push_items_total{kind="woocommerce",store="shop",channel="web"}' in text
+        assert 'atp_push_items_total{channel="web",kind="woocommerce",store="shop"}' in text
         assert "atp_push_delay_seconds_bucket" in text
         assert (
-            'atp_push_requests_total{kind="woocommerce",store="shop",channel="web",status="200"}'
+            'atp_push_requests_total{channel="web",kind="woocommerce",status="200",store="shop"}'
             in text
         )
 
@@ -437,7 +437,7 @@ async def test_stale_positions_are_dropped(amqp_url: str, ledger: Ledger) -> Non
         finally:
             server.close()
             await server.wait_closed()
-        assert 'atp_push_stale_total{kind="woocommerce",store="shop",channel="web"} ' in scraped
+        assert 'atp_push_stale_total{channel="web",kind="woocommerce",store="shop"} ' in scraped
         assert "# TYPE atp_push_delay_seconds histogram" in scraped
 
 

@@ -397,10 +397,10 @@ def test_metrics_and_ready_report_the_projector_lag(stack: Stack) -> None:
         ):
             assert any(r.replace(":str", "") == route for r in routes), (route, routes)
         for route in routes:
-            labels = f'method="GET",route="{route}",status="2xx"'
+            labels = f'method="GET",route="{route}",status="200"'
             if f"atp_http_request_duration_seconds_count{{{labels}}}" not in text:
                 continue
-            assert f'atp_http_request_duration_seconds_bucket{{{labels},le="+Inf"}}' in text
+            assert f'atp_http_request_duration_seconds_bucket{{le="+Inf",{labels}}}' in text
             assert f"atp_http_request_duration_seconds_sum{{{labels}}}" in text
 
         ready = _ok(c.get("/ready"))

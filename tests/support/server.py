@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -94,14 +95,20 @@ def service_env(
 
 
 @contextmanager
-def running_service(env: dict[str, str], workers: int = 1) -> Iterator[Server]:
-    """`atp migrate` then `atp serve --workers N`; waits for /ready; stops it afterwards."""
+def running_service(
+    env: dict[str, str], workers: int = 1, log: Path | None = None
+) -> Iterator[Server]:
+    """`atp migrate` then `atp serve --workers N`; waits for /ready; stops it afterwards.
+    With `log`, the service's output (its log) goes to that file."""
     atp("migrate", env=env)
     port = free_port()
+    output = log.open("wb") if log is not None else None
     process = subprocess.Popen(
         [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
         start_new_session=True,
+        stdout=output,
+        stderr=subprocess.STDOUT if output is not None else None,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -120,6 +127,8 @@ def running_service(env: dict[str, str], workers: int = 1) -> Iterator[Server]:
         yield Server(url, process, env)
     finally:
         stop(process)
+        if output is not None:
+            output.close()
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
