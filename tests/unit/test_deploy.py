@@ -129,3 +129,15 @@ def test_a_bad_variable_is_one_line_naming_it(variable: str, value: str) -> None
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert lines[0].startswith(f"atp: {variable}={value!r} is not valid"), lines
+
+
+def test_the_docs_link_only_to_files_in_the_repository() -> None:
+    """A fresh clone has every page the README and docs/ point to (no `../shared/...`)."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert ROOT / "docs" / "contract.md" in pages
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if re.match(r"[a-z]+://", target):
+                continue
+            resolved = (page.parent / target).resolve()
+            assert resolved.is_relative_to(ROOT) and resolved.exists(), (page.name, target)
