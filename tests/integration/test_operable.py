@@ -24,6 +24,7 @@ from api.service import CommandService, Job, Reply
 from atp import commands as c
 from tests.support.amqp import fresh_vhost
 from tests.support.fakes import FakeWooCommerce
+from tests.support.redis_db import prefixed, redis_url
 from tests.support.server import atp, free_port, service_env, stop
 
 pytestmark = pytest.mark.integration
@@ -171,3 +172,29 @@ def test_serve_without_an_admin_token_says_how_to_get_one(tmp_path: Path) -> Non
         wait_for(lambda: "no ATP_ADMIN_TOKEN is set" in log.read_text(), "the hint")
     text = log.read_text()
     assert "ATP_ADMIN_TOKEN=<a secret" in text and "POST /v1/tokens" in text
+
+
+def test_the_projector_healthcheck_follows_its_heartbeat(tmp_path: Path) -> None:
+    """Compose asks `atp project --check` every 10 s. Invariant: healthy only while the
+    projector's heartbeat in the read model is fresh; a projector that stopped (heartbeat a
+    minute old) or never ran is reported unhealthy, with why."""
+    with prefixed(0, "hc") as (r, prefix):
+        env = service_env(None, str(tmp_path), ATP_REDIS_URL=redis_url(0), ATP_REDIS_PREFIX=prefix)
+        never = check("project", env=env)
+        assert never.returncode == 1 and "no projector heartbeat" in never.stdout
+        r.hset(f"{prefix}:meta", "heartbeat", time.time() - 60)
+        stale = check("project", env=env)
+        assert stale.returncode == 1 and "60s" in stale.stdout, stale.stdout
+        r.hset(f"{prefix}:meta", "heartbeat", time.time())
+        assert check("project", env=env).returncode == 0
+
+
+def test_the_webhooks_healthcheck_sees_its_consumer(tmp_path: Path) -> None:
+    """Invariant: `atp webhooks --check` is healthy only while something consumes the
+    webhook queue: before `atp webhooks` starts it is not, once it consumes it is."""
+    with fresh_vhost() as amqp_url:
+        env = service_env(None, str(tmp_path), ATP_AMQP_URL=amqp_url)
+        atp("migrate", env=env)
+        assert check("webhooks", env=env).returncode == 1
+        with started(["webhooks"], env, tmp_path / "webhooks.log"):
+            wait_for(lambda: check("webhooks", env=env).returncode == 0, "a consumer")
