@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -26,7 +27,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_rebuild_db: int | None = None
     """ATP_REDIS_REBUILD_DB: the Redis database `atp project --rebuild` builds into before it
     swaps it with the live one (default: the live database number + 1)."""
-    read_wait: float = 1.0
+    read_wait: Annotated[float, msgspec.Meta(ge=0)] = 1.0
     """ATP_READ_WAIT: how long a read with `min_position` waits for the read model (then 409)."""
     push_alert_seconds: float = 300.0
     """ATP_PUSH_ALERT_SECONDS: /ready flags (and the log warns about) a channel whose
@@ -40,11 +41,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     token. Set it in production."""
     host: str = "127.0.0.1"
     """ATP_HOST."""
-    port: int = 8000
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
     """ATP_PORT."""
-    workers: int = 1
+    workers: Annotated[int, msgspec.Meta(ge=1)] = 1
     """ATP_WORKERS: API worker processes for `atp serve`."""
-    sweep_interval: float = 1.0
+    sweep_interval: Annotated[float, msgspec.Meta(ge=0)] = 1.0
     """ATP_SWEEP_INTERVAL: seconds between expiry sweeps run inside `atp serve`
     (0 disables; then run `atp sweep`)."""
     log_level: str = "info"
@@ -74,7 +75,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 values[name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
-            return msgspec.convert(values, cls, strict=False)
+            settings = msgspec.convert(values, cls, strict=False)
         except msgspec.ValidationError as exc:
             found = re.search(r"at `\$\.(\w+)`", str(exc))
             if found is None:
@@ -84,3 +85,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError(
                 f"ATP_{field.upper()}={values.get(field)!r} is not valid: {reason}"
             ) from None
+        if not isinstance(logging.getLevelName(settings.log_level.upper()), int):
+            raise SettingsError(
+                f"ATP_LOG_LEVEL={settings.log_level!r} is not valid: "
+                "expected debug, info, warning, error or critical"
+            )
+        return settings

@@ -115,7 +115,16 @@ def test_version() -> None:
 
 
 @pytest.mark.parametrize(
-    ("variable", "value"), [("ATP_PORT", "abc"), ("ATP_WORKERS", "1.5"), ("ATP_READ_WAIT", "x")]
+    ("variable", "value"),
+    [
+        ("ATP_PORT", "abc"),
+        ("ATP_PORT", "70000"),
+        ("ATP_WORKERS", "1.5"),
+        ("ATP_WORKERS", "0"),
+        ("ATP_READ_WAIT", "x"),
+        ("ATP_LOG_LEVEL", "loud"),
+        ("ATP_LOG_FORMAT", "xml"),
+    ],
 )
 def test_a_bad_variable_is_one_line_naming_it(variable: str, value: str) -> None:
     done = subprocess.run(
