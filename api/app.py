@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from api.auth import TokenStore, auth_middleware
 from api.gateway import Gateway
 from api.log import configure as configure_logging
 from api.metrics import WriterSampler, request_middleware, worker_exit
-from api.problems import EXCEPTION_HANDLERS, ApiProblem, domain_problem, problem_response
+from api.problems import EXCEPTION_HANDLERS, domain_problem, problem_response
 from api.readside import ReadSide
 from api.routes import admin, checkout, integrations, policies, reads, stock, webhooks
 from api.service import CommandService
@@ -73,15 +74,25 @@ def _read_your_writes(app: ASGIApp) -> ASGIApp:
                 )
                 if position is not None:
                     nudge.nudge()
-                    try:
-                        await scope["app"].state.read.wait_for(int(position))
-                    except ApiProblem:
+                    state = scope["app"].state
+                    if not await _includes(state.read, int(position), state.settings.read_wait):
                         log.warning("the read model did not reach position %s in time", position)
             await send(message)
 
         await app(scope, receive, settle_then_send)
 
     return middleware
+
+
+async def _includes(read: ReadSide, position: int, seconds: float) -> bool:
+    """Wait until the in-process read model includes `position` (checked every millisecond:
+    the projector needs about one after a nudge); False after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while (await read.meta(fresh=True)).position < position:
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.001)
+    return True
 
 
 def _on_domain_error(_: Any, exc: DomainError) -> Any:
