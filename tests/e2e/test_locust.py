@@ -22,7 +22,7 @@ INVARIANTS = {"no oversell", "nothing negative", "every 201 held or allocated"}
 
 
 def test_a_short_flash_sale_sells_out_and_reports_invariants_in_the_csv(tmp_path: Path) -> None:
-    """A flash sale of 10 units with everything else going on (browsing, bulk counts,
+    """A flash sale of 6 units with everything else going on (browsing, bulk counts,
     returns, marketplace imports) against the embedded service for 8 s. Invariant: the hot
     SKU sells out (the 409 path runs), and the CSV has one INVARIANT row per invariant, each
     without failure: nothing oversold, nothing negative, every 201 held or allocated."""
@@ -50,7 +50,7 @@ def test_a_short_flash_sale_sells_out_and_reports_invariants_in_the_csv(tmp_path
                 **env,
                 "ATP_TOKEN": "test-admin-token",
                 "ATP_LT_SKUS": "40",
-                "ATP_LT_HOT_STOCK": "10",
+                "ATP_LT_HOT_STOCK": "6",
             },
             cwd=tmp_path,
             capture_output=True,
