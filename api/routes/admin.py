@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
@@ -177,6 +178,7 @@ async def metrics(request: Request[Any, Any, Any]) -> str:
         "counter",
     )
     gauge("atp_writer_queue_depth", "Commands waiting for the writer.", svc.queue.qsize())
+    lines.extend(_stock_exceptions(svc.recorded))
     lines.extend(request.app.state.metrics.render())
     redis_client = request.app.state.redis
     if redis_client is not None:
@@ -184,6 +186,26 @@ async def metrics(request: Request[Any, Any, Any]) -> str:
             prefix = request.app.state.settings.redis_prefix
             lines.extend(merged_metrics(await reports(redis_client, prefix)))
     return "\n".join(lines) + "\n"
+
+
+STOCK_EXCEPTIONS = (
+    "OverPromised",  # a physical fact left on-hand below what was allocated and held
+    "ShortfallRecorded",  # a channel sold units atp could not cover
+    "ShortfallFilled",  # arriving units filled an owed order
+    "AllocationMoved",  # a shipment moved an order's allocation to another location
+    "TransferLost",  # a closed transfer wrote units off as lost
+)
+
+
+def _stock_exceptions(recorded: Counter[str]) -> list[str]:
+    """Counters of stock exceptions this process recorded, one per event type."""
+    name = "atp_stock_exceptions_total"
+    lines = [
+        f"# HELP {name} Stock exceptions recorded by this process's writer, by event type.",
+        f"# TYPE {name} counter",
+    ]
+    lines += [f'{name}{{type="{kind}"}} {recorded[kind]}' for kind in STOCK_EXCEPTIONS]
+    return lines
 
 
 ROUTES = [create_token, health, ready, metrics]
