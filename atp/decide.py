@@ -833,6 +833,45 @@ def _resource(
     )
 
 
+def _swap_displaced(
+    item: ItemState,
+    policies: Policies,
+    order_id: str,
+    moved: ev.AllocationMoved,
+    was_over: int,
+    now: datetime,
+) -> list[ev.AllocationMoved]:
+    """A re-sourced shipment (`moved`, already folded into `item` with its StockShipped)
+    took units other orders were allocated at its location: those orders, newest first,
+    take over the on-hand allocations the shipment left at the source locations, so the
+    units freed there cover them instead of becoming sellable. What holds claim stays an
+    over-promise."""
+    location = moved.to_location
+    excess = location_figures(item, policies, location, now).over_promised - was_over
+    freed = [h for h in moved.moved if not h.backorder]
+    swaps: list[ev.AllocationMoved] = []
+    for other_id, allocations in reversed(item.allocations.items()):
+        if other_id == order_id:
+            continue
+        here = sum(h.quantity for h in allocations if h.location == location and not h.backorder)
+        while here > 0 and excess > 0 and freed:
+            source = freed[0]
+            take = min(here, excess, source.quantity)
+            swaps.append(
+                ev.AllocationMoved(
+                    sku=item.sku,
+                    order_id=other_id,
+                    to_location=source.location,
+                    moved=(Hold(location, take),),
+                )
+            )
+            here, excess = here - take, excess - take
+            freed[0] = Hold(source.location, source.quantity - take)
+            if not freed[0].quantity:
+                freed.pop(0)
+    return swaps
+
+
 def _ship_order(c: cmd.ShipOrder, world: World, now: datetime) -> Decision:
     """A shipment is a fact reported by the warehouse: it is refused only when on-hand
     stock at the location does not cover it (or the order has not that many units
@@ -886,6 +925,11 @@ def _ship_order(c: cmd.ShipOrder, world: World, now: datetime) -> Decision:
         )
         decision.append((("item", line.sku), shipped))
         after = evolve_item(item, shipped)
+        if moved is not None:
+            was_over = location_figures(before, policies, c.location, now).over_promised
+            for swap in _swap_displaced(after, policies, c.order_id, moved, was_over, now):
+                decision.append((("item", line.sku), swap))
+                after = evolve_item(after, swap)
         decision += _over_promise(policies, before, after, c.location, now)
     order_shipped = ev.OrderShipped(
         order_id=c.order_id,

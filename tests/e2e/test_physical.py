@@ -5,9 +5,11 @@ Each test is a story a retailer lived; its docstring states the invariant it kee
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.route_helpers import (
@@ -22,6 +24,7 @@ from tests.e2e.route_helpers import (
     own,
     unchanged,
 )
+from tests.support.fakes import webhook_signature
 from tests.support.server import Server
 
 pytestmark = pytest.mark.e2e
@@ -56,6 +59,37 @@ def metric(env: Env, name: str) -> int:
     text = env.client.get("/metrics").text
     value = next(line.split()[-1] for line in text.splitlines() if line.startswith(name))
     return int(value)
+
+
+SECRET = "whsec-physical"
+
+
+def register_store(c: httpx.Client, store: str, channel: str) -> None:
+    integration = {
+        "url": "http://127.0.0.1:9/shop",
+        "channel": channel,
+        "consumer_key": "ck",
+        "consumer_secret": "cs",
+        "webhook_secrets": [SECRET],
+    }
+    created(c.put(f"/v1/integrations/woocommerce/{store}", json=integration), 200)
+
+
+def deliver(c: httpx.Client, store: str, order_id: int, **quantities: int) -> None:
+    """A signed `processing` order webhook (applied before the answer: no RabbitMQ here)."""
+    order = {
+        "id": order_id,
+        "status": "processing",
+        "date_modified_gmt": "2026-11-30T00:00:00",
+        "line_items": [{"sku": sku, "quantity": q} for sku, q in quantities.items()],
+    }
+    body = json.dumps(order).encode()
+    headers = {
+        "X-WC-Webhook-Signature": webhook_signature(body, SECRET),
+        "X-WC-Webhook-Topic": "order.created",
+        "Content-Type": "application/json",
+    }
+    created(c.post(f"/v1/webhooks/woocommerce/{store}", content=body, headers=headers), 200)
 
 
 OVER_PROMISED = 'atp_stock_exceptions_total{type="OverPromised"}'
@@ -234,3 +268,42 @@ def test_the_backorder_limit_bounds_everything_promised(env: Env) -> None:
     created(c.post("/v1/receipts", json=receipt, headers=env.idem()))
     assert available(c, pre, sku)["available"] == 4
     assert loc(get_item(c, sku), env.wh)["incoming"] == 0
+
+
+def test_a_late_till_sale(env: Env) -> None:
+    """A store has 3; a web order takes 2 there; the POS reports its sale of 2 made on a
+    stale figure (adjustment -2: 201). The item view shows 1 over-promised with the web
+    order named; shipping the 1 unit left to it is 201; sellable stays 0."""
+    c, sku, order_id = env.client, env.sku(), f"{env.prefix}-web1"
+    created(c.put(f"/v1/channels/{env.web}", json={"locations": [env.st]}), 200)
+    env.receive(env.st, A=3)
+    created(env.order(order_id, A=2))
+    sale = {"location": env.st, "sku": sku, "delta": -2, "reason": "pos sale"}
+    created(c.post("/v1/adjustments", json=sale, headers=env.idem()))
+    st = loc(get_item(c, sku), env.st)
+    assert (st["on_hand"], st["allocated"], st["sellable"]) == (1, 2, 0)
+    assert (st["over_promised"], st["uncovered"]) == (1, [{"quantity": 1, "order_id": order_id}])
+    created(ship(env, order_id, "s1", env.st, A=1))
+    st = loc(get_item(c, sku), env.st)
+    assert (st["on_hand"], st["allocated"], st["over_promised"], st["sellable"]) == (0, 1, 1, 0)
+
+
+def test_owed_units_are_not_sold_twice(env: Env) -> None:
+    """3 on hand; a webhook sale of 5 (shortfall 2); receive 2: the sale's 5 are allocated
+    (ShortfallFilled in history), available 0, and a new order for 1 is a 409."""
+    c, sku, store = env.client, env.sku(), f"{env.prefix}-shop"
+    register_store(c, store, env.web)
+    env.receive(env.wh, A=3)
+    deliver(c, store, 7, **{sku: 5})
+    assert get_item(c, sku)["shortfall"] == 2
+    env.receive(env.wh, A=2)
+    item = get_item(c, sku)
+    assert item["shortfall"] == 0
+    wh = loc(item, env.wh)
+    assert (wh["on_hand"], wh["allocated"], wh["sellable"]) == (5, 5, 0)
+    assert available(c, env.web, sku)["available"] == 0
+    order = created(c.get(f"/v1/orders/woocommerce:{store}:7"), 200)
+    assert (order["status"], order["lines"][0]["allocated"]) == ("allocated", 5)
+    assert [e["type"] for e in own(history(c, sku), sku)][-1] == "ShortfallFilled"
+    with unchanged(c, sku):
+        assert_problem(env.order(f"{env.prefix}-o2", A=1), 409, "insufficient-stock")

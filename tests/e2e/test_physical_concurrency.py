@@ -3,7 +3,6 @@ as test_concurrency.py, against the two-worker service on PostgreSQL."""
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -21,11 +20,10 @@ from tests.e2e.test_concurrency import (
     setup_channel,
     statuses,
 )
-from tests.support.fakes import webhook_signature
+from tests.e2e.test_physical import deliver, register_store
 from tests.support.server import Server
 
 pytestmark = pytest.mark.e2e
-SECRET = "whsec-flash"
 pool = test_concurrency.pool  # the module's client processes, shared as a fixture
 
 
@@ -43,16 +41,6 @@ def entries(client: httpx.Client, sku: str) -> list[dict[str, Any]]:
         if page["next_after"] is None:
             return out
         after = page["next_after"]
-
-
-def deliver(client: httpx.Client, store: str, order: dict[str, Any]) -> None:
-    body = json.dumps(order).encode()
-    headers = {
-        "X-WC-Webhook-Signature": webhook_signature(body, SECRET),
-        "X-WC-Webhook-Topic": "order.created",
-        "Content-Type": "application/json",
-    }
-    ok(client.post(f"/v1/webhooks/woocommerce/{store}", content=body, headers=headers))
 
 
 def rush(
@@ -73,6 +61,18 @@ def rush(
     return calls
 
 
+def outcome(calls: list[Call], results: list[dict]) -> tuple[list[dict], int]:
+    """The facts' results, and how many of the rush's orders were accepted; every answer
+    is a 201 or a 409."""
+    assert set(statuses(results)) <= {201, 409}, describe(results)
+    paths = [path for _, path, _, _ in sorted(calls)]
+    facts = [r for p, r in zip(paths, results, strict=True) if p != "/v1/orders"]
+    sold = sum(
+        1 for p, r in zip(paths, results, strict=True) if p == "/v1/orders" and r["status"] == 201
+    )
+    return facts, sold
+
+
 def test_receipts_racing_a_flash_sale_fill_owed_webhook_sales_first(
     server: Server, pool: ProcessPoolExecutor, unique: str
 ) -> None:
@@ -84,33 +84,17 @@ def test_receipts_racing_a_flash_sale_fill_owed_webhook_sales_first(
     with server.client() as admin:
         location, channel = setup_channel(admin, unique)
         receive(admin, location, {sku: 10})
-        integration = {
-            "url": "http://127.0.0.1:9/shop",
-            "channel": channel,
-            "consumer_key": "ck",
-            "consumer_secret": "cs",
-            "webhook_secrets": [SECRET],
-        }
-        ok(admin.put(f"/v1/integrations/woocommerce/{store}", json=integration))
+        register_store(admin, store, channel)
         for n in range(5):
-            line = [{"sku": sku, "quantity": 4}]
-            order = {"id": n, "status": "processing", "line_items": line}
-            deliver(admin, store, {**order, "date_modified_gmt": "2026-11-30T00:00:00"})
+            deliver(admin, store, n, **{sku: 4})
         assert item_at_head(admin, sku)["shortfall"] == 10
 
         receipt = ("/v1/receipts", {"location": location, "lines": [{"sku": sku, "quantity": 5}]})
         calls = rush(unique, channel, sku, 64, {i: receipt for i in (8, 24, 40, 56)})
         results = race(pool, server, calls)
 
-        assert set(statuses(results)) <= {201, 409}, describe(results)
-        paths = [path for _, path, _, _ in sorted(calls)]
-        receipts = [r for p, r in zip(paths, results, strict=True) if p == "/v1/receipts"]
+        receipts, sold = outcome(calls, results)
         assert [r["status"] for r in receipts] == [201] * 4
-        sold = sum(
-            1
-            for p, r in zip(paths, results, strict=True)
-            if p == "/v1/orders" and r["status"] == 201
-        )
         assert sold <= 10
         item = item_at_head(admin, sku)
         (figures,) = [f for f in item["locations"] if f["location"] == location]
@@ -153,3 +137,46 @@ def test_a_count_during_a_flash_sale_sells_nothing_the_shelf_lacks(
         assert (figures["on_hand"], figures["allocated"]) == (25, sold)
         assert figures.get("over_promised", 0) == max(0, sold - 25)
         assert figures["sellable"] == max(0, 25 - sold)
+
+
+def test_split_shipments_racing_a_rush_never_free_units_twice(
+    server: Server, pool: ProcessPoolExecutor, unique: str
+) -> None:
+    """WH1 and WH2 hold 20 each; ten orders of 2 are allocated at WH1. While 40 one-unit
+    orders rush in (taking WH2's free units), the WMS ships all ten orders from WH2. Each
+    shipment moves its order's allocation to WH2 and hands the units it took from rush
+    orders back to them at WH1, so the rush sells at most the 20 units that were ever
+    free, no location ends over-promised, and allocated + sellable = on hand."""
+    sku = f"{unique}-SPLIT"
+    with server.client() as admin:
+        wh1, wh2, channel = f"{unique}-WH1", f"{unique}-WH2", f"{unique}-WEB"
+        for code in (wh1, wh2):
+            ok(admin.put(f"/v1/locations/{code}", json={"name": code, "kind": "warehouse"}))
+            receive(admin, code, {sku: 20})
+        ok(admin.put(f"/v1/channels/{channel}", json={"locations": [wh1, wh2]}))
+        first = [f"{unique}-first{n}" for n in range(10)]
+        for order_id in first:
+            line = [{"sku": sku, "quantity": 2}]
+            body = {"order_id": order_id, "channel": channel, "lines": line}
+            ok(admin.post("/v1/orders", json=body, headers={"Idempotency-Key": order_id}), 201)
+        facts = {
+            5 * n: (
+                f"/v1/orders/{order_id}/shipments",
+                {"shipment_id": "s1", "location": wh2, "lines": [{"sku": sku, "quantity": 2}]},
+            )
+            for n, order_id in enumerate(first)
+        }
+        calls = rush(unique, channel, sku, 50, facts)
+        results = race(pool, server, calls)
+
+        shipments, sold = outcome(calls, results)
+        assert [r["status"] for r in shipments] == [201] * 10
+        assert sold <= 20
+        item = item_at_head(admin, sku)
+        figures = [f for f in item["locations"] if f["location"] in (wh1, wh2)]
+        assert sum(f["on_hand"] for f in figures) == 20
+        assert sum(f["allocated"] for f in figures) == sold
+        assert all(f.get("over_promised", 0) == 0 for f in figures), figures
+        assert sum(f["sellable"] for f in figures) == 20 - sold
+        for order_id in first:
+            assert ok(admin.get(f"/v1/orders/{order_id}"))["status"] == "shipped"

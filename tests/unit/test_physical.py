@@ -165,6 +165,31 @@ class TestSplitShipment:
         assert world.order("o1").status == "shipped"
         assert available(world, "A", "web").available == 5
 
+    def test_units_taken_from_another_order_swap_allocations_instead_of_freeing_stock(self):
+        """WH1 and WH2 hold 2 each; o1 is allocated at WH1, o2 at WH2. The WMS ships o1 from
+        WH2 (the shelf it reached first). o2 takes over o1's allocation at WH1: nothing is
+        over-promised, and the 2 units freed at WH1 are not sold to anybody else."""
+        world = run(
+            location("WH1"),
+            location("WH2"),
+            cmd.DefineChannel(code="web", locations=("WH1", "WH2")),
+            receive("WH1", L("A", 2)),
+            receive("WH2", L("A", 2)),
+            place("o1", L("A", 2)),
+            place("o2", L("A", 2)),
+        )
+        assert world.item("A").allocations == {"o1": (Hold("WH1", 2),), "o2": (Hold("WH2", 2),)}
+        shipped = events_of(world, ship("o1", "s1", "WH2", L("A", 2)))
+        assert shipped[2] == ev.AllocationMoved(
+            sku="A", order_id="o2", to_location="WH1", moved=(Hold("WH2", 2),)
+        )
+        state = world.item("A")
+        assert state.allocations == {"o2": (Hold("WH1", 2),)}
+        assert state.at("WH1") == LocationStock(on_hand=2, allocated=2)
+        assert state.at("WH2") == LocationStock(on_hand=0)
+        assert not any(isinstance(e, ev.OverPromised) for e in shipped)
+        assert available(world, "A", "web").available == 0
+
     def test_refused_when_the_other_warehouse_has_not_the_units(self):
         """WH2 holds only 6: shipping 8 from it is refused (409) and nothing changes."""
         world = self.story(6)

@@ -267,10 +267,7 @@ class Ledger:
             self.shrinkage[e.sku, e.location] += max(0, e.previous - e.counted)
         if isinstance(e, ev.StockAdjusted) and e.delta < 0 and not e.damaged:
             self.shrinkage[e.sku, e.location] -= e.delta
-        # A shipment from another location moves claims onto its stock, and a purchase order
-        # revised down leaves promises against it uncovered: facts, so they may over-promise.
-        if isinstance(e, ev.AllocationMoved):
-            self.shrinkage[e.sku, e.to_location] += sum(h.quantity for h in e.moved)
+        # A purchase order revised down leaves promises against it uncovered: a fact.
         if isinstance(e, ev.IncomingExpected) and e.quantity < e.previous:
             self.shrinkage[e.sku, e.location] += e.previous - e.quantity
         self.world.apply(stream, e)
@@ -297,10 +294,12 @@ class Ledger:
             return
         event(f"accepted {type(command).__name__}" + ("" if decision else " (no-op)"))
         wanted = self.availability_before(command)
+        over = self.over_promised(command)
         for stream, e in decision:
             if isinstance(e, DERIVED):
                 event(f"recorded {type(e).__name__}")
             self.apply(stream, e)
+        self.check_shipment_displaces_only_holds(command, over)
         self.check_decision_respects_availability(command, decision, wanted)
 
     def command_for(self, step: tuple) -> cmd.Command | None:
@@ -395,7 +394,33 @@ class Ledger:
             for line in command.lines
         }
 
+    def over_promised(self, command: cmd.Command) -> dict[str, int]:
+        if not isinstance(command, cmd.ShipOrder):
+            return {}
+        policies = self.world.policies()
+        return {
+            line.sku: location_figures(
+                self.world.item(line.sku), policies, command.location, self.now
+            ).over_promised
+            for line in command.lines
+        }
+
     # --- invariants --------------------------------------------------------------------
+
+    def check_shipment_displaces_only_holds(
+        self, command: cmd.Command, before: dict[str, int]
+    ) -> None:
+        """A shipment from another location than the allocation's swaps allocations with the
+        orders whose units it took, so it over-promises at most what holds claim there (a
+        fact the claims invariant then allows)."""
+        if not isinstance(command, cmd.ShipOrder):
+            return
+        policies = self.world.policies()
+        for sku_code, was in before.items():
+            f = location_figures(self.world.item(sku_code), policies, command.location, self.now)
+            increase = f.over_promised - was
+            assert increase <= f.held, (command, f, was)
+            self.shrinkage[sku_code, command.location] += max(0, increase)
 
     def check_decision_respects_availability(
         self, command: cmd.Command, decision: Decision, before: dict[str, Any]
