@@ -99,7 +99,7 @@ def decide(command: cmd.Command, world: World, now: datetime) -> Decision:
         case cmd.CloseTransfer():
             return _close_transfer(command, world)
         case cmd.CancelTransfer():
-            return _cancel_transfer(command, world)
+            return _cancel_transfer(command, world, now)
         case cmd.ExpectIncoming():
             return _expect_incoming(command, world)
         case cmd.ReserveStock():
@@ -253,11 +253,22 @@ def _receive(c: cmd.ReceiveStock, world: World, now: datetime) -> Decision:
             reference=c.reference,
             incoming_consumed=min(expected, line.quantity),
         )
-        decision.append((("item", line.sku), event))
-        decision += _fill_shortfalls(
-            world, evolve_item(item, event), c.location, line.quantity, now
-        )
+        decision += _fact(world, item, event, c.location, line.quantity, now)
     return decision
+
+
+def _fact(
+    world: World, item: ItemState, event: ev.Event, location: str, arrived: int, now: datetime
+) -> Decision:
+    """A physical fact about `item` at `location` and what it implies: units that appeared
+    there (`arrived` > 0: a receipt, a transfer arrival or call-off, a restocked return,
+    units found by a count or an adjustment) fill owed orders first; a fact that takes
+    units away may leave the location over-promised, which is recorded."""
+    after = evolve_item(item, event)
+    decision: Decision = [(("item", item.sku), event)]
+    if arrived > 0:
+        return decision + _fill_shortfalls(world, after, location, arrived, now)
+    return decision + _over_promise(world.policies(), item, after, location, now)
 
 
 def _fill_shortfalls(
@@ -332,8 +343,8 @@ def _adjust(c: cmd.AdjustStock, world: World, now: datetime) -> Decision:
     event = ev.StockAdjusted(
         sku=c.sku, location=c.location, delta=c.delta, reason=c.reason, damaged=c.damaged
     )
-    after = evolve_item(item, event)
-    return [(("item", c.sku), event), *_over_promise(policies, item, after, c.location, now)]
+    found = 0 if c.damaged else c.delta
+    return _fact(world, item, event, c.location, found, now)
 
 
 def _count(c: cmd.CountStock, world: World, now: datetime) -> Decision:
@@ -357,8 +368,8 @@ def _count(c: cmd.CountStock, world: World, now: datetime) -> Decision:
             counted=line.counted,
             previous=item.at(c.location).on_hand,
         )
-        decision.append((("item", line.sku), event))
-        decision += _over_promise(policies, item, evolve_item(item, event), c.location, now)
+        found = line.counted - event.previous
+        decision += _fact(world, item, event, c.location, found, now)
     return decision
 
 
@@ -449,9 +460,7 @@ def _receive_transfer(c: cmd.ReceiveTransfer, world: World, now: datetime) -> De
             to_location=transfer.to_location,
             quantity=line.quantity,
         )
-        decision.append((("item", line.sku), arrived))
-        after = evolve_item(items[line.sku], arrived)
-        decision += _fill_shortfalls(world, after, transfer.to_location, line.quantity, now)
+        decision += _fact(world, items[line.sku], arrived, transfer.to_location, line.quantity, now)
     received = ev.TransferReceived(transfer_id=c.transfer_id, lines=tuple(lines))
     decision.append((("transfer", c.transfer_id), received))
     return decision
@@ -484,23 +493,22 @@ def _close_transfer(c: cmd.CloseTransfer, world: World) -> Decision:
     return decision
 
 
-def _cancel_transfer(c: cmd.CancelTransfer, world: World) -> Decision:
+def _cancel_transfer(c: cmd.CancelTransfer, world: World, now: datetime) -> Decision:
     transfer = _open_transfer(world, c.transfer_id, "cancel")
     if any(transfer.received.values()):
         raise IllegalState("transfer", c.transfer_id, "partially received", "cancel")
-    decision: Decision = [
-        (
-            ("item", line.sku),
-            ev.TransferReturned(
-                sku=line.sku,
-                transfer_id=c.transfer_id,
-                from_location=transfer.from_location,
-                to_location=transfer.to_location,
-                quantity=line.quantity,
-            ),
+    items = world.items(line.sku for line in transfer.lines)
+    decision: Decision = []
+    for line in transfer.lines:
+        returned = ev.TransferReturned(
+            sku=line.sku,
+            transfer_id=c.transfer_id,
+            from_location=transfer.from_location,
+            to_location=transfer.to_location,
+            quantity=line.quantity,
         )
-        for line in transfer.lines
-    ]
+        source = transfer.from_location
+        decision += _fact(world, items[line.sku], returned, source, line.quantity, now)
     decision.append((("transfer", c.transfer_id), ev.TransferCanceled(transfer_id=c.transfer_id)))
     return decision
 
@@ -981,10 +989,9 @@ def _return_order(c: cmd.ReturnOrder, world: World, now: datetime) -> Decision:
             quantity=line.quantity,
             disposition=line.disposition,
         )
-        decision.append((("item", line.sku), returned))
+        restocked = line.quantity if line.disposition == "restock" else 0
+        decision += _fact(world, items[line.sku], returned, c.location, restocked, now)
         items[line.sku] = evolve_item(items[line.sku], returned)
-        if line.disposition == "restock":
-            decision += _fill_shortfalls(world, items[line.sku], c.location, line.quantity, now)
     order_returned = ev.OrderReturned(
         order_id=c.order_id,
         return_id=c.return_id,

@@ -202,7 +202,6 @@ class TestSplitShipment:
         """Units an order was never allocated (its shortfall) cannot ship: 409."""
         world = run(*WEB, receive("WH", L("A", 3)))
         events_of(world, cmd.AcceptOrder(order_id="w1", channel="web", lines=(L("A", 5),)))
-        events_of(world, cmd.AdjustStock(location="WH", sku="A", delta=5, reason="found"))
         with pytest.raises(InsufficientStock) as caught:
             decide(ship("w1", "s1", "WH", L("A", 5)), world, NOW)
         assert caught.value.lines[0].available == 3
@@ -292,6 +291,31 @@ class TestShortfallFilling:
         assert world.item("A").shortfalls == {"w1": 1}
         assert world.item("A").allocations["w1"] == (Hold("WH", 2),)
         assert world.order("w1").line("A").allocated == 2
+
+    def test_units_found_by_a_count_or_an_adjustment_go_to_the_owed_sale(self):
+        """Units that turn up (a count above the book, a found adjustment) are units that
+        appeared at the location: the owed sale gets them before a new sale can."""
+        world = run(*WEB, receive("WH", L("A", 1)), accept("w1", L("A", 4)))
+        events_of(world, count("WH", "A", 3))
+        assert world.item("A").shortfalls == {"w1": 1}
+        events_of(world, cmd.AdjustStock(location="WH", sku="A", delta=2, reason="found"))
+        assert world.item("A").shortfalls == {}
+        assert world.item("A").at("WH") == LocationStock(on_hand=5, allocated=4)
+        assert available(world, "A", "web").available == 1
+
+    def test_a_called_off_transfer_fills_the_source_s_owed_sale(self):
+        """The units of a canceled transfer come back to the source: an order owed there
+        since they left gets them first."""
+        world = run(
+            *STORE,
+            cmd.ShipTransfer(
+                transfer_id="t1", from_location="WH", to_location="ST", lines=(L("A", 10),)
+            ),
+            accept("w1", L("A", 3)),
+        )
+        events_of(world, cmd.CancelTransfer(transfer_id="t1"))
+        assert world.item("A").allocations == {"w1": (Hold("WH", 3),)}
+        assert available(world, "A", "web").available == 7
 
     def test_arrivals_cover_an_over_promise_before_a_shortfall(self):
         """A location that owes its own allocations (a count found less) covers them first."""
