@@ -136,23 +136,25 @@ def uncovered_claims(
 ) -> tuple[Uncovered, ...]:
     """Which claims at `location` the `units` over-promised there leave without stock:
     live holds newest first, then orders' allocations newest first (insertion order of
-    `item.holds` and `item.allocations` is the order they were made in)."""
-    claims: list[Uncovered] = []
-    for rid, hold in reversed(item.holds.items()):
-        if hold.expires_at > now:
-            quantity = sum(
-                h.quantity for h in hold.holds if h.location == location and not h.backorder
-            )
-            claims.append(Uncovered("hold", rid, quantity))
-    for order_id, allocs in reversed(item.allocations.items()):
-        quantity = sum(h.quantity for h in allocs if h.location == location and not h.backorder)
-        claims.append(Uncovered("order", order_id, quantity))
+    `item.holds` and `item.allocations` is the order they were made in). Backorder units
+    count only as far as expected supply no longer covers them (the newest promises first)."""
+    live = [("hold", rid, h.holds) for rid, h in item.holds.items() if h.expires_at > now]
+    claims = [*reversed(live)]
+    claims += [("order", oid, allocs) for oid, allocs in reversed(item.allocations.items())]
+    promised = sum(
+        h.quantity for _, _, hs in claims for h in hs if h.location == location and h.backorder
+    )
+    budget = max(0, promised - item.at(location).incoming)
     left = units
     named: list[Uncovered] = []
-    for claim in claims:
-        take = min(left, claim.quantity)
+    for kind, ident, holds in claims:
+        here = [h for h in holds if h.location == location]
+        backorder = min(budget, sum(h.quantity for h in here if h.backorder))
+        budget -= backorder
+        quantity = sum(h.quantity for h in here if not h.backorder) + backorder
+        take = min(left, quantity)
         if take > 0:
-            named.append(Uncovered(claim.kind, claim.id, take))
+            named.append(Uncovered(kind, ident, take))
             left -= take
     return tuple(named)
 

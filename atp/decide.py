@@ -101,7 +101,7 @@ def decide(command: cmd.Command, world: World, now: datetime) -> Decision:
         case cmd.CancelTransfer():
             return _cancel_transfer(command, world, now)
         case cmd.ExpectIncoming():
-            return _expect_incoming(command, world)
+            return _expect_incoming(command, world, now)
         case cmd.ReserveStock():
             return _reserve(command, world, now)
         case cmd.ExtendReservation():
@@ -513,7 +513,7 @@ def _cancel_transfer(c: cmd.CancelTransfer, world: World, now: datetime) -> Deci
     return decision
 
 
-def _expect_incoming(c: cmd.ExpectIncoming, world: World) -> Decision:
+def _expect_incoming(c: cmd.ExpectIncoming, world: World, now: datetime) -> Decision:
     _location(world.policies(), c.location, "location")
     if c.eta is not None and c.eta.utcoffset() is None:
         raise InvalidCommand("eta", "eta must carry a UTC offset (e.g. 2026-03-01T09:00:00Z)")
@@ -536,7 +536,8 @@ def _expect_incoming(c: cmd.ExpectIncoming, world: World) -> Decision:
             reference=c.reference,
             previous=previous if c.reference is not None else 0,
         )
-        decision.append((("item", line.sku), event))
+        # A purchase order cut below what was promised against it leaves promises uncovered.
+        decision += _fact(world, items[line.sku], event, c.location, 0, now)
     return decision
 
 

@@ -20,16 +20,11 @@ from tests.e2e.test_concurrency import (
     setup_channel,
     statuses,
 )
-from tests.e2e.test_physical import deliver, register_store
+from tests.e2e.test_physical import deliver, item_at_head, register_store
 from tests.support.server import Server
 
 pytestmark = pytest.mark.e2e
 pool = test_concurrency.pool  # the module's client processes, shared as a fixture
-
-
-def item_at_head(client: httpx.Client, sku: str) -> dict[str, Any]:
-    head = ok(client.get("/ready"))["checks"]["ledger"]["head"]
-    return ok(client.get(f"/v1/items/{sku}", params={"min_position": head}))
 
 
 def entries(client: httpx.Client, sku: str) -> list[dict[str, Any]]:

@@ -129,6 +129,21 @@ class TestOverPromise:
             uncovered=(ev.Uncovered("hold", "r1", 2), ev.Uncovered("order", "o2", 3)),
         )
 
+    def test_a_backorder_still_covered_by_supply_is_not_named(self):
+        """A count short of the on-hand order names that order, not the newer backorder
+        that expected supply still covers."""
+        world = run(
+            location("WH"),
+            cmd.DefineChannel(code="web", locations=("WH",), backorder_limit=6),
+            receive("WH", L("A", 5)),
+            place("o1", L("A", 5)),
+            cmd.ExpectIncoming(location="WH", lines=(L("A", 10),), reference="PO-1"),
+            place("b1", L("A", 2)),
+        )
+        assert world.item("A").allocations["b1"] == (Hold("WH", 2, backorder=True),)
+        counted = events_of(world, count("WH", "A", 3))
+        assert counted[1].uncovered == (ev.Uncovered("order", "o1", 2),)
+
     def test_a_count_that_leaves_claims_covered_records_no_over_promise(self):
         """Only a fact that raises the over-promise is recorded as one."""
         world = run(*WEB, receive("WH", L("A", 10)), place("o1", L("A", 6)))
@@ -497,3 +512,25 @@ class TestBackorderLimit:
         events_of(world, receive("WH", L("A", 10), reference="PO-1"))
         assert available(world, "A", "web").available == 4
         assert world.item("A").at("WH").incoming == 0
+
+    def test_a_purchase_order_cut_below_its_promises_is_an_over_promise(self):
+        """Three backorders of 2 against PO-1 for 10; the supplier cuts PO-1 to 2: 4 promised
+        units have no supply. The revision is a fact (accepted); it records 4 over-promised
+        naming the two newest backorders, and nothing is available."""
+        world = run(
+            location("WH"),
+            cmd.DefineChannel(code="web", locations=("WH",), backorder_limit=6),
+            expect(L("A", 10)),
+            *(place(f"b{n}", L("A", 2)) for n in range(3)),
+        )
+        revised = events_of(world, expect(L("A", 2)))
+        assert revised[1] == ev.OverPromised(
+            sku="A",
+            location="WH",
+            quantity=4,
+            uncovered=(ev.Uncovered("order", "b2", 2), ev.Uncovered("order", "b1", 2)),
+        )
+        assert available(world, "A", "web").available == 0
+        events_of(world, receive("WH", L("A", 6), reference="PO-1"))
+        figures = location_figures(world.item("A"), world.policies(), "WH", NOW)
+        assert (figures.over_promised, figures.sellable) == (0, 0)
