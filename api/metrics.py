@@ -52,6 +52,20 @@ WRITER_JOBS = Counter("atp_writer_jobs", "Commands decided by the writers.")
 WRITER_CONFLICTS = Counter(
     "atp_writer_conflicts", "Batches decided again after a version conflict."
 )
+STOCK_EXCEPTIONS = Counter(
+    "atp_stock_exceptions",
+    "Stock exceptions the writers recorded, by event type.",
+    ["type"],
+)
+STOCK_EXCEPTION_EVENTS = (
+    "OverPromised",  # a physical fact left on-hand below what was allocated and held
+    "ShortfallRecorded",  # a channel sold units atp could not cover
+    "ShortfallFilled",  # arriving units filled an owed order
+    "AllocationMoved",  # a shipment moved an order's allocation to another location
+    "TransferLost",  # a closed transfer wrote units off as lost
+)
+for _kind in STOCK_EXCEPTION_EVENTS:
+    STOCK_EXCEPTIONS.labels(type=_kind)  # every series exists from the start, at 0
 WRITER_QUEUE = Gauge(
     "atp_writer_queue_depth",
     "Commands waiting for the writers (sum over the live workers).",
@@ -68,6 +82,7 @@ class WriterSampler:
     def __init__(self, service: Any) -> None:
         self.service = service
         self.seen = (0, 0, 0)
+        self.seen_exceptions: dict[str, int] = {}
 
     def sample(self) -> None:
         svc = self.service
@@ -78,6 +93,12 @@ class WriterSampler:
             if new > old:
                 counter.inc(new - old)
         self.seen = now
+        for kind in STOCK_EXCEPTION_EVENTS:
+            count = svc.recorded[kind]
+            new = count - self.seen_exceptions.get(kind, 0)
+            if new > 0:
+                STOCK_EXCEPTIONS.labels(type=kind).inc(new)
+            self.seen_exceptions[kind] = count
         WRITER_QUEUE.set(svc.queue.qsize())
 
 

@@ -126,10 +126,26 @@ class TransferRequest(msgspec.Struct):
     lines: list[LineIn]
 
 
+class TransferReceiptRequest(msgspec.Struct):
+    lines: list[LineIn] | None = None
+    """What arrived; omitted: everything still in transit."""
+
+
+class TransferCloseRequest(msgspec.Struct):
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class IncomingLineIn(msgspec.Struct):
+    sku: Code
+    quantity: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
+    """The reference's expected units; 0 cancels the line (only with a reference)."""
+
+
 class IncomingRequest(msgspec.Struct):
     location: Code
-    lines: list[LineIn]
+    lines: list[IncomingLineIn]
     eta: datetime | None = None
+    """Must carry a UTC offset; stored in UTC."""
     reference: Text | None = None
 
 

@@ -16,7 +16,7 @@ import queue
 import random
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -142,6 +142,8 @@ class CommandService:
         self.batches = 0
         self.jobs = 0
         self.conflicts = 0
+        self.recorded: Counter[str] = Counter()
+        """Events this process appended, by event type name (for /metrics)."""
         self.unsure: set[StreamKey] = set()
         """Streams assumed new that a conflict showed may exist: read them next time."""
 
@@ -385,6 +387,7 @@ class CommandService:
         for stream in written:
             self.cache.put(stream, world.states[stream], versions[stream])
             self.unsure.discard(stream)
+        self.recorded.update(type(event).__name__ for _, event, _ in pending)
         positions: dict[int, int] = {}
         for (_, _, job), position in zip(pending, ids, strict=True):
             positions[id(job)] = max(positions.get(id(job), 0), position)

@@ -2,8 +2,14 @@
 
 Per location: sellable = max(0, on_hand - allocated - held - damaged - safety_stock), less
 any backorder promises that expected supply can no longer cover. Per channel: the pool of
-its active locations, scaled by share_percent, less the buffer, plus up to backorder_limit
-units of unpromised incoming supply.
+its active locations, scaled by share_percent, less the buffer, plus unpromised incoming
+supply up to what backorder_limit leaves once the units already promised against incoming
+at those locations are counted.
+
+Over-promise: when a physical fact leaves `on_hand` (less damaged units and arrived
+backorder promises) below what is allocated and held, the difference is over-promised;
+holds are left uncovered before allocations, newest first (orders are sales made, and the
+oldest claim was there first).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Literal
 import msgspec
 
 from atp.errors import ShortLine
-from atp.events import Hold
+from atp.events import Hold, Uncovered
 from atp.state import GLOBAL, Channel, ItemState, Policies
 
 Status = Literal["out_of_stock", "low_stock", "in_stock", "backorder"]
@@ -33,6 +39,8 @@ class LocationFigures(msgspec.Struct, frozen=True):
     sellable: int
     unpromised_incoming: int
     active: bool
+    over_promised: int = 0
+    """Units allocated and held here that on-hand stock does not cover."""
 
 
 class Availability(msgspec.Struct, frozen=True):
@@ -104,7 +112,8 @@ def location_figures(
     active = is_active(policies, location)
     # Promises that expected supply can no longer cover (it arrived) fall on on-hand stock.
     uncovered = max(0, backordered - stock.incoming)
-    free = stock.on_hand - stock.allocated - held - stock.damaged - uncovered - safety
+    unclaimed = stock.on_hand - stock.allocated - held - stock.damaged - uncovered
+    free = unclaimed - safety
     return LocationFigures(
         location=location,
         on_hand=stock.on_hand,
@@ -118,7 +127,36 @@ def location_figures(
         sellable=max(0, free) if active else 0,
         unpromised_incoming=max(0, stock.incoming - backordered) if active else 0,
         active=active,
+        over_promised=max(0, -unclaimed),
     )
+
+
+def uncovered_claims(
+    item: ItemState, location: str, units: int, now: datetime
+) -> tuple[Uncovered, ...]:
+    """Which claims at `location` the `units` over-promised there leave without stock:
+    live holds newest first, then orders' allocations newest first (insertion order of
+    `item.holds` and `item.allocations` is the order they were made in). Backorder units
+    count only as far as expected supply no longer covers them (the newest promises first)."""
+    live = [("hold", rid, h.holds) for rid, h in item.holds.items() if h.expires_at > now]
+    claims = [*reversed(live)]
+    claims += [("order", oid, allocs) for oid, allocs in reversed(item.allocations.items())]
+    promised = sum(
+        h.quantity for _, _, hs in claims for h in hs if h.location == location and h.backorder
+    )
+    budget = max(0, promised - item.at(location).incoming)
+    left = units
+    named: list[Uncovered] = []
+    for kind, ident, holds in claims:
+        here = [h for h in holds if h.location == location]
+        backorder = min(budget, sum(h.quantity for h in here if h.backorder))
+        budget -= backorder
+        quantity = sum(h.quantity for h in here if not h.backorder) + backorder
+        take = min(left, quantity)
+        if take > 0:
+            named.append(Uncovered(kind, ident, take))
+            left -= take
+    return tuple(named)
 
 
 def all_location_figures(
@@ -153,7 +191,9 @@ def channel_availability(
     backorder_available = 0
     if channel.backorder_limit > 0:
         incoming = sum(f.unpromised_incoming for f in figures)
-        backorder_available = min(channel.backorder_limit, incoming)
+        # The limit bounds every unit promised against incoming at once, not each decision.
+        promised = sum(min(f.backordered, f.incoming) for f in figures if f.active)
+        backorder_available = max(0, min(channel.backorder_limit - promised, incoming))
     available = on_hand_available + backorder_available
     return Availability(
         channel=channel.code,

@@ -82,10 +82,30 @@ class ShipTransfer(Command, frozen=True):
 
 
 class ReceiveTransfer(Command, frozen=True):
+    """Receive the lines given (a short receipt leaves the rest in transit); no lines:
+    everything still in transit."""
+
+    transfer_id: str
+    lines: tuple[Line, ...] | None = None
+
+
+class CloseTransfer(Command, frozen=True):
+    """Write off what is still in transit as lost."""
+
+    transfer_id: str
+    reason: str
+
+
+class CancelTransfer(Command, frozen=True):
+    """Call a transfer off: its units go back to the source (only while nothing arrived)."""
+
     transfer_id: str
 
 
 class ExpectIncoming(Command, frozen=True):
+    """Expected supply. With a reference, each line replaces what that reference expected
+    of the SKU at the location (quantity 0 cancels it); `eta` must carry a UTC offset."""
+
     location: str
     lines: tuple[Line, ...]
     eta: datetime | None = None

@@ -8,13 +8,19 @@ reservation release reads the reservation, then the items it names).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
 from atp import commands as cmd
 from atp import events as ev
-from atp.ats import channel_availability, location_figures, plan_holds
+from atp.ats import (
+    channel_availability,
+    is_active,
+    location_figures,
+    plan_holds,
+    uncovered_claims,
+)
 from atp.errors import (
     AlreadyExists,
     IllegalState,
@@ -34,6 +40,7 @@ from atp.state import (
     Policies,
     ReservationState,
     TransferState,
+    evolve_item,
 )
 
 StreamKind = Literal["policies", "item", "order", "reservation", "transfer"]
@@ -80,17 +87,21 @@ def decide(command: cmd.Command, world: World, now: datetime) -> Decision:
         case cmd.SetSafetyStock():
             return _set_safety_stock(command, world)
         case cmd.ReceiveStock():
-            return _receive(command, world)
+            return _receive(command, world, now)
         case cmd.AdjustStock():
-            return _adjust(command, world)
+            return _adjust(command, world, now)
         case cmd.CountStock():
-            return _count(command, world)
+            return _count(command, world, now)
         case cmd.ShipTransfer():
             return _ship_transfer(command, world, now)
         case cmd.ReceiveTransfer():
-            return _receive_transfer(command, world)
+            return _receive_transfer(command, world, now)
+        case cmd.CloseTransfer():
+            return _close_transfer(command, world)
+        case cmd.CancelTransfer():
+            return _cancel_transfer(command, world, now)
         case cmd.ExpectIncoming():
-            return _expect_incoming(command, world)
+            return _expect_incoming(command, world, now)
         case cmd.ReserveStock():
             return _reserve(command, world, now)
         case cmd.ExtendReservation():
@@ -110,7 +121,7 @@ def decide(command: cmd.Command, world: World, now: datetime) -> Decision:
         case cmd.ShipOrder():
             return _ship_order(command, world, now)
         case cmd.ReturnOrder():
-            return _return_order(command, world)
+            return _return_order(command, world, now)
     raise InvalidCommand("type", f"unknown command {type(command).__name__}")
 
 
@@ -129,14 +140,25 @@ def _channel(policies: Policies, code: str, field: str = "channel") -> Channel:
     return channel
 
 
-def _lines(lines: Sequence[_LineLike], minimum: int = 1) -> None:
+def _by_sku(line: _LineLike) -> Hashable:
+    return line.sku
+
+
+def _lines(
+    lines: Sequence[_LineLike],
+    minimum: int = 1,
+    key: Callable[[_LineLike], Hashable] = _by_sku,
+) -> None:
+    """At least one line, each distinct by `key` (the SKU unless a line kind says more),
+    each quantity >= `minimum`."""
     if not lines:
         raise InvalidCommand("lines", "at least one line is required")
-    seen: set[str] = set()
+    seen: set[Hashable] = set()
     for i, line in enumerate(lines):
-        if line.sku in seen:
-            raise InvalidCommand(f"lines[{i}].sku", f"SKU {line.sku!r} appears more than once")
-        seen.add(line.sku)
+        if key(line) in seen:
+            label = f"SKU {line.sku!r}" if key is _by_sku else f"line {key(line)!r}"
+            raise InvalidCommand(f"lines[{i}].sku", f"{label} appears more than once")
+        seen.add(key(line))
         if line.quantity < minimum:
             raise InvalidCommand(f"lines[{i}].quantity", f"quantity must be >= {minimum}")
 
@@ -213,29 +235,102 @@ def _set_safety_stock(c: cmd.SetSafetyStock, world: World) -> Decision:
 # --- stock movements -------------------------------------------------------------------------
 
 
-def _receive(c: cmd.ReceiveStock, world: World) -> Decision:
-    _location(world.policies(), c.location, "location")
+def _receive(c: cmd.ReceiveStock, world: World, now: datetime) -> Decision:
+    policies = world.policies()
+    _location(policies, c.location, "location")
     _lines(c.lines)
     items = world.items(line.sku for line in c.lines)
     decision: Decision = []
     for line in c.lines:
-        incoming = items[line.sku].at(c.location).incoming
+        item = items[line.sku]
+        supply = item.expected.get(c.location, {}).get(c.reference or "")
+        # A known reference consumes only its own supply; any other receipt, any incoming.
+        expected = supply.quantity if supply else item.at(c.location).incoming
         event = ev.StockReceived(
             sku=line.sku,
             location=c.location,
             quantity=line.quantity,
             reference=c.reference,
-            incoming_consumed=min(incoming, line.quantity),
+            incoming_consumed=min(expected, line.quantity),
         )
-        decision.append((("item", line.sku), event))
+        decision += _fact(world, item, event, c.location, line.quantity, now)
     return decision
 
 
-def _adjust(c: cmd.AdjustStock, world: World) -> Decision:
-    _location(world.policies(), c.location, "location")
+def _fact(
+    world: World, item: ItemState, event: ev.Event, location: str, arrived: int, now: datetime
+) -> Decision:
+    """A physical fact about `item` at `location` and what it implies: units that appeared
+    there (`arrived` > 0: a receipt, a transfer arrival or call-off, a restocked return,
+    units found by a count or an adjustment) fill owed orders first; a fact that takes
+    units away may leave the location over-promised, which is recorded."""
+    after = evolve_item(item, event)
+    decision: Decision = [(("item", item.sku), event)]
+    if arrived > 0:
+        return decision + _fill_shortfalls(world, after, location, arrived, now)
+    return decision + _over_promise(world.policies(), item, after, location, now)
+
+
+def _fill_shortfalls(
+    world: World, item: ItemState, location: str, arrived: int, now: datetime
+) -> Decision:
+    """Units that just arrived at `location` (`item` already counts them) fill the open
+    shortfalls of orders sold through channels sourcing from it, oldest order first, as
+    those orders' allocations; only what is left becomes sellable. Units the location
+    already owes to its own allocations and holds (an over-promise) are covered first, and
+    safety stock does not keep owed units from an order that was already sold."""
+    policies = world.policies()
+    if not item.shortfalls or not is_active(policies, location):
+        return []
+    orders: dict[str, OrderState | None] = {}
+    missing: list[Stream] = []
+    for order_id in item.shortfalls:
+        try:
+            orders[order_id] = world.order(order_id)
+        except NeedStreams as need:
+            missing += need.streams
+    if missing:
+        raise NeedStreams(missing)
+    free = min(arrived, _free_to_leave(item, policies, location, now))
+    decision: Decision = []
+    for order_id, owed in item.shortfalls.items():
+        order = orders[order_id]
+        channel = policies.channels.get(order.channel) if order else None
+        take = min(owed, free)
+        if channel is None or location not in channel.locations or take <= 0:
+            continue
+        free -= take
+        filled = ev.ShortfallFilled(
+            sku=item.sku, order_id=order_id, location=location, quantity=take
+        )
+        decision.append((("item", item.sku), filled))
+        order_filled = ev.OrderShortfallFilled(
+            order_id=order_id, sku=item.sku, location=location, quantity=take
+        )
+        decision.append((("order", order_id), order_filled))
+    return decision
+
+
+def _over_promise(
+    policies: Policies, before: ItemState, after: ItemState, location: str, now: datetime
+) -> Decision:
+    """An OverPromised record when a physical fact raised the over-promise at `location`."""
+    was = location_figures(before, policies, location, now).over_promised
+    units = location_figures(after, policies, location, now).over_promised
+    if units <= was:
+        return []
+    uncovered = uncovered_claims(after, location, units, now)
+    event = ev.OverPromised(sku=after.sku, location=location, quantity=units, uncovered=uncovered)
+    return [(("item", after.sku), event)]
+
+
+def _adjust(c: cmd.AdjustStock, world: World, now: datetime) -> Decision:
+    policies = world.policies()
+    _location(policies, c.location, "location")
     if c.delta == 0:
         raise InvalidCommand("delta", "delta must not be 0")
-    stock = world.item(c.sku).at(c.location)
+    item = world.item(c.sku)
+    stock = item.at(c.location)
     if stock.on_hand + c.delta < 0:
         raise NegativeQuantity(c.sku, c.location, "on_hand", stock.on_hand, c.delta)
     if c.damaged and stock.damaged + c.delta < 0:
@@ -248,11 +343,13 @@ def _adjust(c: cmd.AdjustStock, world: World) -> Decision:
     event = ev.StockAdjusted(
         sku=c.sku, location=c.location, delta=c.delta, reason=c.reason, damaged=c.damaged
     )
-    return [(("item", c.sku), event)]
+    found = 0 if c.damaged else c.delta
+    return _fact(world, item, event, c.location, found, now)
 
 
-def _count(c: cmd.CountStock, world: World) -> Decision:
-    _location(world.policies(), c.location, "location")
+def _count(c: cmd.CountStock, world: World, now: datetime) -> Decision:
+    policies = world.policies()
+    _location(policies, c.location, "location")
     if not c.lines:
         raise InvalidCommand("lines", "at least one line is required")
     seen: set[str] = set()
@@ -262,18 +359,18 @@ def _count(c: cmd.CountStock, world: World) -> Decision:
         seen.add(line.sku)
         _non_negative(line.counted, f"lines[{i}].counted")
     items = world.items(seen)
-    return [
-        (
-            ("item", line.sku),
-            ev.StockCounted(
-                sku=line.sku,
-                location=c.location,
-                counted=line.counted,
-                previous=items[line.sku].at(c.location).on_hand,
-            ),
+    decision: Decision = []
+    for line in c.lines:
+        item = items[line.sku]
+        event = ev.StockCounted(
+            sku=line.sku,
+            location=c.location,
+            counted=line.counted,
+            previous=item.at(c.location).on_hand,
         )
-        for line in c.lines
-    ]
+        found = line.counted - event.previous
+        decision += _fact(world, item, event, c.location, found, now)
+    return decision
 
 
 def _free_to_leave(item: ItemState, policies: Policies, location: str, now: datetime) -> int:
@@ -324,44 +421,124 @@ def _ship_transfer(c: cmd.ShipTransfer, world: World, now: datetime) -> Decision
     return decision
 
 
-def _receive_transfer(c: cmd.ReceiveTransfer, world: World) -> Decision:
-    transfer = world.transfer(c.transfer_id)
+def _open_transfer(world: World, transfer_id: str, action: str) -> TransferState:
+    transfer = world.transfer(transfer_id)
     if transfer is None:
-        raise NotFound("transfer", c.transfer_id)
+        raise NotFound("transfer", transfer_id)
     if transfer.status != "in_transit":
-        raise IllegalState("transfer", c.transfer_id, transfer.status, "receive")
+        raise IllegalState("transfer", transfer_id, transfer.status, action)
+    return transfer
+
+
+def _receive_transfer(c: cmd.ReceiveTransfer, world: World, now: datetime) -> Decision:
+    transfer = _open_transfer(world, c.transfer_id, "receive")
+    if c.lines is None:
+        lines = [
+            ev.OrderLine(line.sku, transfer.in_transit(line.sku))
+            for line in transfer.lines
+            if transfer.in_transit(line.sku) > 0
+        ]
+    else:
+        _lines(c.lines)
+        short = []
+        for i, given in enumerate(c.lines):
+            if not any(shipped.sku == given.sku for shipped in transfer.lines):
+                raise InvalidCommand(
+                    f"lines[{i}].sku", f"SKU {given.sku!r} is not on transfer {c.transfer_id!r}"
+                )
+            if given.quantity > transfer.in_transit(given.sku):
+                short.append(ShortLine(given.sku, given.quantity, transfer.in_transit(given.sku)))
+        if short:
+            raise InsufficientStock(short, "cannot receive more than is still in transit")
+        lines = [ev.OrderLine(given.sku, given.quantity) for given in c.lines]
+    items = world.items(line.sku for line in lines)
+    decision: Decision = []
+    for line in lines:
+        arrived = ev.TransferArrived(
+            sku=line.sku,
+            transfer_id=c.transfer_id,
+            to_location=transfer.to_location,
+            quantity=line.quantity,
+        )
+        decision += _fact(world, items[line.sku], arrived, transfer.to_location, line.quantity, now)
+    received = ev.TransferReceived(transfer_id=c.transfer_id, lines=tuple(lines))
+    decision.append((("transfer", c.transfer_id), received))
+    return decision
+
+
+def _close_transfer(c: cmd.CloseTransfer, world: World) -> Decision:
+    transfer = _open_transfer(world, c.transfer_id, "close")
+    if not c.reason.strip():
+        raise InvalidCommand("reason", "a reason is required to write units off as lost")
+    lost = [
+        ev.OrderLine(line.sku, transfer.in_transit(line.sku))
+        for line in transfer.lines
+        if transfer.in_transit(line.sku) > 0
+    ]
     decision: Decision = [
         (
             ("item", line.sku),
-            ev.TransferArrived(
+            ev.TransferLost(
                 sku=line.sku,
                 transfer_id=c.transfer_id,
                 to_location=transfer.to_location,
                 quantity=line.quantity,
+                reason=c.reason,
             ),
         )
-        for line in transfer.lines
+        for line in lost
     ]
-    decision.append((("transfer", c.transfer_id), ev.TransferReceived(transfer_id=c.transfer_id)))
+    closed = ev.TransferClosed(transfer_id=c.transfer_id, reason=c.reason, lines=tuple(lost))
+    decision.append((("transfer", c.transfer_id), closed))
     return decision
 
 
-def _expect_incoming(c: cmd.ExpectIncoming, world: World) -> Decision:
-    _location(world.policies(), c.location, "location")
-    _lines(c.lines)
-    return [
-        (
-            ("item", line.sku),
-            ev.IncomingExpected(
-                sku=line.sku,
-                location=c.location,
-                quantity=line.quantity,
-                eta=c.eta,
-                reference=c.reference,
-            ),
+def _cancel_transfer(c: cmd.CancelTransfer, world: World, now: datetime) -> Decision:
+    transfer = _open_transfer(world, c.transfer_id, "cancel")
+    if any(transfer.received.values()):
+        raise IllegalState("transfer", c.transfer_id, "partially received", "cancel")
+    items = world.items(line.sku for line in transfer.lines)
+    decision: Decision = []
+    for line in transfer.lines:
+        returned = ev.TransferReturned(
+            sku=line.sku,
+            transfer_id=c.transfer_id,
+            from_location=transfer.from_location,
+            to_location=transfer.to_location,
+            quantity=line.quantity,
         )
-        for line in c.lines
-    ]
+        source = transfer.from_location
+        decision += _fact(world, items[line.sku], returned, source, line.quantity, now)
+    decision.append((("transfer", c.transfer_id), ev.TransferCanceled(transfer_id=c.transfer_id)))
+    return decision
+
+
+def _expect_incoming(c: cmd.ExpectIncoming, world: World, now: datetime) -> Decision:
+    _location(world.policies(), c.location, "location")
+    if c.eta is not None and c.eta.utcoffset() is None:
+        raise InvalidCommand("eta", "eta must carry a UTC offset (e.g. 2026-03-01T09:00:00Z)")
+    eta = c.eta.astimezone(UTC) if c.eta is not None else None
+    # With a reference a line replaces what the reference expected, so 0 cancels it.
+    _lines(c.lines, minimum=0 if c.reference else 1)
+    items = world.items(line.sku for line in c.lines)
+    decision: Decision = []
+    for line in c.lines:
+        had = items[line.sku].expected.get(c.location, {}).get(c.reference or "")
+        previous = had.quantity if had else 0
+        unchanged = had is not None and (had.quantity, had.eta) == (line.quantity, eta)
+        if c.reference is not None and (unchanged or line.quantity == previous == 0):
+            continue  # the same document again, or a cancel of nothing: no change
+        event = ev.IncomingExpected(
+            sku=line.sku,
+            location=c.location,
+            quantity=line.quantity,
+            eta=eta,
+            reference=c.reference,
+            previous=previous if c.reference is not None else 0,
+        )
+        # A purchase order cut below what was promised against it leaves promises uncovered.
+        decision += _fact(world, items[line.sku], event, c.location, 0, now)
+    return decision
 
 
 # --- reservations and orders -----------------------------------------------------------------
@@ -572,8 +749,10 @@ def _existing_order(world: World, order_id: str) -> OrderState:
     return order
 
 
-def _order_lines(order: OrderState, lines: Sequence[_LineLike]) -> None:
-    _lines(lines)
+def _order_lines(
+    order: OrderState, lines: Sequence[_LineLike], key: Callable[[_LineLike], Hashable] = _by_sku
+) -> None:
+    _lines(lines, key=key)
     for i, line in enumerate(lines):
         if order.line(line.sku) is None:
             raise InvalidCommand(f"lines[{i}].sku", f"SKU {line.sku!r} is not on the order")
@@ -630,7 +809,82 @@ def _cancel_order(c: cmd.CancelOrder, world: World) -> Decision:
     return decision
 
 
+def _resource(
+    item: ItemState, policies: Policies, order: OrderState, location: str, quantity: int
+) -> ev.AllocationMoved | None:
+    """The order's allocations to move to `location` so `quantity` units can ship from
+    there (a warehouse shipped them from another of the channel's locations), or None when
+    enough is allocated there already. InsufficientStock when the order has fewer units
+    allocated anywhere, or `location` is not one its channel sources from."""
+    allocations = item.allocations.get(order.order_id, ())
+    here = sum(h.quantity for h in allocations if h.location == location)
+    if quantity <= here:
+        return None
+    total = sum(h.quantity for h in allocations)
+    channel = policies.channels.get(order.channel)
+    if quantity > total or channel is None or location not in channel.locations:
+        where = f"at {location!r}" if quantity <= total else "in all"
+        available = here if quantity <= total else total
+        raise InsufficientStock(
+            [ShortLine(item.sku, quantity, available)],
+            f"{item.sku!r}: only {available} unit(s) are allocated to the order {where}",
+        )
+    need = quantity - here
+    moved: list[Hold] = []
+    others = [h for h in allocations if h.location != location]
+    for h in sorted(others, key=lambda h: h.backorder):  # on-hand allocations move first
+        take = min(need, h.quantity)
+        if take > 0:
+            moved.append(Hold(h.location, take, h.backorder))
+            need -= take
+    return ev.AllocationMoved(
+        sku=item.sku, order_id=order.order_id, to_location=location, moved=tuple(moved)
+    )
+
+
+def _swap_displaced(
+    item: ItemState,
+    policies: Policies,
+    order_id: str,
+    moved: ev.AllocationMoved,
+    was_over: int,
+    now: datetime,
+) -> list[ev.AllocationMoved]:
+    """A re-sourced shipment (`moved`, already folded into `item` with its StockShipped)
+    took units other orders were allocated at its location: those orders, newest first,
+    take over the on-hand allocations the shipment left at the source locations, so the
+    units freed there cover them instead of becoming sellable. What holds claim stays an
+    over-promise."""
+    location = moved.to_location
+    excess = location_figures(item, policies, location, now).over_promised - was_over
+    freed = [h for h in moved.moved if not h.backorder]
+    swaps: list[ev.AllocationMoved] = []
+    for other_id, allocations in reversed(item.allocations.items()):
+        if other_id == order_id:
+            continue
+        here = sum(h.quantity for h in allocations if h.location == location and not h.backorder)
+        while here > 0 and excess > 0 and freed:
+            source = freed[0]
+            take = min(here, excess, source.quantity)
+            swaps.append(
+                ev.AllocationMoved(
+                    sku=item.sku,
+                    order_id=other_id,
+                    to_location=source.location,
+                    moved=(Hold(location, take),),
+                )
+            )
+            here, excess = here - take, excess - take
+            freed[0] = Hold(source.location, source.quantity - take)
+            if not freed[0].quantity:
+                freed.pop(0)
+    return swaps
+
+
 def _ship_order(c: cmd.ShipOrder, world: World, now: datetime) -> Decision:
+    """A shipment is a fact reported by the warehouse: it is refused only when on-hand
+    stock at the location does not cover it (or the order has not that many units
+    allocated), never because the location is over-promised to other claims."""
     policies = world.policies()
     order = _existing_order(world, c.order_id)
     _location(policies, c.location, "location")
@@ -647,18 +901,15 @@ def _ship_order(c: cmd.ShipOrder, world: World, now: datetime) -> Decision:
                 [ShortLine(line.sku, line.quantity, order_line.open)],
                 f"{line.sku!r}: only {order_line.open} unit(s) of the order are left to ship",
             )
-        item = items[line.sku]
+        before = item = items[line.sku]
+        moved = _resource(item, policies, order, c.location, line.quantity)
+        if moved is not None:
+            decision.append((("item", line.sku), moved))
+            item = evolve_item(item, moved)
         allocations = item.allocations.get(c.order_id, ())
         regular = sum(
             h.quantity for h in allocations if h.location == c.location and not h.backorder
         )
-        backorder = sum(h.quantity for h in allocations if h.location == c.location and h.backorder)
-        if line.quantity > regular + backorder:
-            raise InsufficientStock(
-                [ShortLine(line.sku, line.quantity, regular + backorder)],
-                f"{line.sku!r}: only {regular + backorder} unit(s) are allocated to the order "
-                f"at {c.location!r}",
-            )
         from_backorder = line.quantity - min(line.quantity, regular)
         live = location_figures(item, policies, c.location, now)
         good = live.on_hand - live.damaged
@@ -668,7 +919,7 @@ def _ship_order(c: cmd.ShipOrder, world: World, now: datetime) -> Decision:
         # Backordered units ship only out of stock nothing else claims (which includes the
         # deliveries that arrived for backorders), judged on live holds.
         unclaimed = live.on_hand - live.allocated - live.held - live.damaged
-        if from_backorder > unclaimed:
+        if from_backorder > 0 and from_backorder > unclaimed:
             raise InsufficientStock(
                 [ShortLine(line.sku, line.quantity, regular)],
                 f"{line.sku!r}: the backordered units have not arrived at {c.location!r}",
@@ -682,6 +933,13 @@ def _ship_order(c: cmd.ShipOrder, world: World, now: datetime) -> Decision:
             backorder_quantity=from_backorder,
         )
         decision.append((("item", line.sku), shipped))
+        after = evolve_item(item, shipped)
+        if moved is not None:
+            was_over = location_figures(before, policies, c.location, now).over_promised
+            for swap in _swap_displaced(after, policies, c.order_id, moved, was_over, now):
+                decision.append((("item", line.sku), swap))
+                after = evolve_item(after, swap)
+        decision += _over_promise(policies, before, after, c.location, now)
     order_shipped = ev.OrderShipped(
         order_id=c.order_id,
         shipment_id=c.shipment_id,
@@ -692,24 +950,38 @@ def _ship_order(c: cmd.ShipOrder, world: World, now: datetime) -> Decision:
     return decision
 
 
-def _return_order(c: cmd.ReturnOrder, world: World) -> Decision:
+def _by_sku_and_disposition(line: _LineLike) -> Hashable:
+    return (line.sku, getattr(line, "disposition", None))
+
+
+def _return_order(c: cmd.ReturnOrder, world: World, now: datetime) -> Decision:
+    """Return lines are distinct by SKU and disposition; what may come back (shipped less
+    returned) bounds the sum of a SKU's lines (409 when exceeded)."""
     order = _existing_order(world, c.order_id)
     _location(world.policies(), c.location, "location")
     if c.return_id in order.returns:
         raise AlreadyExists("return", c.return_id)
-    _order_lines(order, c.lines)
-    decision: Decision = []
-    short = []
+    _order_lines(order, c.lines, key=_by_sku_and_disposition)
     for i, line in enumerate(c.lines):
         if line.disposition not in DISPOSITIONS:
             raise InvalidCommand(
                 f"lines[{i}].disposition", f"disposition must be one of {', '.join(DISPOSITIONS)}"
             )
-        order_line = order.line(line.sku)
+    totals: dict[str, int] = {}
+    for line in c.lines:
+        totals[line.sku] = totals.get(line.sku, 0) + line.quantity
+    short = []
+    for sku, quantity in totals.items():
+        order_line = order.line(sku)
         assert order_line is not None
         returnable = order_line.shipped - order_line.returned
-        if line.quantity > returnable:
-            short.append(ShortLine(line.sku, line.quantity, returnable))
+        if quantity > returnable:
+            short.append(ShortLine(sku, quantity, returnable))
+    if short:
+        raise InsufficientStock(short, "cannot return more than was shipped")
+    items = dict(world.items(totals))
+    decision: Decision = []
+    for line in c.lines:
         returned = ev.StockReturned(
             sku=line.sku,
             order_id=c.order_id,
@@ -718,9 +990,9 @@ def _return_order(c: cmd.ReturnOrder, world: World) -> Decision:
             quantity=line.quantity,
             disposition=line.disposition,
         )
-        decision.append((("item", line.sku), returned))
-    if short:
-        raise InsufficientStock(short, "cannot return more than was shipped")
+        restocked = line.quantity if line.disposition == "restock" else 0
+        decision += _fact(world, items[line.sku], returned, c.location, restocked, now)
+        items[line.sku] = evolve_item(items[line.sku], returned)
     order_returned = ev.OrderReturned(
         order_id=c.order_id,
         return_id=c.return_id,

@@ -78,6 +78,27 @@ class StockCounted(Event, frozen=True):
     previous: int
 
 
+class Uncovered(msgspec.Struct, frozen=True):
+    """Units of one order's allocation (kind "order") or one reservation's hold (kind
+    "hold") that on-hand stock at a location no longer covers."""
+
+    kind: str
+    id: str
+    quantity: int
+
+
+class OverPromised(Event, frozen=True):
+    """A physical fact (count, adjustment, damage, shipment) left `on_hand` at a location
+    below what is allocated and held there: recorded, never refused. `quantity` is the
+    over-promised units after the fact, `uncovered` the claims left without stock (newest
+    holds first, then newest orders)."""
+
+    sku: str
+    location: str
+    quantity: int
+    uncovered: tuple[Uncovered, ...]
+
+
 class TransferDispatched(Event, frozen=True):
     sku: str
     transfer_id: str
@@ -93,12 +114,37 @@ class TransferArrived(Event, frozen=True):
     quantity: int
 
 
+class TransferLost(Event, frozen=True):
+    """Units of a transfer that never arrived, written off when the transfer was closed."""
+
+    sku: str
+    transfer_id: str
+    to_location: str
+    quantity: int
+    reason: str
+
+
+class TransferReturned(Event, frozen=True):
+    """A canceled transfer's units back on the source's shelves (nothing had arrived)."""
+
+    sku: str
+    transfer_id: str
+    from_location: str
+    to_location: str
+    quantity: int
+
+
 class IncomingExpected(Event, frozen=True):
+    """Expected supply. With a reference (a purchase order), `quantity` is the reference's
+    new total for this SKU and location and `previous` what it expected before (a revision
+    replaces it; 0 cancels); without one, `quantity` adds to the anonymous supply."""
+
     sku: str
     location: str
     quantity: int
     eta: datetime | None
     reference: str | None
+    previous: int = 0
 
 
 class StockHeld(Event, frozen=True):
@@ -148,6 +194,17 @@ class AllocationReleased(Event, frozen=True):
     allocations: tuple[Hold, ...]
 
 
+class AllocationMoved(Event, frozen=True):
+    """An order's units shipped from another of its channel's locations than the one they
+    were allocated at: the allocations `moved` (per source location) now sit at
+    `to_location` (re-sourcing, a fact reported by the warehouse)."""
+
+    sku: str
+    order_id: str
+    to_location: str
+    moved: tuple[Hold, ...]
+
+
 class StockShipped(Event, frozen=True):
     sku: str
     order_id: str
@@ -169,6 +226,15 @@ class ShortfallRecorded(Event, frozen=True):
 class ShortfallResolved(Event, frozen=True):
     sku: str
     order_id: str
+    quantity: int
+
+
+class ShortfallFilled(Event, frozen=True):
+    """Units that arrived at `location` became the allocation of an order owed them."""
+
+    sku: str
+    order_id: str
+    location: str
     quantity: int
 
 
@@ -241,6 +307,15 @@ class OrderPlaced(Event, frozen=True):
     """Units of the lines that could not be allocated (a sale made elsewhere)."""
 
 
+class OrderShortfallFilled(Event, frozen=True):
+    """Owed units of the order's line became allocated (arrivals filled its shortfall)."""
+
+    order_id: str
+    sku: str
+    location: str
+    quantity: int
+
+
 class OrderCanceled(Event, frozen=True):
     order_id: str
     lines: tuple[OrderLine, ...]
@@ -271,6 +346,23 @@ class TransferShipped(Event, frozen=True):
 
 
 class TransferReceived(Event, frozen=True):
+    """Lines received at the destination; no lines (older events): everything in transit."""
+
+    transfer_id: str
+    lines: tuple[OrderLine, ...] = ()
+
+
+class TransferClosed(Event, frozen=True):
+    """What was still in transit (`lines`) written off as lost."""
+
+    transfer_id: str
+    reason: str
+    lines: tuple[OrderLine, ...]
+
+
+class TransferCanceled(Event, frozen=True):
+    """Nothing had arrived: every unit went back to the source."""
+
     transfer_id: str
 
 
@@ -294,6 +386,11 @@ ItemEvent = (
     | SafetyStockSet
     | ShortfallRecorded
     | ShortfallResolved
+    | ShortfallFilled
+    | OverPromised
+    | AllocationMoved
+    | TransferLost
+    | TransferReturned
 )
 ReservationEvent = (
     ReservationPlaced
@@ -302,8 +399,8 @@ ReservationEvent = (
     | ReservationExpired
     | ReservationCommitted
 )
-OrderEvent = OrderPlaced | OrderCanceled | OrderShipped | OrderReturned
-TransferEvent = TransferShipped | TransferReceived
+OrderEvent = OrderPlaced | OrderCanceled | OrderShipped | OrderReturned | OrderShortfallFilled
+TransferEvent = TransferShipped | TransferReceived | TransferClosed | TransferCanceled
 
 ALL_EVENTS: tuple[type[Event], ...] = (
     LocationDefined,
@@ -326,6 +423,11 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     StockReturned,
     ShortfallRecorded,
     ShortfallResolved,
+    ShortfallFilled,
+    OverPromised,
+    AllocationMoved,
+    TransferLost,
+    TransferReturned,
     ReservationPlaced,
     ReservationExtended,
     ReservationReleased,
@@ -335,6 +437,9 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     OrderCanceled,
     OrderShipped,
     OrderReturned,
+    OrderShortfallFilled,
     TransferShipped,
     TransferReceived,
+    TransferClosed,
+    TransferCanceled,
 )

@@ -94,6 +94,13 @@ class LocationStock(msgspec.Struct, frozen=True):
     backordered: int = 0
 
 
+class ExpectedSupply(msgspec.Struct, frozen=True):
+    """What one reference (a purchase order) still expects of a SKU at a location."""
+
+    quantity: int
+    eta: datetime | None = None
+
+
 class ItemHold(msgspec.Struct, frozen=True):
     """One reservation's holds of this SKU."""
 
@@ -114,7 +121,11 @@ class ItemState(msgspec.Struct, frozen=True):
     safety_stock: dict[str, int] = {}
     """SKU rules by location code; GLOBAL is the rule for this SKU at every location."""
     shortfalls: dict[str, int] = {}
-    """Units orders took that atp could not cover, by order id (for ops to resolve)."""
+    """Units orders took that atp could not cover, by order id, oldest first: arrivals at
+    the orders' channels' locations fill them before anything becomes sellable."""
+    expected: dict[str, dict[str, ExpectedSupply]] = {}
+    """Referenced incoming supply: location -> reference -> what it still expects (part of
+    the location's `incoming`, which also counts supply sent without a reference)."""
     next_expiry: datetime | None = None
     """Earliest `expires_at` among live holds, so reads can skip the expiry scan."""
 
@@ -188,8 +199,9 @@ def _set_allocations(
 
 def evolve_item(state: ItemState, event: ev.Event) -> ItemState:
     match event:
-        case ev.StockReceived(location=loc, quantity=q, incoming_consumed=consumed):
-            return _with_locations(state, _bump(state, loc, on_hand=q, incoming=-consumed))
+        case ev.StockReceived(location=loc, quantity=q, incoming_consumed=consumed, reference=ref):
+            received = _with_locations(state, _bump(state, loc, on_hand=q, incoming=-consumed))
+            return _consume_expected(received, state.at(loc).incoming, loc, ref, consumed)
         case ev.StockAdjusted(location=loc, delta=delta, damaged=damaged):
             deltas = {"on_hand": delta, "damaged": delta} if damaged else {"on_hand": delta}
             return _with_locations(state, _bump(state, loc, **deltas))
@@ -204,8 +216,18 @@ def evolve_item(state: ItemState, event: ev.Event) -> ItemState:
             return _with_locations(moved, _bump(moved, dst, in_transit=q))
         case ev.TransferArrived(to_location=dst, quantity=q):
             return _with_locations(state, _bump(state, dst, in_transit=-q, on_hand=q))
-        case ev.IncomingExpected(location=loc, quantity=q):
-            return _with_locations(state, _bump(state, loc, incoming=q))
+        case ev.IncomingExpected(location=loc, quantity=q, previous=previous, reference=ref):
+            moved = _with_locations(state, _bump(state, loc, incoming=q - previous))
+            if ref is None:
+                return moved
+            had = state.expected.get(loc, {}).get(ref)
+            total = (had.quantity if had else 0) + q - previous
+            return _with_expected(moved, loc, ref, ExpectedSupply(total, event.eta))
+        case ev.TransferLost(to_location=dst, quantity=q):
+            return _with_locations(state, _bump(state, dst, in_transit=-q))
+        case ev.TransferReturned(from_location=src, to_location=dst, quantity=q):
+            back = _with_locations(state, _bump(state, dst, in_transit=-q))
+            return _with_locations(back, _bump(back, src, on_hand=q))
         case ev.StockHeld(reservation_id=rid, channel=channel, holds=holds, expires_at=exp):
             item_holds = {**state.holds, rid: ItemHold(rid, channel, holds, exp)}
             return msgspec.structs.replace(
@@ -239,6 +261,18 @@ def evolve_item(state: ItemState, event: ev.Event) -> ItemState:
                 locations=_apply_holds(state, allocs, -1, "allocated"),
                 allocations=_set_allocations(state, order_id, merge_holds(current, allocs, -1)),
             )
+        case ev.AllocationMoved(order_id=order_id, to_location=dst, moved=moved):
+            current = state.allocations.get(order_id, ())
+            total = sum(h.quantity for h in moved)
+            taken = msgspec.structs.replace(
+                state, locations=_apply_holds(state, moved, -1, "allocated")
+            )
+            allocs = merge_holds(merge_holds(current, moved, -1), (Hold(dst, total),))
+            return msgspec.structs.replace(
+                taken,
+                locations=_bump(taken, dst, allocated=total),
+                allocations=_set_allocations(state, order_id, allocs),
+            )
         case ev.StockShipped(order_id=order_id, location=loc, quantity=q, backorder_quantity=bo):
             shipped = tuple(
                 h for h in (Hold(loc, q - bo, False), Hold(loc, bo, True)) if h.quantity
@@ -265,7 +299,47 @@ def evolve_item(state: ItemState, event: ev.Event) -> ItemState:
             if left > 0:
                 shortfalls[order_id] = left
             return msgspec.structs.replace(state, shortfalls=shortfalls)
+        case ev.ShortfallFilled(order_id=order_id, location=loc, quantity=q):
+            resolved = evolve_item(
+                state, ev.ShortfallResolved(sku=state.sku, order_id=order_id, quantity=q)
+            )
+            return _allocate(resolved, order_id, (Hold(loc, q),))
     return state
+
+
+def _consume_expected(
+    state: ItemState, incoming: int, location: str, reference: str | None, consumed: int
+) -> ItemState:
+    """A receipt with a known reference consumes that reference's supply; any other
+    receipt consumes supply sent without a reference first, then referenced supply in the
+    order it was announced. `incoming` is the location's incoming before the receipt."""
+    at = state.expected.get(location, {})
+    if reference in at:
+        order = [reference]
+    else:
+        consumed -= min(consumed, max(0, incoming - sum(s.quantity for s in at.values())))
+        order = list(at)
+    for ref in order:
+        if consumed <= 0:
+            break
+        supply = at[ref]
+        take = min(consumed, supply.quantity)
+        left = msgspec.structs.replace(supply, quantity=supply.quantity - take)
+        state = _with_expected(state, location, ref, left)
+        consumed -= take
+    return state
+
+
+def _with_expected(
+    state: ItemState, location: str, reference: str, supply: ExpectedSupply
+) -> ItemState:
+    at = {k: v for k, v in state.expected.get(location, {}).items() if k != reference}
+    if supply.quantity > 0:
+        at[reference] = supply
+    expected = {k: v for k, v in state.expected.items() if k != location}
+    if at:
+        expected[location] = at
+    return msgspec.structs.replace(state, expected=expected)
 
 
 def _allocate(state: ItemState, order_id: str, allocs: tuple[Hold, ...]) -> ItemState:
@@ -408,6 +482,9 @@ def evolve_order(state: OrderState | None, event: ev.Event) -> OrderState | None
     if state is None:
         return None
     match event:
+        case ev.OrderShortfallFilled(sku=sku, quantity=q):
+            filled = (ev.OrderLine(sku, q),)
+            return msgspec.structs.replace(state, lines=_update_lines(state, filled, "allocated"))
         case ev.OrderCanceled(lines=lines):
             return msgspec.structs.replace(state, lines=_update_lines(state, lines, "canceled"))
         case ev.OrderShipped(shipment_id=sid, lines=lines):
@@ -426,12 +503,24 @@ def evolve_order(state: OrderState | None, event: ev.Event) -> OrderState | None
 # --- transfers -----------------------------------------------------------------------------
 
 
+TransferStatus = Literal["in_transit", "received", "closed", "canceled"]
+
+
 class TransferState(msgspec.Struct, frozen=True):
     transfer_id: str
     from_location: str
     to_location: str
     lines: tuple[ev.OrderLine, ...]
-    status: Literal["in_transit", "received"] = "in_transit"
+    status: TransferStatus = "in_transit"
+    received: dict[str, int] = {}
+    """Units received so far, by SKU."""
+    lost: dict[str, int] = {}
+    """Units written off when the transfer was closed, by SKU."""
+
+    def in_transit(self, sku: str) -> int:
+        """Units of `sku` shipped and neither received nor written off."""
+        shipped = sum(line.quantity for line in self.lines if line.sku == sku)
+        return shipped - self.received.get(sku, 0) - self.lost.get(sku, 0)
 
 
 def evolve_transfer(state: TransferState | None, event: ev.Event) -> TransferState | None:
@@ -443,6 +532,19 @@ def evolve_transfer(state: TransferState | None, event: ev.Event) -> TransferSta
                 to_location=event.to_location,
                 lines=event.lines,
             )
-        case ev.TransferReceived() if state is not None:
-            return msgspec.structs.replace(state, status="received")
+    if state is None:
+        return None
+    match event:
+        case ev.TransferReceived(lines=lines):
+            received = dict(state.received)
+            for line in lines or state.lines:
+                received[line.sku] = received.get(line.sku, 0) + line.quantity
+            moved = msgspec.structs.replace(state, received=received)
+            done = all(moved.in_transit(line.sku) == 0 for line in state.lines)
+            return msgspec.structs.replace(moved, status="received") if done else moved
+        case ev.TransferClosed(lines=lines):
+            lost = {line.sku: line.quantity for line in lines}
+            return msgspec.structs.replace(state, lost=lost, status="closed")
+        case ev.TransferCanceled():
+            return msgspec.structs.replace(state, status="canceled")
     return state

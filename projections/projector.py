@@ -50,6 +50,11 @@ ITEM_EVENTS: tuple[type[ev.Event], ...] = (
     ev.StockReturned,
     ev.ShortfallRecorded,
     ev.ShortfallResolved,
+    ev.ShortfallFilled,
+    ev.OverPromised,
+    ev.AllocationMoved,
+    ev.TransferLost,
+    ev.TransferReturned,
 )
 TOPICS = [get_topic(t) for t in (*POLICY_EVENTS, ev.SafetyStockSet, *ITEM_EVENTS)]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from atp.ats import Availability, all_location_figures, channel_availability
+from atp.ats import Availability, all_location_figures, channel_availability, uncovered_claims
 from atp.state import ItemState, Policies
 
 
@@ -23,7 +23,16 @@ class AvailabilityView(msgspec.Struct):
     position: int
 
 
-class LocationFiguresView(msgspec.Struct):
+class UncoveredView(msgspec.Struct, omit_defaults=True):
+    """An order (`order_id`) or a checkout hold (`reservation_id`) whose units on-hand stock
+    at the location no longer covers."""
+
+    quantity: int
+    order_id: str | None = None
+    reservation_id: str | None = None
+
+
+class LocationFiguresView(msgspec.Struct, omit_defaults=True):
     location: str
     on_hand: int
     allocated: int
@@ -35,6 +44,11 @@ class LocationFiguresView(msgspec.Struct):
     safety_stock: int
     sellable: int
     active: bool
+    over_promised: int = 0
+    """Units allocated and held here that on-hand stock does not cover (sellable is 0);
+    present only when not 0."""
+    uncovered: list[UncoveredView] = []
+    """The claims the over-promise leaves uncovered: newest holds, then newest orders."""
 
 
 class ChannelFiguresView(msgspec.Struct):
@@ -105,6 +119,8 @@ def item_view(item: ItemState, policies: Policies, now: datetime, position: int)
             safety_stock=f.safety_stock,
             sellable=f.sellable,
             active=f.active,
+            over_promised=f.over_promised,
+            uncovered=_uncovered(item, f.location, f.over_promised, now),
         )
         for f in all_location_figures(item, policies, now)
     ]
@@ -119,6 +135,17 @@ def item_view(item: ItemState, policies: Policies, now: datetime, position: int)
         channels=channels,
         shortfall=sum(item.shortfalls.values()),
     )
+
+
+def _uncovered(item: ItemState, location: str, units: int, now: datetime) -> list[UncoveredView]:
+    if not units:
+        return []
+    return [
+        UncoveredView(c.quantity, order_id=c.id)
+        if c.kind == "order"
+        else UncoveredView(c.quantity, reservation_id=c.id)
+        for c in uncovered_claims(item, location, units, now)
+    ]
 
 
 LEDGER_TIME = datetime.min.replace(tzinfo=UTC)

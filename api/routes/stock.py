@@ -17,7 +17,7 @@ from atp import commands as cmd
 OPT = {"scopes": (STOCK_WRITE,)}
 
 
-def _lines(lines: list[s.LineIn]) -> tuple[cmd.Line, ...]:
+def _lines(lines: list[s.LineIn] | list[s.IncomingLineIn]) -> tuple[cmd.Line, ...]:
     check_lines(lines)
     return tuple(cmd.Line(line.sku, line.quantity) for line in lines)
 
@@ -94,22 +94,52 @@ async def post_transfer(
     return await gateway(request).execute(request, command_decider(command), render)
 
 
-@post("/v1/transfers/{transfer_id:str}/receive", opt=OPT, status_code=200)
-async def receive_transfer(request: Request[Any, Any, Any], transfer_id: str) -> Response[bytes]:
-    transfer_id = path_code(transfer_id, "transfer")
-    command = cmd.ReceiveTransfer(transfer_id=transfer_id)
-
+def _transfer_view(transfer_id: str, kind: str, with_source: bool = False) -> Any:
     def render(world: ServiceWorld, _: datetime) -> tuple[int, Any]:
         transfer = world.transfer(transfer_id)
         assert transfer is not None
-        pairs = [(line.sku, transfer.to_location) for line in transfer.lines]
+        ends = (transfer.from_location,) if with_source else ()
+        pairs = [
+            (line.sku, loc) for line in transfer.lines for loc in (*ends, transfer.to_location)
+        ]
         items = world.items(sku for sku, _ in pairs)
-        view = movement_view(
-            "transfer-receipt", pairs, items, transfer_id=transfer_id, status=transfer.status
-        )
+        view = movement_view(kind, pairs, items, transfer_id=transfer_id, status=transfer.status)
         return 200, view
 
+    return render
+
+
+@post("/v1/transfers/{transfer_id:str}/receive", opt=OPT, status_code=200)
+async def receive_transfer(
+    request: Request[Any, Any, Any],
+    transfer_id: str,
+    data: s.TransferReceiptRequest | None = None,
+) -> Response[bytes]:
+    transfer_id = path_code(transfer_id, "transfer")
+    lines = None if data is None or data.lines is None else _lines(data.lines)
+    command = cmd.ReceiveTransfer(transfer_id=transfer_id, lines=lines)
+    render = _transfer_view(transfer_id, "transfer-receipt")
     return await gateway(request).execute(request, command_decider(command), render)
+
+
+@post("/v1/transfers/{transfer_id:str}/close", opt=OPT, status_code=200)
+async def close_transfer(
+    request: Request[Any, Any, Any], transfer_id: str, data: s.TransferCloseRequest
+) -> Response[bytes]:
+    transfer_id = path_code(transfer_id, "transfer")
+    command = cmd.CloseTransfer(transfer_id=transfer_id, reason=data.reason)
+    render = _transfer_view(transfer_id, "transfer-close")
+    decider = command_decider(command)
+    return await gateway(request).execute(request, decider, render, require_key=True)
+
+
+@post("/v1/transfers/{transfer_id:str}/cancel", opt=OPT, status_code=200)
+async def cancel_transfer(request: Request[Any, Any, Any], transfer_id: str) -> Response[bytes]:
+    transfer_id = path_code(transfer_id, "transfer")
+    command = cmd.CancelTransfer(transfer_id=transfer_id)
+    render = _transfer_view(transfer_id, "transfer-cancel", with_source=True)
+    decider = command_decider(command)
+    return await gateway(request).execute(request, decider, render, require_key=True)
 
 
 @post("/v1/incoming", opt=OPT, status_code=201)
@@ -128,4 +158,13 @@ async def post_incoming(
     return await gateway(request).execute(request, command_decider(command), render)
 
 
-ROUTES = [post_receipt, post_adjustment, post_count, post_transfer, receive_transfer, post_incoming]
+ROUTES = [
+    post_receipt,
+    post_adjustment,
+    post_count,
+    post_transfer,
+    receive_transfer,
+    close_transfer,
+    cancel_transfer,
+    post_incoming,
+]

@@ -118,8 +118,9 @@ class TestDerivation:
         assert (st1.sellable, st1.in_transit, st1.unpromised_incoming) == (4, 5, 4)
         assert result.pool == 10
         assert result.on_hand_available == 4  # floor(10 * 50%) - 1
-        assert result.backorder_available == 4  # min(limit 4, unpromised 3 + 4)
-        assert result.available == 8
+        # min(limit 4 less the 2 already promised against incoming, unpromised 3 + 4)
+        assert result.backorder_available == 2
+        assert result.available == 6
         assert result.status == "in_stock"
         assert (result.share_percent, result.buffer, result.backorder_limit) == (50, 1, 4)
         assert result.low_stock_threshold == 2

@@ -412,7 +412,18 @@ class TestAdjustStock:
         world = (
             given(BASE, received("A", "WH1", 3), ordered("o1", "web", {"A": (Hold("WH1", 2),)}))
             .when(c)
-            .then((item("A"), ev.StockAdjusted(sku="A", location="WH1", delta=-3, reason="x")))
+            .then(
+                (item("A"), ev.StockAdjusted(sku="A", location="WH1", delta=-3, reason="x")),
+                (
+                    item("A"),
+                    ev.OverPromised(
+                        sku="A",
+                        location="WH1",
+                        quantity=2,
+                        uncovered=(ev.Uncovered("order", "o1", 2),),
+                    ),
+                ),
+            )
         )
         assert world.item("A").at("WH1") == LocationStock(on_hand=0, allocated=2)
         assert available(world, "A", "web").locations[0].sellable == 0
@@ -637,7 +648,12 @@ class TestReceiveTransfer:
                     item("B"),
                     ev.TransferArrived(sku="B", transfer_id="t1", to_location="ST1", quantity=1),
                 ),
-                (transfer("t1"), ev.TransferReceived(transfer_id="t1")),
+                (
+                    transfer("t1"),
+                    ev.TransferReceived(
+                        transfer_id="t1", lines=(ev.OrderLine("A", 3), ev.OrderLine("B", 1))
+                    ),
+                ),
             )
         )
         assert world.item("A").at("ST1") == LocationStock(on_hand=3)
@@ -1466,15 +1482,45 @@ class TestShipOrder:
             InsufficientStock, lines=[short("A", 4, 3)]
         )
 
-    def test_cannot_ship_from_a_location_without_allocation(self):
-        given(order_o1(received("B", "ST1", 5))).when(ship("o1", "ST1", L("B", 1))).raises(
+    def test_cannot_ship_from_a_location_the_channel_does_not_source_from(self):
+        history = order_o1(location("DS9", "dropship"), received("B", "DS9", 5))
+        given(history).when(ship("o1", "DS9", L("B", 1))).raises(
             InsufficientStock, lines=[short("B", 1, 0)]
         )
 
-    def test_cannot_ship_more_than_is_allocated_at_the_location(self):
-        given(order_o1()).when(ship("o1", "ST1", L("A", 3))).raises(
-            InsufficientStock, lines=[short("A", 3, 2)]
+    def test_units_shipped_from_another_channel_location_move_the_allocation_there(self):
+        # 3 allocated at WH1 and 2 at ST1; ST1 (4 on hand) ships 3: one unit moves from WH1.
+        moved = ev.AllocationMoved(
+            sku="A", order_id="o1", to_location="ST1", moved=(Hold("WH1", 1),)
         )
+        shipped = ev.StockShipped(
+            sku="A",
+            order_id="o1",
+            shipment_id="s1",
+            location="ST1",
+            quantity=3,
+            backorder_quantity=0,
+        )
+        world = (
+            given(order_o1())
+            .when(ship("o1", "ST1", L("A", 3)))
+            .then(
+                (item("A"), moved),
+                (item("A"), shipped),
+                (
+                    order("o1"),
+                    ev.OrderShipped(
+                        order_id="o1",
+                        shipment_id="s1",
+                        location="ST1",
+                        lines=(ev.OrderLine("A", 3),),
+                    ),
+                ),
+            )
+        )
+        assert world.item("A").allocations["o1"] == (Hold("WH1", 2),)
+        assert world.item("A").at("WH1") == LocationStock(on_hand=3, allocated=2)
+        assert world.item("A").at("ST1") == LocationStock(on_hand=1, allocated=0)
 
     def test_cannot_ship_units_that_are_not_on_hand(self):
         given(order_o1(adjusted("A", "WH1", -2))).when(ship("o1", "WH1", L("A", 3))).raises(

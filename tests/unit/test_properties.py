@@ -2,8 +2,11 @@
 
 After every step: counters are never negative; stock is never promised twice (see
 `check_claims_fit_on_hand` and `check_decision_respects_availability`); availability is never
-negative; item counters agree with the holds and allocations they sum; a rejected command
-changes nothing; and folding the recorded events from scratch gives the same states.
+negative; item counters agree with the holds and allocations they sum; an order's open
+units are exactly its allocations plus its unfilled shortfall (so allocations never exceed
+what orders demand); in-transit units and referenced incoming supply agree with their
+documents; a rejected command changes nothing; and folding the recorded events from scratch
+gives the same states.
 
 The first test mixes every command; the second stays on one SKU at one location where
 backorder promises, arrivals, expiries, claims and shipments interleave closely.
@@ -24,7 +27,7 @@ from atp import events as ev
 from atp.ats import channel_availability, location_figures
 from atp.decide import Decision, Stream, decide
 from atp.errors import DomainError
-from atp.state import ItemState, OrderState, ReservationState
+from atp.state import ItemState, OrderState, ReservationState, TransferState
 from atp.world import StateSet, fold, initial_state
 from tests.unit.scenario import NOW, decided
 
@@ -60,6 +63,7 @@ oid = st.sampled_from(("o0", "o1", "o2"))
 tid = st.sampled_from(("t0", "t1"))
 sid = st.sampled_from(("s0", "s1", "s2", "s3"))
 ret_id = st.sampled_from(("x0", "x1", "x2"))
+po = st.sampled_from(("PO-1", "PO-2"))
 ttl = st.integers(1, 900)
 
 
@@ -103,6 +107,9 @@ STEP = step_mix(
         ),
     ),
     (2, st.builds(cmd.ExpectIncoming, location=loc, lines=lines)),
+    # purchase orders: revisions replace a reference's lines (0 cancels), receipts consume
+    (2, st.builds(cmd.ExpectIncoming, location=loc, lines=lines, reference=po)),
+    (2, st.builds(cmd.ReceiveStock, location=loc, lines=lines, reference=po)),
     (
         2,
         st.builds(
@@ -110,6 +117,9 @@ STEP = step_mix(
         ),
     ),
     (2, st.builds(cmd.ReceiveTransfer, transfer_id=tid)),
+    (2, st.builds(cmd.ReceiveTransfer, transfer_id=tid, lines=lines)),
+    (1, st.builds(cmd.CloseTransfer, transfer_id=tid, reason=st.sampled_from(("lost", " ")))),
+    (1, st.builds(cmd.CancelTransfer, transfer_id=tid)),
     # reservations
     (
         6,
@@ -121,6 +131,8 @@ STEP = step_mix(
     (4, st.builds(cmd.CommitReservation, reservation_id=rid, order_id=oid)),
     # orders
     (5, st.builds(cmd.PlaceOrder, order_id=oid, channel=chan, lines=lines)),
+    # sales a channel already made (webhooks): never refused, short units owed
+    (3, st.builds(cmd.AcceptOrder, order_id=oid, channel=chan, lines=lines)),
     (2, st.builds(cmd.CancelOrder, order_id=oid, lines=st.none() | lines)),
     (1, st.builds(cmd.ShipOrder, order_id=oid, shipment_id=sid, location=loc, lines=lines)),
     (
@@ -141,6 +153,8 @@ STEP = step_mix(
     (3, st.tuples(st.just("arrive"), sku, known_loc, st.integers(1, 4))),
     # Random shipments and returns rarely fit an order: these ship and return what it has.
     (5, st.tuples(st.just("ship"), oid, sid, st.integers(1, 5))),
+    # ...or from another location than the allocation's (a split shipment re-sources)
+    (2, st.tuples(st.just("ship_from"), oid, sid, known_loc, st.integers(1, 5))),
     (
         3,
         st.tuples(
@@ -211,6 +225,15 @@ BACKORDER_STEP = step_mix(
         ),
     ),
     (3, st.builds(cmd.CommitReservation, reservation_id=more_rids, order_id=more_oids)),
+    (
+        2,
+        st.builds(
+            cmd.AcceptOrder,
+            order_id=more_oids,
+            channel=st.sampled_from(("pre", "drop")),
+            lines=pre_lines,
+        ),
+    ),
     (1, st.builds(cmd.ReleaseReservation, reservation_id=more_rids)),
     (1, st.builds(cmd.CancelOrder, order_id=more_oids)),
     (1, st.builds(cmd.ExpectIncoming, location=st.just("DS1"), lines=pre_lines)),
@@ -221,6 +244,9 @@ BACKORDER_STEP = step_mix(
 )
 BACKORDER_STEPS = st.lists(BACKORDER_STEP, min_size=10, max_size=40)
 
+
+DERIVED = (ev.ShortfallFilled, ev.OverPromised, ev.AllocationMoved, ev.TransferLost)
+"""Events a fact implies, counted in the statistics so a run shows they were reached."""
 
 # --- the model ---------------------------------------------------------------------------
 
@@ -241,6 +267,9 @@ class Ledger:
             self.shrinkage[e.sku, e.location] += max(0, e.previous - e.counted)
         if isinstance(e, ev.StockAdjusted) and e.delta < 0 and not e.damaged:
             self.shrinkage[e.sku, e.location] -= e.delta
+        # A purchase order revised down leaves promises against it uncovered: a fact.
+        if isinstance(e, ev.IncomingExpected) and e.quantity < e.previous:
+            self.shrinkage[e.sku, e.location] += e.previous - e.quantity
         self.world.apply(stream, e)
         self.recorded.append((stream, e))
 
@@ -265,8 +294,12 @@ class Ledger:
             return
         event(f"accepted {type(command).__name__}" + ("" if decision else " (no-op)"))
         wanted = self.availability_before(command)
+        over = self.over_promised(command)
         for stream, e in decision:
+            if isinstance(e, DERIVED):
+                event(f"recorded {type(e).__name__}")
             self.apply(stream, e)
+        self.check_shipment_displaces_only_holds(command, over)
         self.check_decision_respects_availability(command, decision, wanted)
 
     def command_for(self, step: tuple) -> cmd.Command | None:
@@ -286,6 +319,23 @@ class Ledger:
                 return None
             line = cmd.Line(sku_code, min(most, incoming))
             return cmd.ReceiveStock(location=location, lines=(line,))
+        if step[0] == "ship_from":
+            _, order_id, shipment_id, location, most = step
+            order = world.order(order_id)
+            if order is None:
+                return None
+            allocated = {
+                line.sku: sum(
+                    h.quantity for h in world.item(line.sku).allocations.get(order_id, ())
+                )
+                for line in order.lines
+            }
+            wanted = [cmd.Line(sku, min(most, q)) for sku, q in allocated.items() if q]
+            if not wanted:
+                return None
+            return cmd.ShipOrder(
+                order_id=order_id, shipment_id=shipment_id, location=location, lines=tuple(wanted)
+            )
         if step[0] == "ship":
             _, order_id, shipment_id, most = step
             order = world.order(order_id)
@@ -344,7 +394,33 @@ class Ledger:
             for line in command.lines
         }
 
+    def over_promised(self, command: cmd.Command) -> dict[str, int]:
+        if not isinstance(command, cmd.ShipOrder):
+            return {}
+        policies = self.world.policies()
+        return {
+            line.sku: location_figures(
+                self.world.item(line.sku), policies, command.location, self.now
+            ).over_promised
+            for line in command.lines
+        }
+
     # --- invariants --------------------------------------------------------------------
+
+    def check_shipment_displaces_only_holds(
+        self, command: cmd.Command, before: dict[str, int]
+    ) -> None:
+        """A shipment from another location than the allocation's swaps allocations with the
+        orders whose units it took, so it over-promises at most what holds claim there (a
+        fact the claims invariant then allows)."""
+        if not isinstance(command, cmd.ShipOrder):
+            return
+        policies = self.world.policies()
+        for sku_code, was in before.items():
+            f = location_figures(self.world.item(sku_code), policies, command.location, self.now)
+            increase = f.over_promised - was
+            assert increase <= f.held, (command, f, was)
+            self.shrinkage[sku_code, command.location] += max(0, increase)
 
     def check_decision_respects_availability(
         self, command: cmd.Command, decision: Decision, before: dict[str, Any]
@@ -385,6 +461,7 @@ class Ledger:
         self.check_availability()
         self.check_reservations_match_holds()
         self.check_orders_match_allocations()
+        self.check_documents_match_items()
         self.check_replay()
 
     def check_counters(self) -> None:
@@ -448,10 +525,32 @@ class Ledger:
                 continue
             assert isinstance(state, OrderState)
             for line in state.lines:
-                allocs = self.world.item(line.sku).allocations.get(key, ())
-                assert sum(h.quantity for h in allocs) == line.open, (key, line, allocs)
+                item = self.world.item(line.sku)
+                allocs = item.allocations.get(key, ())
+                owed = item.shortfalls.get(key, 0)
+                # filled shortfall + allocations = ordered - shipped - canceled
+                assert sum(h.quantity for h in allocs) + owed == line.open, (key, line, allocs)
+                assert owed >= 0
                 assert 0 <= line.returned <= line.shipped
                 assert line.open >= 0
+
+    def check_documents_match_items(self) -> None:
+        """Units in transit are what open transfers still carry; referenced incoming supply
+        is part of the location's incoming and never negative."""
+        in_transit: Counter[tuple[str, str]] = Counter()
+        for (kind, _), state in self.world.states.items():
+            if kind == "transfer" and state is not None:
+                assert isinstance(state, TransferState)
+                for line in state.lines:
+                    assert state.in_transit(line.sku) >= 0
+                    if state.status in ("in_transit", "received"):
+                        in_transit[line.sku, state.to_location] += state.in_transit(line.sku)
+        for item in self.items():
+            for code, stock in item.locations.items():
+                assert stock.in_transit == in_transit[item.sku, code], (item.sku, code)
+            for code, supply in item.expected.items():
+                assert all(s.quantity > 0 for s in supply.values()), (item.sku, supply)
+                assert sum(s.quantity for s in supply.values()) <= item.at(code).incoming
 
     def check_replay(self) -> None:
         by_stream: dict[Stream, list[ev.Event]] = {}
