@@ -58,7 +58,7 @@ def count(env: Env, location: str, counted: int) -> None:
 def metric(env: Env, name: str) -> int:
     text = env.client.get("/metrics").text
     value = next(line.split()[-1] for line in text.splitlines() if line.startswith(name))
-    return int(value)
+    return int(float(value))
 
 
 SECRET = "whsec-physical"
