@@ -26,6 +26,11 @@ class Histogram:
 class RequestMetrics:
     def __init__(self) -> None:
         self.latency: defaultdict[tuple[str, str, str], Histogram] = defaultdict(Histogram)
+        self.errors: dict[str, int] = {"unhandled": 0, "unavailable": 0}
+
+    def count_error(self, kind: str) -> None:
+        """Count a 500 (`unhandled`: a fault of this service) or a 503 (`unavailable`)."""
+        self.errors[kind] = self.errors.get(kind, 0) + 1
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         async def record(scope: Scope, receive: Receive, send: Send) -> None:
@@ -64,4 +69,10 @@ class RequestMetrics:
                 lines.append(f'{name}_bucket{{{labels},le="{le}"}} {cumulative}')
             lines.append(f"{name}_sum{{{labels}}} {h.sum:.6f}")
             lines.append(f"{name}_count{{{labels}}} {cumulative}")
+        errors = "atp_http_errors_total"
+        lines += [
+            f"# HELP {errors} Requests answered 500 (unhandled) or 503 (unavailable), this process.",
+            f"# TYPE {errors} counter",
+            *(f'{errors}{{kind="{kind}"}} {n}' for kind, n in sorted(self.errors.items())),
+        ]
         return lines

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Request, Response, post
@@ -14,7 +14,7 @@ from api.service import ServiceWorld
 from api.views import movement_view
 from atp import commands as cmd
 
-OPT = {"scopes": (STOCK_WRITE,)}
+OPT = {"scopes": (STOCK_WRITE,), "idempotency_key": "required"}
 
 
 def _lines(lines: list[s.LineIn]) -> tuple[cmd.Line, ...]:
@@ -117,7 +117,10 @@ async def post_incoming(
     request: Request[Any, Any, Any], data: s.IncomingRequest
 ) -> Response[bytes]:
     command = cmd.ExpectIncoming(
-        location=data.location, lines=_lines(data.lines), eta=data.eta, reference=data.reference
+        location=data.location,
+        lines=_lines(data.lines),
+        eta=data.eta.astimezone(UTC) if data.eta else None,
+        reference=data.reference,
     )
     pairs = [(line.sku, data.location) for line in data.lines]
 

@@ -308,6 +308,7 @@ def test_min_position_waits_for_the_projector_then_409(stack: Stack) -> None:
             r = c.post(
                 "/v1/receipts",
                 json={"location": "WH1", "lines": [{"sku": "S002", "quantity": 5}]},
+                headers={"Idempotency-Key": "paused-projector-receipt"},
             )
             assert r.status_code == 201, r.text
             position = int(r.headers["ATP-Position"])
@@ -416,6 +417,7 @@ def test_metrics_and_ready_report_the_projector_lag(stack: Stack) -> None:
             r = c.post(
                 "/v1/receipts",
                 json={"location": "WH1", "lines": [{"sku": f"S00{i}", "quantity": 1}]},
+                headers={"Idempotency-Key": f"stopped-projector-receipt-{i}"},
             )
             assert r.status_code == 201, r.text
         time.sleep(0.2)
@@ -550,6 +552,7 @@ def test_redis_outage_is_503_and_ready_says_so() -> None:
                         resp = c.post(
                             "/v1/receipts",
                             json={"location": "WH1", "lines": [{"sku": "S010", "quantity": 7}]},
+                            headers={"Idempotency-Key": "redis-down-receipt"},
                         )
                         assert resp.status_code == 201, resp.text
                         position = int(resp.headers["ATP-Position"])
