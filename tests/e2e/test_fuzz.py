@@ -30,7 +30,8 @@ from tests.support.server import ADMIN_TOKEN, Server, running_service, service_e
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = 25
+EXAMPLES = int(os.environ.get("ATP_FUZZ_EXAMPLES", "25"))
+"""Generated requests per operation and mode (raise it for a deeper run outside CI)."""
 
 
 @pytest.fixture(scope="module", params=["embedded", "postgres+redis"])
