@@ -42,8 +42,8 @@ def decode_body(raw: bytes, type_: type[T]) -> T:
     if not raw.strip():
         raise ApiProblem(400, "bad-request", "a JSON body is required")
     try:
-        # JSON is UTF-8 (RFC 8259 section 8.1), in fields the schema ignores too.
-        raw.isascii() or raw.decode()
+        if not raw.isascii():
+            raw.decode()  # JSON is UTF-8 (RFC 8259 section 8.1), in ignored fields too
         value: T = _decoder(type_).decode(raw)
     except msgspec.ValidationError as exc:
         found = _WHERE.match(str(exc))
@@ -149,7 +149,10 @@ async def strict_input(request: Request[Any, Any, Any]) -> None:
         for raw in request.query_params.getall(name, ()):
             if not _INTEGER.match(raw):
                 raise ApiProblem(
-                    422, "validation-failed", f"{name}: must be a decimal integer", field=name
+                    422,
+                    "validation-failed",
+                    f"{name}: must be a decimal integer (ASCII digits, at most 20)",
+                    field=name,
                 )
     if plan.body is not None:
         decode_body(await request.body(), plan.body)
