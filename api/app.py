@@ -20,6 +20,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.ledger import Ledger, ledger_env
 from api.auth import TokenStore, auth_middleware
+from api.decoding import strict_input
 from api.gateway import Gateway
 from api.log import configure as configure_logging
 from api.metrics import WriterSampler, request_middleware, worker_exit
@@ -39,11 +40,15 @@ POSITION_HEADER = b"atp-position"
 
 
 def _keep_encoded_slashes(app: ASGIApp) -> ASGIApp:
-    """Route on the raw path with %2F kept, so codes may contain '/' (percent-encoded)."""
+    """Route on the raw path with %2F kept, so codes may contain '/' (percent-encoded).
+
+    Every escaped path is re-quoted from the raw bytes, so handlers decode each segment
+    exactly once: `TEE%252FBLK` names the code `TEE%2FBLK`, never `TEE/BLK`.
+    """
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         raw = scope.get("raw_path")
-        if scope["type"] == "http" and raw and b"%2f" in raw.lower():
+        if scope["type"] == "http" and raw and b"%" in raw.split(b"?", 1)[0]:
             path = raw.split(b"?", 1)[0]
             segments = [
                 quote(unquote_to_bytes(seg), safe="!$&'()*+,;=:@-._~") for seg in path.split(b"/")
@@ -196,6 +201,7 @@ def create_app(
         exception_handlers={**EXCEPTION_HANDLERS, DomainError: _on_domain_error},
         openapi_config=OpenAPIConfig(title="atp", version="0.1.0", path="/schema"),
         middleware=[_read_your_writes, auth_middleware],
+        before_request=strict_input,
         logging_config=None,  # api.log configures the process (text or JSON)
         debug=False,
     )

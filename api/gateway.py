@@ -36,6 +36,20 @@ def command_decider(command: cmd.Command, fresh: tuple[Any, ...] = ()) -> Comman
     return CommandDecider(command, fresh)
 
 
+def canonical_body(raw: bytes) -> bytes:
+    """The request as decoded, re-encoded one way: whitespace and key order do not matter.
+
+    Idempotency compares this form (contract: "Same body" means the same decoded request).
+    A body that is not JSON (only routes that take none get this far with one) stays as sent.
+    """
+    if not raw.strip():
+        return b""
+    try:
+        return msgspec.json.encode(msgspec.json.decode(raw), order="sorted")
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return raw
+
+
 class Gateway:
     def __init__(self, service: CommandService) -> None:
         self.service = service
@@ -52,6 +66,7 @@ class Gateway:
         stored_body: Callable[[bytes], bytes] | None = None,
     ) -> Response[bytes]:
         key = request.headers.get("idempotency-key")
+        require_key = require_key or request.route_handler.opt.get("idempotency_key") == "required"
         if key is not None and not 1 <= len(key) <= 255:
             raise ApiProblem(
                 400, "bad-idempotency-key", "Idempotency-Key must be 1..255 characters"
@@ -63,7 +78,7 @@ class Gateway:
         principal = request.state.principal
         idem = None
         if key is not None:
-            body = await request.body()
+            body = canonical_body(await request.body())
             request_hash = hashlib.sha256(
                 request.method.encode() + b" " + request.url.path.encode() + b"\n" + body
             ).hexdigest()

@@ -66,6 +66,14 @@ STOCK_EXCEPTION_EVENTS = (
 )
 for _kind in STOCK_EXCEPTION_EVENTS:
     STOCK_EXCEPTIONS.labels(type=_kind)  # every series exists from the start, at 0
+HTTP_ERRORS = Counter(
+    "atp_http_errors",
+    "Requests answered 500 (kind=unhandled: a fault of this service) or 503 "
+    "(kind=unavailable: a backing service could not be reached).",
+    ["kind"],
+)
+for _kind in ("unhandled", "unavailable"):
+    HTTP_ERRORS.labels(kind=_kind)
 WRITER_QUEUE = Gauge(
     "atp_writer_queue_depth",
     "Commands waiting for the writers (sum over the live workers).",

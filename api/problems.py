@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import logging
+import socket
+import sqlite3
 from typing import Any
 
+import aiormq.exceptions
 import msgspec
+import psycopg
+import redis.exceptions
+from eventsourcing import persistence
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from api.metrics import HTTP_ERRORS
 from atp.errors import (
     Conflict,
     DomainError,
@@ -127,7 +134,7 @@ def _on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Respo
     )
 
 
-def _on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
     kind = {
         400: "bad-request",
@@ -140,6 +147,7 @@ def _on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     }.get(status, "http-error")
     if status >= 500:
         log.error("HTTP %s: %s", status, exc.detail)
+        HTTP_ERRORS.labels(kind="unhandled").inc()
         return problem_response(status, "server-error", "the service could not answer")
     detail = str(exc.detail) or TITLES.get(status, "error")
     if status == 400 and "JSON" in detail:
@@ -147,14 +155,57 @@ def _on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     return problem_response(status, kind, detail, headers=exc.headers)
 
 
-def _on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    # Reaching the ledger failed (or a bug): never a stack trace, and a hint to retry.
-    log.exception("unhandled error: %s", exc)
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    ConnectionError,  # builtin: refused, reset, aborted; aio-pika/aiormq connection errors
+    TimeoutError,  # builtin (asyncio's too): a backing service did not answer in time
+    socket.gaierror,
+    persistence.OperationalError,  # the eventsourcing library's wrap of the drivers' errors
+    persistence.InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    aiormq.exceptions.AMQPConnectionError,
+)
+"""Errors that mean a backing service (PostgreSQL, Redis, RabbitMQ) could not be reached."""
+
+
+def backing_service_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` (or an error it was raised from) means a backing service is unreachable.
+
+    SQLite is embedded: of its errors only a locked or busy database is worth a retry (an
+    `OperationalError` such as "no such table" is a fault of this service, not an outage).
+    """
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for error in chain:
+        if isinstance(error, sqlite3.Error):
+            message = str(error).lower()
+            return isinstance(error, sqlite3.OperationalError) and (
+                "locked" in message or "busy" in message
+            )
+    return any(isinstance(error, UNREACHABLE) for error in chain)
+
+
+def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    # Never a stack trace in the body. Only a backing service that cannot be reached is a
+    # 503 (retry); anything else is this service's fault (500), which retrying will not fix.
+    if backing_service_unreachable(exc):
+        log.warning("backing service unreachable: %s: %s", type(exc).__name__, exc)
+        HTTP_ERRORS.labels(kind="unavailable").inc()
+        return problem_response(
+            503,
+            "service-unavailable",
+            "a backing service is unavailable; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+    log.exception("unhandled error: %s", type(exc).__name__)
+    HTTP_ERRORS.labels(kind="unhandled").inc()
     return problem_response(
-        503,
-        "service-unavailable",
-        "a backing service is unavailable; retry shortly",
-        headers={"Retry-After": "1"},
+        500, "internal-error", "the service failed to answer this request; it has been logged"
     )
 
 

@@ -10,7 +10,13 @@ import msgspec
 CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$"
 Code = Annotated[str, msgspec.Meta(pattern=CODE_PATTERN)]
 Quantity = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
-NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+MAX_UNITS = 1_000_000_000
+Units = Annotated[int, msgspec.Meta(ge=0, le=MAX_UNITS)]
+"""A policy figure in units (buffer, backorder limit, threshold, safety stock): 0..10^9."""
+MAX_POSITION = 2**63 - 1
+"""Ledger positions are signed 64-bit integers in both SQLite and PostgreSQL."""
+UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
+"""An RFC 3339 time that carries its UTC offset (a naive time is ambiguous: 422)."""
 Text = Annotated[str, msgspec.Meta(max_length=1000)]
 Ttl = Annotated[int, msgspec.Meta(ge=1, le=86_400)]
 Scope = Literal[
@@ -64,10 +70,10 @@ class LocationView(msgspec.Struct):
 
 class ChannelRequest(msgspec.Struct):
     locations: Annotated[list[Code], msgspec.Meta(min_length=1, max_length=100)]
-    buffer: NonNegative = 0
+    buffer: Units = 0
     share_percent: Annotated[int, msgspec.Meta(ge=0, le=100)] = 100
-    backorder_limit: NonNegative = 0
-    low_stock_threshold: NonNegative = 5
+    backorder_limit: Units = 0
+    low_stock_threshold: Units = 5
 
 
 class ChannelView(msgspec.Struct):
@@ -80,7 +86,7 @@ class ChannelView(msgspec.Struct):
 
 
 class SafetyStockRequest(msgspec.Struct):
-    quantity: NonNegative
+    quantity: Units
     sku: Code | None = None
     location: Code | None = None
 
@@ -144,7 +150,7 @@ class IncomingLineIn(msgspec.Struct):
 class IncomingRequest(msgspec.Struct):
     location: Code
     lines: list[IncomingLineIn]
-    eta: datetime | None = None
+    eta: UtcTime | None = None
     """Must carry a UTC offset; stored in UTC."""
     reference: Text | None = None
 

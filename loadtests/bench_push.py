@@ -86,9 +86,11 @@ class _Connection:
         self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
 
     def post(self, path: str, body: bytes) -> tuple[int, bytes, int]:
+        # One key for every attempt: a retry after a lost answer adjusts once.
+        headers = {**self.headers, "Idempotency-Key": os.urandom(16).hex()}
         for attempt in range(5):
             try:
-                self.conn.request("POST", path, body=body, headers=self.headers)
+                self.conn.request("POST", path, body=body, headers=headers)
                 response = self.conn.getresponse()
                 data = response.read()
                 position = int(response.getheader("ATP-Position") or 0)

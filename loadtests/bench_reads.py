@@ -549,7 +549,8 @@ def seed(url: str, skus: list[str]) -> str:
                     for sku in skus[i : i + RECEIPT_LINES]
                 ]
                 body = {"location": location, "lines": lines, "reference": f"seed-{i}"}
-                ok(client.post("/v1/receipts", json=body))
+                key = {"Idempotency-Key": uuid.uuid4().hex}
+                ok(client.post("/v1/receipts", json=body, headers=key))
         reader = ok(
             client.post(
                 "/v1/tokens", json={"name": "bench-reader", "scopes": ["availability:read"]}
@@ -861,7 +862,11 @@ def drive_lag(
                         "POST",
                         "/v1/receipts",
                         body=body,
-                        headers={**headers, "X-Correlation-ID": f"{tag}-{k}"},
+                        headers={
+                            **headers,
+                            "X-Correlation-ID": f"{tag}-{k}",
+                            "Idempotency-Key": f"{tag}-{k}",
+                        },
                     )
                     response = conn.getresponse()
                     response.read()

@@ -249,7 +249,7 @@ def seed(client: httpx.Client, stock: dict[str, int]) -> None:
     for i in range(0, len(items), RECEIPT_LINES):
         lines = [{"sku": sku, "quantity": q} for sku, q in items[i : i + RECEIPT_LINES]]
         body = {"location": LOCATION, "lines": lines, "reference": f"seed-{i}"}
-        ok(client.post("/v1/receipts", json=body))
+        ok(client.post("/v1/receipts", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}))
 
 
 def oversell(client: httpx.Client, stock: dict[str, int], won: dict[str, int]) -> tuple[int, int]:

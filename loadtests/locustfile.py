@@ -94,9 +94,9 @@ def seed(environment: Environment, **_: Any) -> None:
             for loc, qty in ((DC, 10_000), (STORE, 50)):
                 lines = [{"sku": sku, "quantity": qty} for sku in chunk]
                 body = {"location": loc, "lines": lines, "reference": f"seed-{i}"}
-                ok(s.post(f"{host}/v1/receipts", json=body))
+                ok(s.post(f"{host}/v1/receipts", json=body, headers=key()))
         body = {"location": DC, "lines": [{"sku": HOT, "quantity": HOT_STOCK}], "reference": "drop"}
-        ok(s.post(f"{host}/v1/receipts", json=body))
+        ok(s.post(f"{host}/v1/receipts", json=body, headers=key()))
     print(f"atp locust run {RUN}: {len(CATALOGUE)} SKUs seeded, hot SKU {HOT} x {HOT_STOCK}")
 
 

@@ -7,12 +7,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-import msgspec
 from litestar import Request, Response, get, post
 
 from api import schemas as s
+from api.decoding import decode_body
 from api.gateway import command_decider
-from api.problems import ApiProblem
 from api.routes.common import (
     AVAILABILITY_READ,
     ORDERS_WRITE,
@@ -143,14 +142,7 @@ async def get_order(request: Request[Any, Any, Any], order_id: str) -> s.OrderVi
 async def cancel_order(request: Request[Any, Any, Any], order_id: str) -> Response[bytes]:
     order_id = path_code(order_id, "order")
     raw = await request.body()
-    data = s.CancelRequest()
-    if raw.strip():
-        try:
-            data = msgspec.json.decode(raw, type=s.CancelRequest)
-        except msgspec.ValidationError as exc:
-            raise ApiProblem(422, "validation-failed", str(exc)) from None
-        except msgspec.DecodeError as exc:
-            raise ApiProblem(400, "malformed-json", str(exc)) from None
+    data = decode_body(raw, s.CancelRequest) if raw.strip() else s.CancelRequest()
     lines = _lines(data.lines) if data.lines is not None else None
     command = cmd.CancelOrder(order_id=order_id, lines=lines)
     return await gateway(request).execute(

@@ -31,7 +31,7 @@ def path_code(value: str, name: str, creating: bool = False) -> str:
     An invalid code names nothing that can exist (404), unless the request creates it (422).
     """
     code = unquote(value)
-    if not _CODE.match(code):
+    if not _CODE.fullmatch(code):  # in full: `$` alone would let a trailing newline through
         if creating:
             raise ApiProblem(
                 422,

@@ -14,6 +14,7 @@ import msgspec
 from litestar import Request, Response, get, put
 
 from adapters.records import IntegrationConfigured
+from api.decoding import decode_body
 from api.problems import ApiProblem
 from api.routes.common import ADMIN, gateway, ledger, path_code
 from api.schemas import Code
@@ -83,13 +84,7 @@ async def put_integration(
         raise ApiProblem(404, "not-found", f"no integration kind {kind!r}")
     store = path_code(store, "store", creating=True)
     schema, secrets = KINDS[kind]
-    try:
-        data = msgspec.json.decode(await request.body(), type=schema)
-    except msgspec.ValidationError as exc:
-        status = 400 if "missing required field" in str(exc) else 422
-        raise ApiProblem(status, "validation-failed", str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise ApiProblem(400, "malformed-json", str(exc)) from None
+    data = decode_body(await request.body(), schema)
     given = msgspec.structs.asdict(data)
     stream = integration_stream(kind, store)
 

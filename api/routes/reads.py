@@ -24,7 +24,7 @@ from projections.views import empty_availability, empty_item
 
 OPT = {"scopes": (AVAILABILITY_READ,)}
 JSON = "application/json"
-MinPosition = Annotated[int | None, Parameter(ge=0, required=False)]
+MinPosition = Annotated[int | None, Parameter(ge=0, le=s.MAX_POSITION, required=False)]
 
 
 def _read_side(request: Request[Any, Any, Any]) -> ReadSide:
@@ -38,9 +38,13 @@ def _min_position(request: Request[Any, Any, Any]) -> int | None:
     if b"min_position" not in request.scope["query_string"]:
         return None
     raw = request.query_params.get("min_position", "")
-    if not raw.isdigit():
+    # ASCII digits only (`str.isdigit` accepts `²`, which `int` refuses), and a position.
+    if not (raw.isascii() and raw.isdigit() and int(raw) <= s.MAX_POSITION):
         raise ApiProblem(
-            422, "validation-failed", "min_position: must be an integer >= 0", field="min_position"
+            422,
+            "validation-failed",
+            f"min_position: must be an integer 0..{s.MAX_POSITION}",
+            field="min_position",
         )
     return int(raw)
 
@@ -106,7 +110,7 @@ async def get_item(
 async def get_history(
     request: Request[Any, Any, Any],
     sku: str,
-    after: Annotated[int, Parameter(ge=0)] = 0,
+    after: Annotated[int, Parameter(ge=0, le=s.MAX_POSITION)] = 0,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
 ) -> s.HistoryPage:
     sku = path_code(sku, "sku")

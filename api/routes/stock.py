@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Request, Response, post
@@ -14,7 +14,7 @@ from api.service import ServiceWorld
 from api.views import movement_view
 from atp import commands as cmd
 
-OPT = {"scopes": (STOCK_WRITE,)}
+OPT = {"scopes": (STOCK_WRITE,), "idempotency_key": "required"}
 
 
 def _lines(lines: list[s.LineIn] | list[s.IncomingLineIn]) -> tuple[cmd.Line, ...]:
@@ -130,7 +130,7 @@ async def close_transfer(
     command = cmd.CloseTransfer(transfer_id=transfer_id, reason=data.reason)
     render = _transfer_view(transfer_id, "transfer-close")
     decider = command_decider(command)
-    return await gateway(request).execute(request, decider, render, require_key=True)
+    return await gateway(request).execute(request, decider, render)
 
 
 @post("/v1/transfers/{transfer_id:str}/cancel", opt=OPT, status_code=200)
@@ -139,7 +139,7 @@ async def cancel_transfer(request: Request[Any, Any, Any], transfer_id: str) -> 
     command = cmd.CancelTransfer(transfer_id=transfer_id)
     render = _transfer_view(transfer_id, "transfer-cancel", with_source=True)
     decider = command_decider(command)
-    return await gateway(request).execute(request, decider, render, require_key=True)
+    return await gateway(request).execute(request, decider, render)
 
 
 @post("/v1/incoming", opt=OPT, status_code=201)
@@ -147,7 +147,10 @@ async def post_incoming(
     request: Request[Any, Any, Any], data: s.IncomingRequest
 ) -> Response[bytes]:
     command = cmd.ExpectIncoming(
-        location=data.location, lines=_lines(data.lines), eta=data.eta, reference=data.reference
+        location=data.location,
+        lines=_lines(data.lines),
+        eta=data.eta.astimezone(UTC) if data.eta else None,
+        reference=data.reference,
     )
     pairs = [(line.sku, data.location) for line in data.lines]
 

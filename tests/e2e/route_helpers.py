@@ -123,6 +123,13 @@ class Env:
     def idem(self, **headers: str) -> dict[str, str]:
         return {"Idempotency-Key": self.key(), **headers}
 
+    def post_without_key(self, path: str, **kw: Any) -> httpx.Response:
+        """POST exactly as given, without the Idempotency-Key the test client would mint."""
+        with httpx.Client(
+            base_url=self.client.base_url, headers=self.client.headers, timeout=30
+        ) as bare:
+            return bare.post(path, **kw)
+
     def receive(self, location: str, **quantities: int) -> None:
         lines = [{"sku": self.sku(name), "quantity": q} for name, q in quantities.items()]
         created(self.client.post("/v1/receipts", json={"location": location, "lines": lines}))

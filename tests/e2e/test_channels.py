@@ -50,7 +50,14 @@ from tests.support.amqp import fresh_vhost
 from tests.support.fakes import FakeWooCommerce
 from tests.support.pg import fresh_database
 from tests.support.redis_db import prefixed, redis_url
-from tests.support.server import ADMIN_TOKEN, Server, atp, free_port, service_env
+from tests.support.server import (
+    ADMIN_TOKEN,
+    Server,
+    atp,
+    free_port,
+    mint_idempotency_key,
+    service_env,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -233,7 +240,10 @@ class ChannelStack:
             time.sleep(0.1)
         self.server = Server(self.url, self.procs["api"], self.env)
         self.http = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=30,
+            event_hooks={"request": [mint_idempotency_key]},
         )
         self._exit.callback(self.http.close)
         self.spawn("project", ["project"])

@@ -8,6 +8,7 @@ optimistic concurrency keeps the ledger right.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import random
 import time
@@ -27,8 +28,8 @@ pytestmark = pytest.mark.e2e
 PROCESSES = 4
 THREADS = 8
 
-Call = tuple[int, str, dict[str, Any], str]
-"""(index, path, JSON body, Idempotency-Key) of one POST."""
+Call = tuple[int, str, dict[str, Any] | bytes, str]
+"""(index, path, JSON body (or its bytes as sent), Idempotency-Key) of one POST."""
 
 
 # --- client processes --------------------------------------------------------------------
@@ -51,7 +52,12 @@ def _burst(url: str, token: str, calls: list[Call], threads: int, start_at: floa
         def run(client: httpx.Client, chunk: list[Call]) -> list[dict]:
             out = []
             for index, path, body, key in chunk:
-                r = client.post(path, json=body, headers={"Idempotency-Key": key})
+                headers = {"Idempotency-Key": key}
+                if isinstance(body, bytes):
+                    headers["Content-Type"] = "application/json"
+                    r = client.post(path, content=body, headers=headers)
+                else:
+                    r = client.post(path, json=body, headers=headers)
                 try:
                     payload = r.json()
                 except ValueError:
@@ -381,6 +387,61 @@ def test_one_idempotency_key_sent_twenty_times_at_once_holds_once(
         assert history_types(admin, sku)["StockHeld"] == 1
         (reservation_id,) = ids
         assert ok(admin.get(f"/v1/reservations/{reservation_id}"))["status"] == "held"
+
+
+def _serialisations(body: dict[str, Any], n: int, seed: int) -> list[bytes]:
+    """`n` different byte strings of the same JSON object: key order and whitespace vary."""
+    rng = random.Random(seed)
+    out: list[bytes] = []
+    while len(out) < n:
+        items = list(body.items())
+        rng.shuffle(items)
+        text = json.dumps(
+            dict(items),
+            indent=rng.choice([None, 1, 4]),
+            separators=rng.choice([(",", ":"), (", ", ": "), (" ,", " : ")]),
+        )
+        raw = (" " * rng.randint(0, 3) + text + "\n" * rng.randint(0, 2)).encode()
+        if raw not in out:
+            out.append(raw)
+    return out
+
+
+def test_one_key_retried_at_once_in_twenty_serialisations_holds_once(
+    server: Server, pool: ProcessPoolExecutor, unique: str
+) -> None:
+    """A checkout retried by a storefront, a proxy and a mobile client at the same moment,
+    each re-serialising the JSON its own way (key order, whitespace), under one key.
+
+    Invariant: one hold of 2 units (sellable 10 -> 8, one `StockHeld`), every answer the same
+    201 (19 replays); then the same key with a different quantity, 20 times at once, is 422
+    `idempotency-key-reused` every time and holds nothing more.
+    """
+    sku = f"{unique}-CANON"
+    with server.client() as admin:
+        location, channel = setup_channel(admin, unique)
+        receive(admin, location, {sku: 10})
+        body = {"channel": channel, "lines": [{"sku": sku, "quantity": 2}], "ttl_seconds": 600}
+        key = f"{unique}-one-key"
+        copies = _serialisations(body, 20, seed=7)
+        results = race(
+            pool, server, [(i, "/v1/reservations", raw, key) for i, raw in enumerate(copies)], 5
+        )
+
+        assert {r["status"] for r in results} == {201}, describe(results)
+        assert len({r["body"]["reservation_id"] for r in results}) == 1
+        assert len([r for r in results if r["replayed"] == "true"]) == 19
+        other = _serialisations({**body, "lines": [{"sku": sku, "quantity": 3}]}, 20, seed=8)
+        results = race(
+            pool, server, [(i, "/v1/reservations", raw, key) for i, raw in enumerate(other)], 5
+        )
+        assert {(r["status"], r["body"].get("code")) for r in results} == {
+            (422, "idempotency-key-reused")
+        }
+
+        f = figures(admin, sku, location)
+        assert (f["held"], f["sellable"]) == (2, 8)
+        assert history_types(admin, sku)["StockHeld"] == 1
 
 
 def test_sustained_flash_sale_never_fails_a_checkout(

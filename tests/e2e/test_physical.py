@@ -213,8 +213,8 @@ def test_a_short_transfer_receipt_creates_no_phantom_stock(env: Env) -> None:
         assert_problem(r, 409, "insufficient-stock")
         r = c.post(f"/v1/transfers/{tid}/cancel", headers=env.idem())
         assert_problem(r, 409, "illegal-state")
-        r = c.post(f"/v1/transfers/{tid}/close", json={"reason": "lost"})
-        assert_problem(r, 400)  # Idempotency-Key is required
+        r = env.post_without_key(f"/v1/transfers/{tid}/close", json={"reason": "lost"})
+        assert_problem(r, 400, "idempotency-key-required")
         r = c.post(f"/v1/transfers/{tid}/close", json={"reason": ""}, headers=env.idem())
         assert_problem(r, 422, field="reason")
     r = c.post(f"/v1/transfers/{tid}/close", json={"reason": "lost"}, headers=env.idem())

@@ -950,7 +950,7 @@ def test_reservation_validation_changes_nothing(env: Env) -> None:
         return c.post("/v1/reservations", json=body, headers={**env.idem(), **headers})
 
     with unchanged(c, a, b):
-        r = c.post("/v1/reservations", json=ok)
+        r = env.post_without_key("/v1/reservations", json=ok)
         assert_problem(r, 400, "idempotency-key-required")
         r = c.post("/v1/reservations", json=ok, headers={"Idempotency-Key": "k" * 256})
         assert_problem(r, 400)
@@ -981,10 +981,13 @@ def test_reservation_validation_changes_nothing(env: Env) -> None:
 
         path = f"/v1/reservations/{rid}"
         assert_problem(
-            c.post(f"{path}/extend", json={"ttl_seconds": 5}), 400, "idempotency-key-required"
+            env.post_without_key(f"{path}/extend", json={"ttl_seconds": 5}),
+            400,
+            "idempotency-key-required",
         )
-        assert_problem(c.post(f"{path}/release"), 400, "idempotency-key-required")
-        r = c.post(f"{path}/commit", json={"order_id": f"{env.prefix}-o"})
+        r = env.post_without_key(f"{path}/release")
+        assert_problem(r, 400, "idempotency-key-required")
+        r = env.post_without_key(f"{path}/commit", json={"order_id": f"{env.prefix}-o"})
         assert_problem(r, 400, "idempotency-key-required")
         r = c.post(f"{path}/extend", json={"ttl_seconds": 0}, headers=env.idem())
         assert_problem(r, 422, field="ttl_seconds")
@@ -1092,7 +1095,8 @@ def test_orders_place_ship_return_and_errors(env: Env) -> None:
         )
         assert_problem(post({**base, "lines": lines(env, A=0)}), 422, field="lines[0].quantity")
         assert_problem(post({**base, "lines": too_many}), 413)
-        assert_problem(c.post("/v1/orders", json=base), 400, "idempotency-key-required")
+        r = env.post_without_key("/v1/orders", json=base)
+        assert_problem(r, 400, "idempotency-key-required")
         assert_problem(post({"channel": env.web, "lines": base["lines"]}), 400)
         r = c.post("/v1/orders", content=MALFORMED, headers={**JSON, **env.idem()})
         assert_problem(r, 400)
@@ -1132,7 +1136,7 @@ def test_orders_place_ship_return_and_errors(env: Env) -> None:
         r = ship({"shipment_id": s2, "location": env.st, "lines": lines(env, A=0)})
         assert_problem(r, 422, field="lines[0].quantity")
         assert_problem(ship({"location": env.st, "lines": lines(env, A=1)}), 400)
-        r = c.post(
+        r = env.post_without_key(
             f"/v1/orders/{oid}/shipments",
             json={"shipment_id": s2, "location": env.st, "lines": lines(env, A=1)},
         )
@@ -1160,7 +1164,7 @@ def test_orders_place_ship_return_and_errors(env: Env) -> None:
         r = ret({"return_id": r1, "location": env.wh, "lines": lines(env, X=1)})
         assert_problem(r, 422, field="lines[0].sku")
         assert_problem(ret({"return_id": r1, "location": env.wh}), 400)
-        r = c.post(
+        r = env.post_without_key(
             f"/v1/orders/{oid}/returns",
             json={"return_id": r1, "location": env.wh, "lines": lines(env, A=1)},
         )
@@ -1187,7 +1191,8 @@ def test_orders_place_ship_return_and_errors(env: Env) -> None:
         assert_problem(cancel({"lines": "all"}), 422)
         r = c.post(f"/v1/orders/{oid}/cancel", content=b"{", headers={**JSON, **env.idem()})
         assert_problem(r, 400, "malformed-json")
-        assert_problem(c.post(f"/v1/orders/{oid}/cancel"), 400, "idempotency-key-required")
+        r = env.post_without_key(f"/v1/orders/{oid}/cancel")
+        assert_problem(r, 400, "idempotency-key-required")
 
     view = created(cancel({"lines": lines(env, B=1)}), 200)
     assert view["lines"][1]["canceled"] == 1
@@ -1263,7 +1268,7 @@ def test_idempotent_replay_and_key_reuse(env: Env) -> None:
         assert replay.content == refused.content
     created(c.post("/v1/reservations", json=big, headers=env.idem()))
 
-    # Other POST routes with an optional key: a replayed receipt receives once.
+    # Stock movements require a key too: a replayed receipt receives once.
     key = env.key()
     receipt = {"location": env.wh, "lines": lines(env, A=1)}
     created(c.post("/v1/receipts", json=receipt, headers={"Idempotency-Key": key}))

@@ -34,7 +34,11 @@ def _seed(url: str) -> None:
         ).raise_for_status()
         client.put("/v1/channels/web", json={"locations": ["WH1"]}).raise_for_status()
         lines = [{"sku": f"S{i}", "quantity": 1000} for i in range(5)]
-        client.post("/v1/receipts", json={"location": "WH1", "lines": lines}).raise_for_status()
+        client.post(
+            "/v1/receipts",
+            json={"location": "WH1", "lines": lines},
+            headers={"Idempotency-Key": "seed-receipt"},
+        ).raise_for_status()
 
 
 def _reserve(client: httpx.Client, key: str, sku: str) -> httpx.Response:

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,16 @@ def free_port() -> int:
 READ_MODEL_PATHS = ("/v1/items/", "/v1/availability/")
 
 
+def mint_idempotency_key(request: httpx.Request) -> None:
+    """httpx request hook: a POST without an Idempotency-Key gets a fresh one.
+
+    As a client library mints one key per logical request (every POST that changes stock
+    requires one); a test that retries sends its own key, which is kept.
+    """
+    if request.method == "POST" and "idempotency-key" not in request.headers:
+        request.headers["Idempotency-Key"] = f"minted-{uuid.uuid4().hex}"
+
+
 @dataclass
 class Server:
     url: str
@@ -35,8 +46,15 @@ class Server:
     last_position: int = 0
     """Highest ATP-Position any client of this test process saw (read-your-writes)."""
 
-    def client(self, token: str = ADMIN_TOKEN, **kw: object) -> httpx.Client:
-        """A client that reads its own writes: read-model reads carry `min_position`."""
+    def client(
+        self, token: str = ADMIN_TOKEN, mint_keys: bool = True, **kw: object
+    ) -> httpx.Client:
+        """A client that reads its own writes: read-model reads carry `min_position`.
+
+        With `mint_keys`, a POST sent without an `Idempotency-Key` gets a fresh one, as a
+        client library mints one per logical request (stock-changing POSTs require one). A
+        test that retries passes its own key; `mint_keys=False` sends exactly what it is given.
+        """
         headers = {"Authorization": f"Bearer {token}"} if token else {}
 
         def remember(response: httpx.Response) -> None:
@@ -54,6 +72,8 @@ class Server:
                 and self.last_position
             ):
                 request.url = request.url.copy_merge_params({"min_position": self.last_position})
+            if mint_keys:
+                mint_idempotency_key(request)
 
         return httpx.Client(
             base_url=self.url,
