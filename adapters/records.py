@@ -53,3 +53,9 @@ class WebhookOrderApplied(Record, frozen=True):
     order_id: str
     modified: str
     status: str
+    state: str = ""
+    """Digest of the snapshot's desired state (status, lines, unmapped lines, refund ids)."""
+    refunds: tuple[int, ...] = ()
+    """Ids of the order's refunds the snapshot listed."""
+    refunded: dict[str, int] = {}
+    """Units per SKU those refunds gave back (fetched from the store)."""

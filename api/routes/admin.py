@@ -13,6 +13,7 @@ from litestar import MediaType, Request, Response, get, post
 
 from adapters.ledger import decode_payload
 from adapters.records import TokenIssued
+from api import order_sync
 from api import schemas as s
 from api.auth import new_token, token_hash
 from api.pushstatus import judge, merged_metrics, reports
@@ -178,6 +179,7 @@ async def metrics(request: Request[Any, Any, Any]) -> str:
     )
     gauge("atp_writer_queue_depth", "Commands waiting for the writer.", svc.queue.qsize())
     lines.extend(request.app.state.metrics.render())
+    lines.extend(order_sync.METRICS.render())
     redis_client = request.app.state.redis
     if redis_client is not None:
         with contextlib.suppress(Exception):

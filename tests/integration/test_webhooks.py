@@ -4,6 +4,7 @@ ledger ends up with exactly one effect per order state."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from adapters.webhooks import signature
 from tests.support.amqp import fresh_vhost
 from tests.support.fakes import FakeWooCommerce
 from tests.support.pg import fresh_database
@@ -191,3 +193,184 @@ def test_refunds_restock_and_shortfalls_are_recorded(shop: tuple[Server, FakeWoo
 
 def _assert(condition: bool) -> None:
     assert condition
+
+
+# --- each delivery is the desired state of the order (issue 7 §1) ---------------------------
+
+
+def available(server: Server, sku: str) -> int:
+    server.catch_up()
+    with server.client() as c:
+        figure: int = c.get(f"/v1/availability/web/{sku}").json()["available"]
+    return figure
+
+
+def test_deliveries_converge_the_order_to_its_state(shop: tuple[Server, FakeWooCommerce]) -> None:
+    """Stories from WooCommerce bug reports: a checkout that moves pending -> processing
+    within one second, an admin editing an order, a cancelled sale re-opened. Invariant:
+    the order holds exactly what its last applied snapshot demands: TEE 5 -> 3 available
+    (same second), CAP 0 after the edit adds it, TEE back to 5 on cancel, 3 on re-open."""
+    server, woo = shop
+    woo.send_order_webhook(order(5001, "pending", "2026-11-26T10:00:00", TEE=2))
+    woo.send_order_webhook(order(5001, "processing", "2026-11-26T10:00:00", TEE=2))
+    eventually(lambda: _assert(available(server, "TEE") == 3))
+    woo.send_order_webhook(order(5001, "on-hold", "2026-11-26T10:00:05", TEE=1, CAP=1))
+    eventually(lambda: _assert((available(server, "TEE"), available(server, "CAP")) == (4, 0)))
+    with server.client() as c:
+        lines = c.get("/v1/orders/woocommerce:shop:5001").json()["lines"]
+    assert {x["sku"]: x["quantity"] for x in lines} == {"TEE": 1, "CAP": 1}
+    woo.send_order_webhook(order(5001, "cancelled", "2026-11-26T10:01:00", TEE=1, CAP=1))
+    eventually(lambda: _assert((available(server, "TEE"), available(server, "CAP")) == (5, 1)))
+    woo.send_order_webhook(order(5001, "completed", "2026-11-26T10:02:00", TEE=2))
+    eventually(lambda: _assert((available(server, "TEE"), available(server, "CAP")) == (3, 1)))
+    with server.client() as c:
+        assert c.get("/v1/orders/woocommerce:shop:5001").json()["status"] == "allocated"
+
+
+@pytest.fixture
+def embedded_shop() -> Iterator[tuple[Server, FakeWooCommerce]]:
+    """The embedded service with store `shop` pointing at a fake WooCommerce (its REST API
+    answers refunds and order lists with the registered keys)."""
+    with (
+        fresh_database() as url,
+        running_service(service_env(url)) as server,
+        FakeWooCommerce(
+            "ck_shop",
+            "cs_shop",
+            auth="oauth1",
+            webhook_url=f"{server.url}/v1/webhooks/woocommerce/shop",
+            order_webhook_secret=SECRET,
+        ) as woo,
+    ):
+        with server.client() as c:
+            c.put("/v1/locations/WH1", json={"name": "Main", "kind": "warehouse"})
+            c.put("/v1/channels/web", json={"locations": ["WH1"]}).raise_for_status()
+            lines = [{"sku": "TEE", "quantity": 5}, {"sku": "CAP", "quantity": 1}]
+            receipt = {"location": "WH1", "lines": lines}
+            c.post("/v1/receipts", json=receipt).raise_for_status()
+            integration = {
+                "url": woo.url,
+                "channel": "web",
+                "consumer_key": "ck_shop",
+                "consumer_secret": "cs_shop",
+                "webhook_secrets": [SECRET],
+            }
+            c.put("/v1/integrations/woocommerce/shop", json=integration).raise_for_status()
+        yield server, woo
+
+
+def test_an_applied_delivery_answers_with_its_position(
+    embedded_shop: tuple[Server, FakeWooCommerce],
+) -> None:
+    """Story: a storefront reads the figure right after its webhook was applied. Invariant:
+    reading at the answered ATP-Position shows the order's 2 units held (3 available)."""
+    server, _ = embedded_shop
+    body = json.dumps(order(10, "processing", "2026-11-26T10:00:00", TEE=2)).encode()
+    headers = {
+        "X-WC-Webhook-Signature": signature(body, SECRET),
+        "X-WC-Webhook-Topic": "order.updated",
+    }
+    with httpx.Client(base_url=server.url) as raw:
+        delivery = raw.post("/v1/webhooks/woocommerce/shop", content=body, headers=headers)
+        assert delivery.status_code == 200
+        position = delivery.headers["atp-position"]
+        with server.client() as c:
+            read = c.get("/v1/availability/web/TEE", params={"min_position": position})
+        assert read.json()["available"] == 3
+        again = raw.post("/v1/webhooks/woocommerce/shop", content=body, headers=headers)
+    assert again.json() == {
+        "status": "unchanged",
+        "reason": "the same state as the last applied snapshot",
+    }
+    assert available(server, "TEE") == 3
+
+
+def test_unmapped_lines_are_shown_on_the_order_and_counted(
+    embedded_shop: tuple[Server, FakeWooCommerce],
+) -> None:
+    """Story: an order with a normal line and lines whose SKU atp cannot take (German
+    umlaut and space, a full-width ampersand, a list) or whose quantity is 1.5 or 10^30.
+    Invariant: TEE holds its 2 units, the odd lines are listed on the order with reasons,
+    counted in /metrics, and never become items."""
+    server, woo = embedded_shop
+    items = [
+        {"sku": "TEE", "quantity": 2},
+        {"sku": "Tasse Grün", "quantity": 1},
+        {"sku": "A\uff06B", "quantity": 1},
+        {"sku": ["A"], "quantity": 1},
+        {"sku": "CAP", "quantity": 1.5},
+        {"sku": "CAP", "quantity": 10**30},
+    ]
+    body = {"id": 20, "status": "processing", "line_items": items}
+    assert woo.send_order_webhook(body).status == 200
+    assert available(server, "TEE") == 3
+    assert available(server, "CAP") == 1
+    with server.client() as c:
+        view = c.get("/v1/orders/woocommerce:shop:20").json()
+        assert [x["sku"] for x in view["lines"]] == ["TEE"]
+        assert [u["line"] for u in view["unmapped"]] == [1, 2, 3, 4, 5]
+        assert view["unmapped"][0] == {
+            "line": 1,
+            "reason": "the SKU does not match the code pattern",
+            "sku": "Tasse Grün",
+        }
+        assert c.get("/v1/items/Tasse%20Gr%C3%BCn").status_code == 404
+        metrics = c.get("/metrics").text
+    assert 'atp_webhook_unmapped_lines_total{store="shop"} 5' in metrics
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[1,2]",
+        b'"x"',
+        b'{"id":1,"status":"processing","line_items":{"a":1}}',
+        b'{"id":2,"status":"processing","line_items":[null]}',
+        b'{"id":3,"status":"processing","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    ],
+)
+def test_a_signed_body_that_is_not_an_order_is_422(
+    embedded_shop: tuple[Server, FakeWooCommerce], body: bytes
+) -> None:
+    """Invariant: a 422 problem, nothing recorded (no order), stock unchanged."""
+    server, _ = embedded_shop
+    headers = {
+        "X-WC-Webhook-Signature": signature(body, SECRET),
+        "X-WC-Webhook-Topic": "order.updated",
+    }
+    with httpx.Client(base_url=server.url) as raw:
+        answer = raw.post("/v1/webhooks/woocommerce/shop", content=body, headers=headers)
+        assert answer.status_code == 422, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        bad_signature = raw.post(
+            "/v1/webhooks/woocommerce/shop",
+            content=b'{"id": 1}',
+            headers={"X-WC-Webhook-Signature": b"\xc3\xa9t\xc3\xa9"},  # type: ignore[dict-item]
+        )
+        assert bad_signature.status_code == 401
+    with server.client() as c:
+        for oid in (1, 2, 3):
+            assert c.get(f"/v1/orders/woocommerce:shop:{oid}").status_code == 404
+    assert available(server, "TEE") == 5
+
+
+def test_a_partial_refund_releases_the_refunded_units(
+    embedded_shop: tuple[Server, FakeWooCommerce],
+) -> None:
+    """Story: 4 x TEE processing, then one unit refunded: WooCommerce keeps the status and
+    the line quantities and only lists the refund. Invariant: atp fetches the refund from
+    the store and holds 3 (2 available), and a later snapshot with the same refund keeps 3."""
+    server, woo = embedded_shop
+    placed = woo.save_order(order(30, "processing", "2026-11-26T10:00:00", TEE=4))
+    woo.send_order_webhook(placed)
+    assert available(server, "TEE") == 1
+    refunded = woo.refund_order(30, "2026-11-26T10:05:00", reason="damaged in transit", TEE=1)
+    assert refunded["refunds"] and refunded["line_items"][0]["quantity"] == 4
+    assert woo.send_order_webhook(refunded).status == 200
+    assert available(server, "TEE") == 2
+    later = {**refunded, "date_modified_gmt": "2026-11-26T11:00:00", "customer_note": "thanks"}
+    woo.send_order_webhook(later)
+    assert available(server, "TEE") == 2
+    with server.client() as c:
+        line = c.get("/v1/orders/woocommerce:shop:30").json()["lines"][0]
+    assert (line["quantity"], line["allocated"]) == (3, 3)
