@@ -175,6 +175,7 @@ def cmd_project(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_webhooks(settings: Settings, _: argparse.Namespace) -> int:
+    from api.order_poller import OrderPoller
     from api.service import CommandService
     from api.webhook_consumer import WebhookConsumer
 
@@ -186,8 +187,16 @@ def cmd_webhooks(settings: Settings, _: argparse.Namespace) -> int:
     service.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    consumer = WebhookConsumer(ledger, service, settings.amqp_url)
+
+    async def main() -> None:
+        tasks = [consumer.run(stop)]
+        if settings.order_poll_seconds > 0:
+            tasks.append(OrderPoller(ledger, service).run(settings.order_poll_seconds, stop))
+        await asyncio.gather(*tasks)
+
     try:
-        asyncio.run(WebhookConsumer(ledger, service, settings.amqp_url).run(stop))
+        asyncio.run(main())
     except KeyboardInterrupt:
         pass
     finally:

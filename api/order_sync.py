@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -42,6 +43,12 @@ class WebhookMetrics:
         self.unchanged: Counter[str] = Counter()
         self.polled_changes: Counter[str] = Counter()
         self.quiet: dict[str, int] = {}
+        self.last_webhook: dict[str, datetime] = {}
+
+    def webhook_since(self, store: str, moment: datetime) -> bool:
+        """Whether a webhook of the store was applied at or after `moment`."""
+        last = self.last_webhook.get(store)
+        return last is not None and last >= moment
 
     def render(self) -> list[str]:
         lines: list[str] = []
@@ -75,9 +82,17 @@ class OrderSync:
         self.service = service
 
     async def apply(
-        self, store: str, integration: IntegrationConfigured, order: WooOrder, cid: str
+        self,
+        store: str,
+        integration: IntegrationConfigured,
+        order: WooOrder,
+        cid: str,
+        source: str = "webhook",
     ) -> Applied:
-        """Apply one snapshot of a store's order; a domain rejection is a problem reply."""
+        """Apply one snapshot of a store's order (from a "webhook" or a "poll"); a domain
+        rejection is a problem reply."""
+        if source == "webhook":
+            METRICS.last_webhook[store] = datetime.now(UTC)
         snap = snapshot(store, order)
         if snap.unmapped:
             METRICS.unmapped_lines[store] += len(snap.unmapped)

@@ -4,6 +4,7 @@ ledger ends up with exactly one effect per order state."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,12 +12,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
 from adapters.webhooks import signature
+from adapters.woo_orders import WooOrders
 from tests.support.amqp import fresh_vhost
 from tests.support.fakes import FakeWooCommerce
 from tests.support.pg import fresh_database
@@ -231,9 +234,19 @@ def test_deliveries_converge_the_order_to_its_state(shop: tuple[Server, FakeWooC
 def embedded_shop() -> Iterator[tuple[Server, FakeWooCommerce]]:
     """The embedded service with store `shop` pointing at a fake WooCommerce (its REST API
     answers refunds and order lists with the registered keys)."""
+    yield from _embedded_shop()
+
+
+@pytest.fixture
+def polled_shop() -> Iterator[tuple[Server, FakeWooCommerce]]:
+    """As embedded_shop, with the store's orders polled every second."""
+    yield from _embedded_shop(ATP_ORDER_POLL_SECONDS="1")
+
+
+def _embedded_shop(**env: str) -> Iterator[tuple[Server, FakeWooCommerce]]:
     with (
         fresh_database() as url,
-        running_service(service_env(url)) as server,
+        running_service(service_env(url, **env)) as server,
         FakeWooCommerce(
             "ck_shop",
             "cs_shop",
@@ -374,3 +387,60 @@ def test_a_partial_refund_releases_the_refunded_units(
     with server.client() as c:
         line = c.get("/v1/orders/woocommerce:shop:30").json()["lines"][0]
     assert (line["quantity"], line["allocated"]) == (3, 3)
+
+
+def test_lost_webhooks_are_caught_up_by_polling(
+    polled_shop: tuple[Server, FakeWooCommerce],
+) -> None:
+    """Story: the store's order webhooks stop arriving (WooCommerce never retries and
+    disables a webhook after 5 failures) while orders are placed, edited and cancelled.
+    Invariant: polling the store's orders modified since the last applied one brings atp to
+    the same figures as if every webhook had arrived (TEE 5 - 1 = 4, CAP 1 - 1 = 0, then
+    CAP back to 1), and a store whose changes only polling finds is flagged."""
+    server, woo = polled_shop
+
+    def at(seconds_ago: int) -> str:
+        moment = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=seconds_ago)
+        return moment.replace(microsecond=0).isoformat()
+
+    woo.send_order_webhook(woo.save_order(order(40, "processing", at(60), TEE=2)))
+    assert available(server, "TEE") == 3
+    # From here on the webhooks are lost: the store only records the changes.
+    woo.save_order(order(40, "processing", at(50), TEE=1))
+    woo.save_order(order(41, "on-hold", at(40), CAP=1))
+    eventually(lambda: _assert((available(server, "TEE"), available(server, "CAP")) == (4, 0)))
+    with server.client() as c:
+        lines = c.get("/v1/orders/woocommerce:shop:40").json()["lines"]
+        assert {x["sku"]: x["quantity"] for x in lines} == {"TEE": 1}
+    woo.save_order(order(41, "cancelled", at(0), CAP=1))
+    eventually(lambda: _assert(available(server, "CAP") == 1))
+
+    def flagged() -> None:
+        with server.client() as c:
+            metrics = c.get("/metrics").text
+        assert 'atp_webhook_quiet{store="shop"} 1' in metrics, metrics
+
+    eventually(flagged)
+    with server.client() as c:
+        history = c.get("/v1/items/TEE/history").json()["entries"]
+    assert [e["type"] for e in history].count("AllocationReleased") == 1
+
+
+def test_order_listing_follows_the_stores_pages() -> None:
+    """The store lists at most 100 orders a page (X-WP-TotalPages says how many): atp reads
+    every page, oldest change first, and only orders modified strictly after the time."""
+    with FakeWooCommerce("ck_shop", "cs_shop", auth="oauth1") as woo:
+        for n in range(1, 151):
+            woo.save_order(order(n, "processing", f"2026-11-26T10:{n // 60:02}:{n % 60:02}", TEE=1))
+        client = WooOrders(woo.url, "ck_shop", "cs_shop")
+
+        async def listing() -> list[dict[str, Any]]:
+            try:
+                return await client.modified_after("2026-11-26T10:00:10")
+            finally:
+                await client.aclose()
+
+        orders = asyncio.run(listing())
+    assert [o["id"] for o in orders] == list(range(11, 151))
+    pages = [r for r in woo.requests() if r.path.endswith("/orders")]
+    assert len(pages) == 2
