@@ -175,7 +175,10 @@ def cmd_project(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_webhooks(settings: Settings, _: argparse.Namespace) -> int:
+    import redis.asyncio as aioredis
+
     from api.order_poller import OrderPoller
+    from api.order_sync import report_loop
     from api.service import CommandService
     from api.webhook_consumer import WebhookConsumer
 
@@ -193,7 +196,17 @@ def cmd_webhooks(settings: Settings, _: argparse.Namespace) -> int:
         tasks = [consumer.run(stop)]
         if settings.order_poll_seconds > 0:
             tasks.append(OrderPoller(ledger, service).run(settings.order_poll_seconds, stop))
-        await asyncio.gather(*tasks)
+        reporter = None
+        if settings.redis_url:
+            client = aioredis.Redis.from_url(settings.redis_url)
+            reporter = asyncio.create_task(report_loop(client, settings.redis_prefix))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            if reporter is not None:
+                reporter.cancel()
+                await asyncio.gather(reporter, return_exceptions=True)
+                await client.aclose()
 
     try:
         asyncio.run(main())

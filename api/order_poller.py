@@ -107,15 +107,15 @@ class OrderPoller:
             changed += applied.changed
             newest = max(newest, order.date_modified_gmt)
         if changed:
-            METRICS.polled_changes[store] += changed
+            METRICS.polled_changes[f'store="{store}"'] += changed
         # Changes found at the first poll are the ones made while atp was down.
         previous = self.last_poll.get(store)
         quiet = (
             bool(changed) and previous is not None and not METRICS.webhook_since(store, previous)
         )
         self.last_poll[store] = started
-        METRICS.quiet[store] = int(quiet)
         if quiet:
+            METRICS.quiet[f'store="{store}"'] = 1  # until a webhook of the store arrives
             log.warning(
                 "store %s: polling found %d order change(s) no webhook brought; "
                 "check its order webhooks (WooCommerce disables one after 5 failures)",

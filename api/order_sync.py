@@ -8,7 +8,9 @@ that changed nothing, orders polling caught up, stores whose webhooks went quiet
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -36,7 +38,10 @@ log = logging.getLogger("atp.webhooks")
 
 
 class WebhookMetrics:
-    """Counters of this process, rendered in the Prometheus text format."""
+    """Counters of this process, rendered in the Prometheus text format. Series are keyed by
+    their label set; each process counts what it applies (the API process: webhooks applied
+    in process and unmapped lines of every delivery; `atp webhooks`: the rest, reported
+    through Redis, see `report_loop`), so no series is counted by two processes."""
 
     def __init__(self) -> None:
         self.unmapped_lines: Counter[str] = Counter()
@@ -44,6 +49,17 @@ class WebhookMetrics:
         self.polled_changes: Counter[str] = Counter()
         self.quiet: dict[str, int] = {}
         self.last_webhook: dict[str, datetime] = {}
+
+    def count_unmapped(self, snap: OrderSnapshot, store: str, source: str) -> None:
+        if not snap.unmapped:
+            return
+        self.unmapped_lines[f'store="{store}",source="{source}"'] += len(snap.unmapped)
+        log.warning(
+            "order %s: %d line(s) not mapped: %s",
+            snap.order_id,
+            len(snap.unmapped),
+            "; ".join(f"line {u.line}: {u.reason}" for u in snap.unmapped),
+        )
 
     def webhook_since(self, store: str, moment: datetime) -> bool:
         """Whether a webhook of the store was applied at or after `moment`."""
@@ -56,13 +72,37 @@ class WebhookMetrics:
             ("atp_webhook_unmapped_lines_total", "Order lines atp could not map.", "counter"),
             ("atp_webhook_unchanged_total", "Order snapshots that changed nothing.", "counter"),
             ("atp_order_poll_changes_total", "Order changes found by polling.", "counter"),
-            ("atp_webhook_quiet", "1: webhooks stopped while polling finds changes.", "gauge"),
+            ("atp_webhook_quiet", "1: polling found changes no webhook brought.", "gauge"),
         )
         values = (self.unmapped_lines, self.unchanged, self.polled_changes, self.quiet)
-        for (name, help_text, kind), by_store in zip(series, values, strict=True):
+        for (name, help_text, kind), by_labels in zip(series, values, strict=True):
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-            lines += [f'{name}{{store="{store}"}} {n}' for store, n in sorted(by_store.items())]
+            lines += [f"{name}{{{labels}}} {n}" for labels, n in sorted(by_labels.items())]
         return lines
+
+
+REPORT_SECONDS = 5.0
+
+
+def report_key(prefix: str) -> str:
+    return f"{prefix}:webhooks:report"
+
+
+async def report_loop(redis_client: Any, prefix: str) -> None:
+    """`atp webhooks`: publish this process's figures for the API's /metrics."""
+    while True:
+        with contextlib.suppress(Exception):
+            key = report_key(prefix)
+            metrics = "\n".join(METRICS.render())
+            await redis_client.hset(key, mapping={"metrics": metrics, "heartbeat": time.time()})
+            await redis_client.expire(key, 300)
+        await asyncio.sleep(REPORT_SECONDS)
+
+
+async def reported(redis_client: Any, prefix: str) -> list[dict[str, str]]:
+    """What `atp webhooks` published (for merging into /metrics), if anything."""
+    raw = await redis_client.hgetall(report_key(prefix))
+    return [{k.decode(): v.decode() for k, v in raw.items()}] if raw else []
 
 
 METRICS = WebhookMetrics()
@@ -93,15 +133,11 @@ class OrderSync:
         rejection is a problem reply."""
         if source == "webhook":
             METRICS.last_webhook[store] = datetime.now(UTC)
+            if f'store="{store}"' in METRICS.quiet:
+                METRICS.quiet[f'store="{store}"'] = 0  # the store's webhooks arrive again
         snap = snapshot(store, order)
-        if snap.unmapped:
-            METRICS.unmapped_lines[store] += len(snap.unmapped)
-            log.warning(
-                "order %s: %d line(s) not mapped: %s",
-                snap.order_id,
-                len(snap.unmapped),
-                "; ".join(f"line {u.line}: {u.reason}" for u in snap.unmapped),
-            )
+        if source != "webhook":  # a webhook's lines are counted where it arrives
+            METRICS.count_unmapped(snap, store, source)
         records, _ = await asyncio.to_thread(self.ledger.load, applied_stream(snap.order_id))
         last = last_applied(records)
         snap = await self._with_refunds(snap, last, integration)
@@ -117,7 +153,7 @@ class OrderSync:
             log.error("order %s was not applied: %s", snap.order_id, reply.body.decode())
             return Applied(reply.status_code, reply.body)
         if decider.reason is not None:
-            METRICS.unchanged[store] += 1
+            METRICS.unchanged[f'store="{store}"'] += 1
             log.info(
                 "order %s (%s): changed nothing: %s", snap.order_id, snap.modified, decider.reason
             )

@@ -179,12 +179,14 @@ async def metrics(request: Request[Any, Any, Any]) -> str:
     )
     gauge("atp_writer_queue_depth", "Commands waiting for the writer.", svc.queue.qsize())
     lines.extend(request.app.state.metrics.render())
-    lines.extend(order_sync.METRICS.render())
+    webhooks = [{"metrics": "\n".join(order_sync.METRICS.render())}]
     redis_client = request.app.state.redis
     if redis_client is not None:
         with contextlib.suppress(Exception):
             prefix = request.app.state.settings.redis_prefix
+            webhooks += await order_sync.reported(redis_client, prefix)
             lines.extend(merged_metrics(await reports(redis_client, prefix)))
+    lines.extend(merged_metrics(webhooks))
     return "\n".join(lines) + "\n"
 
 

@@ -20,9 +20,9 @@ from litestar import Request, Response, post
 
 from adapters.pushers.woocommerce import is_echo
 from adapters.records import IntegrationConfigured
-from adapters.webhooks import NotAnOrder, is_ping, parse_order, verify
+from adapters.webhooks import NotAnOrder, is_ping, parse_order, snapshot, verify
 from api.gateway import POSITION_HEADER
-from api.order_sync import OrderSync
+from api.order_sync import METRICS, OrderSync
 from api.problems import ApiProblem
 from api.routes.common import ledger, path_code, service
 from api.routes.integrations import current, integration_stream
@@ -85,6 +85,7 @@ async def woocommerce_webhook(request: Request[Any, Any, Any], store: str) -> Re
         order = parse_order(body)
     except NotAnOrder as e:
         raise ApiProblem(e.status, "bad-order", e.detail, field=e.field) from None
+    METRICS.count_unmapped(snapshot(store, order), store, "webhook")
     queue = request.app.state.webhook_queue
     headers = {
         "store": store,

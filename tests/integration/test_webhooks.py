@@ -23,6 +23,7 @@ from adapters.woo_orders import WooOrders
 from tests.support.amqp import fresh_vhost
 from tests.support.fakes import FakeWooCommerce
 from tests.support.pg import fresh_database
+from tests.support.redis_db import prefixed, redis_url
 from tests.support.server import Server, running_service, service_env
 
 pytestmark = pytest.mark.integration
@@ -299,13 +300,13 @@ def test_an_applied_delivery_answers_with_its_position(
 
 
 def test_unmapped_lines_are_shown_on_the_order_and_counted(
-    embedded_shop: tuple[Server, FakeWooCommerce],
+    shop: tuple[Server, FakeWooCommerce],
 ) -> None:
     """Story: an order with a normal line and lines whose SKU atp cannot take (German
     umlaut and space, a full-width ampersand, a list) or whose quantity is 1.5 or 10^30.
     Invariant: TEE holds its 2 units, the odd lines are listed on the order with reasons,
     counted in /metrics, and never become items."""
-    server, woo = embedded_shop
+    server, woo = shop
     items = [
         {"sku": "TEE", "quantity": 2},
         {"sku": "Tasse Grün", "quantity": 1},
@@ -315,11 +316,11 @@ def test_unmapped_lines_are_shown_on_the_order_and_counted(
         {"sku": "CAP", "quantity": 10**30},
     ]
     body = {"id": 20, "status": "processing", "line_items": items}
-    assert woo.send_order_webhook(body).status == 200
-    assert available(server, "TEE") == 3
+    assert woo.send_order_webhook(body).status in (200, 202)
+    eventually(lambda: _assert(available(server, "TEE") == 3))
     assert available(server, "CAP") == 1
     with server.client() as c:
-        view = c.get("/v1/orders/woocommerce:shop:20").json()
+        view = eventually(lambda: _unmapped(c.get("/v1/orders/woocommerce:shop:20").json()))
         assert [x["sku"] for x in view["lines"]] == ["TEE"]
         assert [u["line"] for u in view["unmapped"]] == [1, 2, 3, 4, 5]
         assert view["unmapped"][0] == {
@@ -329,7 +330,12 @@ def test_unmapped_lines_are_shown_on_the_order_and_counted(
         }
         assert c.get("/v1/items/Tasse%20Gr%C3%BCn").status_code == 404
         metrics = c.get("/metrics").text
-    assert 'atp_webhook_unmapped_lines_total{store="shop"} 5' in metrics
+    assert 'atp_webhook_unmapped_lines_total{store="shop",source="webhook"} 5' in metrics
+
+
+def _unmapped(view: dict[str, Any]) -> dict[str, Any]:
+    assert view.get("unmapped"), view
+    return view
 
 
 @pytest.mark.parametrize(
@@ -424,6 +430,10 @@ def test_lost_webhooks_are_caught_up_by_polling(
     with server.client() as c:
         history = c.get("/v1/items/TEE/history").json()["entries"]
     assert [e["type"] for e in history].count("AllocationReleased") == 1
+    # The store's webhooks work again: the flag clears.
+    woo.send_order_webhook(woo.save_order(order(42, "processing", at(0), TEE=1)))
+    with server.client() as c:
+        assert 'atp_webhook_quiet{store="shop"} 0' in c.get("/metrics").text
 
 
 def test_order_listing_follows_the_stores_pages() -> None:
@@ -444,3 +454,80 @@ def test_order_listing_follows_the_stores_pages() -> None:
     assert [o["id"] for o in orders] == list(range(11, 151))
     pages = [r for r in woo.requests() if r.path.endswith("/orders")]
     assert len(pages) == 2
+
+
+def test_atp_webhooks_catches_up_lost_orders_and_reports_it(tmp_path: Any) -> None:
+    """Story: RabbitMQ deployment; the store's order webhooks stop arriving while an order
+    is edited and another placed and then cancelled. Invariant: `atp webhooks` polls the
+    store and the orders end as the store has them (order 40: 1 x TEE; order 41: canceled),
+    and the API's /metrics shows the store flagged (reported through Redis)."""
+    with (
+        fresh_database() as url,
+        fresh_vhost() as amqp,
+        prefixed(0, "wh") as (_, prefix),
+        FakeWooCommerce("ck_shop", "cs_shop", auth="oauth1") as woo,
+    ):
+        env = service_env(
+            url,
+            ATP_AMQP_URL=amqp,
+            ATP_REDIS_URL=redis_url(0),
+            ATP_REDIS_PREFIX=prefix,
+            ATP_ORDER_POLL_SECONDS="1",
+        )
+        with running_service(env) as server:
+            woo.configure_webhook(None)
+            woo.webhook_url = f"{server.url}/v1/webhooks/woocommerce/shop"
+            woo.order_webhook_secret = SECRET
+            with server.client() as c:
+                c.put("/v1/locations/WH1", json={"name": "Main", "kind": "warehouse"})
+                c.put("/v1/channels/web", json={"locations": ["WH1"]}).raise_for_status()
+                receipt = {"location": "WH1", "lines": [{"sku": "TEE", "quantity": 5}]}
+                c.post("/v1/receipts", json=receipt).raise_for_status()
+                integration = {
+                    "url": woo.url,
+                    "channel": "web",
+                    "consumer_key": "ck_shop",
+                    "consumer_secret": "cs_shop",
+                    "webhook_secrets": [SECRET],
+                }
+                c.put("/v1/integrations/woocommerce/shop", json=integration).raise_for_status()
+            log = (tmp_path / "webhooks.log").open("wb")
+            consumer = subprocess.Popen(
+                [sys.executable, "-m", "api.cli", "webhooks"],
+                env=env,
+                start_new_session=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                _catch_up_story(server, woo)
+            finally:
+                os.killpg(consumer.pid, signal.SIGTERM)
+                consumer.wait(timeout=15)
+                log.close()
+
+
+def _catch_up_story(server: Server, woo: FakeWooCommerce) -> None:
+    def at(seconds_ago: int) -> str:
+        moment = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=seconds_ago)
+        return moment.replace(microsecond=0).isoformat()
+
+    def lines(oid: int) -> dict[str, int]:
+        with server.client() as c:
+            view = c.get(f"/v1/orders/woocommerce:shop:{oid}").json()
+        return {x["sku"]: x["quantity"] - x["canceled"] for x in view.get("lines", [])}
+
+    woo.send_order_webhook(woo.save_order(order(40, "processing", at(60), TEE=2)))
+    eventually(lambda: _assert(lines(40) == {"TEE": 2}))
+    woo.save_order(order(40, "processing", at(50), TEE=1))  # lost
+    woo.save_order(order(41, "on-hold", at(40), TEE=3))  # lost
+    eventually(lambda: _assert((lines(40), lines(41)) == ({"TEE": 1}, {"TEE": 3})))
+    woo.save_order(order(41, "cancelled", at(0), TEE=3))  # lost
+    eventually(lambda: _assert(lines(41) == {"TEE": 0}))
+
+    def flagged() -> None:
+        with server.client() as c:
+            metrics = c.get("/metrics").text
+        assert 'atp_webhook_quiet{store="shop"} 1' in metrics
+
+    eventually(flagged, timeout=20)
