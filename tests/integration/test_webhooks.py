@@ -256,21 +256,26 @@ def _embedded_shop(**env: str) -> Iterator[tuple[Server, FakeWooCommerce]]:
             order_webhook_secret=SECRET,
         ) as woo,
     ):
-        with server.client() as c:
-            c.put("/v1/locations/WH1", json={"name": "Main", "kind": "warehouse"})
-            c.put("/v1/channels/web", json={"locations": ["WH1"]}).raise_for_status()
-            lines = [{"sku": "TEE", "quantity": 5}, {"sku": "CAP", "quantity": 1}]
-            receipt = {"location": "WH1", "lines": lines}
-            c.post("/v1/receipts", json=receipt).raise_for_status()
-            integration = {
-                "url": woo.url,
-                "channel": "web",
-                "consumer_key": "ck_shop",
-                "consumer_secret": "cs_shop",
-                "webhook_secrets": [SECRET],
-            }
-            c.put("/v1/integrations/woocommerce/shop", json=integration).raise_for_status()
+        _register(server, woo, TEE=5, CAP=1)
         yield server, woo
+
+
+def _register(server: Server, woo: FakeWooCommerce, **received: int) -> None:
+    """Location WH1, channel web, the units received there, and store `shop` pointing at the
+    fake with its API key and the webhook secret."""
+    with server.client() as c:
+        c.put("/v1/locations/WH1", json={"name": "Main", "kind": "warehouse"})
+        c.put("/v1/channels/web", json={"locations": ["WH1"]}).raise_for_status()
+        lines = [{"sku": sku, "quantity": q} for sku, q in received.items()]
+        c.post("/v1/receipts", json={"location": "WH1", "lines": lines}).raise_for_status()
+        integration = {
+            "url": woo.url,
+            "channel": "web",
+            "consumer_key": "ck_shop",
+            "consumer_secret": "cs_shop",
+            "webhook_secrets": [SECRET],
+        }
+        c.put("/v1/integrations/woocommerce/shop", json=integration).raise_for_status()
 
 
 def test_an_applied_delivery_answers_with_its_position(
@@ -478,19 +483,7 @@ def test_atp_webhooks_catches_up_lost_orders_and_reports_it(tmp_path: Any) -> No
             woo.configure_webhook(None)
             woo.webhook_url = f"{server.url}/v1/webhooks/woocommerce/shop"
             woo.order_webhook_secret = SECRET
-            with server.client() as c:
-                c.put("/v1/locations/WH1", json={"name": "Main", "kind": "warehouse"})
-                c.put("/v1/channels/web", json={"locations": ["WH1"]}).raise_for_status()
-                receipt = {"location": "WH1", "lines": [{"sku": "TEE", "quantity": 5}]}
-                c.post("/v1/receipts", json=receipt).raise_for_status()
-                integration = {
-                    "url": woo.url,
-                    "channel": "web",
-                    "consumer_key": "ck_shop",
-                    "consumer_secret": "cs_shop",
-                    "webhook_secrets": [SECRET],
-                }
-                c.put("/v1/integrations/woocommerce/shop", json=integration).raise_for_status()
+            _register(server, woo, TEE=5)
             log = (tmp_path / "webhooks.log").open("wb")
             consumer = subprocess.Popen(
                 [sys.executable, "-m", "api.cli", "webhooks"],
