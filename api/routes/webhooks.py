@@ -78,8 +78,8 @@ async def woocommerce_webhook(request: Request[Any, Any, Any], store: str) -> Re
                         product.get("sku"),
                         product.get("stock_quantity"),
                     )
-            except (ValueError, AttributeError):
-                pass
+            except (ValueError, AttributeError, RecursionError):
+                pass  # not a product: nothing to log about it
         return Response(status, media_type=JSON)
     try:
         order = parse_order(body)
