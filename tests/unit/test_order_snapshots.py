@@ -11,7 +11,8 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import given as for_all
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from adapters.records import WebhookOrderApplied
@@ -27,9 +28,11 @@ from adapters.webhooks import (
 )
 from atp import commands as cmd
 from atp import events as ev
+from atp.errors import InvalidCommand
+from atp.events import Hold
 from atp.state import OrderState
 from atp.world import StateSet
-from tests.unit.scenario import NOW, available, decided, world_of
+from tests.unit.scenario import NOW, available, decided, given, item, order, world_of
 
 SETUP = decided(
     cmd.DefineLocation(code="WH", name="Warehouse", kind="warehouse"),
@@ -230,6 +233,45 @@ def test_a_signature_with_non_ascii_characters_is_wrong_not_an_error() -> None:
     assert not verify(body, "\u00e9" * 44, ["s"])
 
 
+# --- the revision command, given / when / then ---------------------------------------------
+
+OID = "woocommerce:shop:7001"
+
+
+def _revise(open_: bool = True, **lines: int) -> cmd.ReviseOrder:
+    wanted = tuple(cmd.Line(sku, q) for sku, q in lines.items())
+    return cmd.ReviseOrder(order_id=OID, channel="woo", lines=wanted, open=open_)
+
+
+def test_a_reopened_order_is_revised_with_reopened_in_its_history() -> None:
+    placed = decided(*SETUP, _revise(A=5), _revise(open_=False, A=5))
+    given(placed).when(_revise(A=5)).then(
+        (
+            item("A"),
+            ev.StockAllocated(sku="A", order_id=OID, channel="woo", allocations=(Hold("WH", 5),)),
+        ),
+        (
+            order(OID),
+            ev.OrderRevised(order_id=OID, lines=(ev.RevisedLine("A", 5, 5),), reopened=True),
+        ),
+    )
+
+
+def test_a_closed_order_releases_its_shortfall_before_its_allocations() -> None:
+    placed = decided(*SETUP, _revise(C=5))
+    given(placed).when(_revise(open_=False, C=5)).then(
+        (item("C"), ev.ShortfallResolved(sku="C", order_id=OID, quantity=2)),
+        (item("C"), ev.AllocationReleased(sku="C", order_id=OID, allocations=(Hold("WH", 3),))),
+        (order(OID), ev.OrderCanceled(order_id=OID, lines=(ev.OrderLine("C", 5),))),
+    )
+
+
+def test_the_same_state_again_decides_nothing_and_bad_lines_are_refused() -> None:
+    placed = decided(*SETUP, _revise(A=2, B=1))
+    assert given(placed).when(_revise(A=2, B=1)).decision() == []
+    given(placed).when(_revise(A=0)).raises(InvalidCommand, field="lines[0].quantity")
+
+
 # --- the property -------------------------------------------------------------------------
 
 STATUSES = ("pending", "processing", "on-hold", "completed", "cancelled", "refunded", "failed")
@@ -242,7 +284,7 @@ snapshot_step = st.tuples(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(snapshot_step, min_size=1, max_size=12))
+@for_all(st.lists(snapshot_step, min_size=1, max_size=12))
 def test_any_snapshot_sequence_leaves_what_the_last_applied_one_demands(
     steps: list[tuple[str, int, dict[str, int], bool]],
 ) -> None:
