@@ -93,10 +93,11 @@ class WooOrders:
         return orders
 
 
-def from_settings(settings: Mapping[str, Any]) -> WooOrders:
+def from_settings(settings: Mapping[str, Any], timeout: float = 10.0) -> WooOrders:
     """From an IntegrationConfigured's settings (url, consumer_key, consumer_secret)."""
     return WooOrders(
         str(settings["url"]),
         str(settings.get("consumer_key") or ""),
         str(settings.get("consumer_secret") or ""),
+        timeout=timeout,
     )

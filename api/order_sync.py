@@ -82,6 +82,8 @@ class WebhookMetrics:
 
 
 REPORT_SECONDS = 5.0
+REFUNDS_TIMEOUT = 3.0
+"""Seconds to wait for a store's refunds (a webhook is waiting for its answer)."""
 
 
 def report_key(prefix: str) -> str:
@@ -170,7 +172,8 @@ class OrderSync:
         if not needs_refunds(snap, last):
             kept = dict(last.refunded) if last is not None and snap.refunds else {}
             return snap.with_refunded(kept)
-        client = from_settings(integration.settings)
+        # WooCommerce gives up on a webhook after 5 s by default: leave room for the rest.
+        client = from_settings(integration.settings, timeout=REFUNDS_TIMEOUT)
         try:
             refunds = await client.refunds(snap.woo_id)
         except StoreUnreachable as e:

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from adapters.webhooks import signature
-from adapters.woo_orders import WooOrders
+from adapters.woo_orders import StoreUnreachable, WooOrders
 from tests.support.amqp import fresh_vhost
 from tests.support.fakes import FakeWooCommerce
 from tests.support.pg import fresh_database
@@ -536,3 +536,34 @@ def _catch_up_story(server: Server, woo: FakeWooCommerce) -> None:
         assert 'atp_webhook_quiet{store="shop"} 1' in metrics
 
     eventually(flagged, timeout=20)
+
+
+def test_the_fake_store_serves_refunds_as_woocommerce_does() -> None:
+    """GET /orders/<id>/refunds: newest first, line items with negative quantities; an
+    unknown order is 400 woocommerce_rest_order_invalid_id; no credentials: 401."""
+    with FakeWooCommerce("ck_shop", "cs_shop", auth="oauth1") as woo:
+        woo.save_order(order(7, "processing", "2026-11-26T10:00:00", TEE=4, CAP=1))
+        woo.refund_order(7, "2026-11-26T10:01:00", TEE=1)
+        after = woo.refund_order(7, "2026-11-26T10:02:00", TEE=2, CAP=1)
+        assert [r["id"] for r in after["refunds"]] == [9000, 9001]
+        assert after["status"] == "processing" and after["line_items"][0]["quantity"] == 4
+        client = WooOrders(woo.url, "ck_shop", "cs_shop")
+
+        async def read() -> tuple[list[dict[str, Any]], str]:
+            try:
+                refunds = await client.refunds(7)
+                try:
+                    await client.refunds(8)
+                except StoreUnreachable as e:
+                    return refunds, str(e)
+                raise AssertionError("order 8 does not exist")
+            finally:
+                await client.aclose()
+
+        refunds, missing = asyncio.run(read())
+        assert [[(x["sku"], x["quantity"]) for x in r["line_items"]] for r in refunds] == [
+            [("TEE", -2), ("CAP", -1)],
+            [("TEE", -1)],
+        ]
+        assert "HTTP 400" in missing
+        assert httpx.get(f"{woo.url}/wp-json/wc/v3/orders/7/refunds").status_code == 401
