@@ -567,3 +567,35 @@ def test_the_fake_store_serves_refunds_as_woocommerce_does() -> None:
         ]
         assert "HTTP 400" in missing
         assert httpx.get(f"{woo.url}/wp-json/wc/v3/orders/7/refunds").status_code == 401
+
+
+def test_issue_7_cases_a_b_c_over_http(embedded_shop: tuple[Server, FakeWooCommerce]) -> None:
+    """Issue 7 §1 a, b, c as filed (10 units of each SKU received), over signed deliveries.
+    Invariants: a) pending then processing in one second: allocated 2, available 8;
+    b) on-hold 1 x A edited to 2 x A + 1 x B: A 8, B 9, order lines {A: 2, B: 1};
+    c) processing, cancelled, cancelled, completed, cancelled: available 5, 10, 10, 5, 10."""
+    server, woo = embedded_shop
+    with server.client() as c:
+        lines = [{"sku": "A", "quantity": 10}, {"sku": "B", "quantity": 10}]
+        c.post("/v1/receipts", json={"location": "WH1", "lines": lines}).raise_for_status()
+    woo.send_order_webhook(order(5001, "pending", "2026-11-26T10:00:00", A=2))
+    woo.send_order_webhook(order(5001, "processing", "2026-11-26T10:00:00", A=2))
+    assert held_and_allocated(server, "A") == (2, 0)
+    assert available(server, "A") == 8
+    woo.send_order_webhook(order(5001, "cancelled", "2026-11-26T10:00:01", A=2))
+
+    woo.send_order_webhook(order(6001, "on-hold", "2026-11-26T10:00:00", A=1))
+    woo.send_order_webhook(order(6001, "on-hold", "2026-11-26T10:00:09", A=2, B=1))
+    assert (available(server, "A"), available(server, "B")) == (8, 9)
+    with server.client() as c:
+        view = c.get("/v1/orders/woocommerce:shop:6001").json()
+    assert {x["sku"]: x["quantity"] for x in view["lines"]} == {"A": 2, "B": 1}
+    woo.send_order_webhook(order(6001, "cancelled", "2026-11-26T10:00:10", A=2, B=1))
+
+    seen = []
+    for second, status in enumerate(
+        ("processing", "cancelled", "cancelled", "completed", "cancelled")
+    ):
+        woo.send_order_webhook(order(7001, status, f"2026-11-26T10:00:0{second}", A=5))
+        seen.append(available(server, "A"))
+    assert seen == [5, 10, 10, 5, 10]
