@@ -28,6 +28,7 @@ from adapters.webhooks import (
 )
 from atp import commands as cmd
 from atp import events as ev
+from atp.decide import decide
 from atp.errors import InvalidCommand
 from atp.events import Hold
 from atp.state import OrderState
@@ -233,6 +234,28 @@ def test_a_signature_with_non_ascii_characters_is_wrong_not_an_error() -> None:
     assert not verify(body, "\u00e9" * 44, ["s"])
 
 
+def test_shipped_units_stay_shipped_whatever_the_order_becomes() -> None:
+    """Story: 4 x A processing, the warehouse ships 2, then the admin edits the order to 3,
+    to 1 (below what left), and cancels it. Invariant: only unshipped units are released;
+    the order keeps its 2 shipped units, on_hand is 8 throughout."""
+    shop = Shop()
+    shop.deliver(800, "processing", T0, A=4)
+    ship = cmd.ShipOrder(
+        order_id="woocommerce:shop:800", shipment_id="s1", location="WH", lines=(cmd.Line("A", 2),)
+    )
+    for stream, event in decide(ship, shop.world, NOW):
+        shop.world.apply(stream, event)
+    shop.deliver(800, "processing", T1, A=3)
+    assert (shop.allocated("A"), shop.available("A"), shop.lines(800)) == (1, 7, {"A": 1})
+    shop.deliver(800, "processing", "2026-11-26T10:00:02", A=1)
+    assert (shop.allocated("A"), shop.available("A"), shop.lines(800)) == (0, 8, {})
+    shop.deliver(800, "cancelled", "2026-11-26T10:00:03", A=1)
+    line = shop.order(800).lines[0]
+    assert (line.quantity, line.shipped, line.open) == (2, 2, 0)
+    assert shop.world.item("A").at("WH").on_hand == 8
+    assert shop.order(800).status == "shipped"
+
+
 # --- the revision command, given / when / then ---------------------------------------------
 
 OID = "woocommerce:shop:7001"
@@ -280,22 +303,25 @@ snapshot_step = st.tuples(
     st.integers(min_value=0, max_value=3),  # seconds: same-second times and late copies
     st.dictionaries(st.sampled_from(("A", "C")), st.integers(min_value=1, max_value=6)),
     st.booleans(),  # deliver this state twice
+    st.booleans(),  # then the warehouse ships one allocated unit of A, if there is one
 )
 
 
 @settings(max_examples=300, deadline=None)
 @for_all(st.lists(snapshot_step, min_size=1, max_size=12))
 def test_any_snapshot_sequence_leaves_what_the_last_applied_one_demands(
-    steps: list[tuple[str, int, dict[str, int], bool]],
+    steps: list[tuple[str, int, dict[str, int], bool, bool]],
 ) -> None:
     """For any sequence of snapshots of one order (statuses, edits, duplicates, same-second
-    times, late copies, cancels and re-opens): the order's allocation plus shortfall per SKU
-    equals what the last applied snapshot demands (its lines when open, nothing when not),
-    the order's lines say the same, and no quantity is ever negative."""
+    times, late copies, cancels and re-opens) with shipments in between: the order's
+    allocation plus shortfall per SKU equals what the last applied snapshot demands less
+    what has shipped (nothing when closed), the order's lines say the same, and no
+    quantity is ever negative."""
     shop = Shop()
     oid = "woocommerce:shop:1"
     last: tuple[str, str, dict[str, int]] | None = None  # the model: time, status, lines
-    for status, second, lines, twice in steps:
+    shipped: dict[str, int] = {}
+    for n, (status, second, lines, twice, ship) in enumerate(steps):
         modified = f"2026-11-26T10:00:0{second}"
         for _ in range(2 if twice else 1):
             shop.deliver(1, status, modified, **lines)
@@ -303,18 +329,28 @@ def test_any_snapshot_sequence_leaves_what_the_last_applied_one_demands(
             if newer or (last is not None and modified == last[0] and (status, lines) != last[1:]):
                 last = (modified, status, lines)
             assert last is not None
-            demanded = last[2] if last[1] in ("processing", "on-hold", "completed") else {}
+            wants = last[2] if last[1] in ("processing", "on-hold", "completed") else {}
+            demanded = {sku: q - shipped.get(sku, 0) for sku, q in wants.items()}
+            demanded = {sku: q for sku, q in demanded.items() if q > 0}
             for sku in ("A", "C"):
                 item = shop.world.item(sku)
                 held = sum(h.quantity for h in item.allocations.get(oid, ()))
                 assert held + item.shortfalls.get(oid, 0) == demanded.get(sku, 0)
                 stock = item.at("WH")
                 assert min(stock.on_hand, stock.allocated, item.shortfalls.get(oid, 0)) >= 0
+                assert stock.on_hand == {"A": 10, "C": 3}[sku] - shipped.get(sku, 0)
                 assert all(h.quantity > 0 for h in item.allocations.get(oid, ()))
             order = shop.world.order(oid)
             wanted = {x.sku: x.open for x in order.lines if x.open} if order else {}
             assert wanted == demanded
             if order is not None:
                 assert all(
-                    min(x.quantity, x.allocated, x.canceled, x.open) >= 0 for x in order.lines
+                    min(x.quantity, x.allocated, x.canceled, x.open, x.shipped) >= 0
+                    for x in order.lines
                 )
+        if ship and shop.world.item("A").allocations.get(oid):
+            one = (cmd.Line("A", 1),)
+            shipment = cmd.ShipOrder(order_id=oid, shipment_id=f"s{n}", location="WH", lines=one)
+            for stream, event in decide(shipment, shop.world, NOW):
+                shop.world.apply(stream, event)
+            shipped["A"] = shipped.get("A", 0) + 1
