@@ -18,7 +18,7 @@ import aio_pika
 
 from adapters.amqp import WEBHOOK_QUEUE, declare_work_queue
 from adapters.ledger import Ledger
-from adapters.webhooks import NotAnOrder, parse_order
+from adapters.webhooks import NotAnOrder, WooOrder, parse_order
 from api.log import correlation_id
 from api.order_sync import OrderSync
 from api.routes.integrations import current, integration_stream
@@ -35,15 +35,17 @@ class WebhookConsumer:
         self.sync = OrderSync(ledger, service)
         self.applied = 0
         self.dead_lettered = 0
+        self.locks: dict[tuple[str, int], tuple[asyncio.Lock, list[int]]] = {}
+        """Per order being applied: its lock and how many deliveries hold or wait for it."""
 
-    async def apply(self, store: str, body: bytes, cid: str) -> None:
+    async def apply(self, store: str, order: WooOrder, cid: str) -> None:
         records, _ = await asyncio.to_thread(
             self.ledger.load, integration_stream("woocommerce", store)
         )
         record = current(records)
         if record is None:
             raise LookupError(f"no WooCommerce store {store!r}")
-        applied = await self.sync.apply(store, record, parse_order(body), cid)
+        applied = await self.sync.apply(store, record, order, cid)
         if applied.status >= 500:
             raise RuntimeError(applied.body.decode())
         self.applied += 1
@@ -54,18 +56,29 @@ class WebhookConsumer:
         cid = str(headers.get("correlation_id") or message.correlation_id or "")
         correlation_id.set(cid or "-")
         try:
-            parse_order(message.body)
+            order = parse_order(message.body)
         except NotAnOrder as e:
             log.error("unreadable delivery for store %r (%s): dead-lettered", store, e.detail)
             self.dead_lettered += 1
             await message.reject(requeue=False)
             return
+        # Deliveries of one order are applied in the order they were queued: two states
+        # with the same time are told apart by arrival alone. Handlers start in delivery
+        # order and take the order's lock before their first await (asyncio locks are FIFO).
+        key = (store, order.id)
+        lock = self.locks.setdefault(key, (asyncio.Lock(), [0]))
+        lock[1][0] += 1
         try:
-            await self.apply(store, message.body, cid)
+            async with lock[0]:
+                await self.apply(store, order, cid)
         except Exception:
             log.exception("delivery for store %r failed; RabbitMQ will redeliver it", store)
             await message.nack(requeue=True)
             return
+        finally:
+            lock[1][0] -= 1
+            if not lock[1][0]:
+                del self.locks[key]
         await message.ack()
 
     async def run(self, stop: threading.Event) -> None:
