@@ -24,7 +24,7 @@ from adapters.ledger import Ledger
 from adapters.records import INTEGRATION_INDEX, IntegrationConfigured, OrderPollCursor
 from adapters.webhooks import NotAnOrder, parse_order
 from adapters.woo_orders import StoreUnreachable, from_settings
-from api.order_sync import METRICS, OrderSync
+from api.order_sync import IN_ORDER, METRICS, OrderSync
 from api.routes.integrations import current, integration_stream
 from api.service import CommandService, Job, Outcome, Reply
 
@@ -103,7 +103,8 @@ class OrderPoller:
             except NotAnOrder as e:
                 log.error("store %s: order %r not applied: %s", store, raw.get("id"), e.detail)
                 continue
-            applied = await self.sync.apply(store, record, order, f"poll-{store}", "poll")
+            async with IN_ORDER(store, order.id):
+                applied = await self.sync.apply(store, record, order, f"poll-{store}", "poll")
             changed += applied.changed
             newest = max(newest, order.date_modified_gmt)
         if changed:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -108,6 +109,31 @@ async def reported(redis_client: Any, prefix: str) -> list[dict[str, str]]:
 
 
 METRICS = WebhookMetrics()
+
+
+class InOrder:
+    """Per-order FIFO locks: deliveries of one order are applied in the order they took the
+    lock (take it before the first await to keep arrival order); other orders never wait."""
+
+    def __init__(self) -> None:
+        self.locks: dict[tuple[str, int], tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, store: str, order_id: int) -> AsyncIterator[None]:
+        key = (store, order_id)
+        lock, users = self.locks.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self.locks[key]
+
+
+IN_ORDER = InOrder()
+"""This process's order locks (webhook route, queue consumer and poller share them)."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from adapters.amqp import WEBHOOK_QUEUE, declare_work_queue
 from adapters.ledger import Ledger
 from adapters.webhooks import NotAnOrder, WooOrder, parse_order
 from api.log import correlation_id
-from api.order_sync import OrderSync
+from api.order_sync import IN_ORDER, OrderSync
 from api.routes.integrations import current, integration_stream
 from api.service import CommandService
 
@@ -35,8 +35,6 @@ class WebhookConsumer:
         self.sync = OrderSync(ledger, service)
         self.applied = 0
         self.dead_lettered = 0
-        self.locks: dict[tuple[str, int], tuple[asyncio.Lock, list[int]]] = {}
-        """Per order being applied: its lock and how many deliveries hold or wait for it."""
 
     async def apply(self, store: str, order: WooOrder, cid: str) -> None:
         records, _ = await asyncio.to_thread(
@@ -64,21 +62,14 @@ class WebhookConsumer:
             return
         # Deliveries of one order are applied in the order they were queued: two states
         # with the same time are told apart by arrival alone. Handlers start in delivery
-        # order and take the order's lock before their first await (asyncio locks are FIFO).
-        key = (store, order.id)
-        lock = self.locks.setdefault(key, (asyncio.Lock(), [0]))
-        lock[1][0] += 1
+        # order and take the order's lock before their first await.
         try:
-            async with lock[0]:
+            async with IN_ORDER(store, order.id):
                 await self.apply(store, order, cid)
         except Exception:
             log.exception("delivery for store %r failed; RabbitMQ will redeliver it", store)
             await message.nack(requeue=True)
             return
-        finally:
-            lock[1][0] -= 1
-            if not lock[1][0]:
-                del self.locks[key]
         await message.ack()
 
     async def run(self, stop: threading.Event) -> None:

@@ -22,7 +22,7 @@ from adapters.pushers.woocommerce import is_echo
 from adapters.records import IntegrationConfigured
 from adapters.webhooks import NotAnOrder, is_ping, parse_order, snapshot, verify
 from api.gateway import POSITION_HEADER
-from api.order_sync import METRICS, OrderSync
+from api.order_sync import IN_ORDER, METRICS, OrderSync
 from api.problems import ApiProblem
 from api.routes.common import ledger, path_code, service
 from api.routes.integrations import current, integration_stream
@@ -98,7 +98,8 @@ async def woocommerce_webhook(request: Request[Any, Any, Any], store: str) -> Re
         return Response(b'{"status":"queued"}', media_type=JSON, status_code=202)
     # Embedded mode: the ledger itself is the durable record.
     sync = OrderSync(ledger(request), service(request))
-    applied = await sync.apply(store, record, order, request.state.correlation_id)
+    async with IN_ORDER(store, order.id):  # same-second states: arrival order decides
+        applied = await sync.apply(store, record, order, request.state.correlation_id)
     position = {POSITION_HEADER: str(applied.position)} if applied.position is not None else {}
     media = JSON if applied.status < 400 else "application/problem+json"
     return Response(applied.body, media_type=media, status_code=applied.status, headers=position)

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from adapters.webhooks import WooOrder
+from api.order_sync import IN_ORDER
 from api.webhook_consumer import WebhookConsumer
 
 
@@ -64,4 +65,4 @@ def test_one_orders_deliveries_are_applied_in_queue_order() -> None:
     asyncio.run(deliver())
     assert consumer.seen == [(2, "processing"), (1, "pending"), (1, "processing")]
     assert [m.outcome for m in messages] == ["ack", "ack", "ack", "reject"]
-    assert consumer.locks == {}
+    assert IN_ORDER.locks == {}
