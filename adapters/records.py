@@ -53,3 +53,28 @@ class WebhookOrderApplied(Record, frozen=True):
     order_id: str
     modified: str
     status: str
+    state: str = ""
+    """Digest of the snapshot's desired state (status, lines, unmapped lines, refund ids)."""
+    refunds: tuple[int, ...] = ()
+    """Ids of the order's refunds the snapshot listed."""
+    refunded: dict[str, int] = {}
+    """Units per SKU those refunds gave back (fetched from the store)."""
+
+
+class IntegrationListed(Record, frozen=True):
+    """A store registered for the first time (stream `INTEGRATION_INDEX`): what the order
+    poller walks, since stream ids cannot be listed."""
+
+    kind: str
+    store: str
+
+
+INTEGRATION_INDEX = ("integration", "index")
+"""The stream listing every integration (no store key has that form: theirs are kind:store)."""
+
+
+class OrderPollCursor(Record, frozen=True):
+    """The newest `date_modified_gmt` (store time) order polling has applied for a store."""
+
+    store: str
+    modified: str

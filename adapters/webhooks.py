@@ -1,10 +1,17 @@
 """WooCommerce order webhooks: signature check, and what an order snapshot means for stock.
 
-A webhook is a snapshot of the order when it was delivered, not a record of each change;
-deliveries can be coalesced, repeated or arrive late. So a snapshot is applied only if it is
-newer than the last one applied for that order, and applying the same state twice does
-nothing: processing/on-hold/completed accept (allocate) the order, cancelled/failed and
-refunded release what is not shipped, pending and checkout-draft are not sales.
+A webhook (or a polled order) is a snapshot of the order when it was built, not a record of
+each change: deliveries are coalesced, repeated, lost or late. Each snapshot is the desired
+state of the order (status and lines), and atp converges to it (`atp.commands.ReviseOrder`):
+processing/on-hold/completed are open sales; pending, checkout-draft, cancelled, failed,
+refunded and trash are not (what is unshipped is released). The snapshot rule:
+
+* strictly older (`date_modified_gmt`) than the last applied: dropped;
+* the same time and the same state as the last applied: dropped (a repeated delivery);
+* the same time and another state (one-second resolution), or newer: applied.
+
+Lines atp cannot map (SKU missing or not a code, quantity not a positive integer up to
+1,000,000) are recorded on the order as unmapped, with the reason, never as item state.
 """
 
 from __future__ import annotations
@@ -14,20 +21,29 @@ import hashlib
 import hmac
 import logging
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from adapters.records import WebhookOrderApplied
 from atp import commands as cmd
+from atp import events as ev
 from atp.decide import decide, reads
-from atp.errors import IllegalState, NotFound
 
 log = logging.getLogger("atp.webhooks")
 SALE = frozenset({"processing", "on-hold", "completed"})
-RELEASE = frozenset({"cancelled", "failed", "refunded"})
+NOT_SALE = frozenset(
+    {"pending", "checkout-draft", "cancelled", "failed", "refunded", "trash", "draft"}
+)
 _PING = re.compile(rb"^webhook_id=\d+$")
+SKU = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}")
+"""The contract's code pattern (CONTRACT.md), matched in full."""
+MAX_QUANTITY = 1_000_000
+MAX_LINES = 100
+"""Most line items one order may carry (the API's documented line limit)."""
 
 
 def signature(body: bytes, secret: str) -> str:
@@ -36,8 +52,9 @@ def signature(body: bytes, secret: str) -> str:
 
 
 def verify(body: bytes, given: str | None, secrets: Iterable[str]) -> bool:
-    """The raw body's signature against the current or the previous secret."""
-    if not given:
+    """The raw body's signature against the current or the previous secret. A signature
+    with non-ASCII characters is simply wrong (base64 is ASCII)."""
+    if not given or not given.isascii():
         return False
     return any(hmac.compare_digest(signature(body, s), given) for s in secrets if s)
 
@@ -46,67 +63,218 @@ def is_ping(body: bytes) -> bool:
     return bool(_PING.match(body.strip()))
 
 
-@dataclass
+# --- reading an order ----------------------------------------------------------------------
+
+
+class WooOrder(msgspec.Struct):
+    """The parts of a WooCommerce order (wc/v3 order JSON) atp reads; the rest is ignored."""
+
+    id: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+    status: Annotated[str, msgspec.Meta(max_length=64)]
+    line_items: list[dict[str, Any]] = []
+    date_modified_gmt: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    refunds: list[dict[str, Any]] = []
+
+
+class NotAnOrder(ValueError):
+    """A body that is not a WooCommerce order: `field` names the offending part, `status` is
+    the HTTP status it deserves (400 unparsable, 413 too many lines, 422 otherwise)."""
+
+    def __init__(self, detail: str, field: str = "body", status: int = 422) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+        self.status = status
+
+
+_decoder = msgspec.json.Decoder(WooOrder)
+_FIELD = re.compile(r"at `\$\.?([^`]*)`")
+
+
+def parse_order(body: bytes) -> WooOrder:
+    """Decode and check a delivery's body strictly; raises NotAnOrder."""
+    try:
+        order = _decoder.decode(body)
+    except msgspec.ValidationError as e:
+        found = _FIELD.search(str(e))
+        field = found.group(1) if found else "body"
+        raise NotAnOrder(f"not a WooCommerce order: {e}", field) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
+        raise NotAnOrder(f"the body is not JSON: {e}", status=400) from None
+    except RecursionError:
+        raise NotAnOrder("the body is nested too deeply") from None
+    if len(order.line_items) > MAX_LINES:
+        raise NotAnOrder(
+            f"line_items has {len(order.line_items)} entries; at most {MAX_LINES}",
+            "line_items",
+            413,
+        )
+    if order.date_modified_gmt:
+        try:
+            datetime.fromisoformat(order.date_modified_gmt)
+        except ValueError:
+            raise NotAnOrder("not a date and time", "date_modified_gmt") from None
+    return order
+
+
+def map_line(item: Mapping[str, Any]) -> tuple[str, int] | str:
+    """(sku, quantity) of a line item, or why it cannot be mapped."""
+    sku, quantity = item.get("sku"), item.get("quantity")
+    if sku is None or sku == "":
+        return "the line has no SKU"
+    if not isinstance(sku, str):
+        return f"sku is {type(sku).__name__}, not a string"
+    if not SKU.fullmatch(sku):
+        return "the SKU does not match the code pattern"
+    if type(quantity) is not int:
+        return f"quantity {quantity!r:.40} is not an integer"
+    if not 1 <= quantity <= MAX_QUANTITY:
+        return f"quantity {quantity} is not between 1 and {MAX_QUANTITY}"
+    return sku, quantity
+
+
+@dataclass(frozen=True)
 class OrderSnapshot:
     order_id: str
+    woo_id: int
     status: str
     modified: str
-    lines: list[cmd.Line]
-    unmapped: list[dict[str, Any]] = field(default_factory=list)
-    """Line items without a SKU: reported, never guessed."""
+    ordered: dict[str, int]
+    """Units per SKU on the order's mappable lines (refunds not deducted)."""
+    unmapped: tuple[ev.UnmappedLine, ...] = ()
+    refunds: tuple[int, ...] = ()
+    """Ids of the order's refunds, as listed in the snapshot."""
+    refunded: dict[str, int] = field(default_factory=dict)
+    """Units per SKU refunded (from the store's refunds endpoint)."""
+
+    @property
+    def lines(self) -> tuple[cmd.Line, ...]:
+        """Units still wanted per SKU: ordered less refunded."""
+        wanted = ((sku, q - self.refunded.get(sku, 0)) for sku, q in self.ordered.items())
+        return tuple(cmd.Line(sku, q) for sku, q in wanted if q > 0)
+
+    @property
+    def state(self) -> str:
+        """A digest of the desired state, to tell a repeated delivery from a new state."""
+        lines = sorted((line.sku, line.quantity) for line in self.lines)
+        unmapped = [(u.line, u.reason, u.sku) for u in self.unmapped]
+        encoded = msgspec.json.encode([self.status, lines, unmapped, sorted(self.refunds)])
+        return hashlib.sha256(encoded).hexdigest()[:32]
+
+    def with_refunded(self, refunded: Mapping[str, int]) -> OrderSnapshot:
+        return replace(self, refunded=dict(refunded))
 
 
-def snapshot(store: str, order: dict[str, Any]) -> OrderSnapshot:
-    quantities: dict[str, int] = {}
-    unmapped = []
-    for item in order.get("line_items") or []:
-        sku = str(item.get("sku") or "").strip()
-        quantity = int(item.get("quantity") or 0)
-        if not sku:
-            unmapped.append(item)
+def snapshot(store: str, order: WooOrder) -> OrderSnapshot:
+    ordered: dict[str, int] = {}
+    unmapped: list[ev.UnmappedLine] = []
+    for i, item in enumerate(order.line_items):
+        mapped = map_line(item)
+        if isinstance(mapped, str):
+            raw = item.get("sku")
+            text = raw[:100] if isinstance(raw, str) else None
+            unmapped.append(ev.UnmappedLine(line=i, reason=mapped, sku=text))
             continue
-        if quantity > 0:
-            quantities[sku] = quantities.get(sku, 0) + quantity
-    modified = str(order.get("date_modified_gmt") or order.get("date_modified") or "")
+        sku, quantity = mapped
+        ordered[sku] = ordered.get(sku, 0) + quantity
+    refund_ids = (r.get("id") for r in order.refunds if isinstance(r, dict))
     return OrderSnapshot(
-        order_id=f"woocommerce:{store}:{order['id']}",
-        status=str(order.get("status") or ""),
-        modified=modified,
-        lines=[cmd.Line(sku, q) for sku, q in quantities.items()],
-        unmapped=unmapped,
+        order_id=f"woocommerce:{store}:{order.id}",
+        woo_id=order.id,
+        status=order.status,
+        modified=order.date_modified_gmt,
+        ordered=ordered,
+        unmapped=tuple(unmapped),
+        refunds=tuple(sorted(r for r in refund_ids if type(r) is int)),
     )
 
 
-def command_for(snap: OrderSnapshot, channel: str) -> cmd.Command | None:
-    if snap.status in SALE and snap.lines:
-        return cmd.AcceptOrder(order_id=snap.order_id, channel=channel, lines=tuple(snap.lines))
-    if snap.status in RELEASE:
-        return cmd.CancelOrder(order_id=snap.order_id)
-    return None  # pending, checkout-draft, trash: not a sale
+def refunded_units(refunds: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Units per SKU refunded, from `GET /orders/<id>/refunds` (each refund's line items
+    carry a negative `quantity`); lines atp cannot map are left out."""
+    units: dict[str, int] = {}
+    for refund in refunds:
+        for item in refund.get("line_items") or ():
+            if not isinstance(item, dict) or type(item.get("quantity")) is not int:
+                continue
+            mapped = map_line({**item, "quantity": -item["quantity"]})
+            if not isinstance(mapped, str):
+                units[mapped[0]] = units.get(mapped[0], 0) + mapped[1]
+    return units
+
+
+def needs_refunds(snap: OrderSnapshot, last: WebhookOrderApplied | None) -> bool:
+    """Whether the store must be asked for the order's refunds: its refund list changed."""
+    return bool(snap.refunds) and (last is None or tuple(last.refunds) != snap.refunds)
+
+
+def skip_reason(snap: OrderSnapshot, last: WebhookOrderApplied | None) -> str | None:
+    """Why a snapshot is not applied (the snapshot rule above), or None to apply it."""
+    if snap.status not in SALE and snap.status not in NOT_SALE:
+        return f"status {snap.status!r} is not one atp knows; the order is left as it is"
+    if last is None:
+        return None
+    if snap.modified < last.modified:
+        return f"older ({snap.modified}) than the last applied snapshot ({last.modified})"
+    if snap.modified == last.modified and snap.state == last.state:
+        return "the same state as the last applied snapshot"
+    return None
+
+
+def last_applied(records: Iterable[Any]) -> WebhookOrderApplied | None:
+    applied = [r for r in records if isinstance(r, WebhookOrderApplied)]
+    return applied[-1] if applied else None
+
+
+def revision(snap: OrderSnapshot, channel: str) -> cmd.ReviseOrder:
+    return cmd.ReviseOrder(
+        order_id=snap.order_id,
+        channel=channel,
+        lines=snap.lines,
+        open=snap.status in SALE,
+        unmapped=snap.unmapped,
+    )
+
+
+def decide_snapshot(
+    snap: OrderSnapshot, channel: str, last: WebhookOrderApplied | None, world: Any, now: datetime
+) -> tuple[list[tuple[Any, Any]], str | None]:
+    """The events a snapshot decides (the order's revision plus the record of the snapshot)
+    and, when it changes nothing, why. Pure: `world` is an `atp.decide.World`."""
+    reason = skip_reason(snap, last)
+    if reason is not None:
+        return [], reason
+    events = decide(revision(snap, channel), world, now)
+    record = WebhookOrderApplied(
+        order_id=snap.order_id,
+        modified=snap.modified,
+        status=snap.status,
+        state=snap.state,
+        refunds=snap.refunds,
+        refunded=snap.refunded,
+    )
+    return [*events, (applied_stream(snap.order_id), record)], (
+        None if events else "the ledger already holds this state"
+    )
+
+
+def applied_stream(order_id: str) -> tuple[str, str]:
+    return ("webhook-order", order_id)
 
 
 class OrderDecider:
-    """Decides an order snapshot: its command's events plus the record of the snapshot, in
-    one transaction; an older or repeated snapshot decides nothing."""
+    """Decides an order snapshot as one job: its revision's events plus the record of the
+    snapshot, in one transaction. `reason` says why a decided snapshot changed nothing."""
 
     def __init__(self, snap: OrderSnapshot, channel: str) -> None:
         self.snap = snap
-        self.command = command_for(snap, channel)
-        self.stream = ("webhook-order", snap.order_id)
-        self.reads = [self.stream, *(reads(self.command) if self.command else [])]
+        self.channel = channel
+        self.stream = applied_stream(snap.order_id)
+        self.reads = [self.stream, *reads(revision(snap, channel))]
         self.fresh: list[Any] = []
+        self.reason: str | None = None
 
     def __call__(self, world: Any, now: datetime) -> list[tuple[Any, Any]]:
-        applied = [r for r in world.records(self.stream) if isinstance(r, WebhookOrderApplied)]
-        if applied and self.snap.modified and self.snap.modified <= applied[-1].modified:
-            return []  # a late or repeated delivery of a state already applied
-        events: list[tuple[Any, Any]] = []
-        if self.command is not None:
-            try:
-                events = decide(self.command, world, now)
-            except (NotFound, IllegalState):
-                events = []  # e.g. a cancel for an order never accepted, or already canceled
-        record = WebhookOrderApplied(
-            order_id=self.snap.order_id, modified=self.snap.modified, status=self.snap.status
-        )
-        return [*events, (self.stream, record)]
+        last = last_applied(world.records(self.stream))
+        events, self.reason = decide_snapshot(self.snap, self.channel, last, world, now)
+        return events

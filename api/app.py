@@ -24,6 +24,7 @@ from api.decoding import strict_input
 from api.gateway import Gateway
 from api.log import configure as configure_logging
 from api.metrics import WriterSampler, request_middleware, worker_exit
+from api.order_poller import OrderPoller
 from api.problems import EXCEPTION_HANDLERS, domain_problem, problem_response
 from api.readside import ReadSide
 from api.routes import admin, checkout, integrations, policies, reads, stock, webhooks
@@ -166,6 +167,11 @@ def create_app(
             )
         for thread in threads:
             thread.start()
+        polling = None
+        if not settings.amqp_url and settings.order_poll_seconds > 0:
+            # Embedded: this process applies the webhooks, so it also catches up on them.
+            poller = OrderPoller(ledger, service, clock)
+            polling = asyncio.create_task(poller.run(settings.order_poll_seconds, stop))
         # Start-up objects live as long as the process: keep them out of the collector's
         # full passes (they were most of its pause time under load).
         gc.collect()
@@ -177,6 +183,9 @@ def create_app(
             sampling.cancel()
             worker_exit()
             stop.set()
+            if polling is not None:
+                polling.cancel()
+                await asyncio.gather(polling, return_exceptions=True)
             for thread in threads:
                 thread.join(timeout=5)
             service.stop()

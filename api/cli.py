@@ -263,7 +263,11 @@ def _check_consumed(url: str, queue: str) -> int:
 
 
 def cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
+    import redis.asyncio as aioredis
+
     from adapters.amqp import WEBHOOK_QUEUE
+    from api.order_poller import OrderPoller
+    from api.order_sync import report_loop
     from api.service import CommandService
     from api.webhook_consumer import WebhookConsumer
 
@@ -277,8 +281,26 @@ def cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
     service.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    consumer = WebhookConsumer(ledger, service, settings.amqp_url)
+
+    async def main() -> None:
+        tasks = [consumer.run(stop)]
+        if settings.order_poll_seconds > 0:
+            tasks.append(OrderPoller(ledger, service).run(settings.order_poll_seconds, stop))
+        reporter = None
+        if settings.redis_url:
+            client = aioredis.Redis.from_url(settings.redis_url)
+            reporter = asyncio.create_task(report_loop(client, settings.redis_prefix))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            if reporter is not None:
+                reporter.cancel()
+                await asyncio.gather(reporter, return_exceptions=True)
+                await client.aclose()
+
     try:
-        asyncio.run(WebhookConsumer(ledger, service, settings.amqp_url).run(stop))
+        asyncio.run(main())
     except KeyboardInterrupt:
         pass
     finally:

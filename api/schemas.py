@@ -248,12 +248,21 @@ class OrderLineView(msgspec.Struct):
     canceled: int
 
 
+class UnmappedLineView(msgspec.Struct, omit_defaults=True):
+    """A channel's order line atp could not map: its 0-based position, why, the SKU sent."""
+
+    line: int
+    reason: str
+    sku: str | None = None
+
+
 class OrderView(msgspec.Struct, omit_defaults=True):
     order_id: str
     status: str
     channel: str
     lines: list[OrderLineView]
     reservation_id: str | None = None
+    unmapped: list[UnmappedLineView] = []
 
 
 # --- availability and items ----------------------------------------------------------------

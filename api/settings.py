@@ -48,6 +48,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sweep_interval: Annotated[float, msgspec.Meta(ge=0)] = 1.0
     """ATP_SWEEP_INTERVAL: seconds between expiry sweeps run inside `atp serve`
     (0 disables; then run `atp sweep`)."""
+    order_poll_seconds: float = 60.0
+    """ATP_ORDER_POLL_SECONDS: seconds between catch-up polls of the WooCommerce stores'
+    orders (WooCommerce never retries a webhook), run by `atp webhooks`, or by `atp serve`
+    without RabbitMQ; 0 disables."""
     log_level: str = "info"
     """ATP_LOG_LEVEL."""
     log_format: Literal["text", "json"] = "text"

@@ -38,6 +38,7 @@ def order_view(o: OrderState) -> s.OrderView:
             for x in o.lines
         ],
         reservation_id=o.reservation_id,
+        unmapped=[s.UnmappedLineView(u.line, u.reason, u.sku) for u in o.unmapped],
     )
 
 

@@ -1,7 +1,8 @@
 """`atp webhooks`: applies queued WooCommerce order deliveries to the ledger.
 
-Each delivery is decided with its order's last applied snapshot (see adapters.webhooks), so
-redeliveries, coalesced snapshots and late arrivals do nothing twice. A delivery that cannot
+Each delivery goes through the same snapshot path as the embedded webhook route and the
+poller (api.order_sync), so redeliveries, coalesced snapshots and late arrivals do nothing
+twice. A delivery that cannot
 be read is dead-lettered at once; one that fails for another reason is retried by RabbitMQ
 until the queue's delivery limit parks it in the dead-letter queue.
 """
@@ -9,7 +10,6 @@ until the queue's delivery limit parks it in the dead-letter queue.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from typing import Any
@@ -18,10 +18,11 @@ import aio_pika
 
 from adapters.amqp import WEBHOOK_QUEUE, declare_work_queue
 from adapters.ledger import Ledger
-from adapters.webhooks import OrderDecider, snapshot
+from adapters.webhooks import NotAnOrder, WooOrder, parse_order
 from api.log import correlation_id
+from api.order_sync import IN_ORDER, OrderSync
 from api.routes.integrations import current, integration_stream
-from api.service import CommandService, Job, Outcome, Reply
+from api.service import CommandService
 
 log = logging.getLogger("atp.webhooks")
 
@@ -31,31 +32,20 @@ class WebhookConsumer:
         self.ledger = ledger
         self.service = service
         self.amqp_url = amqp_url
+        self.sync = OrderSync(ledger, service)
         self.applied = 0
-        self.unmapped_lines = 0
         self.dead_lettered = 0
 
-    def apply(self, store: str, body: bytes, cid: str) -> None:
-        records, _ = self.ledger.load(integration_stream("woocommerce", store))
+    async def apply(self, store: str, order: WooOrder, cid: str) -> None:
+        records, _ = await asyncio.to_thread(
+            self.ledger.load, integration_stream("woocommerce", store)
+        )
         record = current(records)
         if record is None:
             raise LookupError(f"no WooCommerce store {store!r}")
-        snap = snapshot(store, json.loads(body))
-        if snap.unmapped:
-            self.unmapped_lines += len(snap.unmapped)
-            log.warning(
-                "order %s: %d line(s) without a SKU were not mapped: %s",
-                snap.order_id,
-                len(snap.unmapped),
-                [item.get("name") or item.get("product_id") for item in snap.unmapped],
-            )
-
-        def render(outcome: Outcome) -> Reply:
-            if outcome.error is not None:
-                raise outcome.error
-            return Reply(200, b"")
-
-        self.service.run_sync(Job(OrderDecider(snap, record.channel), render, cid))
+        applied = await self.sync.apply(store, record, order, cid)
+        if applied.status >= 500:
+            raise RuntimeError(applied.body.decode())
         self.applied += 1
 
     async def handle(self, message: Any) -> None:
@@ -64,14 +54,18 @@ class WebhookConsumer:
         cid = str(headers.get("correlation_id") or message.correlation_id or "")
         correlation_id.set(cid or "-")
         try:
-            json.loads(message.body)
-        except ValueError:
-            log.error("undecodable delivery for store %r: dead-lettered", store)
+            order = parse_order(message.body)
+        except NotAnOrder as e:
+            log.error("unreadable delivery for store %r (%s): dead-lettered", store, e.detail)
             self.dead_lettered += 1
             await message.reject(requeue=False)
             return
+        # Deliveries of one order are applied in the order they were queued: two states
+        # with the same time are told apart by arrival alone. Handlers start in delivery
+        # order and take the order's lock before their first await.
         try:
-            await asyncio.to_thread(self.apply, store, message.body, cid)
+            async with IN_ORDER(store, order.id):
+                await self.apply(store, order, cid)
         except Exception:
             log.exception("delivery for store %r failed; RabbitMQ will redeliver it", store)
             await message.nack(requeue=True)

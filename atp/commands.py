@@ -6,6 +6,8 @@ from datetime import datetime
 
 import msgspec
 
+from atp.events import UnmappedLine
+
 
 class Command(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     """Base of every command."""
@@ -178,3 +180,23 @@ class ReturnOrder(Command, frozen=True):
     return_id: str
     location: str
     lines: tuple[ReturnLine, ...]
+
+
+class ReviseOrder(Command, frozen=True):
+    """The desired state of an order a channel has already taken (a WooCommerce snapshot):
+    its lines (units still wanted, refunds deducted) and whether it is open (a sale) or
+    closed (canceled, refunded, not yet paid).
+
+    atp applies the difference from what it holds for the order: added units are allocated
+    (what the channel cannot cover becomes a shortfall: a sale made is never refused),
+    removed or reduced units are released (shortfall first, then allocations), a closed
+    order releases everything unshipped, an open order that was canceled is re-opened.
+    The same state twice decides nothing. `unmapped` lists the channel's lines atp cannot
+    map; they are recorded on the order, never as item state.
+    """
+
+    order_id: str
+    channel: str
+    lines: tuple[Line, ...]
+    open: bool = True
+    unmapped: tuple[UnmappedLine, ...] = ()

@@ -122,6 +122,8 @@ def decide(command: cmd.Command, world: World, now: datetime) -> Decision:
             return _ship_order(command, world, now)
         case cmd.ReturnOrder():
             return _return_order(command, world, now)
+        case cmd.ReviseOrder():
+            return _revise_order(command, world, now)
     raise InvalidCommand("type", f"unknown command {type(command).__name__}")
 
 
@@ -709,28 +711,12 @@ def _accept_order(c: cmd.AcceptOrder, world: World, now: datetime) -> Decision:
     decision: Decision = []
     shortfall: list[ev.OrderLine] = []
     for line in c.lines:
-        available = channel_availability(items[line.sku], policies, channel, now).available
-        take = min(line.quantity, available)
-        if take:
-            holds = plan_holds(items[line.sku], policies, channel, take, now)
-            assert not isinstance(holds, ShortLine)
-            decision.append(
-                (
-                    ("item", line.sku),
-                    ev.StockAllocated(
-                        sku=line.sku, order_id=c.order_id, channel=c.channel, allocations=holds
-                    ),
-                )
-            )
-        if take < line.quantity:
-            missing = line.quantity - take
+        events, missing = _allocate_or_owe(
+            items[line.sku], policies, channel, c.order_id, line.quantity, now
+        )
+        decision += events
+        if missing:
             shortfall.append(ev.OrderLine(line.sku, missing))
-            decision.append(
-                (
-                    ("item", line.sku),
-                    ev.ShortfallRecorded(sku=line.sku, order_id=c.order_id, quantity=missing),
-                )
-            )
     placed = ev.OrderPlaced(
         order_id=c.order_id,
         channel=c.channel,
@@ -792,16 +778,7 @@ def _cancel_order(c: cmd.CancelOrder, world: World) -> Decision:
     items = world.items(line.sku for line in wanted)
     decision: Decision = []
     for line in wanted:
-        # Unallocated units (a shortfall) are canceled first, then allocations released.
-        unallocated = min(line.quantity, items[line.sku].shortfalls.get(c.order_id, 0))
-        if unallocated:
-            resolved = ev.ShortfallResolved(sku=line.sku, order_id=c.order_id, quantity=unallocated)
-            decision.append((("item", line.sku), resolved))
-        allocations = items[line.sku].allocations.get(c.order_id, ())
-        released = _take_back(allocations, line.quantity - unallocated)
-        if released:
-            event = ev.AllocationReleased(sku=line.sku, order_id=c.order_id, allocations=released)
-            decision.append((("item", line.sku), event))
+        decision += _release_units(items[line.sku], c.order_id, line.quantity)[0]
     canceled = ev.OrderCanceled(
         order_id=c.order_id, lines=tuple(ev.OrderLine(line.sku, line.quantity) for line in wanted)
     )
@@ -1001,6 +978,111 @@ def _return_order(c: cmd.ReturnOrder, world: World, now: datetime) -> Decision:
     )
     decision.append((("order", c.order_id), order_returned))
     return decision
+
+
+def _allocate_or_owe(
+    item: ItemState,
+    policies: Policies,
+    channel: Channel,
+    order_id: str,
+    quantity: int,
+    now: datetime,
+) -> tuple[Decision, int]:
+    """Units of a sale already made (never refused): what the channel can cover is allocated,
+    the rest is recorded as the order's shortfall on the item. Returns the events and the
+    shortfall (units)."""
+    available = channel_availability(item, policies, channel, now).available
+    take = min(quantity, max(0, available))
+    decision: Decision = []
+    if take:
+        holds = plan_holds(item, policies, channel, take, now)
+        assert not isinstance(holds, ShortLine)
+        allocated = ev.StockAllocated(
+            sku=item.sku, order_id=order_id, channel=channel.code, allocations=holds
+        )
+        decision.append((("item", item.sku), allocated))
+    missing = quantity - take
+    if missing:
+        recorded = ev.ShortfallRecorded(sku=item.sku, order_id=order_id, quantity=missing)
+        decision.append((("item", item.sku), recorded))
+    return decision, missing
+
+
+def _release_units(item: ItemState, order_id: str, quantity: int) -> tuple[Decision, int]:
+    """Give back `quantity` unshipped units of an order: its shortfall first (units never
+    covered), then its allocations (see `_take_back`). Returns the events and the shortfall
+    units resolved."""
+    decision: Decision = []
+    unallocated = min(quantity, item.shortfalls.get(order_id, 0))
+    if unallocated:
+        resolved = ev.ShortfallResolved(sku=item.sku, order_id=order_id, quantity=unallocated)
+        decision.append((("item", item.sku), resolved))
+    released = _take_back(item.allocations.get(order_id, ()), quantity - unallocated)
+    if released:
+        event = ev.AllocationReleased(sku=item.sku, order_id=order_id, allocations=released)
+        decision.append((("item", item.sku), event))
+    return decision, unallocated
+
+
+def _revise_order(c: cmd.ReviseOrder, world: World, now: datetime) -> Decision:
+    """Converge an order a channel already took to the channel's desired state (see
+    `cmd.ReviseOrder`): per SKU, the units left to ship become `desired - shipped` when the
+    order is open, 0 when it is closed. Decides nothing when the ledger already holds that
+    state. Raises UnknownChannel for a new order on an unknown channel, InvalidCommand for
+    repeated SKUs or quantities below 1."""
+    if c.lines:
+        _lines(c.lines)
+    order = world.order(c.order_id)
+    unmapped: Decision = []
+    if c.unmapped != (order.unmapped if order is not None else ()):
+        lines_unmapped = ev.OrderLinesUnmapped(
+            order_id=c.order_id, channel=c.channel, lines=c.unmapped
+        )
+        unmapped.append((("order", c.order_id), lines_unmapped))
+    if order is None:
+        if not (c.open and c.lines):
+            return unmapped  # not a sale (yet): nothing to hold
+        accept = cmd.AcceptOrder(order_id=c.order_id, channel=c.channel, lines=c.lines)
+        return _accept_order(accept, world, now) + unmapped
+    policies = world.policies()
+    channel = _channel(policies, order.channel)
+    desired = {line.sku: line.quantity for line in c.lines} if c.open else {}
+    skus = [line.sku for line in order.lines] + [s for s in desired if order.line(s) is None]
+    items = world.items(skus)
+    decision: Decision = []
+    revised: list[ev.RevisedLine] = []
+    canceled: list[ev.OrderLine] = []
+    changed = False
+    for sku in skus:
+        line = order.line(sku)
+        shipped, now_open = (line.shipped, line.open) if line is not None else (0, 0)
+        target = max(0, desired.get(sku, 0) - shipped)
+        shortfall = items[sku].shortfalls.get(c.order_id, 0)
+        if target > now_open:
+            events, missing = _allocate_or_owe(
+                items[sku], policies, channel, c.order_id, target - now_open, now
+            )
+            shortfall += missing
+        else:
+            events, resolved = _release_units(items[sku], c.order_id, now_open - target)
+            shortfall -= resolved
+            if now_open > target:
+                canceled.append(ev.OrderLine(sku, now_open - target))
+        decision += events
+        quantity = shipped + target
+        revised.append(ev.RevisedLine(sku, quantity, quantity - shortfall))
+        changed = changed or line is None or (line.quantity, line.canceled) != (quantity, 0)
+    if not c.open:
+        if canceled:
+            order_canceled = ev.OrderCanceled(order_id=c.order_id, lines=tuple(canceled))
+            decision.append((("order", c.order_id), order_canceled))
+    elif changed:
+        reopened = bool(order.lines) and order.status == "canceled"
+        order_revised = ev.OrderRevised(
+            order_id=c.order_id, lines=tuple(revised), reopened=reopened
+        )
+        decision.append((("order", c.order_id), order_revised))
+    return decision + unmapped
 
 
 def reads(command: cmd.Command) -> list[Stream]:

@@ -335,6 +335,43 @@ class OrderReturned(Event, frozen=True):
     lines: tuple[ReturnLine, ...]
 
 
+class RevisedLine(msgspec.Struct, frozen=True):
+    """One line of an order after a revision: units ordered (shipped ones included) and how
+    many of them atp covers (the rest is the order's shortfall of that SKU)."""
+
+    sku: str
+    quantity: int
+    allocated: int
+
+
+class UnmappedLine(msgspec.Struct, frozen=True):
+    """A channel's order line atp cannot map to an item: its position in the channel's
+    order (0-based), the SKU as sent when it was a string, and why it was not mapped."""
+
+    line: int
+    reason: str
+    sku: str | None = None
+
+
+class OrderRevised(Event, frozen=True):
+    """An order a channel had already taken changed to the channel's newer state: lines
+    added, removed or edited, or a canceled order re-opened (`reopened`). `lines` is every
+    line after the revision; canceled units are reset (the revision is the whole demand)."""
+
+    order_id: str
+    lines: tuple[RevisedLine, ...]
+    reopened: bool = False
+
+
+class OrderLinesUnmapped(Event, frozen=True):
+    """The channel's lines of this order atp cannot map (replaces the previous list); they
+    never become item state. Creates the order record if it has no mapped line yet."""
+
+    order_id: str
+    channel: str
+    lines: tuple[UnmappedLine, ...]
+
+
 # --- transfers (stream: transfer per id) ----------------------------------------------
 
 
@@ -399,7 +436,15 @@ ReservationEvent = (
     | ReservationExpired
     | ReservationCommitted
 )
-OrderEvent = OrderPlaced | OrderCanceled | OrderShipped | OrderReturned | OrderShortfallFilled
+OrderEvent = (
+    OrderPlaced
+    | OrderCanceled
+    | OrderShipped
+    | OrderReturned
+    | OrderShortfallFilled
+    | OrderRevised
+    | OrderLinesUnmapped
+)
 TransferEvent = TransferShipped | TransferReceived | TransferClosed | TransferCanceled
 
 ALL_EVENTS: tuple[type[Event], ...] = (
@@ -442,4 +487,6 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     TransferReceived,
     TransferClosed,
     TransferCanceled,
+    OrderRevised,
+    OrderLinesUnmapped,
 )

@@ -430,6 +430,8 @@ class OrderState(msgspec.Struct, frozen=True):
     reservation_id: str | None = None
     shipments: tuple[str, ...] = ()
     returns: tuple[str, ...] = ()
+    unmapped: tuple[ev.UnmappedLine, ...] = ()
+    """The channel's lines atp could not map to an item (with the reason); never item state."""
 
     def line(self, sku: str) -> OrderLineState | None:
         return next((line for line in self.lines if line.sku == sku), None)
@@ -479,6 +481,10 @@ def evolve_order(state: OrderState | None, event: ev.Event) -> OrderState | None
                 ),
                 reservation_id=event.reservation_id,
             )
+        case ev.OrderLinesUnmapped() if state is None:
+            return OrderState(
+                order_id=event.order_id, channel=event.channel, lines=(), unmapped=event.lines
+            )
     if state is None:
         return None
     match event:
@@ -497,7 +503,29 @@ def evolve_order(state: OrderState | None, event: ev.Event) -> OrderState | None
             return msgspec.structs.replace(
                 state, lines=_update_lines(state, lines, "returned"), returns=(*state.returns, rid)
             )
+        case ev.OrderRevised(lines=lines):
+            return msgspec.structs.replace(state, lines=_revised_lines(state, lines))
+        case ev.OrderLinesUnmapped(lines=lines):
+            return msgspec.structs.replace(state, unmapped=lines)
     return state
+
+
+def _revised_lines(
+    state: OrderState, revised: tuple[ev.RevisedLine, ...]
+) -> tuple[OrderLineState, ...]:
+    """The order's lines after a revision: new quantities, nothing canceled; shipped and
+    returned units stay. A line left with nothing ordered, shipped or returned goes."""
+    by_sku = {line.sku: line for line in revised}
+    lines = []
+    for line in state.lines:
+        new = by_sku.pop(line.sku, None)
+        if new is not None:
+            line = msgspec.structs.replace(
+                line, quantity=new.quantity, allocated=new.allocated, canceled=0
+            )
+        lines.append(line)
+    lines += [OrderLineState(x.sku, x.quantity, allocated=x.allocated) for x in by_sku.values()]
+    return tuple(x for x in lines if x.quantity or x.shipped or x.returned)
 
 
 # --- transfers -----------------------------------------------------------------------------

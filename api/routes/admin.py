@@ -13,6 +13,7 @@ from litestar import MediaType, Request, Response, get, post
 
 from adapters.ledger import decode_payload
 from adapters.records import TokenIssued
+from api import order_sync
 from api import schemas as s
 from api.auth import new_token, token_hash
 from api.metrics import exposition, gauges_now
@@ -161,11 +162,14 @@ async def metrics(request: Request[Any, Any, Any]) -> str:
     lines = gauges_now(now).decode().splitlines()
     request.app.state.writer_sampler.sample()
     lines.extend(exposition().decode().splitlines())
+    webhooks = [{"metrics": "\n".join(order_sync.METRICS.render())}]
     redis_client = request.app.state.redis
     if redis_client is not None:
         with contextlib.suppress(Exception):
             prefix = request.app.state.settings.redis_prefix
+            webhooks += await order_sync.reported(redis_client, prefix)
             lines.extend(merged_metrics(await reports(redis_client, prefix)))
+    lines.extend(merged_metrics(webhooks))
     return "\n".join(lines) + "\n"
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Request, Response, get, put
 
-from adapters.records import IntegrationConfigured
+from adapters.records import INTEGRATION_INDEX, IntegrationConfigured, IntegrationListed
 from api.decoding import decode_body
 from api.problems import ApiProblem
 from api.routes.common import ADMIN, gateway, ledger, path_code
@@ -69,6 +69,14 @@ def current(records: list[Any]) -> IntegrationConfigured | None:
     return found[-1] if found else None
 
 
+def listed(world: ServiceWorld, kind: str, store: str) -> list[tuple[Any, Any]]:
+    """The index entry of an integration not listed yet (see adapters.records)."""
+    index = world.records(INTEGRATION_INDEX)  # type: ignore[arg-type]
+    if any(isinstance(r, IntegrationListed) and (r.kind, r.store) == (kind, store) for r in index):
+        return []
+    return [(INTEGRATION_INDEX, IntegrationListed(kind=kind, store=store))]
+
+
 def public_view(record: IntegrationConfigured) -> dict[str, Any]:
     secrets = KINDS[record.kind][1]
     view = {k: v for k, v in record.settings.items() if k not in secrets}
@@ -100,7 +108,7 @@ async def put_integration(
             if settings.get(name) is None and previous is not None:
                 settings[name] = previous.settings.get(name)
         record = IntegrationConfigured(kind=kind, store=store, channel=channel, settings=settings)
-        return [(stream, record)]
+        return [(stream, record), *listed(world, kind, store)]
 
     def render(world: ServiceWorld, _: datetime) -> tuple[int, Any]:
         record = current(world.records(stream))  # type: ignore[arg-type]
@@ -108,7 +116,7 @@ async def put_integration(
         return 200, public_view(record)
 
     decider: Any = decide
-    decider.reads = [POLICIES, stream]
+    decider.reads = [POLICIES, stream, INTEGRATION_INDEX]
     response = await gateway(request).execute(request, decider, render)
     queue = request.app.state.webhook_queue
     if response.status_code == 200 and queue is not None:

@@ -1,9 +1,11 @@
 """WooCommerce webhooks: verified on the raw body, queued durably, answered fast.
 
 No bearer token: the HMAC signature (current or previous secret) authenticates a delivery.
-A bad or missing signature is 401 and nothing is recorded. Accepted order deliveries go to
+A bad or missing signature is 401 and nothing is recorded; a signed body that is not an
+order is 422 (413 past the line limit), nothing recorded or queued. Accepted order deliveries go to
 the durable queue `atp.webhooks.woocommerce` (RabbitMQ, with publisher confirms) before the
-2xx, or, in the embedded mode without RabbitMQ, straight into the ledger.
+2xx, or, in the embedded mode without RabbitMQ, straight into the ledger (answered with
+`ATP-Position`).
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from litestar import Request, Response, post
 
 from adapters.pushers.woocommerce import is_echo
 from adapters.records import IntegrationConfigured
-from adapters.webhooks import OrderDecider, is_ping, snapshot, verify
+from adapters.webhooks import NotAnOrder, is_ping, parse_order, snapshot, verify
+from api.gateway import POSITION_HEADER
+from api.order_sync import IN_ORDER, METRICS, OrderSync
 from api.problems import ApiProblem
 from api.routes.common import ledger, path_code, service
 from api.routes.integrations import current, integration_stream
-from api.service import Job, Outcome, Reply
 
 log = logging.getLogger("atp.webhooks")
 CACHE_SECONDS = 5.0
@@ -75,9 +78,14 @@ async def woocommerce_webhook(request: Request[Any, Any, Any], store: str) -> Re
                         product.get("sku"),
                         product.get("stock_quantity"),
                     )
-            except (ValueError, AttributeError):
-                pass
+            except (ValueError, AttributeError, RecursionError):
+                pass  # not a product: nothing to log about it
         return Response(status, media_type=JSON)
+    try:
+        order = parse_order(body)
+    except NotAnOrder as e:
+        raise ApiProblem(e.status, "bad-order", e.detail, field=e.field) from None
+    METRICS.count_unmapped(snapshot(store, order), store, "webhook")
     queue = request.app.state.webhook_queue
     headers = {
         "store": store,
@@ -89,18 +97,12 @@ async def woocommerce_webhook(request: Request[Any, Any, Any], store: str) -> Re
         await queue.publish(body, headers)
         return Response(b'{"status":"queued"}', media_type=JSON, status_code=202)
     # Embedded mode: the ledger itself is the durable record.
-    try:
-        order = json.loads(body)
-        snap = snapshot(store, order)
-    except (ValueError, KeyError, TypeError):
-        raise ApiProblem(422, "bad-order", "the delivery is not a WooCommerce order") from None
-    decider = OrderDecider(snap, record.channel)
-
-    def render(outcome: Outcome) -> Reply:
-        return Reply(200, b'{"status":"applied"}')
-
-    reply = await service(request).submit(Job(decider, render, request.state.correlation_id))
-    return Response(reply.body, media_type=JSON, status_code=reply.status_code)
+    sync = OrderSync(ledger(request), service(request))
+    async with IN_ORDER(store, order.id):  # same-second states: arrival order decides
+        applied = await sync.apply(store, record, order, request.state.correlation_id)
+    position = {POSITION_HEADER: str(applied.position)} if applied.position is not None else {}
+    media = JSON if applied.status < 400 else "application/problem+json"
+    return Response(applied.body, media_type=media, status_code=applied.status, headers=position)
 
 
 ROUTES = [woocommerce_webhook]

@@ -310,6 +310,8 @@ _ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(rf"^{API}/products/(?P<parent>\d+)/variations/?$"), "variations"),
     (re.compile(rf"^{API}/products/(?P<parent>\d+)/variations/batch/?$"), "variation_batch"),
     (re.compile(rf"^{API}/products/(?P<parent>\d+)/variations/(?P<id>\d+)/?$"), "variation"),
+    (re.compile(rf"^{API}/orders/?$"), "orders"),
+    (re.compile(rf"^{API}/orders/(?P<order>\d+)/refunds/?$"), "order_refunds"),
 ]
 _READ = {"GET", "HEAD"}
 _EDIT = {"POST", "PUT", "PATCH"}
@@ -968,6 +970,8 @@ class FakeWooCommerce(FakeServer):
             return self._update_single(request, route, authenticated, match)
         if route in ("batch", "variation_batch") and request.method in _EDIT:
             return self._batch(request, route, authenticated, match)
+        if route in ("orders", "order_refunds") and request.method in _READ:
+            return self._orders_route(request, route, authenticated, match)
         raise self._no_route()
 
     @staticmethod
@@ -1459,3 +1463,113 @@ class FakeWooCommerce(FakeServer):
         rendered = self._render(product, parent_id is not None)
         self._delete(item_id)
         return rendered
+
+
+# =========================================================================================
+# Orders and their refunds (wc/v3 orders controller), kept apart from the products code
+# =========================================================================================
+def _orders_state(store: FakeWooCommerce) -> dict[int, dict[str, Any]]:
+    orders: dict[int, dict[str, Any]] | None = getattr(store, "_orders", None)
+    if orders is None:
+        orders = store._orders = {}  # type: ignore[attr-defined]
+        store._refunds = {}  # type: ignore[attr-defined]
+    return orders
+
+
+def _save_order(self: FakeWooCommerce, order: dict[str, Any]) -> dict[str, Any]:
+    """Store an order (as `build_order_payload` fills it in) without delivering any webhook
+    (a lost delivery); returns the payload, ready for `send_order_webhook`. Its
+    `date_modified_gmt` is what `GET /orders?modified_after=` filters on."""
+    payload = self.build_order_payload(order)
+    with self._lock:
+        orders = _orders_state(self)
+        refunds = self._refunds.get(payload["id"], [])  # type: ignore[attr-defined]
+        payload["refunds"] = [
+            {"id": r["id"], "reason": r["reason"], "total": r["amount"]} for r in refunds
+        ]
+        orders[payload["id"]] = payload
+    return dict(payload)
+
+
+def _refund_order(
+    self: FakeWooCommerce, order_id: int, modified: str, reason: str = "", **units: int
+) -> dict[str, Any]:
+    """Refund `units` (SKU -> units) of a stored order as a partial refund does: the order's
+    status and `line_items` stay, its `refunds` gains `{id, reason, total}` and
+    `GET /orders/<id>/refunds` lists the refund's line items with negative quantities.
+    Returns the order's new payload (not delivered)."""
+    with self._lock:
+        orders = _orders_state(self)
+        order = orders[order_id]
+        refunds = self._refunds.setdefault(order_id, [])  # type: ignore[attr-defined]
+        by_sku = {item["sku"]: item for item in order["line_items"]}
+        refund = {
+            "id": 9000 + sum(len(r) for r in self._refunds.values()),  # type: ignore[attr-defined]
+            "date_created_gmt": modified,
+            "amount": "0.00",
+            "reason": reason,
+            "refunded_by": 1,
+            "api_restock": False,
+            "line_items": [
+                {
+                    "id": n,
+                    "name": sku,
+                    "product_id": by_sku.get(sku, {}).get("product_id", 0),
+                    "variation_id": by_sku.get(sku, {}).get("variation_id", 0),
+                    "sku": sku,
+                    "quantity": -quantity,
+                    "refunded_item_id": by_sku.get(sku, {}).get("id", 0),
+                }
+                for n, (sku, quantity) in enumerate(units.items(), start=1)
+            ],
+        }
+        refunds.append(refund)
+        order = {**order, "date_modified_gmt": modified}
+    return self.save_order(order)
+
+
+def _orders_route(
+    self: FakeWooCommerce,
+    request: RecordedRequest,
+    route: str,
+    authenticated: bool,
+    match: dict[str, str],
+) -> Response:
+    """`GET /orders` (`modified_after` with `dates_are_gmt`, strictly after; `orderby`
+    date|id|modified; `order`; `page`, `per_page` <= 100; `X-WP-Total`/`X-WP-TotalPages`)
+    and `GET /orders/<id>/refunds` (404 `woocommerce_rest_order_invalid_id` if unknown)."""
+    if not authenticated:
+        raise _WooError(401, "woocommerce_rest_cannot_view", "Sorry, you cannot list resources.")
+    per_page = self._int_param(request, "per_page", 10, 1, 100)
+    page = self._int_param(request, "page", 1, 1, None)
+    with self._lock:
+        orders = _orders_state(self)
+        if route == "order_refunds":
+            order_id = int(match["order"])
+            if order_id not in orders:
+                raise _WooError(400, "woocommerce_rest_order_invalid_id", "Invalid order ID.")
+            refunds = list(self._refunds.get(order_id, []))  # type: ignore[attr-defined]
+            refunds.reverse()  # newest first, as WooCommerce lists them
+            return self._json(200, refunds[(page - 1) * per_page : page * per_page])
+        pool = list(orders.values())
+    after = request.param("modified_after")
+    if after:
+        try:
+            since = datetime.fromisoformat(after.replace("Z", "+00:00")).replace(tzinfo=None)
+        except ValueError:
+            raise _invalid_param("modified_after", "Invalid date.") from None
+        pool = [o for o in pool if datetime.fromisoformat(o["date_modified_gmt"]) > since]
+    orderby = (request.param("orderby") or "date").lower()
+    key = {"id": "id", "modified": "date_modified_gmt"}.get(orderby, "date_created_gmt")
+    pool.sort(key=lambda o: (o[key], o["id"]))
+    if (request.param("order") or "desc").lower() == "desc":
+        pool.reverse()
+    total = len(pool)
+    pages = math.ceil(total / per_page)
+    headers = {"X-WP-Total": str(total), "X-WP-TotalPages": str(pages)}
+    return self._json(200, pool[(page - 1) * per_page : page * per_page], headers)
+
+
+FakeWooCommerce.save_order = _save_order  # type: ignore[attr-defined]
+FakeWooCommerce.refund_order = _refund_order  # type: ignore[attr-defined]
+FakeWooCommerce._orders_route = _orders_route  # type: ignore[attr-defined]

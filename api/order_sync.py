@@ -1,0 +1,212 @@
+"""One path for every WooCommerce order snapshot, from a webhook or from polling: map it,
+fetch its refunds when they changed, decide it with its last applied snapshot, append.
+
+It also keeps this process's webhook figures for `/metrics` (unmapped lines, deliveries
+that changed nothing, orders polling caught up, stores whose webhooks went quiet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from adapters.ledger import Ledger
+from adapters.records import IntegrationConfigured
+from adapters.webhooks import (
+    OrderDecider,
+    OrderSnapshot,
+    WooOrder,
+    applied_stream,
+    last_applied,
+    needs_refunds,
+    refunded_units,
+    snapshot,
+)
+from adapters.woo_orders import StoreUnreachable, from_settings
+from api.problems import domain_problem
+from api.service import CommandService, Job, Outcome, Reply
+
+log = logging.getLogger("atp.webhooks")
+
+
+class WebhookMetrics:
+    """Counters of this process, rendered in the Prometheus text format. Series are keyed by
+    their label set; each process counts what it applies (the API process: webhooks applied
+    in process and unmapped lines of every delivery; `atp webhooks`: the rest, reported
+    through Redis, see `report_loop`), so no series is counted by two processes."""
+
+    def __init__(self) -> None:
+        self.unmapped_lines: Counter[str] = Counter()
+        self.unchanged: Counter[str] = Counter()
+        self.polled_changes: Counter[str] = Counter()
+        self.quiet: dict[str, int] = {}
+        self.last_webhook: dict[str, datetime] = {}
+
+    def count_unmapped(self, snap: OrderSnapshot, store: str, source: str) -> None:
+        if not snap.unmapped:
+            return
+        self.unmapped_lines[f'store="{store}",source="{source}"'] += len(snap.unmapped)
+        log.warning(
+            "order %s: %d line(s) not mapped: %s",
+            snap.order_id,
+            len(snap.unmapped),
+            "; ".join(f"line {u.line}: {u.reason}" for u in snap.unmapped),
+        )
+
+    def webhook_since(self, store: str, moment: datetime) -> bool:
+        """Whether a webhook of the store was applied at or after `moment`."""
+        last = self.last_webhook.get(store)
+        return last is not None and last >= moment
+
+    def render(self) -> list[str]:
+        lines: list[str] = []
+        series = (
+            ("atp_webhook_unmapped_lines_total", "Order lines atp could not map.", "counter"),
+            ("atp_webhook_unchanged_total", "Order snapshots that changed nothing.", "counter"),
+            ("atp_order_poll_changes_total", "Order changes found by polling.", "counter"),
+            ("atp_webhook_quiet", "1: polling found changes no webhook brought.", "gauge"),
+        )
+        values = (self.unmapped_lines, self.unchanged, self.polled_changes, self.quiet)
+        for (name, help_text, kind), by_labels in zip(series, values, strict=True):
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+            lines += [f"{name}{{{labels}}} {n}" for labels, n in sorted(by_labels.items())]
+        return lines
+
+
+REPORT_SECONDS = 5.0
+REFUNDS_TIMEOUT = 3.0
+"""Seconds to wait for a store's refunds (a webhook is waiting for its answer)."""
+
+
+def report_key(prefix: str) -> str:
+    return f"{prefix}:webhooks:report"
+
+
+async def report_loop(redis_client: Any, prefix: str) -> None:
+    """`atp webhooks`: publish this process's figures for the API's /metrics."""
+    while True:
+        with contextlib.suppress(Exception):
+            key = report_key(prefix)
+            metrics = "\n".join(METRICS.render())
+            await redis_client.hset(key, mapping={"metrics": metrics, "heartbeat": time.time()})
+            await redis_client.expire(key, 300)
+        await asyncio.sleep(REPORT_SECONDS)
+
+
+async def reported(redis_client: Any, prefix: str) -> list[dict[str, str]]:
+    """What `atp webhooks` published (for merging into /metrics), if anything."""
+    raw = await redis_client.hgetall(report_key(prefix))
+    return [{k.decode(): v.decode() for k, v in raw.items()}] if raw else []
+
+
+METRICS = WebhookMetrics()
+
+
+class InOrder:
+    """Per-order FIFO locks: deliveries of one order are applied in the order they took the
+    lock (take it before the first await to keep arrival order); other orders never wait."""
+
+    def __init__(self) -> None:
+        self.locks: dict[tuple[str, int], tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, store: str, order_id: int) -> AsyncIterator[None]:
+        key = (store, order_id)
+        lock, users = self.locks.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self.locks[key]
+
+
+IN_ORDER = InOrder()
+"""This process's order locks (webhook route, queue consumer and poller share them)."""
+
+
+@dataclass(frozen=True)
+class Applied:
+    status: int
+    body: bytes
+    position: int | None = None
+    changed: bool = False
+
+
+class OrderSync:
+    def __init__(self, ledger: Ledger, service: CommandService) -> None:
+        self.ledger = ledger
+        self.service = service
+
+    async def apply(
+        self,
+        store: str,
+        integration: IntegrationConfigured,
+        order: WooOrder,
+        cid: str,
+        source: str = "webhook",
+    ) -> Applied:
+        """Apply one snapshot of a store's order (from a "webhook" or a "poll"); a domain
+        rejection is a problem reply."""
+        if source == "webhook":
+            METRICS.last_webhook[store] = datetime.now(UTC)
+            if f'store="{store}"' in METRICS.quiet:
+                METRICS.quiet[f'store="{store}"'] = 0  # the store's webhooks arrive again
+        snap = snapshot(store, order)
+        if source != "webhook":  # a webhook's lines are counted where it arrives
+            METRICS.count_unmapped(snap, store, source)
+        records, _ = await asyncio.to_thread(self.ledger.load, applied_stream(snap.order_id))
+        last = last_applied(records)
+        snap = await self._with_refunds(snap, last, integration)
+        decider = OrderDecider(snap, integration.channel)
+
+        def render(outcome: Outcome) -> Reply:
+            if outcome.error is not None:
+                return Reply(*domain_problem(outcome.error))
+            return Reply(200, b"")
+
+        reply = await self.service.submit(Job(decider, render, cid))
+        if reply.status_code >= 400:
+            log.error("order %s was not applied: %s", snap.order_id, reply.body.decode())
+            return Applied(reply.status_code, reply.body)
+        if decider.reason is not None:
+            METRICS.unchanged[f'store="{store}"'] += 1
+            log.info(
+                "order %s (%s): changed nothing: %s", snap.order_id, snap.modified, decider.reason
+            )
+            body = msgspec.json.encode({"status": "unchanged", "reason": decider.reason})
+            return Applied(200, body, reply.position)
+        return Applied(200, b'{"status":"applied"}', reply.position, changed=True)
+
+    async def _with_refunds(
+        self, snap: OrderSnapshot, last: Any, integration: IntegrationConfigured
+    ) -> OrderSnapshot:
+        """The snapshot with its refunded units: fetched when its refunds changed, else those
+        of the last applied snapshot. A store that cannot be asked leaves the refunds as they
+        were (and the next snapshot or poll asks again)."""
+        if not needs_refunds(snap, last):
+            kept = dict(last.refunded) if last is not None and snap.refunds else {}
+            return snap.with_refunded(kept)
+        # WooCommerce gives up on a webhook after 5 s by default: leave room for the rest.
+        client = from_settings(integration.settings, timeout=REFUNDS_TIMEOUT)
+        try:
+            refunds = await client.refunds(snap.woo_id)
+        except StoreUnreachable as e:
+            log.warning("order %s: refunds not fetched (%s); asked again later", snap.order_id, e)
+            if last is None:
+                return replace(snap, refunds=())
+            return replace(snap, refunds=tuple(last.refunds), refunded=dict(last.refunded))
+        finally:
+            await client.aclose()
+        return snap.with_refunded(refunded_units(refunds))
