@@ -15,10 +15,11 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
+from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
 from adapters.amqp import AvailabilityChanged, Publisher
@@ -30,6 +31,8 @@ from projections.views import SkuDocuments, sku_documents
 
 log = logging.getLogger("atp.projector")
 HEARTBEAT_SECONDS = 2.0
+REPLAY_PAGE = 50_000
+"""Ledger events read per query when rebuilding from nothing."""
 
 POLICY_EVENTS: tuple[type[ev.Event], ...] = (ev.LocationDefined, ev.ChannelDefined)
 ITEM_EVENTS: tuple[type[ev.Event], ...] = (
@@ -107,6 +110,22 @@ class Projector:
                 self.position = head
                 self.store.write([], head, None, None)
             return 0
+        dirty, correlation, policies_changed, last_time = self._fold(notifications)
+        position = notifications[-1].id
+        if len(notifications) < self.batch_size:
+            position = max(position, head)
+        policies = self.policies if policies_changed else None
+        self._flush(list(dirty), False, position, policies, last_time, correlation)
+        self.position = position
+        self.applied += len(notifications)
+        return len(notifications)
+
+    def _fold(
+        self, notifications: Sequence[Notification]
+    ) -> tuple[dict[str, int], dict[str, tuple[str, datetime]], bool, float | None]:
+        """Fold notifications into the in-memory states; returns the SKUs changed (with the
+        position of the last event that changed each), their correlation ids, whether the
+        policies changed, and the time of the last event (epoch seconds)."""
         dirty: dict[str, int] = {}
         correlation: dict[str, tuple[str, datetime]] = {}
         """SKU -> the correlation id and time of the event that last changed it."""
@@ -139,14 +158,45 @@ class Projector:
         for sku, position in dirty.items():
             item, _ = self.items[sku]
             self.items[sku] = (item, position)
-        position = notifications[-1].id
-        if len(notifications) < self.batch_size:
-            position = max(position, head)
+        return dirty, correlation, policies_changed, last_time
+
+    def replay(
+        self, page_size: int = REPLAY_PAGE, on_page: Callable[[], None] | None = None
+    ) -> int:
+        """Rebuild from nothing, fast: fold the whole ledger (up to the head read first) in
+        memory, in large pages in position order, with the same `evolve` functions `step`
+        uses, then write each SKU's documents once, pipelined, at the position of the last
+        event that changed it (so the result equals an incremental projection's).
+
+        `on_page` runs after each page (a long rebuild renews its lease there; it may raise
+        to abort). Returns the number of events folded; `step` continues from the head.
+        """
+        self.position = 0
+        self.policies = Policies()
+        self.items = {}
+        self.expiries = []
+        head = self.ledger.ping()
+        folded = 0
+        policies_changed = False
+        last_time = None
+        while self.position < head:
+            notifications = self.ledger.recorder.select_notifications(
+                self.position + 1, page_size, stop=head, topics=TOPICS
+            )
+            if not notifications:
+                break
+            _, _, changed, page_time = self._fold(notifications)
+            policies_changed = policies_changed or changed
+            last_time = page_time if page_time is not None else last_time
+            self.position = notifications[-1].id
+            folded += len(notifications)
+            if on_page is not None:
+                on_page()
+        self.position = head
         policies = self.policies if policies_changed else None
-        self._flush(list(dirty), False, position, policies, last_time, correlation)
-        self.position = position
-        self.applied += len(notifications)
-        return len(notifications)
+        self._flush(sorted(self.items), False, head, policies, last_time)
+        self.applied += folded
+        return folded
 
     def _flush(
         self,
