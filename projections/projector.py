@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
@@ -341,23 +341,38 @@ class _Listener:
     """Wakes on the ledger's NOTIFY (every write notifies); times out to poll anyway."""
 
     def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.conn = self._listen()
+
+    def _listen(self) -> Any:
         import psycopg
         from psycopg import sql
 
-        datastore = ledger.recorder.datastore  # type: ignore[attr-defined]
-        self.conn = psycopg.connect(
+        datastore = self.ledger.recorder.datastore  # type: ignore[attr-defined]
+        conn = psycopg.connect(
             dbname=datastore.pool.kwargs.get("dbname")
             if hasattr(datastore.pool, "kwargs")
             else None,
             conninfo=datastore.pool.conninfo,
             autocommit=True,
         )
-        channel = ledger.recorder.channel_name  # type: ignore[attr-defined]
-        self.conn.execute(sql.SQL("LISTEN {0}").format(sql.Identifier(channel)))
+        channel = self.ledger.recorder.channel_name  # type: ignore[attr-defined]
+        conn.execute(sql.SQL("LISTEN {0}").format(sql.Identifier(channel)))
+        return conn
 
     def wait(self, timeout: float) -> None:
-        for _ in self.conn.notifies(timeout=timeout, stop_after=1):
-            break
+        import psycopg
+
+        try:
+            for _ in self.conn.notifies(timeout=timeout, stop_after=1):
+                break
+        except psycopg.OperationalError:
+            # The connection was dropped (restart, pg_terminate_backend): listen again at
+            # once and return, so the projector polls for what it may have missed. If the
+            # database is really down, connecting raises and the projector backs off.
+            log.warning("the LISTEN connection dropped; listening again")
+            self.close()
+            self.conn = self._listen()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -114,6 +114,7 @@ class RedisProjection:
         """Project until `stop`; as a standby while another projector holds the lease."""
         waiter = waiter_for(self.ledger)
         holding = False
+        failures = 0
         try:
             while not stop.is_set():
                 try:
@@ -134,14 +135,19 @@ class RedisProjection:
                         holding = False
                         continue
                     self.projector.tick(waiter, poll_interval)
+                    failures = 0
                 except ModelLost as exc:
                     log.warning("%s; taking over again", exc)
                     holding = False
                 except Exception:
+                    # A dropped connection costs one retry, at once (the pools replace dead
+                    # connections); a backing service that stays down, one try a second.
+                    failures += 1
                     log.exception("projection failed; resuming from the stored position")
                     holding = False
                     waiter.close()
-                    stop.wait(1.0)
+                    if failures > 1:
+                        stop.wait(1.0)
                     waiter = waiter_for(self.ledger)
         finally:
             waiter.close()
