@@ -320,6 +320,37 @@ class HistoryRow(msgspec.Struct, frozen=True):
     metadata: dict[str, str]
 
 
+def notification_page(
+    ledger: Ledger, topics: Sequence[str], after: int, stop: int, limit: int
+) -> list[tuple[int, str, bytes]]:
+    """Up to `limit` events of the given topics with positions in (after, stop], oldest
+    first, as (position, topic, stored state): one query of three columns, for reading the
+    whole ledger fast (a rebuild), where the library's `select_notifications` builds an
+    object per row with its stream id parsed."""
+    table = ledger.recorder.events_table_name  # type: ignore[attr-defined]
+    datastore = ledger.recorder.datastore  # type: ignore[attr-defined]
+    if ledger.is_postgres:
+        from psycopg.rows import tuple_row
+
+        sql = (
+            f"SELECT notification_id, topic, state FROM {datastore.schema}.{table} "
+            "WHERE notification_id > %s AND notification_id <= %s AND topic = ANY(%s) "
+            "ORDER BY notification_id LIMIT %s"
+        )
+        with datastore.get_connection() as conn:
+            cursor = conn.cursor(binary=True, row_factory=tuple_row)
+            cursor.execute(sql, (after, stop, list(topics), limit))
+            return cursor.fetchall()  # type: ignore[no-any-return]
+    marks = ",".join("?" for _ in topics)
+    sql = (
+        f"SELECT rowid, topic, state FROM {table} WHERE rowid > ? AND rowid <= ? "
+        f"AND topic IN ({marks}) ORDER BY rowid LIMIT ?"
+    )
+    with datastore.transaction(commit=False) as cursor:
+        cursor.execute(sql, (after, stop, *topics, limit))
+        return [(row[0], row[1], bytes(row[2])) for row in cursor.fetchall()]
+
+
 def history(ledger: Ledger, streams: list[StreamKey], after: int, limit: int) -> list[HistoryRow]:
     """Events of the given streams after a position, oldest first (one SQL query)."""
     ids = [stream_id(s) for s in streams]

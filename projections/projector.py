@@ -16,14 +16,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
 from adapters.amqp import AvailabilityChanged, Publisher
-from adapters.ledger import Ledger, decode_payload
+from adapters.ledger import Ledger, decode_payload, notification_page
 from atp import events as ev
 from atp.state import ItemState, Policies, evolve_item, evolve_policies
 from projections.readmodel import ReadModelStore, SkuWrite
@@ -110,7 +110,9 @@ class Projector:
                 self.position = head
                 self.store.write([], head, None, None)
             return 0
-        dirty, correlation, policies_changed, last_time = self._fold(notifications)
+        dirty, correlation, policies_changed, last_time = self._fold(
+            [(n.id, n.topic, n.state) for n in notifications]
+        )
         position = notifications[-1].id
         if len(notifications) < self.batch_size:
             position = max(position, head)
@@ -121,18 +123,19 @@ class Projector:
         return len(notifications)
 
     def _fold(
-        self, notifications: Sequence[Notification]
+        self, notifications: Sequence[tuple[int, str, bytes]]
     ) -> tuple[dict[str, int], dict[str, tuple[str, datetime]], bool, float | None]:
-        """Fold notifications into the in-memory states; returns the SKUs changed (with the
-        position of the last event that changed each), their correlation ids, whether the
-        policies changed, and the time of the last event (epoch seconds)."""
+        """Fold (position, topic, stored state) rows into the in-memory states; returns the
+        SKUs changed (with the position of the last event that changed each), their
+        correlation ids, whether the policies changed, and the time of the last event
+        (epoch seconds)."""
         dirty: dict[str, int] = {}
         correlation: dict[str, tuple[str, datetime]] = {}
         """SKU -> the correlation id and time of the event that last changed it."""
         policies_changed = False
         last_time = None
-        for n in notifications:
-            event, occurred_at, metadata = decode_payload(n.topic, n.state)
+        for position, topic, stored in notifications:
+            event, occurred_at, metadata = decode_payload(topic, stored)
             last_time = occurred_at.timestamp()
             if isinstance(event, POLICY_EVENTS) or (
                 isinstance(event, ev.SafetyStockSet) and event.sku is None
@@ -141,23 +144,23 @@ class Projector:
                 self.policies = evolve_policies(self.policies, event)
                 policies_changed = True
                 for sku in self.items:
-                    dirty[sku] = n.id
+                    dirty[sku] = position
                     correlation[sku] = (metadata.get("correlation_id", ""), occurred_at)
             else:
                 sku = event.sku  # type: ignore[union-attr]
                 assert isinstance(sku, str) and isinstance(event, ev.Event)
                 item, applied = self.items.get(sku) or (ItemState(sku=sku), 0)
-                if n.id <= applied:
+                if position <= applied:
                     # Resumed after a crash that stored this SKU but not the projector's
                     # position: its state already includes the event.
                     continue
-                self.items[sku] = (evolve_item(item, event), n.id)
-                dirty[sku] = n.id
+                self.items[sku] = (evolve_item(item, event), position)
+                dirty[sku] = position
                 correlation[sku] = (metadata.get("correlation_id", ""), occurred_at)
         # A policy change re-dates every SKU to its own position.
-        for sku, position in dirty.items():
+        for sku, dated in dirty.items():
             item, _ = self.items[sku]
-            self.items[sku] = (item, position)
+            self.items[sku] = (item, dated)
         return dirty, correlation, policies_changed, last_time
 
     def replay(
@@ -179,19 +182,25 @@ class Projector:
         folded = 0
         policies_changed = False
         last_time = None
-        while self.position < head:
-            notifications = self.ledger.recorder.select_notifications(
-                self.position + 1, page_size, stop=head, topics=TOPICS
-            )
-            if not notifications:
-                break
-            _, _, changed, page_time = self._fold(notifications)
-            policies_changed = policies_changed or changed
-            last_time = page_time if page_time is not None else last_time
-            self.position = notifications[-1].id
-            folded += len(notifications)
-            if on_page is not None:
-                on_page()
+        # The next page is read while this one is folded.
+        with ThreadPoolExecutor(1, thread_name_prefix="replay") as reader:
+
+            def read(after: int) -> Future[list[tuple[int, str, bytes]]]:
+                return reader.submit(notification_page, self.ledger, TOPICS, after, head, page_size)
+
+            page = read(0)
+            while rows := page.result():
+                if len(rows) == page_size:
+                    page = read(rows[-1][0])
+                _, _, changed, page_time = self._fold(rows)
+                policies_changed = policies_changed or changed
+                last_time = page_time if page_time is not None else last_time
+                self.position = rows[-1][0]
+                folded += len(rows)
+                if on_page is not None:
+                    on_page()
+                if len(rows) < page_size:
+                    break
         self.position = head
         policies = self.policies if policies_changed else None
         self._flush(sorted(self.items), False, head, policies, last_time)
