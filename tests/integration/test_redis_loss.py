@@ -20,16 +20,18 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.ledger import HistoryRow, Ledger, history, stream_id
+from adapters.ledger import HistoryRow, Ledger, history, ledger_env, stream_id
+from atp import commands as c
 from atp.ats import channel_availability
 from atp.decide import POLICIES
 from atp.state import ItemState, Policies
 from projections.readmodel import RedisStore
-from tests.integration.test_projection import assert_matches_domain
+from tests.integration.conftest import Backend, Clock, run
+from tests.integration.test_projection import assert_matches_domain, define_catalogue
 from tests.integration.test_read_api import Stack
 from tests.support.pg import fresh_database
 from tests.support.redis_db import client, delete_prefix, prefixed, redis_url, scratch_databases
-from tests.support.server import ADMIN_TOKEN, running_service, service_env
+from tests.support.server import ADMIN_TOKEN, atp, running_service, service_env
 
 pytestmark = pytest.mark.integration
 
@@ -316,3 +318,32 @@ def test_a_build_interrupted_by_a_flush_is_not_marked_complete() -> None:
         assert store.build() is None
         store.begin_build("b2")
         assert store.complete_build("b2") and store.build() == "b2"
+
+
+def test_project_once_on_an_empty_redis_leaves_a_complete_model() -> None:
+    """Story: an operator brings a new Redis up and fills it with `atp project --once`
+    before starting the API.
+
+    Invariant: the model it leaves is marked complete (else every read of an unknown SKU
+    would answer 503 forever), and equals the ledger."""
+    with fresh_database() as url, prefixed(0, "once") as (r, prefix):
+        env = service_env(url, ATP_REDIS_URL=redis_url(0), ATP_REDIS_PREFIX=prefix)
+        env["PYTHONPATH"] = str(ROOT)
+        atp("migrate", env=env)
+        backend = Backend(url, Path("/nonexistent"), Clock())
+        try:
+            service = backend.service()
+            define_catalogue(service)
+            run(service, c.ReceiveStock(location="WH1", lines=(c.Line("O1", 4),)))
+        finally:
+            backend.close()
+        out = atp("project", "--once", env=env).stdout
+        assert "projected" in out, out
+        assert r.hget(f"{prefix}:meta", "build") is not None
+        with Ledger(env=ledger_env(url, "/nonexistent", create_table=False)) as ledger:
+            assert int(r.hget(f"{prefix}:meta", "position") or 0) == ledger.ping()
+            assert_matches_domain(r, prefix, ledger, ["O1"], datetime.now(UTC))
+        # Once complete, a second run resumes (no rebuild) and changes nothing.
+        before = r.hget(f"{prefix}:meta", "build")
+        assert "projected 0 event(s)" in atp("project", "--once", env=env).stdout
+        assert r.hget(f"{prefix}:meta", "build") == before
