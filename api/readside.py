@@ -26,14 +26,13 @@ class Meta:
     """The complete build the model holds; None while it is lost or being rebuilt."""
 
 
-def rebuilding(meta: Meta) -> ApiProblem:
+def rebuilding() -> ApiProblem:
     """503 while the read model is missing or incomplete: a missing document proves nothing."""
     return ApiProblem(
         503,
         "read-model-rebuilding",
         "the read model is being rebuilt from the ledger; retry shortly",
         headers={"Retry-After": "1"},
-        position=meta.position,
     )
 
 
@@ -69,12 +68,12 @@ class ReadSide:
         """
         meta = await self.meta(fresh=True)
         if meta.build is None:
-            raise rebuilding(meta)
+            raise rebuilding()
         value = await read()
         if missing(value):
             after = await self.meta(fresh=True)
             if after.build != meta.build:
-                raise rebuilding(after)
+                raise rebuilding()
         return value, meta
 
     @staticmethod
@@ -91,7 +90,7 @@ class ReadSide:
         while (meta := await self.meta(fresh=True)).position < position or meta.build is None:
             if time.monotonic() >= deadline:
                 if meta.build is None:
-                    raise rebuilding(meta)
+                    raise rebuilding()
                 raise ApiProblem(
                     409,
                     "read-model-behind",
