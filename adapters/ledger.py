@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -16,7 +17,13 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 import msgspec
 from eventsourcing.application import Application
-from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent, Transcoder
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    IntegrityError,
+    Mapper,
+    StoredEvent,
+    Transcoder,
+)
 from eventsourcing.utils import get_topic, resolve_topic
 
 from adapters.records import Record
@@ -169,6 +176,29 @@ class _NoTranscoder(Transcoder):
         raise NotImplementedError
 
 
+def _check_all_when_one_is_dead(pool: Any) -> Callable[[Any], None]:
+    """The pool's pre-ping (POSTGRES_PRE_PING), extended: when a pooled connection is found
+    dead, the others most likely died with it (a restart, a failover,
+    pg_terminate_backend), so every idle one is checked at once (psycopg_pool's
+    `ConnectionPool.check`) and the dead ones reconnected in the background. The request
+    that found it waits for the pool's one back-off (about a second) and gets a fresh
+    connection, instead of meeting each dead connection in turn until its timeout."""
+    from psycopg_pool import ConnectionPool
+
+    pool_ref = weakref.ref(pool)
+
+    def check(conn: Any) -> None:
+        try:
+            ConnectionPool.check_connection(conn)
+        except Exception:
+            live = pool_ref()
+            if live is not None:
+                live.check()
+            raise
+
+    return check
+
+
 def ledger_env(database_url: str | None, data_dir: str, create_table: bool) -> dict[str, str]:
     """eventsourcing settings for PostgreSQL (when a URL is given) or the embedded SQLite file."""
     env = {"CREATE_TABLE": "y" if create_table else "n", "IS_SNAPSHOTTING_ENABLED": "y"}
@@ -186,6 +216,10 @@ def ledger_env(database_url: str | None, data_dir: str, create_table: bool) -> d
             # Fail fast (503 + Retry-After) when the database is unreachable, rather than
             # holding requests for the pool's default 30 s.
             POSTGRES_CONNECT_TIMEOUT=os.environ.get("ATP_DB_CONNECT_TIMEOUT", "2"),
+            # Check a pooled connection before lending it (psycopg_pool's check_connection):
+            # after PostgreSQL drops connections (restart, failover, pg_terminate_backend)
+            # the dead ones are replaced instead of failing one request each.
+            POSTGRES_PRE_PING="y",
         )
     else:
         os.makedirs(data_dir, exist_ok=True)
@@ -204,6 +238,16 @@ class Ledger(Application[UUID]):
 
     def construct_mapper(self) -> Mapper[UUID]:
         return MsgspecMapper(transcoder=_NoTranscoder())
+
+    def construct_recorder(self) -> ApplicationRecorder:
+        """The library's recorder; on PostgreSQL its pool's pre-ping checks every idle
+        connection once one is found dead (eventsourcing builds the pool itself, and
+        psycopg_pool keeps the check callback in `_check`)."""
+        recorder = super().construct_recorder()
+        pool = getattr(getattr(recorder, "datastore", None), "pool", None)
+        if pool is not None and getattr(pool, "_check", None) is not None:
+            pool._check = _check_all_when_one_is_dead(pool)
+        return recorder
 
     @property
     def is_postgres(self) -> bool:
@@ -274,6 +318,37 @@ class HistoryRow(msgspec.Struct, frozen=True):
     event: Payload
     occurred_at: datetime
     metadata: dict[str, str]
+
+
+def notification_page(
+    ledger: Ledger, topics: Sequence[str], after: int, stop: int, limit: int
+) -> list[tuple[int, str, bytes]]:
+    """Up to `limit` events of the given topics with positions in (after, stop], oldest
+    first, as (position, topic, stored state): one query of three columns, for reading the
+    whole ledger fast (a rebuild), where the library's `select_notifications` builds an
+    object per row with its stream id parsed."""
+    table = ledger.recorder.events_table_name  # type: ignore[attr-defined]
+    datastore = ledger.recorder.datastore  # type: ignore[attr-defined]
+    if ledger.is_postgres:
+        from psycopg.rows import tuple_row
+
+        sql = (
+            f"SELECT notification_id, topic, state FROM {datastore.schema}.{table} "
+            "WHERE notification_id > %s AND notification_id <= %s AND topic = ANY(%s) "
+            "ORDER BY notification_id LIMIT %s"
+        )
+        with datastore.get_connection() as conn:
+            cursor = conn.cursor(binary=True, row_factory=tuple_row)
+            cursor.execute(sql, (after, stop, list(topics), limit))
+            return cursor.fetchall()  # type: ignore[no-any-return]
+    marks = ",".join("?" for _ in topics)
+    sql = (
+        f"SELECT rowid, topic, state FROM {table} WHERE rowid > ? AND rowid <= ? "
+        f"AND topic IN ({marks}) ORDER BY rowid LIMIT ?"
+    )
+    with datastore.transaction(commit=False) as cursor:
+        cursor.execute(sql, (after, stop, *topics, limit))
+        return [(row[0], row[1], bytes(row[2])) for row in cursor.fetchall()]
 
 
 def history(ledger: Ledger, streams: list[StreamKey], after: int, limit: int) -> list[HistoryRow]:

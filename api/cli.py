@@ -198,8 +198,14 @@ def cmd_project(settings: Settings, args: argparse.Namespace) -> int:
             if args.once:
                 return 0
         elif args.once:
-            projection.projector.resume()
-            print(f"projected {projection.projector.catch_up()} event(s)")
+            if not projection.acquire():
+                print("another projector holds the lease and keeps the read model")
+                return 0
+            try:
+                projection.take_over()  # rebuilds the model if Redis lost it
+                print(f"projected {projection.projector.catch_up()} event(s)")
+            finally:
+                projection.release()
             return 0
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

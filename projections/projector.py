@@ -15,14 +15,15 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from eventsourcing.utils import get_topic
 
 from adapters.amqp import AvailabilityChanged, Publisher
-from adapters.ledger import Ledger, decode_payload
+from adapters.ledger import Ledger, decode_payload, notification_page
 from atp import events as ev
 from atp.state import ItemState, Policies, evolve_item, evolve_policies
 from projections.readmodel import ReadModelStore, SkuWrite
@@ -30,6 +31,8 @@ from projections.views import SkuDocuments, sku_documents
 
 log = logging.getLogger("atp.projector")
 HEARTBEAT_SECONDS = 2.0
+REPLAY_PAGE = 50_000
+"""Ledger events read per query when rebuilding from nothing."""
 
 POLICY_EVENTS: tuple[type[ev.Event], ...] = (ev.LocationDefined, ev.ChannelDefined)
 ITEM_EVENTS: tuple[type[ev.Event], ...] = (
@@ -112,38 +115,9 @@ class Projector:
                 self.position = head
                 self.store.write([], head, None, None)
             return 0
-        dirty: dict[str, int] = {}
-        correlation: dict[str, tuple[str, datetime]] = {}
-        """SKU -> the correlation id and time of the event that last changed it."""
-        policies_changed = False
-        last_time = None
-        for n in notifications:
-            event, occurred_at, metadata = decode_payload(n.topic, n.state)
-            last_time = occurred_at.timestamp()
-            if isinstance(event, POLICY_EVENTS) or (
-                isinstance(event, ev.SafetyStockSet) and event.sku is None
-            ):
-                assert isinstance(event, ev.Event)
-                self.policies = evolve_policies(self.policies, event)
-                policies_changed = True
-                for sku in self.items:
-                    dirty[sku] = n.id
-                    correlation[sku] = (metadata.get("correlation_id", ""), occurred_at)
-            else:
-                sku = event.sku  # type: ignore[union-attr]
-                assert isinstance(sku, str) and isinstance(event, ev.Event)
-                item, applied = self.items.get(sku) or (ItemState(sku=sku), 0)
-                if n.id <= applied:
-                    # Resumed after a crash that stored this SKU but not the projector's
-                    # position: its state already includes the event.
-                    continue
-                self.items[sku] = (evolve_item(item, event), n.id)
-                dirty[sku] = n.id
-                correlation[sku] = (metadata.get("correlation_id", ""), occurred_at)
-        # A policy change re-dates every SKU to its own position.
-        for sku, position in dirty.items():
-            item, _ = self.items[sku]
-            self.items[sku] = (item, position)
+        dirty, correlation, policies_changed, last_time = self._fold(
+            [(n.id, n.topic, n.state) for n in notifications]
+        )
         position = notifications[-1].id
         if len(notifications) < self.batch_size:
             position = max(position, head)
@@ -152,6 +126,91 @@ class Projector:
         self.position = position
         self.applied += len(notifications)
         return len(notifications)
+
+    def _fold(
+        self, notifications: Sequence[tuple[int, str, bytes]]
+    ) -> tuple[dict[str, int], dict[str, tuple[str, datetime]], bool, float | None]:
+        """Fold (position, topic, stored state) rows into the in-memory states; returns the
+        SKUs changed (with the position of the last event that changed each), their
+        correlation ids, whether the policies changed, and the time of the last event
+        (epoch seconds)."""
+        dirty: dict[str, int] = {}
+        correlation: dict[str, tuple[str, datetime]] = {}
+        """SKU -> the correlation id and time of the event that last changed it."""
+        policies_changed = False
+        last_time = None
+        for position, topic, stored in notifications:
+            event, occurred_at, metadata = decode_payload(topic, stored)
+            last_time = occurred_at.timestamp()
+            if isinstance(event, POLICY_EVENTS) or (
+                isinstance(event, ev.SafetyStockSet) and event.sku is None
+            ):
+                assert isinstance(event, ev.Event)
+                self.policies = evolve_policies(self.policies, event)
+                policies_changed = True
+                for sku in self.items:
+                    dirty[sku] = position
+                    correlation[sku] = (metadata.get("correlation_id", ""), occurred_at)
+            else:
+                sku = event.sku  # type: ignore[union-attr]
+                assert isinstance(sku, str) and isinstance(event, ev.Event)
+                item, applied = self.items.get(sku) or (ItemState(sku=sku), 0)
+                if position <= applied:
+                    # Resumed after a crash that stored this SKU but not the projector's
+                    # position: its state already includes the event.
+                    continue
+                self.items[sku] = (evolve_item(item, event), position)
+                dirty[sku] = position
+                correlation[sku] = (metadata.get("correlation_id", ""), occurred_at)
+        # A policy change re-dates every SKU to its own position.
+        for sku, dated in dirty.items():
+            item, _ = self.items[sku]
+            self.items[sku] = (item, dated)
+        return dirty, correlation, policies_changed, last_time
+
+    def replay(
+        self, page_size: int = REPLAY_PAGE, on_page: Callable[[], None] | None = None
+    ) -> int:
+        """Rebuild from nothing, fast: fold the whole ledger (up to the head read first) in
+        memory, in large pages in position order, with the same `evolve` functions `step`
+        uses, then write each SKU's documents once, pipelined, at the position of the last
+        event that changed it (so the result equals an incremental projection's).
+
+        `on_page` runs after each page (a long rebuild renews its lease there; it may raise
+        to abort). Returns the number of events folded; `step` continues from the head.
+        """
+        self.position = 0
+        self.policies = Policies()
+        self.items = {}
+        self.expiries = []
+        head = self.ledger.ping()
+        folded = 0
+        policies_changed = False
+        last_time = None
+        # The next page is read while this one is folded.
+        with ThreadPoolExecutor(1, thread_name_prefix="replay") as reader:
+
+            def read(after: int) -> Future[list[tuple[int, str, bytes]]]:
+                return reader.submit(notification_page, self.ledger, TOPICS, after, head, page_size)
+
+            page = read(0)
+            while rows := page.result():
+                if len(rows) == page_size:
+                    page = read(rows[-1][0])
+                _, _, changed, page_time = self._fold(rows)
+                policies_changed = policies_changed or changed
+                last_time = page_time if page_time is not None else last_time
+                self.position = rows[-1][0]
+                folded += len(rows)
+                if on_page is not None:
+                    on_page()
+                if len(rows) < page_size:
+                    break
+        self.position = head
+        policies = self.policies if policies_changed else None
+        self._flush(sorted(self.items), False, head, policies, last_time)
+        self.applied += folded
+        return folded
 
     def _flush(
         self,
@@ -320,23 +379,38 @@ class _Listener:
     """Wakes on the ledger's NOTIFY (every write notifies); times out to poll anyway."""
 
     def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.conn = self._listen()
+
+    def _listen(self) -> Any:
         import psycopg
         from psycopg import sql
 
-        datastore = ledger.recorder.datastore  # type: ignore[attr-defined]
-        self.conn = psycopg.connect(
+        datastore = self.ledger.recorder.datastore  # type: ignore[attr-defined]
+        conn = psycopg.connect(
             dbname=datastore.pool.kwargs.get("dbname")
             if hasattr(datastore.pool, "kwargs")
             else None,
             conninfo=datastore.pool.conninfo,
             autocommit=True,
         )
-        channel = ledger.recorder.channel_name  # type: ignore[attr-defined]
-        self.conn.execute(sql.SQL("LISTEN {0}").format(sql.Identifier(channel)))
+        channel = self.ledger.recorder.channel_name  # type: ignore[attr-defined]
+        conn.execute(sql.SQL("LISTEN {0}").format(sql.Identifier(channel)))
+        return conn
 
     def wait(self, timeout: float) -> None:
-        for _ in self.conn.notifies(timeout=timeout, stop_after=1):
-            break
+        import psycopg
+
+        try:
+            for _ in self.conn.notifies(timeout=timeout, stop_after=1):
+                break
+        except psycopg.OperationalError:
+            # The connection was dropped (restart, pg_terminate_backend): listen again at
+            # once and return, so the projector polls for what it may have missed. If the
+            # database is really down, connecting raises and the projector backs off.
+            log.warning("the LISTEN connection dropped; listening again")
+            self.close()
+            self.conn = self._listen()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

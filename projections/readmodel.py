@@ -9,7 +9,9 @@ one SKU sits in one Redis Cluster slot:
     <prefix>:{<sku>}:state  string the projector's folded item state (msgspec JSON)
     <prefix>:{<sku>}:published hash <channel> -> "available|status" last published on RabbitMQ
     <prefix>:skus           set    every projected SKU
-    <prefix>:meta           hash   position, policies, head_time, generation, heartbeat
+    <prefix>:meta           hash   position, policies, head_time, generation, heartbeat,
+                                   build (set when a complete build ends: absent means the
+                                   model is lost or incomplete), building (a build under way)
 """
 
 from __future__ import annotations
@@ -145,6 +147,7 @@ class MemoryReadModel:
             "policies": self.policies,
             "last_event_time": self.last_event_time,
             "heartbeat": self.heartbeat_at,
+            "build": "in-process",
         }
 
     async def ping(self) -> bool:
@@ -180,6 +183,18 @@ return 1
 """
 
 
+# A build is complete only if nothing flushed the model since it began (FLUSHALL removes
+# the `building` mark along with every document written so far).
+_COMPLETE_BUILD = """
+if redis.call('HGET', KEYS[1], 'building') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'build', ARGV[1])
+redis.call('HDEL', KEYS[1], 'building')
+return 1
+"""
+
+
 class RedisKeys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -207,6 +222,22 @@ class RedisStore:
         self.keys = RedisKeys(prefix)
         self.script = client.register_script(_WRITE_SKU)
         self.meta_script = client.register_script(_WRITE_META)
+        self.complete_script = client.register_script(_COMPLETE_BUILD)
+
+    def build(self) -> str | None:
+        """The id of the complete build the model holds; None when it is lost or incomplete
+        (Redis flushed or restarted empty, or a build under way)."""
+        value = self.client.hget(self.keys.meta, "build")
+        return None if value is None else str(value.decode())
+
+    def begin_build(self, build: str) -> None:
+        """Mark a build under way: readers answer 503 for documents it has not written yet."""
+        self.client.hset(self.keys.meta, "building", build)
+        self.client.hdel(self.keys.meta, "build")
+
+    def complete_build(self, build: str) -> bool:
+        """Mark the model complete; False if it was flushed since `begin_build` (build again)."""
+        return bool(self.complete_script(keys=[self.keys.meta], args=[build]))
 
     def load(self) -> ProjectorState:
         meta = self.client.hgetall(self.keys.meta)
@@ -300,6 +331,7 @@ class RedisReader:
             if b"last_event_time" in raw
             else None,
             "heartbeat": float(raw[b"heartbeat"]) if b"heartbeat" in raw else None,
+            "build": raw[b"build"].decode() if b"build" in raw else None,
         }
         return meta
 

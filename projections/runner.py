@@ -5,6 +5,15 @@ lapses, resuming from what Redis holds. A rebuild replays the whole ledger into 
 database, asks the active projector to hand over, catches up past where it stopped, and
 switches the databases with SWAPDB: readers see the old model, then the new one, never a
 partial one, and no figure's position ever goes backwards.
+
+A model is complete when `<prefix>:meta` holds `build` (written at the end of a complete
+build). When it is missing (Redis flushed or restarted empty, or a fresh Redis) the
+projector holding the lease rebuilds the model in place: it folds the whole ledger in memory
+first and then writes each SKU's documents once, at their latest position, so every
+document a reader finds is right at its position, and readers answer 503 for the ones not
+written yet until `build` is set again. (There is no old model left to keep serving, so a
+scratch database would not shorten that window; and swapping whole databases is only safe
+for a dedicated one, which `atp project --rebuild` is told by ATP_REDIS_REBUILD_DB.)
 """
 
 from __future__ import annotations
@@ -52,6 +61,10 @@ return 0
 """
 
 
+class ModelLost(Exception):
+    """The read model was flushed (or the lease lost) while the projector relied on it."""
+
+
 class RedisProjection:
     def __init__(
         self,
@@ -77,6 +90,8 @@ class RedisProjection:
         self._acquire = self.client.register_script(_ACQUIRE)
         self._release = self.client.register_script(_RELEASE)
         self.projector = Projector(ledger, self.store, clock, publisher=publisher)
+        self.build: str | None = None
+        """The complete build this projector is keeping (None: not holding the lease)."""
 
     # --- the lease -----------------------------------------------------------------------------
 
@@ -99,6 +114,7 @@ class RedisProjection:
         """Project until `stop`; as a standby while another projector holds the lease."""
         waiter = waiter_for(self.ledger)
         holding = False
+        failures = 0
         try:
             while not stop.is_set():
                 try:
@@ -106,7 +122,7 @@ class RedisProjection:
                         if self.handover_requested() or not self.acquire():
                             stop.wait(0.2)
                             continue
-                        self.projector.resume()
+                        self.take_over()
                         holding = True
                         log.info("projecting from position %d", self.projector.position)
                     if self.handover_requested():
@@ -114,20 +130,67 @@ class RedisProjection:
                         holding = False
                         log.info("handed over to a rebuild")
                         continue
-                    if not self.renew():
+                    if not self.renew() or self.store.build() != self.build:
+                        # The lease went with the model (FLUSHALL, Redis restarted empty).
                         holding = False
                         continue
                     self.projector.tick(waiter, poll_interval)
+                    failures = 0
+                except ModelLost as exc:
+                    log.warning("%s; taking over again", exc)
+                    holding = False
                 except Exception:
+                    # A dropped connection costs one retry, at once (the pools replace dead
+                    # connections); a backing service that stays down, one try a second.
+                    failures += 1
                     log.exception("projection failed; resuming from the stored position")
                     holding = False
                     waiter.close()
-                    stop.wait(1.0)
+                    if failures > 1:
+                        stop.wait(1.0)
                     waiter = waiter_for(self.ledger)
         finally:
             waiter.close()
             with contextlib.suppress(Exception):
                 self.release()
+
+    def take_over(self) -> None:
+        """With the lease: resume from the model if it is complete, else rebuild it in place.
+
+        Raises ModelLost if the model was flushed or the lease lost meanwhile (the caller
+        tries again)."""
+        build = self.store.build()
+        if build is None:
+            self.recover()
+            return
+        self.projector.resume()
+        if self.store.build() != build or not self.renew():
+            raise ModelLost("the read model changed while it was being loaded")
+        self.build = build
+
+    def recover(self) -> None:
+        """Rebuild a lost or incomplete model in place (see the module's docstring)."""
+        build = uuid.uuid4().hex
+        log.warning("the read model is missing or incomplete: rebuilding it (build %s)", build)
+        started = time.monotonic()
+        self.build = None
+        self.store.begin_build(build)
+        folded = self.projector.replay(on_page=self._keep_lease)
+        self.projector.catch_up()
+        if not self.store.complete_build(build):
+            raise ModelLost("the read model was flushed during its rebuild")
+        self._keep_lease()
+        self.build = build
+        log.warning(
+            "read model rebuilt at position %d from %d event(s) in %.1fs",
+            self.projector.position,
+            folded,
+            time.monotonic() - started,
+        )
+
+    def _keep_lease(self) -> None:
+        if not self.renew():
+            raise ModelLost("lost the lease during a rebuild")
 
     def rebuild(self, handover_timeout: float = 30.0) -> int:
         """Replay the ledger into fresh keys and switch readers over; returns the position."""
@@ -135,7 +198,7 @@ class RedisProjection:
         scratch_client: Any = redis.Redis.from_url(scratch_url)
         scratch_client.flushdb()
         scratch = Projector(self.ledger, RedisStore(scratch_client, self.prefix), self.clock)
-        scratch.catch_up()
+        scratch.replay()
         # Ask the active projector to stop, and take the lease ourselves.
         self.client.set(self.handover_key, self.owner, px=int(handover_timeout * 1000) + LEASE_MS)
         deadline = time.monotonic() + handover_timeout + LEASE_MS / 1000
@@ -149,7 +212,10 @@ class RedisProjection:
             live_position = int(self.client.hget(self.store.keys.meta, "position") or 0)
             assert scratch.position >= live_position, (scratch.position, live_position)
             generation = int(self.client.hget(self.store.keys.meta, "generation") or 0) + 1
-            scratch_client.hset(scratch.store.keys.meta, "generation", generation)  # type: ignore[attr-defined]
+            scratch_client.hset(
+                scratch.store.keys.meta,  # type: ignore[attr-defined]
+                mapping={"generation": generation, "build": uuid.uuid4().hex},
+            )
             self.client.swapdb(self.live_db, self.rebuild_db)
         except BaseException:
             self.client.delete(self.handover_key)

@@ -111,7 +111,10 @@ async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     try:
         if not await asyncio.wait_for(read.model.ping(), timeout=2):
             raise ConnectionError("no answer")
-        checks["read_model"] = {"status": "ok", "kind": kind}
+        # Missing or being rebuilt (Redis flushed or restarted empty): reads answer 503 for
+        # what it lacks, writes go on, so the service stays in rotation ("degraded").
+        complete = (await read.meta(fresh=True)).build is not None
+        checks["read_model"] = {"status": "ok" if complete else "rebuilding", "kind": kind}
     except Exception as exc:
         ok = False
         checks["read_model"] = {"status": "down", "kind": kind, "error": type(exc).__name__}
@@ -129,8 +132,10 @@ async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
         )
         if pushers:
             checks["pushers"] = pushers
-    fine = checks.get("projector", {}).get("status") == "ok" and all(
-        p["status"] == "ok" for p in checks.get("pushers", {}).values()
+    fine = (
+        checks["read_model"]["status"] == "ok"
+        and checks.get("projector", {}).get("status") == "ok"
+        and all(p["status"] == "ok" for p in checks.get("pushers", {}).values())
     )
     status = ("ready" if fine else "degraded") if ok else "not_ready"
     headers = {} if ok else {"Retry-After": "1"}

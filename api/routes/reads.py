@@ -62,8 +62,13 @@ async def availability_one(
         await read.wait_for(min_position)
     body = (await read.model.availability(channel, [sku]))[0]
     if body is None:
-        meta = await read.checked_channel(channel)
-        body = empty_availability(sku, channel, meta.position)
+        bodies, meta = await read.absent(
+            lambda: read.model.availability(channel, [sku]), lambda b: b[0] is None
+        )
+        body = bodies[0]
+        if body is None:
+            read.check_channel(meta, channel)
+            body = empty_availability(sku, channel, meta.position)
     return Response(body, media_type=JSON)
 
 
@@ -83,7 +88,11 @@ async def availability_many(
         await read.wait_for(min_position)
     bodies = await read.model.availability(channel, skus)
     if any(b is None for b in bodies):
-        meta = await read.checked_channel(channel)
+        bodies, meta = await read.absent(
+            lambda: read.model.availability(channel, skus), lambda b: None in b
+        )
+        if None in bodies:
+            read.check_channel(meta, channel)
         bodies = [
             b if b is not None else empty_availability(x, channel, meta.position)
             for x, b in zip(skus, bodies, strict=True)
@@ -101,8 +110,9 @@ async def get_item(
         await read.wait_for(min_position)
     body = await read.model.item(sku)
     if body is None:
-        meta = await read.meta()
-        body = empty_item(sku, meta.policies, service(request).clock(), meta.position)
+        body, meta = await read.absent(lambda: read.model.item(sku), lambda b: b is None)
+        if body is None:
+            body = empty_item(sku, meta.policies, service(request).clock(), meta.position)
     return Response(body, media_type=JSON)
 
 
