@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,8 +64,9 @@ def _send(
 ) -> httpx.Response:
     """A request, retried once on a 503 (what a client honouring Retry-After does); the
     attempts it took are appended (3: it still failed)."""
+    headers = {"Idempotency-Key": uuid.uuid4().hex} if method == "POST" else {}
     for attempt in (1, 2):
-        r = c.request(method, path, json=body)
+        r = c.request(method, path, json=body, headers=headers)
         if r.status_code != 503:
             attempts.append(attempt)
             return r
@@ -85,7 +87,14 @@ def test_terminated_connections_cost_at_most_one_retry(stack: tuple[Stack, Path]
         assert c.put("/v1/locations/WH1", json={"name": "Main", "kind": "warehouse"}).is_success
         assert c.put("/v1/channels/web", json={"locations": ["WH1"]}).is_success
         lines = [{"sku": sku, "quantity": 10} for sku in SKUS]
-        assert c.post("/v1/receipts", json={"location": "WH1", "lines": lines}).status_code == 201
+        assert (
+            c.post(
+                "/v1/receipts",
+                json={"location": "WH1", "lines": lines},
+                headers={"Idempotency-Key": uuid.uuid4().hex},
+            ).status_code
+            == 201
+        )
         # Warm every pooled connection of the service (reads of the ledger run in parallel).
         for _ in range(3):
             for sku in SKUS[:5]:

@@ -82,7 +82,12 @@ def stack() -> Iterator[Stack]:
                     for location, units in (("WH1", 500), ("ST1", 20)):
                         lines = [{"sku": sku, "quantity": units} for sku in SKUS]
                         _ok(
-                            c.post("/v1/receipts", json={"location": location, "lines": lines}), 201
+                            c.post(
+                                "/v1/receipts",
+                                json={"location": location, "lines": lines},
+                                headers={"Idempotency-Key": uuid.uuid4().hex},
+                            ),
+                            201,
                         )
                 wait_complete(s)
                 yield s
@@ -164,7 +169,9 @@ def test_redis_restarted_empty_while_the_projector_was_down_answers_503_then_the
         # Checkout does not need the read model.
         _ok(
             c.post(
-                "/v1/receipts", json={"location": "WH1", "lines": [{"sku": "F001", "quantity": 7}]}
+                "/v1/receipts",
+                json={"location": "WH1", "lines": [{"sku": "F001", "quantity": 7}]},
+                headers={"Idempotency-Key": uuid.uuid4().hex},
             ),
             201,
         )
@@ -246,7 +253,11 @@ def test_flushall_under_load_never_yields_a_wrong_figure(stack: Stack) -> None:
                 kind = rnd.random()
                 if kind < 0.4:
                     lines = [{"sku": sku, "quantity": rnd.randint(1, 5)}]
-                    r = c.post("/v1/receipts", json={"location": "WH1", "lines": lines})
+                    r = c.post(
+                        "/v1/receipts",
+                        json={"location": "WH1", "lines": lines},
+                        headers={"Idempotency-Key": uuid.uuid4().hex},
+                    )
                 elif kind < 0.8 or not held:
                     r = c.post(
                         "/v1/reservations",
