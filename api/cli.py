@@ -13,7 +13,7 @@ import time
 
 from adapters.ledger import Ledger, ledger_env
 from api.log import configure as configure_logging
-from api.settings import Settings
+from api.settings import SecretKeyMissing, Settings
 
 log = logging.getLogger("atp")
 
@@ -86,6 +86,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
+    try:
+        settings.token_secret  # noqa: B018 - refuse to start without a key
+    except SecretKeyMissing as exc:
+        sys.exit(f"atp: {exc}")
     if settings.embedded:
         cmd_migrate(settings, args)
     _check_migrated(settings)

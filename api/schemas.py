@@ -46,6 +46,27 @@ class TokenView(msgspec.Struct, omit_defaults=True):
     rate_limit: float | None = None
 
 
+class TokenInfo(msgspec.Struct):
+    """A token as `GET /v1/tokens` lists it: never the secret (nor its hash)."""
+
+    name: str
+    scopes: list[str]
+    rate_limit: float | None
+    created_at: datetime | None
+    """None for a token issued before atp recorded issue times."""
+    last_used_at: datetime | None
+    """When it last authenticated a request, to within an hour; None: never."""
+
+
+class TokenList(msgspec.Struct):
+    tokens: list[TokenInfo]
+
+
+class TokenDeleted(msgspec.Struct):
+    name: str
+    revoked_at: datetime
+
+
 # --- policies ------------------------------------------------------------------------------
 
 

@@ -1,0 +1,294 @@
+"""Tokens done right: no derivable secret, identity-scoped idempotency, unique names, listing
+and revocation across worker processes, and bounds an unauthenticated client cannot stretch.
+
+Tests on the shared `server` (PostgreSQL, two workers) use their own token names; the ones
+that restart the service or change its limits run their own embedded service.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import stat
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api.settings import SECRET_FILE
+from tests.e2e.route_helpers import assert_problem, created
+from tests.support.server import ADMIN_TOKEN, Server, running_service, service_env
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER_CONNECTIONS = 8
+"""Connections opened to the two-worker service: spread over both workers by the kernel."""
+
+
+def embedded_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = service_env(None, data_dir=str(data_dir), **extra)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def issue(c: httpx.Client, name: str, scopes: list[str], **headers: str) -> httpx.Response:
+    return c.post("/v1/tokens", json={"name": name, "scopes": scopes}, headers=headers)
+
+
+def listed(c: httpx.Client) -> dict[str, dict[str, Any]]:
+    r = c.get("/v1/tokens")
+    assert r.status_code == 200, r.text
+    return {t["name"]: t for t in r.json()["tokens"]}
+
+
+# --- §1: no secret from a public constant; replays survive the admin token -------------------
+
+
+def test_a_replayed_issue_returns_the_same_working_token_after_the_admin_token_is_gone(
+    tmp_path: Path,
+) -> None:
+    """Story: the installer bootstraps an `ops` admin token with ATP_ADMIN_TOKEN, removes
+    ATP_ADMIN_TOKEN (as one should) and restarts. `ops` issues the shop's token with an
+    Idempotency-Key, loses the answer, and retries after the admin token was set again to a
+    new value.
+
+    Invariant: the retry answers the very token of the first answer, and it works; the token
+    is not the one anyone could compute offline from the old public fallback key; the
+    ledger files never hold a token in plain text; the generated key file is mode 0600."""
+    env = embedded_env(tmp_path)
+    with running_service(env) as server, server.client() as admin:
+        ops = created(issue(admin, "ops", ["admin"]))["token"]
+    body = {"name": "shop", "scopes": ["availability:read"]}
+    env.pop("ATP_ADMIN_TOKEN")
+    with running_service(env) as server, server.client(ops) as c:
+        first = c.post("/v1/tokens", json=body, headers={"Idempotency-Key": "issue-shop"})
+        shop = created(first)["token"]
+    # The old scheme: HMAC of a constant-derived key over the issuer's name, key and body.
+    public = hashlib.sha256(b"atp-secret:").digest()
+    derive = 'ops\x1fissue-shop\x1f{"name":"shop","scopes":["availability:read"],"rate_limit":null}'
+    guess = hmac.new(public, derive.encode(), hashlib.sha256).digest()
+    assert shop != "atp_" + base64.urlsafe_b64encode(guess).decode().rstrip("=")
+
+    env["ATP_ADMIN_TOKEN"] = "a-rotated-admin-token"
+    with running_service(env) as server, server.client(ops) as c:
+        again = c.post("/v1/tokens", json=body, headers={"Idempotency-Key": "issue-shop"})
+        assert again.status_code == 201, again.text
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json() == first.json()
+        with server.client(shop) as s:
+            assert s.get("/v1/locations").status_code == 200
+        with server.client(ADMIN_TOKEN) as retired:
+            assert_problem(retired.get("/v1/locations"), 401, "unauthorized")
+        assert set(listed(c)) == {"ops", "shop"}
+
+    key_file = tmp_path / SECRET_FILE
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    stored = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p != key_file)
+    assert stored, "the ledger files were not found"
+    for token in (ops, shop):
+        assert token.encode() not in stored
+
+
+def test_a_server_on_postgresql_without_a_key_refuses_to_start(pg_url: str) -> None:
+    """Invariant: no ATP_SECRET_KEY with ATP_DATABASE_URL: exit non-zero, one line naming the
+    variable, before serving anything."""
+    env = service_env(pg_url)
+    env.pop("ATP_SECRET_KEY")
+    done = subprocess.run(
+        [sys.executable, "-m", "api.cli", "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ATP_SECRET_KEY" in lines[0], done.stderr
+
+
+# --- §2: names unique, `admin` reserved, idempotency scoped by token identity -----------------
+
+
+def test_two_admins_racing_for_one_name_get_one_token(server: Server, unique: str) -> None:
+    """Story: two operators' scripts issue the shop's token at the same moment on both
+    workers. Invariant: exactly one 201 and the others 409; one live token of that name."""
+    name = f"{unique}-shop"
+
+    def attempt(_: int) -> httpx.Response:
+        with server.client() as c:
+            return issue(c, name, ["availability:read"])
+
+    with ThreadPoolExecutor(WORKER_CONNECTIONS) as pool:
+        answers = list(pool.map(attempt, range(WORKER_CONNECTIONS)))
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses == [201] + [409] * (WORKER_CONNECTIONS - 1), statuses
+    for r in answers:
+        if r.status_code == 409:
+            assert_problem(r, 409, "already-exists")
+    token = next(r.json()["token"] for r in answers if r.status_code == 201)
+    with server.client() as c:
+        assert listed(c)[name]["scopes"] == ["availability:read"]
+    with server.client(token) as shop:
+        assert shop.get("/v1/locations").status_code == 200
+    with server.client() as c:
+        for reserved in ("admin", "Admin"):
+            assert_problem(issue(c, reserved, ["reservations:write"]), 422, field="name")
+        assert "admin" not in listed(c)
+
+
+def test_a_reissued_name_never_replays_the_old_tokens_answers(server: Server, unique: str) -> None:
+    """Story: a till's token leaks; ops deletes it and issues a new one under the same name;
+    the till's software restarts its Idempotency-Key counter at 1.
+
+    Invariant: the new token's first reservation is its own (a second hold: available drops
+    by 2 in all), never a replay of the old token's reservation."""
+    wh, web, sku = f"{unique}-WH", f"{unique}-web", f"{unique}-A"
+    with server.client() as admin:
+        created(admin.put(f"/v1/locations/{wh}", json={"name": "WH", "kind": "warehouse"}), 200)
+        created(admin.put(f"/v1/channels/{web}", json={"locations": [wh]}), 200)
+        created(
+            admin.post(
+                "/v1/receipts", json={"location": wh, "lines": [{"sku": sku, "quantity": 5}]}
+            )
+        )
+        old = created(issue(admin, f"{unique}-till", ["reservations:write"]))["token"]
+    hold = {"channel": web, "lines": [{"sku": sku, "quantity": 1}], "ttl_seconds": 600}
+    key = {"Idempotency-Key": "1"}
+    with server.client(old) as till:
+        first = created(till.post("/v1/reservations", json=hold, headers=key))
+    with server.client() as admin:
+        assert admin.delete(f"/v1/tokens/{unique}-till").status_code == 200
+        new = created(issue(admin, f"{unique}-till", ["reservations:write"]))["token"]
+    with server.client(new) as till:
+        second = till.post("/v1/reservations", json=hold, headers=key)
+        assert second.status_code == 201, second.text
+        assert "idempotent-replayed" not in second.headers
+        assert second.json()["reservation_id"] != first["reservation_id"]
+    with server.client() as admin:
+        figures = admin.get(f"/v1/availability/{web}/{sku}").json()
+        assert figures["available"] == 3
+
+
+# --- issue 10 §5: list, delete, rotate ---------------------------------------------------------
+
+
+def test_rotating_a_shops_token_refuses_the_old_one_at_once_on_every_worker(
+    server: Server, unique: str
+) -> None:
+    """Story: rotation: issue `shop-2`, move the shop to it, delete `shop-1`.
+
+    Invariant: from the DELETE's answer on, every worker process refuses shop-1 (8 warm
+    connections over 2 workers, no wait); shop-2 never stops working; the list shows names,
+    scopes, issue and last-use times, and neither a token nor its hash."""
+    one, two = f"{unique}-shop-1", f"{unique}-shop-2"
+    with server.client() as admin:
+        old = created(issue(admin, one, ["availability:read"]))["token"]
+    clients = [server.client(old) for _ in range(WORKER_CONNECTIONS)]
+    try:
+        for c in clients:
+            assert c.get("/v1/locations").status_code == 200  # cached on its worker
+        with server.client() as admin:
+            new = created(issue(admin, two, ["availability:read"]))["token"]
+            deadline = time.monotonic() + 20
+            while listed(admin)[one]["last_used_at"] is None:  # recorded in the background
+                assert time.monotonic() < deadline, "last use never recorded"
+                time.sleep(0.1)
+            tokens = listed(admin)
+            assert tokens[two]["last_used_at"] is None
+            for name in (one, two):
+                assert tokens[name]["scopes"] == ["availability:read"]
+                assert tokens[name]["created_at"] is not None
+            text = admin.get("/v1/tokens").text
+            for secret in (old, new):
+                assert (
+                    secret not in text and hashlib.sha256(secret.encode()).hexdigest() not in text
+                )
+
+            deleted = admin.delete(f"/v1/tokens/{one}")
+            assert deleted.status_code == 200, deleted.text
+            assert deleted.json()["name"] == one
+        for c in clients:
+            assert_problem(c.get("/v1/locations"), 401, "unauthorized")
+        for _ in range(WORKER_CONNECTIONS):
+            with server.client(new) as shop:
+                assert shop.get("/v1/locations").status_code == 200
+        with server.client() as admin:
+            assert one not in listed(admin) and two in listed(admin)
+            assert_problem(admin.delete(f"/v1/tokens/{one}"), 404)
+            assert_problem(admin.delete("/v1/tokens/admin"), 409)
+        with server.client(new) as shop:
+            assert_problem(shop.get("/v1/tokens"), 403)
+            assert_problem(shop.delete(f"/v1/tokens/{two}"), 403)
+    finally:
+        for c in clients:
+            c.close()
+
+
+# --- §6 and §5: unauthenticated clients cannot exhaust the service ----------------------------
+
+
+def test_a_token_scanner_is_slowed_down_per_address(tmp_path: Path) -> None:
+    """Story: a scanner tries random bearer tokens from one address while the shop's feed
+    runs from the same address.
+
+    Invariant: after the burst (5 at 1/s) every unknown token is a 429 problem with
+    Retry-After, before any lookup; the feed's token, in use, keeps working; tokens that
+    are not printable ASCII are 401 (never 503)."""
+    env = embedded_env(tmp_path, ATP_UNKNOWN_TOKEN_RATE="1")
+    with running_service(env) as server, server.client() as admin:
+        feed = created(issue(admin, "feed", ["availability:read"]))["token"]
+        with server.client(feed) as c:
+            assert c.get("/v1/locations").status_code == 200
+        statuses = []
+        for i in range(8):
+            with server.client(f"atp_guess{i}") as scanner:
+                r = scanner.get("/v1/locations")
+            statuses.append(r.status_code)
+            if r.status_code == 429:
+                assert_problem(r, 429, "rate-limited")
+                assert int(r.headers["retry-after"]) >= 1
+            else:
+                assert_problem(r, 401, "unauthorized")
+        assert statuses[:5] == [401] * 5 and statuses[5:] == [429] * 3, statuses
+        with server.client(feed) as c:
+            assert c.get("/v1/locations").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "value", [b"Bearer \xff\xfe\xe9", b"Bearer t\xf6ken", b"Bearer " + "é".encode(), b"Bearer \x01"]
+)
+def test_a_bearer_token_with_non_ascii_bytes_is_401(server: Server, value: bytes) -> None:
+    """Invariant: a token that cannot be atp's is 401 unauthorized, never a 503."""
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        r = c.get("/v1/locations", headers={"Authorization": value})  # type: ignore[dict-item]
+        assert_problem(r, 401, "unauthorized")
+        r = c.post(
+            "/v1/tokens",
+            json={"name": "x", "scopes": ["admin"]},
+            headers={"Authorization": value, "Idempotency-Key": "k"},  # type: ignore[dict-item]
+        )
+        assert_problem(r, 401, "unauthorized")
+
+
+def test_random_webhook_store_names_do_not_grow_memory(tmp_path: Path) -> None:
+    """Story: a bot posts to /v1/webhooks/woocommerce/<random> (public, no token).
+    Invariant: each answer is a 404 problem and the per-process cache of store lookups stays
+    within its bound."""
+    from litestar.testing import TestClient
+
+    from api.app import create_app
+    from api.settings import Settings
+
+    app = create_app(Settings(data_dir=str(tmp_path), admin_token=ADMIN_TOKEN, log_level="error"))
+    with TestClient(app) as client:
+        for i in range(1100):
+            r = client.post(f"/v1/webhooks/woocommerce/bot{i}", content=b"{}")
+            assert r.status_code == 404
+        assert len(app.state.integrations) <= 1024
