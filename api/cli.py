@@ -83,6 +83,8 @@ def _check_migrated(settings: Settings) -> None:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from api.httpserver import HTTP_LIMITS
+
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
@@ -102,6 +104,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         workers=workers,
         log_level=settings.log_level,
         access_log=False,
+        **HTTP_LIMITS,
     )
     return 0
 

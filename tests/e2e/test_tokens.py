@@ -10,9 +10,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
+import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -275,6 +278,74 @@ def test_a_bearer_token_with_non_ascii_bytes_is_401(server: Server, value: bytes
             headers={"Authorization": value, "Idempotency-Key": "k"},  # type: ignore[dict-item]
         )
         assert_problem(r, 401, "unauthorized")
+
+
+def _raw(port: int, data: bytes, timeout: float = 30) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_an_oversized_request_head_is_431(server: Server) -> None:
+    """Invariant: request line + headers over 16 KiB: 431 problem, connection closed; a
+    head just under the cap is served."""
+    port = int(server.url.rsplit(":", 1)[1])
+    big = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 32_000 + b"\r\n\r\n"
+    answer = _raw(port, big)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431"), head
+    assert b"application/problem+json" in head
+    assert json.loads(body)["status"] == 431
+    fits = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Pad: " + b"a" * 15_000
+    assert _raw(port, fits + b"\r\n\r\n").startswith(b"HTTP/1.1 200")
+
+
+def test_a_slow_or_silent_client_is_cut_off(server: Server) -> None:
+    """Story: slowloris: one client trickles a header byte a second, another connects and
+    says nothing. Invariant: both connections are closed within the 10 s head deadline (plus
+    slack), the trickler with a 408 problem."""
+    port = int(server.url.rsplit(":", 1)[1])
+    results: dict[str, tuple[float, bytes]] = {}
+
+    def trickle() -> None:
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            received = b""
+            try:
+                for _ in range(25):
+                    sock.sendall(b"a")
+                    sock.settimeout(1.0)
+                    try:
+                        chunk = sock.recv(65536)
+                    except TimeoutError:
+                        continue
+                    received += chunk
+                    if not chunk:
+                        break
+            except OSError:
+                pass
+        results["trickle"] = (time.monotonic() - started, received)
+
+    def silent() -> None:
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            received = sock.recv(65536)
+        results["silent"] = (time.monotonic() - started, received)
+
+    threads = [threading.Thread(target=trickle), threading.Thread(target=silent)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    took, received = results["trickle"]
+    assert 9 <= took <= 14, took
+    assert received.startswith(b"HTTP/1.1 408"), received
+    took, received = results["silent"]
+    assert 9 <= took <= 14 and received == b"", (took, received)
 
 
 def test_random_webhook_store_names_do_not_grow_memory(tmp_path: Path) -> None:
