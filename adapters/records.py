@@ -34,6 +34,12 @@ class TokenRevoked(Record, frozen=True):
     revoked_at: datetime
 
 
+class TokensAdopted(Record, frozen=True):
+    """The registry took in the tokens issued before it existed (done once, by `atp migrate`)."""
+
+    count: int
+
+
 class TokenUsed(Record, frozen=True):
     """A token authenticated a request (recorded at most once an hour per token and process)."""
 

@@ -22,14 +22,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 from cachetools import LRUCache, TTLCache
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from eventsourcing.utils import get_topic
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from adapters.ledger import Ledger, StreamKey, sync_streams
-from adapters.records import TokenIssued, TokenRevoked, TokenUsed
+from adapters.ledger import Ledger, StreamKey, decode_payload, stream_id, sync_streams
+from adapters.records import TokenIssued, TokenRevoked, TokensAdopted, TokenUsed
 from api.log import correlation_id
 from api.problems import ApiProblem
 from api.service import CommandService, Job, Reply, ServiceWorld
@@ -252,6 +254,59 @@ def use_recorder(service: CommandService) -> Callable[[Principal], None]:
         task.add_done_callback(finished)
 
     return record
+
+
+def adopt_legacy_tokens(ledger: Ledger) -> int:
+    """Enter tokens issued before the registry existed into it, once; returns how many.
+
+    Such tokens have only their own ("token", sha256) stream, found here by the topic of
+    their TokenIssued in the notification log (a full scan, skipped once TokensAdopted is
+    recorded; an empty ledger needs none). Names were not unique then: a name already live, or `admin`, is entered as
+    "name#<first 8 hex of the hash>", so every token can be listed and deleted by name.
+    """
+    registry, _ = ledger.load(REGISTRY)
+    if ledger.head() == 0 or any(isinstance(r, TokensAdopted) for r in registry):
+        return 0  # a new ledger has nothing to adopt
+    registry_id = str(stream_id(REGISTRY))
+    found: list[tuple[TokenIssued, datetime]] = []
+    start = 1
+    while batch := ledger.recorder.select_notifications(
+        start, 1000, topics=[get_topic(TokenIssued)]
+    ):
+        for notification in batch:
+            if str(notification.originator_id) != registry_id:
+                record, occurred_at, _ = decode_payload(notification.topic, notification.state)
+                assert isinstance(record, TokenIssued)
+                found.append((record, occurred_at))
+        start = batch[-1].id + 1
+    adopted: list[TokenIssued] = []
+
+    def decide(world: ServiceWorld, _: datetime) -> list[tuple[Any, Any]]:
+        adopted.clear()
+        records = world.records(REGISTRY)
+        if any(isinstance(r, TokensAdopted) for r in records):
+            return []
+        known = {r.token_hash for r in records if isinstance(r, TokenIssued)}
+        names = set(active_tokens(records))
+        for record, occurred_at in found:
+            if record.token_hash in known:
+                continue
+            name = record.name
+            if name in names or name.lower() in RESERVED_NAMES:
+                name = f"{name}#{record.token_hash[:8]}"
+            names.add(name)
+            known.add(record.token_hash)
+            adopted.append(msgspec.structs.replace(record, name=name, issued_at=occurred_at))
+        marker = TokensAdopted(count=len(adopted))
+        return [(REGISTRY, r) for r in adopted] + [(REGISTRY, marker)]
+
+    service = CommandService(ledger)
+    service.start()
+    try:
+        service.run_sync(Job(decide, lambda _: Reply(200, b""), "adopt-tokens", reads=[REGISTRY]))
+    finally:
+        service.stop()
+    return len(adopted)
 
 
 def last_use(records: list[Any]) -> datetime | None:

@@ -23,9 +23,14 @@ def _ledger(settings: Settings, create: bool) -> Ledger:
 
 
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
+    from api.auth import adopt_legacy_tokens
+
     ledger = _ledger(settings, create=True)
+    adopted = adopt_legacy_tokens(ledger)
     head = ledger.head()
     ledger.close()
+    if adopted:
+        print(f"{adopted} token(s) issued before the token registry entered into it")
     where = "PostgreSQL" if settings.database_url else f"SQLite in {settings.data_dir}"
     print(f"ledger tables ready ({where}); head position {head}")
     if settings.amqp_url:

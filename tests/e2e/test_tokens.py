@@ -99,6 +99,25 @@ def test_a_replayed_issue_returns_the_same_working_token_after_the_admin_token_i
         assert token.encode() not in stored
 
 
+def test_a_replay_after_the_server_key_changed_says_so_and_the_token_still_works(
+    tmp_path: Path,
+) -> None:
+    """Story: the operator replaces ATP_SECRET_KEY while a client still retries a token
+    issue. Invariant: the retry is a 409 `token-unrecoverable` problem (never another
+    token, never a wrong one, no second token issued) and the issued token keeps working."""
+    env = embedded_env(tmp_path, ATP_SECRET_KEY="a" * 32)
+    body = {"name": "feed", "scopes": ["availability:read"]}
+    with running_service(env) as server, server.client() as admin:
+        feed = created(admin.post("/v1/tokens", json=body, headers={"Idempotency-Key": "f"}))
+    env["ATP_SECRET_KEY"] = "b" * 32
+    with running_service(env) as server, server.client() as admin:
+        again = admin.post("/v1/tokens", json=body, headers={"Idempotency-Key": "f"})
+        assert_problem(again, 409, "token-unrecoverable")
+        assert set(listed(admin)) == {"feed"}
+        with server.client(feed["token"]) as c:
+            assert c.get("/v1/locations").status_code == 200
+
+
 def test_a_server_on_postgresql_without_a_key_refuses_to_start(pg_url: str) -> None:
     """Invariant: no ATP_SECRET_KEY with ATP_DATABASE_URL: exit non-zero, one line naming the
     variable, before serving anything."""
