@@ -43,6 +43,8 @@ RESERVED_NAMES = frozenset({ADMIN})
 """Token names no issued token may take (`admin` is the ATP_ADMIN_TOKEN principal)."""
 REGISTRY: StreamKey = ("tokens", "registry")
 """Every TokenIssued and TokenRevoked, in order: names, listing and deletion by name."""
+ADMIN_IDENTITY = "ATP_ADMIN_TOKEN"
+"""The bootstrap admin's `Principal.key` (issued tokens' keys are sha256 hex: never equal)."""
 MAX_TOKEN_LENGTH = 512
 CACHE_SIZE = 10_000
 """Bound of every per-process map keyed by client input (tokens, addresses)."""
@@ -155,10 +157,9 @@ class TokenStore:
         record_use: Callable[[Principal], None] | None = None,
     ) -> None:
         self.ledger = ledger
+        # One identity whatever its value: a rotated ATP_ADMIN_TOKEN replays its answers.
         self.admin = (
-            Principal(ADMIN, frozenset({ADMIN}), None, token_hash(admin_token))
-            if admin_token
-            else None
+            Principal(ADMIN, frozenset({ADMIN}), None, ADMIN_IDENTITY) if admin_token else None
         )
         self.admin_token = admin_token.encode() if admin_token else b""
         self.unknown_rate = unknown_rate

@@ -60,14 +60,15 @@ def test_a_replayed_issue_returns_the_same_working_token_after_the_admin_token_i
     """Story: the installer bootstraps an `ops` admin token with ATP_ADMIN_TOKEN, removes
     ATP_ADMIN_TOKEN (as one should) and restarts. `ops` issues the shop's token with an
     Idempotency-Key, loses the answer, and retries after the admin token was set again to a
-    new value.
+    new value (which also retries its own issue of `ops`).
 
-    Invariant: the retry answers the very token of the first answer, and it works; the token
+    Invariant: each retry answers the very token of the first answer, and it works; the token
     is not the one anyone could compute offline from the old public fallback key; the
     ledger files never hold a token in plain text; the generated key file is mode 0600."""
     env = embedded_env(tmp_path)
     with running_service(env) as server, server.client() as admin:
-        ops = created(issue(admin, "ops", ["admin"]))["token"]
+        bootstrap = issue(admin, "ops", ["admin"], **{"Idempotency-Key": "issue-ops"})
+        ops = created(bootstrap)["token"]
     body = {"name": "shop", "scopes": ["availability:read"]}
     env.pop("ATP_ADMIN_TOKEN")
     with running_service(env) as server, server.client(ops) as c:
@@ -89,6 +90,10 @@ def test_a_replayed_issue_returns_the_same_working_token_after_the_admin_token_i
             assert s.get("/v1/locations").status_code == 200
         with server.client(ADMIN_TOKEN) as retired:
             assert_problem(retired.get("/v1/locations"), 401, "unauthorized")
+        # The rotated admin token is the same principal: its retry answers the same `ops`.
+        with server.client("a-rotated-admin-token") as admin:
+            retried = issue(admin, "ops", ["admin"], **{"Idempotency-Key": "issue-ops"})
+            assert retried.status_code == 201 and retried.json() == bootstrap.json()
         assert set(listed(c)) == {"ops", "shop"}
 
     key_file = tmp_path / SECRET_FILE
