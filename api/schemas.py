@@ -32,8 +32,12 @@ class LineIn(msgspec.Struct):
 # --- tokens --------------------------------------------------------------------------------
 
 
+TOKEN_NAME_PATTERN = r"^[^/\x00-\x1f\x7f]+$"
+"""Token names are path segments (DELETE /v1/tokens/{name}): no '/', no control characters."""
+
+
 class TokenRequest(msgspec.Struct):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=TOKEN_NAME_PATTERN)]
     scopes: Annotated[list[Scope], msgspec.Meta(min_length=1)]
     rate_limit: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] | None = None
     """Requests per second (per API process); omitted: no limit."""

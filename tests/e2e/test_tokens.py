@@ -145,7 +145,8 @@ def test_a_server_on_postgresql_without_a_key_refuses_to_start(pg_url: str) -> N
 
 def test_two_admins_racing_for_one_name_get_one_token(server: Server, unique: str) -> None:
     """Story: two operators' scripts issue the shop's token at the same moment on both
-    workers. Invariant: exactly one 201 and the others 409; one live token of that name."""
+    workers. Invariant: exactly one 201 and the others 409; one live token of that name;
+    `admin` (any case) and names that cannot be a path segment are 422 naming `name`."""
     name = f"{unique}-shop"
 
     def attempt(_: int) -> httpx.Response:
@@ -165,8 +166,8 @@ def test_two_admins_racing_for_one_name_get_one_token(server: Server, unique: st
     with server.client(token) as shop:
         assert shop.get("/v1/locations").status_code == 200
     with server.client() as c:
-        for reserved in ("admin", "Admin"):
-            assert_problem(issue(c, reserved, ["reservations:write"]), 422, field="name")
+        for bad in ("admin", "Admin", "shop/eu", "shop\nfront", ""):
+            assert_problem(issue(c, bad, ["reservations:write"]), 422, field="name")
         assert "admin" not in listed(c)
 
 
