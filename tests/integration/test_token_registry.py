@@ -1,16 +1,22 @@
-"""Tokens issued before the token registry existed enter it once, with unique names."""
+"""The token registry and store: tokens issued before the registry existed enter it once,
+with unique names; unknown tokens cost a bounded number of lookups."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from adapters.ledger import sync_streams
 from adapters.records import TokenIssued, TokensAdopted
+from api import auth
 from api.auth import REGISTRY, active_tokens, adopt_legacy_tokens, token_hash, token_stream
+from api.problems import ApiProblem
 from api.service import Job, Reply, ServiceWorld
-from tests.integration.conftest import Backend
+from tests.integration.conftest import Backend, Clock
 
 pytestmark = pytest.mark.integration
 
@@ -62,3 +68,50 @@ def test_an_upgraded_ledgers_tokens_can_be_listed_and_deleted_by_name(backend: B
         assert ledger.head() == head
     finally:
         ledger.close()
+
+
+def test_unknown_tokens_past_the_burst_cost_no_lookup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Story: one address scans tokens while another shop's feed works normally.
+
+    Invariant: the scanner's lookups stop at its burst (5 at 1/s): every later unknown token
+    is a 429 without a ledger query; another address is unaffected; the map of addresses
+    stays within its bound however many addresses there are."""
+    backend = Backend(None, tmp_path, Clock())
+    ledger = backend.ledger()
+    lookups: list[object] = []
+
+    def counting(*args: Any) -> Any:
+        lookups.append(args)
+        return sync_streams(*args)
+
+    monkeypatch.setattr(auth, "sync_streams", counting)
+    store = auth.TokenStore(ledger, "admin-token", unknown_rate=1)
+
+    async def scan() -> list[int]:
+        statuses = []
+        for i in range(15):
+            try:
+                statuses.append(200 if await store.resolve(f"atp_guess{i}", "10.0.0.1") else 401)
+            except ApiProblem as problem:
+                assert problem.status == 429 and int(problem.headers["Retry-After"]) >= 1
+                statuses.append(429)
+        return statuses
+
+    try:
+        statuses = asyncio.run(scan())
+        assert statuses == [401] * 5 + [429] * 10
+        assert len(lookups) == 5
+        assert asyncio.run(store.resolve("atp_other", "10.0.0.2")) is None
+        assert len(lookups) == 6
+
+        async def many_addresses() -> None:
+            for i in range(auth.CACHE_SIZE + 500):
+                store._failure_bucket(f"10.1.{i // 256}.{i % 256}")
+
+        asyncio.run(many_addresses())
+        assert len(store.failures) <= auth.CACHE_SIZE
+    finally:
+        ledger.close()
+        backend.close()
