@@ -1,10 +1,11 @@
 """Bearer tokens with scopes. Tokens are stored hashed (sha256) in the ledger, never logged.
 
 A token's identity is its sha256 (`Principal.key`): idempotency keys and rate-limit buckets
-are scoped by it, never by the token's name. Every request re-reads the token's stream from
-the ledger (one indexed query from a cached version), so a deleted token is refused at once
-by every worker process. Unknown tokens are rate-limited per client address before they cost
-a query.
+are scoped by it, never by the token's name. A process re-reads a token's stream from the
+ledger (one indexed query from the cached version) once its last read is CHECK_SECONDS old,
+and a deletion answers only after CHECK_SECONDS, so a deleted token is refused by every
+worker process from the deletion's answer on. Unknown tokens are rate-limited per client
+address before they cost a query.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ ADMIN_IDENTITY = "ATP_ADMIN_TOKEN"
 MAX_TOKEN_LENGTH = 512
 CACHE_SIZE = 10_000
 """Bound of every per-process map keyed by client input (tokens, addresses)."""
+CHECK_SECONDS = 1.0
+"""A process re-reads a token's ledger stream at most this long after its last read began;
+`DELETE /v1/tokens/{name}` answers this long after the revocation committed, so from its
+answer on every process (on any host) refuses the token."""
 USE_RESOLUTION = timedelta(hours=1)
 """`last_used_at` is recorded at most this often per token and process."""
 
@@ -141,6 +146,17 @@ class TokenBucket:
         return wait
 
 
+@dataclass(frozen=True)
+class _Check:
+    """What the ledger said about a token: its stream, and when the read started."""
+
+    records: list[Any]
+    version: int
+    principal: Principal | None
+    started: float
+    """time.monotonic() before the read: the answer is used until CHECK_SECONDS after it."""
+
+
 class TokenStore:
     """Resolves presented tokens against the ledger; bounded per-process state.
 
@@ -164,7 +180,7 @@ class TokenStore:
         self.admin_token = admin_token.encode() if admin_token else b""
         self.unknown_rate = unknown_rate
         self.record_use = record_use
-        self.streams: LRUCache[str, tuple[Any, int]] = LRUCache(CACHE_SIZE)
+        self.checks: LRUCache[str, _Check] = LRUCache(CACHE_SIZE)
         self.buckets: LRUCache[str, TokenBucket] = LRUCache(CACHE_SIZE)
         self.failures: TTLCache[str, TokenBucket] = TTLCache(CACHE_SIZE, ttl=60)
         self.noted: LRUCache[str, float] = LRUCache(CACHE_SIZE)
@@ -195,9 +211,14 @@ class TokenStore:
         if self.admin is not None and hmac.compare_digest(raw, self.admin_token):
             return self.admin
         digest = hashlib.sha256(raw).hexdigest()
-        cached = self.streams.get(digest)
+        now = time.monotonic()
+        check = self.checks.get(digest)
+        fresh = check is not None and now - check.started < CHECK_SECONDS
+        if fresh and check is not None and check.principal is not None:
+            self._note_use(check.principal)
+            return check.principal
         bucket = None
-        if cached is None or principal_of(cached[0], digest) is None:
+        if check is None or check.principal is None:
             bucket = self._failure_bucket(address)
             if bucket is not None and (wait := bucket.wait()) > 0:
                 raise ApiProblem(
@@ -206,27 +227,30 @@ class TokenStore:
                     "too many unknown tokens from this address",
                     headers={"Retry-After": str(max(1, math.ceil(wait)))},
                 )
-        stream = token_stream(digest)
-        try:
-            records, version = (
-                await asyncio.to_thread(sync_streams, self.ledger, {stream: cached})
-            )[stream]
-        except Exception:
-            if cached is None or bucket is not None:
-                raise  # unknown here: the ledger's outage is the answer (503)
-            # The ledger is unreachable, so nothing can be revoked meanwhile either: a token
-            # valid at its last check keeps reading (storefronts keep their figures).
-            log.warning("token check without the ledger: using the last answer")
-            return principal_of(cached[0], digest)
-        principal = principal_of(records, digest)
-        if version:
-            self.streams[digest] = (records, version)
-        if principal is None:
+        if not fresh:
+            stream = token_stream(digest)
+            known = None if check is None else (check.records, check.version)
+            try:
+                records, version = (
+                    await asyncio.to_thread(sync_streams, self.ledger, {stream: known})
+                )[stream]
+            except Exception:
+                if check is None or check.principal is None:
+                    raise  # unknown here: the ledger's outage is the answer (503)
+                # The ledger is unreachable, so nothing can be revoked meanwhile either: a
+                # token valid at its last check keeps reading (storefronts keep their figures).
+                log.warning("token check without the ledger: using the last answer")
+                return check.principal
+            check = _Check(records, version, principal_of(records, digest), now)
+            if version:
+                self.checks[digest] = check
+        assert check is not None
+        if check.principal is None:
             if bucket is not None:
                 bucket.take()
             return None
-        self._note_use(principal)
-        return principal
+        self._note_use(check.principal)
+        return check.principal
 
     def _note_use(self, principal: Principal) -> None:
         if self.record_use is None:

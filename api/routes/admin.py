@@ -16,6 +16,7 @@ from adapters.ledger import decode_payload, sync_streams
 from adapters.records import TokenIssued, TokenRevoked
 from api import schemas as s
 from api.auth import (
+    CHECK_SECONDS,
     REGISTRY,
     RESERVED_NAMES,
     active_tokens,
@@ -115,7 +116,8 @@ async def list_tokens(request: Request[Any, Any, Any]) -> s.TokenList:
 
 @delete("/v1/tokens/{name:str}", opt={"scopes": (ADMIN,)}, status_code=200)
 async def delete_token(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
-    """Revoke the live token `name`: every API process refuses it from the answer on."""
+    """Revoke the live token `name`: every API process refuses it from the answer on (which
+    comes CHECK_SECONDS after the revocation is recorded)."""
     if name.lower() in RESERVED_NAMES:
         raise ApiProblem(
             409,
@@ -135,7 +137,12 @@ async def delete_token(request: Request[Any, Any, Any], name: str) -> Response[b
         assert isinstance(revoked, TokenRevoked)
         return 200, s.TokenDeleted(revoked.name, revoked.revoked_at)
 
-    return await gateway(request).execute(request, decider, render)
+    response = await gateway(request).execute(request, decider, render)
+    if response.status_code == 200:
+        # Every process's last check of the token began before the revocation committed, or
+        # sees it: answer once the older checks have expired.
+        await asyncio.sleep(CHECK_SECONDS)
+    return response
 
 
 @get("/health", media_type=MediaType.JSON)

@@ -4,6 +4,7 @@ with unique names; unknown tokens cost a bounded number of lookups."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from adapters.ledger import sync_streams
-from adapters.records import TokenIssued, TokensAdopted
+from adapters.records import TokenIssued, TokenRevoked, TokensAdopted
 from api import auth
 from api.auth import REGISTRY, active_tokens, adopt_legacy_tokens, token_hash, token_stream
 from api.problems import ApiProblem
@@ -23,7 +24,14 @@ pytestmark = pytest.mark.integration
 
 def legacy_issue(backend: Backend, name: str, scopes: tuple[str, ...]) -> str:
     """Record a token as the version before the registry did: on its own stream only."""
-    token = f"atp_legacy_{name}_{len(scopes)}_{id(scopes)}"
+    return legacy_issue_token(
+        backend, f"atp_legacy_{name}_{len(scopes)}_{id(scopes)}", name, scopes
+    )
+
+
+def legacy_issue_token(
+    backend: Backend, token: str, name: str, scopes: tuple[str, ...] = ("availability:read",)
+) -> str:
     digest = token_hash(token)
 
     def decide(_: ServiceWorld, __: datetime) -> list[tuple[Any, Any]]:
@@ -70,8 +78,21 @@ def test_an_upgraded_ledgers_tokens_can_be_listed_and_deleted_by_name(backend: B
         ledger.close()
 
 
+@pytest.fixture
+def lookups(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every ledger read the token store makes (counted, then done for real)."""
+    calls: list[object] = []
+
+    def counting(*args: Any) -> Any:
+        calls.append(args)
+        return sync_streams(*args)
+
+    monkeypatch.setattr(auth, "sync_streams", counting)
+    return calls
+
+
 def test_unknown_tokens_past_the_burst_cost_no_lookup(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, lookups: list[object]
 ) -> None:
     """Story: one address scans tokens while another shop's feed works normally.
 
@@ -80,13 +101,6 @@ def test_unknown_tokens_past_the_burst_cost_no_lookup(
     stays within its bound however many addresses there are."""
     backend = Backend(None, tmp_path, Clock())
     ledger = backend.ledger()
-    lookups: list[object] = []
-
-    def counting(*args: Any) -> Any:
-        lookups.append(args)
-        return sync_streams(*args)
-
-    monkeypatch.setattr(auth, "sync_streams", counting)
     store = auth.TokenStore(ledger, "admin-token", unknown_rate=1)
 
     async def scan() -> list[int]:
@@ -115,3 +129,34 @@ def test_unknown_tokens_past_the_burst_cost_no_lookup(
     finally:
         ledger.close()
         backend.close()
+
+
+def test_a_busy_token_costs_one_lookup_a_second_per_process(
+    backend: Backend, lookups: list[object]
+) -> None:
+    """Story: a storefront polls availability hundreds of times a second with one token.
+    Invariant: its process reads the token's stream from the ledger at most once per
+    CHECK_SECONDS; a revocation is seen by the first check after it."""
+    token = "atp_legacy_feed_1_x"
+    digest = legacy_issue_token(backend, token, "feed")
+    ledger = backend.ledger()
+    store = auth.TokenStore(ledger, None)
+
+    async def poll(n: int) -> list[auth.Principal | None]:
+        return [await store.resolve(token, "10.0.0.1") for _ in range(n)]
+
+    try:
+        answers = asyncio.run(poll(200))
+        assert all(p is not None and p.key == digest for p in answers)
+        assert len(lookups) == 1
+        revoke = TokenRevoked(name="feed", token_hash=digest, revoked_at=backend.clock.now)
+
+        def decide(_: ServiceWorld, __: datetime) -> list[tuple[Any, Any]]:
+            return [(token_stream(digest), revoke)]
+
+        backend.service().run_sync(Job(decide, lambda _: Reply(200, b""), "revoke"))
+        time.sleep(auth.CHECK_SECONDS)
+        assert asyncio.run(poll(1)) == [None]
+        assert len(lookups) == 2
+    finally:
+        ledger.close()
