@@ -16,11 +16,34 @@ class Record(msgspec.Struct, frozen=True, tag=True, kw_only=True):
 
 
 class TokenIssued(Record, frozen=True):
+    """A token was issued: on its own stream ("token", sha256) and on the token registry."""
+
     name: str
     scopes: tuple[str, ...]
     token_hash: str
     rate_limit: float | None = None
     """Requests per second this token may make (per API process); None: unlimited."""
+    issued_at: datetime | None = None
+
+
+class TokenRevoked(Record, frozen=True):
+    """A token was deleted: refused from then on (same two streams as its TokenIssued)."""
+
+    name: str
+    token_hash: str
+    revoked_at: datetime
+
+
+class TokensAdopted(Record, frozen=True):
+    """The registry took in the tokens issued before it existed (done once, by `atp migrate`)."""
+
+    count: int
+
+
+class TokenUsed(Record, frozen=True):
+    """A token authenticated a request (recorded at most once an hour per token and process)."""
+
+    at: datetime
 
 
 class ResponseRecorded(Record, frozen=True):

@@ -14,12 +14,13 @@ from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 import redis.asyncio as aioredis
+from cachetools import TTLCache
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.ledger import Ledger, ledger_env
-from api.auth import TokenStore, auth_middleware
+from api.auth import TokenStore, auth_middleware, use_recorder
 from api.decoding import strict_input
 from api.gateway import Gateway
 from api.log import configure as configure_logging
@@ -118,6 +119,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        settings.token_secret  # noqa: B018 - no key, no start (SecretKeyMissing)
         ledger = Ledger(env=ledger_env(settings.database_url, settings.data_dir, create_tables))
         service = CommandService(ledger, clock=clock)
         service.start()
@@ -125,9 +127,12 @@ def create_app(
         app.state.ledger = ledger
         app.state.service = service
         app.state.gateway = Gateway(service)
-        app.state.tokens = TokenStore(ledger, settings.admin_token)
+        app.state.tokens = TokenStore(
+            ledger, settings.admin_token, settings.unknown_token_rate, use_recorder(service)
+        )
         app.state.writer_sampler = WriterSampler(service)
-        app.state.integrations = {}
+        # Keyed by store names from unauthenticated webhook URLs: bounded.
+        app.state.integrations = TTLCache(maxsize=1024, ttl=60)
         app.state.webhook_queue = None
         if settings.amqp_url:
             app.state.webhook_queue = WebhookQueue(settings.amqp_url)

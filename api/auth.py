@@ -1,4 +1,12 @@
-"""Bearer tokens with scopes. Tokens are stored hashed (sha256) in the ledger, never logged."""
+"""Bearer tokens with scopes. Tokens are stored hashed (sha256) in the ledger, never logged.
+
+A token's identity is its sha256 (`Principal.key`): idempotency keys and rate-limit buckets
+are scoped by it, never by the token's name. A process re-reads a token's stream from the
+ledger (one indexed query from the cached version) once its last read is CHECK_SECONDS old,
+and a deletion answers only after CHECK_SECONDS, so a deleted token is refused by every
+worker process from the deletion's answer on. Unknown tokens are rate-limited per client
+address before they cost a query.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +14,55 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 import math
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
+import msgspec
+from cachetools import LRUCache, TTLCache
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from eventsourcing.utils import get_topic
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from adapters.ledger import Ledger
-from adapters.records import TokenIssued
+from adapters.ledger import Ledger, StreamKey, decode_payload, stream_id, sync_streams
+from adapters.records import TokenIssued, TokenRevoked, TokensAdopted, TokenUsed
+from api.log import correlation_id
 from api.problems import ApiProblem
+from api.service import CommandService, Job, Reply, ServiceWorld
+
+log = logging.getLogger("atp.auth")
 
 ADMIN = "admin"
-CACHE_SECONDS = 30.0
+RESERVED_NAMES = frozenset({ADMIN})
+"""Token names no issued token may take (`admin` is the ATP_ADMIN_TOKEN principal)."""
+REGISTRY: StreamKey = ("tokens", "registry")
+"""Every TokenIssued and TokenRevoked, in order: names, listing and deletion by name."""
+ADMIN_IDENTITY = "ATP_ADMIN_TOKEN"
+"""The bootstrap admin's `Principal.key` (issued tokens' keys are sha256 hex: never equal)."""
+MAX_TOKEN_LENGTH = 512
+CACHE_SIZE = 10_000
+"""Bound of every per-process map keyed by client input (tokens, addresses)."""
+CHECK_SECONDS = 1.0
+"""A process re-reads a token's ledger stream at most this long after its last read began;
+`DELETE /v1/tokens/{name}` answers this long after the revocation committed, so from its
+answer on every process (on any host) refuses the token."""
+USE_RESOLUTION = timedelta(hours=1)
+"""`last_used_at` is recorded at most this often per token and process."""
+
+
+def token_stream(digest: str) -> StreamKey:
+    return ("token", digest)
+
+
+def use_stream(digest: str) -> StreamKey:
+    return ("token-use", digest)
 
 
 @dataclass(frozen=True)
@@ -27,7 +71,7 @@ class Principal:
     scopes: frozenset[str]
     rate_limit: float | None = None
     key: str = ""
-    """The token's sha256: keys its rate-limit bucket."""
+    """The token's sha256: its identity (idempotency scope, rate-limit bucket)."""
 
     def allows(self, scope: str) -> bool:
         return ADMIN in self.scopes or scope in self.scopes
@@ -37,42 +81,109 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def new_token(secret: bytes, derive_from: str | None) -> str:
-    """A random token, or (for an idempotent request) one derived from its key and body."""
-    if derive_from is None:
-        return "atp_" + secrets.token_urlsafe(32)
-    digest = hmac.new(secret, derive_from.encode(), hashlib.sha256).digest()
-    return "atp_" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+def new_token() -> str:
+    """A random token: "atp_" and 43 URL-safe characters (256 bits)."""
+    return "atp_" + secrets.token_urlsafe(32)
+
+
+def sealer(secret: bytes, purpose: bytes) -> Fernet:
+    """A Fernet (AES-128-CBC + HMAC-SHA256) keyed for one purpose from the server secret.
+
+    The key is HKDF-SHA256 (RFC 5869) of `secret` with `purpose` as its info, so keys for
+    different purposes are independent. Decrypting under another secret raises
+    cryptography.fernet.InvalidToken.
+    """
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(secret)
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def active_tokens(registry: list[Any]) -> dict[str, TokenIssued]:
+    """Name -> its TokenIssued, for tokens issued and not revoked, from the registry's records."""
+    active: dict[str, TokenIssued] = {}
+    for record in registry:
+        if isinstance(record, TokenIssued):
+            active[record.name] = record
+        elif isinstance(record, TokenRevoked) and (
+            (issued := active.get(record.name)) is not None
+            and issued.token_hash == record.token_hash
+        ):
+            del active[record.name]
+    return active
+
+
+def principal_of(records: list[Any], digest: str) -> Principal | None:
+    """The principal a token stream grants: its latest TokenIssued, unless revoked since."""
+    principal = None
+    for record in records:
+        if isinstance(record, TokenIssued):
+            principal = Principal(record.name, frozenset(record.scopes), record.rate_limit, digest)
+        elif isinstance(record, TokenRevoked):
+            principal = None
+    return principal
 
 
 class TokenBucket:
-    """`rate` requests per second with a burst of one second's worth."""
+    """`rate` requests per second with a burst of `burst` (default: one second's worth)."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, burst: float | None = None) -> None:
         self.rate = rate
-        self.capacity = max(1.0, rate)
+        self.capacity = max(1.0, rate if burst is None else burst)
         self.tokens = self.capacity
         self.updated = time.monotonic()
 
-    def take(self) -> float:
-        """0 if a request may go now, else the seconds until it may."""
+    def wait(self) -> float:
+        """0 if a request may go now, else the seconds until it may (takes nothing)."""
         now = time.monotonic()
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if self.tokens >= 1:
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+
+    def take(self) -> float:
+        """0 if a request may go now (and counts it), else the seconds until it may."""
+        wait = self.wait()
+        if wait == 0:
             self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate
+        return wait
+
+
+@dataclass(frozen=True)
+class _Check:
+    """What the ledger said about a token: its stream, and when the read started."""
+
+    records: list[Any]
+    version: int
+    principal: Principal | None
+    started: float
+    """time.monotonic() before the read: the answer is used until CHECK_SECONDS after it."""
 
 
 class TokenStore:
-    """Resolves presented tokens; positive answers are cached briefly per process."""
+    """Resolves presented tokens against the ledger; bounded per-process state.
 
-    def __init__(self, ledger: Ledger, admin_token: str | None) -> None:
+    `unknown_rate`: unknown-token answers allowed per second per client address (burst of
+    five seconds' worth); past it, 429 before any ledger query. `record_use(principal)`, if
+    given, is called (at most once per USE_RESOLUTION per token) to record a use.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        admin_token: str | None,
+        unknown_rate: float = 10.0,
+        record_use: Callable[[Principal], None] | None = None,
+    ) -> None:
         self.ledger = ledger
-        self.admin_token = admin_token
-        self.cache: dict[str, tuple[float, Principal | None]] = {}
-        self.buckets: dict[str, TokenBucket] = {}
+        # One identity whatever its value: a rotated ATP_ADMIN_TOKEN replays its answers.
+        self.admin = (
+            Principal(ADMIN, frozenset({ADMIN}), None, ADMIN_IDENTITY) if admin_token else None
+        )
+        self.admin_token = admin_token.encode() if admin_token else b""
+        self.unknown_rate = unknown_rate
+        self.record_use = record_use
+        self.checks: LRUCache[str, _Check] = LRUCache(CACHE_SIZE)
+        self.buckets: LRUCache[str, TokenBucket] = LRUCache(CACHE_SIZE)
+        self.failures: TTLCache[str, TokenBucket] = TTLCache(CACHE_SIZE, ttl=60)
+        self.noted: LRUCache[str, float] = LRUCache(CACHE_SIZE)
 
     def throttle(self, principal: Principal) -> float:
         """Seconds the caller must wait (0: go ahead) under the token's rate limit."""
@@ -83,29 +194,172 @@ class TokenStore:
             bucket = self.buckets[principal.key] = TokenBucket(principal.rate_limit)
         return bucket.take()
 
-    async def resolve(self, token: str) -> Principal | None:
-        if self.admin_token and hmac.compare_digest(token, self.admin_token):
-            return Principal("admin", frozenset({ADMIN}))
-        digest = token_hash(token)
-        cached = self.cache.get(digest)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        records, _ = await asyncio.to_thread(self.ledger.load, ("token", digest))
-        principal = None
-        for record in records:
-            if isinstance(record, TokenIssued):
-                principal = Principal(
-                    record.name, frozenset(record.scopes), record.rate_limit, digest
+    def _failure_bucket(self, address: str) -> TokenBucket | None:
+        if self.unknown_rate <= 0:
+            return None
+        bucket = self.failures.get(address)
+        if bucket is None:
+            bucket = self.failures[address] = TokenBucket(self.unknown_rate, 5 * self.unknown_rate)
+        return bucket
+
+    async def resolve(self, token: str, address: str = "") -> Principal | None:
+        """The token's principal, or None if it is unknown or revoked.
+
+        Raises ApiProblem 429 (with Retry-After) when `address` sent too many unknown tokens.
+        """
+        raw = token.encode()
+        if self.admin is not None and hmac.compare_digest(raw, self.admin_token):
+            return self.admin
+        digest = hashlib.sha256(raw).hexdigest()
+        now = time.monotonic()
+        check = self.checks.get(digest)
+        fresh = check is not None and now - check.started < CHECK_SECONDS
+        if fresh and check is not None and check.principal is not None:
+            self._note_use(check.principal)
+            return check.principal
+        bucket = None
+        if check is None or check.principal is None:
+            bucket = self._failure_bucket(address)
+            if bucket is not None and (wait := bucket.wait()) > 0:
+                raise ApiProblem(
+                    429,
+                    "rate-limited",
+                    "too many unknown tokens from this address",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
                 )
-        if principal is not None:
-            self.cache[digest] = (time.monotonic() + CACHE_SECONDS, principal)
-        return principal
+        if not fresh:
+            stream = token_stream(digest)
+            known = None if check is None else (check.records, check.version)
+            try:
+                records, version = (
+                    await asyncio.to_thread(sync_streams, self.ledger, {stream: known})
+                )[stream]
+            except Exception:
+                if check is None or check.principal is None:
+                    raise  # unknown here: the ledger's outage is the answer (503)
+                # The ledger is unreachable, so nothing can be revoked meanwhile either: a
+                # token valid at its last check keeps reading (storefronts keep their figures).
+                log.warning("token check without the ledger: using the last answer")
+                return check.principal
+            check = _Check(records, version, principal_of(records, digest), now)
+            if version:
+                self.checks[digest] = check
+        assert check is not None
+        if check.principal is None:
+            if bucket is not None:
+                bucket.take()
+            return None
+        self._note_use(check.principal)
+        return check.principal
+
+    def _note_use(self, principal: Principal) -> None:
+        if self.record_use is None:
+            return
+        now = time.monotonic()
+        last = self.noted.get(principal.key)
+        if last is None or now - last >= USE_RESOLUTION.total_seconds():
+            self.noted[principal.key] = now
+            self.record_use(principal)
+
+
+def use_recorder(service: CommandService) -> Callable[[Principal], None]:
+    """`record_use` for a TokenStore: records TokenUsed in the background (never delays the
+    request; at most one per token per USE_RESOLUTION, whichever process sees it first)."""
+    pending: set[asyncio.Future[Reply]] = set()
+
+    def finished(task: asyncio.Future[Reply]) -> None:
+        pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not record a token's use: %r", task.exception())
+
+    def record(principal: Principal) -> None:
+        stream = use_stream(principal.key)
+
+        def decide(world: ServiceWorld, now: datetime) -> list[tuple[Any, Any]]:
+            last = last_use(world.records(stream))
+            if last is not None and now - last < USE_RESOLUTION:
+                return []
+            return [(stream, TokenUsed(at=now))]
+
+        job = Job(decide, lambda _: Reply(200, b""), correlation_id.get(), reads=[stream])
+        task = asyncio.ensure_future(service.submit(job))
+        pending.add(task)
+        task.add_done_callback(finished)
+
+    return record
+
+
+def adopt_legacy_tokens(ledger: Ledger) -> int:
+    """Enter tokens issued before the registry existed into it, once; returns how many.
+
+    Such tokens have only their own ("token", sha256) stream, found here by the topic of
+    their TokenIssued in the notification log (a full scan, skipped once TokensAdopted is
+    recorded; an empty ledger needs none). Names were not unique then: a name already live, or `admin`, is entered as
+    "name#<first 8 hex of the hash>", so every token can be listed and deleted by name.
+    """
+    registry, _ = ledger.load(REGISTRY)
+    if ledger.head() == 0 or any(isinstance(r, TokensAdopted) for r in registry):
+        return 0  # a new ledger has nothing to adopt
+    registry_id = str(stream_id(REGISTRY))
+    found: list[tuple[TokenIssued, datetime]] = []
+    start = 1
+    while batch := ledger.recorder.select_notifications(
+        start, 1000, topics=[get_topic(TokenIssued)]
+    ):
+        for notification in batch:
+            if str(notification.originator_id) != registry_id:
+                record, occurred_at, _ = decode_payload(notification.topic, notification.state)
+                assert isinstance(record, TokenIssued)
+                found.append((record, occurred_at))
+        start = batch[-1].id + 1
+    adopted: list[TokenIssued] = []
+
+    def decide(world: ServiceWorld, _: datetime) -> list[tuple[Any, Any]]:
+        adopted.clear()
+        records = world.records(REGISTRY)
+        if any(isinstance(r, TokensAdopted) for r in records):
+            return []
+        known = {r.token_hash for r in records if isinstance(r, TokenIssued)}
+        names = set(active_tokens(records))
+        for record, occurred_at in found:
+            if record.token_hash in known:
+                continue
+            name = record.name
+            if name in names or name.lower() in RESERVED_NAMES:
+                name = f"{name}#{record.token_hash[:8]}"
+            names.add(name)
+            known.add(record.token_hash)
+            adopted.append(msgspec.structs.replace(record, name=name, issued_at=occurred_at))
+        marker = TokensAdopted(count=len(adopted))
+        return [(REGISTRY, r) for r in adopted] + [(REGISTRY, marker)]
+
+    service = CommandService(ledger)
+    service.start()
+    try:
+        service.run_sync(Job(decide, lambda _: Reply(200, b""), "adopt-tokens", reads=[REGISTRY]))
+    finally:
+        service.stop()
+    return len(adopted)
+
+
+def last_use(records: list[Any]) -> datetime | None:
+    """When a token-use stream says the token was last used (to within USE_RESOLUTION)."""
+    uses = [r.at for r in records if isinstance(r, TokenUsed)]
+    return max(uses) if uses else None
+
+
+def _unauthorized(detail: str) -> ApiProblem:
+    return ApiProblem(401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 async def authenticate(
-    headers: list[tuple[bytes, bytes]], store: TokenStore, scopes: tuple[str, ...]
+    headers: list[tuple[bytes, bytes]],
+    store: TokenStore,
+    scopes: tuple[str, ...],
+    address: str = "",
 ) -> Principal:
-    """401 without a known bearer token, 403 without one of `scopes`, 429 past its limit."""
+    """401 without a known bearer token, 403 without one of `scopes`, 429 past its limit
+    (or past the address's limit of unknown tokens)."""
     header = b""
     for name, value in headers:
         if name == b"authorization":
@@ -114,17 +368,13 @@ async def authenticate(
     scheme, _, raw = header.decode("latin-1").partition(" ")
     token = raw.strip()
     if scheme.lower() != "bearer" or not token:
-        raise ApiProblem(
-            401,
-            "unauthorized",
-            "a bearer token is required",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    principal = await store.resolve(token)
+        raise _unauthorized("a bearer token is required")
+    # atp's tokens are printable ASCII: anything else is unknown without a lookup.
+    if len(token) > MAX_TOKEN_LENGTH or not (token.isascii() and token.isprintable()):
+        raise _unauthorized("unknown token")
+    principal = await store.resolve(token, address)
     if principal is None:
-        raise ApiProblem(
-            401, "unauthorized", "unknown token", headers={"WWW-Authenticate": "Bearer"}
-        )
+        raise _unauthorized("unknown token")
     if scopes and not any(principal.allows(s) for s in scopes):
         raise ApiProblem(
             403,
@@ -153,7 +403,11 @@ def auth_middleware(app: ASGIApp) -> ASGIApp:
             opt = handler.opt if handler is not None else {}
             if not opt.get("public"):
                 store: TokenStore = scope["app"].state.tokens
-                principal = await authenticate(scope["headers"], store, opt.get("scopes", ()))
+                client = scope.get("client")
+                address = client[0] if client else ""
+                principal = await authenticate(
+                    scope["headers"], store, opt.get("scopes", ()), address
+                )
                 scope["state"]["principal"] = principal  # type: ignore[typeddict-item]
         await app(scope, receive, send)
 

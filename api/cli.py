@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 from adapters.ledger import Ledger, ledger_env
 from api.log import configure as configure_logging
-from api.settings import Settings, SettingsError
+from api.settings import SecretKeyMissing, Settings, SettingsError
 
 log = logging.getLogger("atp")
 
@@ -29,9 +29,14 @@ def _ledger(settings: Settings, create: bool) -> Ledger:
 
 
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
+    from api.auth import adopt_legacy_tokens
+
     ledger = _ledger(settings, create=True)
+    adopted = adopt_legacy_tokens(ledger)
     head = ledger.head()
     ledger.close()
+    if adopted:
+        print(f"{adopted} token(s) issued before the token registry entered into it")
     where = "PostgreSQL" if settings.database_url else f"SQLite in {settings.data_dir}"
     print(f"ledger tables ready ({where}); head position {head}")
     if settings.amqp_url:
@@ -89,9 +94,15 @@ def _check_migrated(settings: Settings) -> None:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from api.httpserver import HTTP_LIMITS
+
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
+    try:
+        settings.token_secret  # noqa: B018 - refuse to start without a key
+    except SecretKeyMissing as exc:
+        sys.exit(f"atp: {exc}")
     if settings.embedded:
         cmd_migrate(settings, args)
     _check_migrated(settings)
@@ -113,6 +124,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             log_level=settings.log_level,
             log_config=None,  # uvicorn logs through atp's handler (text or JSON)
             access_log=False,  # atp logs one line per request itself
+            **HTTP_LIMITS,
         )
     return 0
 

@@ -82,7 +82,8 @@ class Gateway:
             request_hash = hashlib.sha256(
                 request.method.encode() + b" " + request.url.path.encode() + b"\n" + body
             ).hexdigest()
-            scope = f"{principal.name} {request.method} {request.url.path}"
+            # Scoped by the token's identity (its stored hash), never its name.
+            scope = f"{principal.key} {request.method} {request.url.path}"
             idem = Idempotency(scope, key, request_hash)
 
         def render_outcome(outcome: Outcome) -> Reply:

@@ -38,8 +38,12 @@ class LineIn(msgspec.Struct):
 # --- tokens --------------------------------------------------------------------------------
 
 
+TOKEN_NAME_PATTERN = r"^[^/\x00-\x1f\x7f]+$"
+"""Token names are path segments (DELETE /v1/tokens/{name}): no '/', no control characters."""
+
+
 class TokenRequest(msgspec.Struct):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=TOKEN_NAME_PATTERN)]
     scopes: Annotated[list[Scope], msgspec.Meta(min_length=1)]
     rate_limit: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] | None = None
     """Requests per second (per API process); omitted: no limit."""
@@ -50,6 +54,27 @@ class TokenView(msgspec.Struct, omit_defaults=True):
     name: str
     scopes: list[str]
     rate_limit: float | None = None
+
+
+class TokenInfo(msgspec.Struct):
+    """A token as `GET /v1/tokens` lists it: never the secret (nor its hash)."""
+
+    name: str
+    scopes: list[str]
+    rate_limit: float | None
+    created_at: datetime | None
+    """None for a token issued before atp recorded issue times."""
+    last_used_at: datetime | None
+    """When it last authenticated a request, to within an hour; None: never."""
+
+
+class TokenList(msgspec.Struct):
+    tokens: list[TokenInfo]
+
+
+class TokenDeleted(msgspec.Struct):
+    name: str
+    revoked_at: datetime
 
 
 # --- policies ------------------------------------------------------------------------------

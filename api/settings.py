@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import logging
 import os
 import re
+import secrets
+import time
+from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
+
+SECRET_FILE = "secret.key"
+"""The key embedded mode generates into ATP_DATA_DIR when ATP_SECRET_KEY is unset."""
+MIN_SECRET_LENGTH = 32
+
+
+class SecretKeyMissing(RuntimeError):
+    """The server needs a secret key and has none (or only a weak one): it must not start."""
 
 
 class SettingsError(ValueError):
@@ -37,8 +48,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     admin_token: str | None = None
     """ATP_ADMIN_TOKEN: accepted as an admin token, so a fresh install can create tokens."""
     secret_key: str = ""
-    """ATP_SECRET_KEY: derives idempotently issued tokens; defaults to a hash of the admin
-    token. Set it in production."""
+    """ATP_SECRET_KEY: the server's secret (at least 32 characters): it encrypts what the
+    ledger must keep secret. Required with ATP_DATABASE_URL; embedded mode generates one into
+    ATP_DATA_DIR/secret.key (mode 0600) when unset."""
+    unknown_token_rate: float = 10.0
+    """ATP_UNKNOWN_TOKEN_RATE: unknown bearer tokens answered per second per client address
+    and API process (burst: five seconds' worth); past it, 429 with Retry-After. 0: no limit."""
     host: str = "127.0.0.1"
     """ATP_HOST."""
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
@@ -63,9 +78,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def token_secret(self) -> bytes:
+        """The server's secret key (bytes), never derived from anything public.
+
+        ATP_SECRET_KEY if set; else, in embedded mode only, a random key generated once into
+        ATP_DATA_DIR/secret.key (mode 0600) and reused by every later start. Raises
+        SecretKeyMissing (a one-line message for the operator) when ATP_DATABASE_URL is set
+        without a key, or when the key is shorter than 32 characters.
+        """
         if self.secret_key:
+            if len(self.secret_key) < MIN_SECRET_LENGTH:
+                raise SecretKeyMissing(
+                    f"ATP_SECRET_KEY is too short ({len(self.secret_key)} characters; at least "
+                    f"{MIN_SECRET_LENGTH}): {GENERATE_HINT}"
+                )
             return self.secret_key.encode()
-        return hashlib.sha256(b"atp-secret:" + (self.admin_token or "").encode()).digest()
+        if not self.embedded:
+            raise SecretKeyMissing(
+                f"ATP_SECRET_KEY is not set and ATP_DATABASE_URL is: set it to {GENERATE_HINT}"
+            )
+        return _embedded_secret(str(Path(self.data_dir).resolve()))
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -95,3 +126,33 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 "expected debug, info, warning, error or critical"
             )
         return settings
+
+
+GENERATE_HINT = (
+    "a random value shared by every atp process, e.g. "
+    "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+)
+
+
+@functools.cache
+def _embedded_secret(data_dir: str) -> bytes:
+    """Read data_dir/secret.key, creating it (random, mode 0600) if absent.
+
+    Concurrent first starts (several workers) agree: the file is created exclusively and a
+    loser reads the winner's key.
+    """
+    path = Path(data_dir) / SECRET_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(32) + "\n")
+    for _ in range(100):
+        key = path.read_text().strip()
+        if key:
+            return key.encode()
+        time.sleep(0.01)  # another process created it and is writing it
+    raise SecretKeyMissing(f"{path} is empty: delete it, or set ATP_SECRET_KEY")

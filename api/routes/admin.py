@@ -9,57 +9,142 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from litestar import MediaType, Request, Response, get, post
+from cryptography.fernet import InvalidToken
+from litestar import MediaType, Request, Response, delete, get, post
 
-from adapters.ledger import decode_payload
-from adapters.records import TokenIssued
+from adapters.ledger import decode_payload, sync_streams
+from adapters.records import TokenIssued, TokenRevoked
 from api import order_sync
 from api import schemas as s
-from api.auth import new_token, token_hash
+from api.auth import (
+    CHECK_SECONDS,
+    REGISTRY,
+    RESERVED_NAMES,
+    active_tokens,
+    last_use,
+    new_token,
+    sealer,
+    token_hash,
+    token_stream,
+    use_stream,
+)
 from api.metrics import exposition, gauges_now
+from api.problems import ApiProblem
 from api.pushstatus import judge, merged_metrics, reports
 from api.routes.common import ADMIN, gateway, ledger, service
 from api.service import ServiceWorld
+from atp.errors import AlreadyExists, NotFound
+
+REPLAY_PURPOSE = b"atp: issued tokens in idempotency records"
+SEALED = "sealed:"
 
 
 @post("/v1/tokens", opt={"scopes": (ADMIN,)}, status_code=201)
 async def create_token(request: Request[Any, Any, Any], data: s.TokenRequest) -> Response[bytes]:
-    key = request.headers.get("idempotency-key")
-    secret: bytes = request.app.state.settings.token_secret
-    derive = None
-    if key is not None:
-        # Idempotent issue: the token is derived from the key, so a replay can answer with it
-        # again although the ledger keeps only its hash.
-        derive = f"{request.state.principal.name}\x1f{key}\x1f{msgspec.json.encode(data).decode()}"
-    token = new_token(secret, derive)
+    """Issue a random token. Names are unique among live tokens (409), `admin` is reserved
+    (422). The ledger keeps the token's sha256; an idempotency record keeps the token itself
+    only encrypted with the server key, so a replay returns the same working token whatever
+    became of the token that issued it or of ATP_ADMIN_TOKEN."""
+    if data.name.lower() in RESERVED_NAMES:
+        raise ApiProblem(
+            422, "validation-failed", f"the token name {data.name!r} is reserved", field="name"
+        )
+    box = sealer(request.app.state.settings.token_secret, REPLAY_PURPOSE)
+    token = new_token()
     digest = token_hash(token)
     scopes = sorted(set(data.scopes))
 
-    def decider(world: ServiceWorld, _: datetime) -> list[tuple[Any, Any]]:
-        return [
-            (
-                ("token", digest),
-                TokenIssued(
-                    name=data.name,
-                    scopes=tuple(scopes),
-                    token_hash=digest,
-                    rate_limit=data.rate_limit,
-                ),
-            )
-        ]
+    def decider(world: ServiceWorld, now: datetime) -> list[tuple[Any, Any]]:
+        if data.name in active_tokens(world.records(REGISTRY)):
+            raise AlreadyExists("token", data.name)
+        issued = TokenIssued(
+            name=data.name,
+            scopes=tuple(scopes),
+            token_hash=digest,
+            rate_limit=data.rate_limit,
+            issued_at=now,
+        )
+        return [(token_stream(digest), issued), (REGISTRY, issued)]
 
     def render(_: ServiceWorld, __: datetime) -> tuple[int, Any]:
         return 201, s.TokenView(token, data.name, scopes, data.rate_limit)
 
-    def redact(body: bytes) -> bytes:
-        return body.replace(token.encode(), b"<redacted>")
+    def seal(body: bytes) -> bytes:
+        sealed = SEALED + box.encrypt(token.encode()).decode()
+        return body.replace(token.encode(), sealed.encode())
 
-    def unredact(body: bytes) -> bytes:
-        return body.replace(b"<redacted>", token.encode())
+    def unseal(body: bytes) -> bytes:
+        view = msgspec.json.decode(body)
+        sealed = view.get("token") if isinstance(view, dict) else None
+        if not isinstance(sealed, str) or not sealed.startswith(SEALED):
+            return body
+        try:
+            view["token"] = box.decrypt(sealed.removeprefix(SEALED).encode()).decode()
+        except InvalidToken:
+            raise ApiProblem(
+                409,
+                "token-unrecoverable",
+                "this token was issued under another ATP_SECRET_KEY: delete it and issue a new one",
+            ) from None
+        return msgspec.json.encode(view)
 
     return await gateway(request).execute(
-        request, decider, render, on_replay=unredact, stored_body=redact
+        request, decider, render, on_replay=unseal, stored_body=seal
     )
+
+
+@get("/v1/tokens", opt={"scopes": (ADMIN,)})
+async def list_tokens(request: Request[Any, Any, Any]) -> s.TokenList:
+    """Live tokens by name: scopes, limit, when issued and last used; never a secret."""
+    lg = ledger(request)
+
+    def load() -> list[s.TokenInfo]:
+        registry, _ = lg.load(REGISTRY)
+        active = active_tokens(registry)
+        uses = sync_streams(lg, {use_stream(t.token_hash): None for t in active.values()})
+        return [
+            s.TokenInfo(
+                name,
+                list(t.scopes),
+                t.rate_limit,
+                t.issued_at,
+                last_use(uses[use_stream(t.token_hash)][0]),
+            )
+            for name, t in sorted(active.items())
+        ]
+
+    return s.TokenList(await asyncio.to_thread(load))
+
+
+@delete("/v1/tokens/{name:str}", opt={"scopes": (ADMIN,)}, status_code=200)
+async def delete_token(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
+    """Revoke the live token `name`: every API process refuses it from the answer on (which
+    comes CHECK_SECONDS after the revocation is recorded)."""
+    if name.lower() in RESERVED_NAMES:
+        raise ApiProblem(
+            409,
+            "reserved-name",
+            "`admin` is ATP_ADMIN_TOKEN: remove it from the environment and restart",
+        )
+
+    def decider(world: ServiceWorld, now: datetime) -> list[tuple[Any, Any]]:
+        issued = active_tokens(world.records(REGISTRY)).get(name)
+        if issued is None:
+            raise NotFound("token", name)
+        revoked = TokenRevoked(name=name, token_hash=issued.token_hash, revoked_at=now)
+        return [(token_stream(issued.token_hash), revoked), (REGISTRY, revoked)]
+
+    def render(world: ServiceWorld, _: datetime) -> tuple[int, Any]:
+        revoked = world.records(REGISTRY)[-1]
+        assert isinstance(revoked, TokenRevoked)
+        return 200, s.TokenDeleted(revoked.name, revoked.revoked_at)
+
+    response = await gateway(request).execute(request, decider, render)
+    if response.status_code == 200:
+        # Every process's last check of the token began before the revocation committed, or
+        # sees it: answer once the older checks have expired.
+        await asyncio.sleep(CHECK_SECONDS)
+    return response
 
 
 @get("/health", media_type=MediaType.JSON)
@@ -178,4 +263,4 @@ async def metrics(request: Request[Any, Any, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-ROUTES = [create_token, health, ready, metrics]
+ROUTES = [create_token, list_tokens, delete_token, health, ready, metrics]

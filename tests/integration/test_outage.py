@@ -36,6 +36,11 @@ def _cut_off(url: str, allow: bool) -> None:
 def test_database_outage_is_503_and_recovers(database: str) -> None:
     with running_service(service_env(database), workers=1) as server, server.client() as c:
         c.put("/v1/locations/WH1", json={"name": "Main", "kind": "warehouse"}).raise_for_status()
+        shop_token = c.post(
+            "/v1/tokens", json={"name": "shop", "scopes": ["availability:read"]}
+        ).json()["token"]
+        shop = server.client(shop_token)
+        assert shop.get("/v1/items/A").status_code == 200
         _cut_off(database, allow=False)
         try:
             receipt = {"location": "WH1", "lines": [{"sku": "A", "quantity": 1}]}
@@ -46,8 +51,12 @@ def test_database_outage_is_503_and_recovers(database: str) -> None:
             assert "Traceback" not in response.text
             ready = c.get("/ready")
             assert ready.status_code == 503 and ready.json()["checks"]["ledger"]["status"] == "down"
-            # Reads come from the read model, so storefronts keep their figures meanwhile.
+            # Reads come from the read model, so storefronts keep their figures meanwhile
+            # (a token checked before the outage still authenticates; an unknown one is 503).
             assert c.get("/v1/items/A").status_code == 200
+            assert shop.get("/v1/items/A").status_code == 200
+            with server.client("atp_unknown") as stranger:
+                assert stranger.get("/v1/items/A").status_code == 503
         finally:
             _cut_off(database, allow=True)
         deadline = time.monotonic() + 30
@@ -58,3 +67,4 @@ def test_database_outage_is_503_and_recovers(database: str) -> None:
         assert response.status_code == 201, response.text
         locations = c.get("/v1/items/A").json()["locations"]
         assert [loc["on_hand"] for loc in locations if loc["location"] == "WH1"] == [1]
+        shop.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 ADMIN_TOKEN = "test-admin-token"
+SECRET_KEY = "test-secret-key-of-at-least-32-characters"
 
 
 def free_port() -> int:
@@ -108,6 +109,7 @@ def service_env(
     env["ATP_LOG_LEVEL"] = "warning"
     if database_url:
         env["ATP_DATABASE_URL"] = database_url
+        env["ATP_SECRET_KEY"] = SECRET_KEY
     if data_dir:
         env["ATP_DATA_DIR"] = data_dir
     env.update(extra)
