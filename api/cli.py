@@ -198,6 +198,7 @@ def cmd_webhooks(settings: Settings, _: argparse.Namespace) -> int:
 
 def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
     from adapters.pushers.runner import PusherMetrics, run_pusher, serve_metrics
+    from adapters.sealing import SealError
 
     if not settings.amqp_url:
         sys.exit("atp: `atp push` consumes RabbitMQ; set ATP_AMQP_URL")
@@ -223,6 +224,7 @@ def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
                 redis_prefix=settings.redis_prefix,
                 stop_event=stop,
                 metrics=metrics,
+                secret_key=settings.token_secret,
             )
         finally:
             if server is not None:
@@ -230,6 +232,8 @@ def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(main())
+    except SealError as exc:
+        sys.exit(f"atp: {exc}")
     except LookupError as exc:
         sys.exit(f"atp: {exc}")
     finally:

@@ -63,6 +63,7 @@ from adapters.pushers.base import (
     chunks,
 )
 from adapters.records import IntegrationConfigured
+from adapters.sealing import SECRETS, SealError, is_sealed, open_settings
 
 log = logging.getLogger("atp.push")
 
@@ -857,13 +858,24 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
 # --- entry points -------------------------------------------------------------------------------
 
 
-def load_integration(ledger: Any, kind: str, store: str) -> IntegrationConfigured:
-    """The current IntegrationConfigured of a store (synchronous: call it in a thread)."""
+def load_integration(
+    ledger: Any, kind: str, store: str, secret_key: bytes | None = None
+) -> IntegrationConfigured:
+    """The current IntegrationConfigured of a store with its secrets opened with the
+    service key (synchronous: call it in a thread). LookupError when there is none;
+    SealError when a sealed secret does not open (no key, or another key)."""
     records, _ = ledger.load(("integration", f"{kind}:{store}"))
     found = [r for r in records if isinstance(r, IntegrationConfigured)]
     if not found:
         raise LookupError(f"no {kind} integration {store!r}")
-    return found[-1]
+    record = found[-1]
+    names = SECRETS.get(kind, ())
+    if any(is_sealed(record.settings.get(name)) for name in names):
+        if not secret_key:
+            raise SealError(f"{kind} integration {store!r} has sealed secrets and no key given")
+        settings = open_settings(record.settings, names, secret_key)
+        record = msgspec.structs.replace(record, settings=settings)
+    return record
 
 
 def create_client(record: IntegrationConfigured, hooks: ClientHooks) -> ChannelClient:
@@ -884,9 +896,11 @@ async def build_pusher(
     redis_prefix: str = "atp",
     metrics: PusherMetrics | None = None,
     options: PushOptions | None = None,
+    secret_key: bytes | None = None,
 ) -> Pusher:
-    """A pusher for the store registered under `kind`/`store` (call `aclose()` after)."""
-    record = await asyncio.to_thread(load_integration, ledger, kind, store)
+    """A pusher for the store registered under `kind`/`store` (call `aclose()` after);
+    `secret_key` (Settings.token_secret) opens the integration's sealed secrets."""
+    record = await asyncio.to_thread(load_integration, ledger, kind, store, secret_key)
     options = options or PushOptions()
     metrics = metrics or PusherMetrics()
     labels = metrics.labels(kind, store, record.channel)
@@ -943,6 +957,7 @@ async def run_pusher(
     stop_event: asyncio.Event | None = None,
     metrics: PusherMetrics | None = None,
     options: PushOptions | None = None,
+    secret_key: bytes | None = None,
 ) -> None:
     """`atp push <kind> --store NAME`: reconcile the store, then push changes until
     `stop_event` is set (graceful: held figures are written first) or the task is
@@ -956,6 +971,7 @@ async def run_pusher(
         redis_prefix=redis_prefix,
         metrics=metrics,
         options=options,
+        secret_key=secret_key,
     )
     try:
         await pusher.run(stop_event)

@@ -1,7 +1,8 @@
 """Channel integrations (admin): WooCommerce stores, Amazon and eBay accounts.
 
 Secrets are write-only: a GET returns the record without them, and a PUT that leaves them
-out keeps the stored ones.
+out keeps the stored ones. They are sealed (`adapters.sealing`) before they reach the
+ledger, so the events table never holds them in plain text.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import msgspec
 from litestar import Request, Response, get, put
 
 from adapters.records import IntegrationConfigured
+from adapters.sealing import SECRETS, seal_settings
 from api.problems import ApiProblem
 from api.routes.common import ADMIN, gateway, ledger, path_code
 from api.schemas import Code
@@ -41,6 +43,10 @@ class AmazonIn(msgspec.Struct, forbid_unknown_fields=True):
     marketplace_id: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
     product_type: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] = "PRODUCT"
     access_token: Secret | None = None
+    client_id: Secret | None = None
+    client_secret: Secret | None = None
+    refresh_token: Secret | None = None
+    token_endpoint: Url = "https://api.amazon.com/auth/o2/token"
     max_requests_per_second: Rate = 5.0
 
 
@@ -48,13 +54,20 @@ class EbayIn(msgspec.Struct, forbid_unknown_fields=True):
     endpoint: Url
     channel: Code
     access_token: Secret | None = None
+    client_id: Secret | None = None
+    client_secret: Secret | None = None
+    refresh_token: Secret | None = None
+    token_endpoint: Url = "https://api.ebay.com/identity/v1/oauth2/token"
+    scope: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)] = (
+        "https://api.ebay.com/oauth/api_scope/sell.inventory"
+    )
     max_requests_per_second: Rate = 5.0
 
 
 KINDS: dict[str, tuple[type[msgspec.Struct], tuple[str, ...]]] = {
-    "woocommerce": (WooCommerceIn, ("consumer_key", "consumer_secret", "webhook_secrets")),
-    "amazon": (AmazonIn, ("access_token",)),
-    "ebay": (EbayIn, ("access_token",)),
+    "woocommerce": (WooCommerceIn, SECRETS["woocommerce"]),
+    "amazon": (AmazonIn, SECRETS["amazon"]),
+    "ebay": (EbayIn, SECRETS["ebay"]),
 }
 Kind = Literal["woocommerce", "amazon", "ebay"]
 
@@ -91,6 +104,7 @@ async def put_integration(
     except msgspec.DecodeError as exc:
         raise ApiProblem(400, "malformed-json", str(exc)) from None
     given = msgspec.structs.asdict(data)
+    service_key: bytes = request.app.state.settings.token_secret
     stream = integration_stream(kind, store)
 
     def decide(world: ServiceWorld, _: datetime) -> list[tuple[Any, Any]]:
@@ -104,6 +118,7 @@ async def put_integration(
         for name in secrets:  # write-only: left out means keep
             if settings.get(name) is None and previous is not None:
                 settings[name] = previous.settings.get(name)
+        settings = seal_settings(settings, secrets, service_key)  # never plain at rest
         record = IntegrationConfigured(kind=kind, store=store, channel=channel, settings=settings)
         return [(stream, record)]
 

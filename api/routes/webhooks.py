@@ -18,6 +18,7 @@ from litestar import Request, Response, post
 
 from adapters.pushers.woocommerce import is_echo
 from adapters.records import IntegrationConfigured
+from adapters.sealing import unseal
 from adapters.webhooks import OrderDecider, is_ping, snapshot, verify
 from api.problems import ApiProblem
 from api.routes.common import ledger, path_code, service
@@ -52,7 +53,10 @@ async def woocommerce_webhook(request: Request[Any, Any, Any], store: str) -> Re
     given = request.headers.get("x-wc-webhook-signature")
     if given is None and is_ping(body):
         return Response(b'{"status":"pong"}', media_type=JSON)
-    secrets: list[str] = list(record.settings.get("webhook_secrets") or [])  # type: ignore[call-overload]
+    sealed = record.settings.get("webhook_secrets")
+    secrets: list[str] = list(
+        unseal(sealed, request.app.state.settings.token_secret, as_list=True) or []
+    )
     if not verify(body, given, secrets):
         raise ApiProblem(401, "bad-signature", "the webhook signature does not match")
     topic = request.headers.get("x-wc-webhook-topic", "")
