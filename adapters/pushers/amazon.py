@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+import httpx
+
 from adapters.pushers.base import (
     ClientHooks,
     Http,
@@ -27,10 +29,17 @@ from adapters.pushers.base import (
     error_summary,
     json_or_none,
 )
+from adapters.pushers.oauth import TokenAuth, TokenSource, token_source
 
 log = logging.getLogger("atp.push.amazon")
 
 FULFILLMENT_PATH = "/attributes/fulfillment_availability"
+
+
+def token_expired(response: httpx.Response) -> bool:
+    """SP-API's answer to an expired LWA token: 403 (sometimes 401) whose error says the
+    access token "has expired"."""
+    return response.status_code in (401, 403) and "expired" in response.text.lower()
 
 
 class AmazonClient:
@@ -43,7 +52,7 @@ class AmazonClient:
         endpoint: str,
         seller_id: str,
         marketplace_id: str,
-        access_token: str,
+        tokens: TokenSource,
         *,
         product_type: str = "PRODUCT",
         rate: float = 5.0,
@@ -52,12 +61,13 @@ class AmazonClient:
         self.seller_id = seller_id
         self.marketplace_id = marketplace_id
         self.product_type = product_type
+        self.tokens = tokens
         self.http = Http(
             endpoint.rstrip("/"),
             rate=rate,
             hooks=hooks or ClientHooks(),
+            auth=TokenAuth(tokens, "x-amz-access-token", token_expired),
             headers={
-                "x-amz-access-token": access_token,
                 "Accept": "application/json",
                 "User-Agent": "atp-pusher/1 (Language=Python)",
             },
@@ -65,6 +75,7 @@ class AmazonClient:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+        await self.tokens.aclose()
 
     def _path(self, sku: str) -> str:
         return f"/listings/2021-08-01/items/{quote(self.seller_id, safe='')}/{quote(sku, safe='')}"
@@ -137,16 +148,14 @@ class AmazonClient:
 
 
 def create(settings: Mapping[str, Any], store: str, hooks: ClientHooks) -> AmazonClient:
-    """From the settings (endpoint, seller_id, marketplace_id, product_type, access_token,
-    max_requests_per_second)."""
-    token = settings.get("access_token")
-    if not token:
-        raise ValueError(f"amazon integration {store!r} has no access token")
+    """From the settings (endpoint, seller_id, marketplace_id, product_type,
+    max_requests_per_second, and access_token and/or the LWA refresh credentials
+    token_endpoint, client_id, client_secret, refresh_token)."""
     return AmazonClient(
         str(settings["endpoint"]),
         str(settings["seller_id"]),
         str(settings["marketplace_id"]),
-        str(token),
+        token_source(settings, store, hooks, client_auth="client_secret_post"),
         product_type=str(settings.get("product_type") or "PRODUCT"),
         rate=float(settings.get("max_requests_per_second") or 5.0),
         hooks=hooks,

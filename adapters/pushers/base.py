@@ -42,6 +42,10 @@ class Retry:
     reason: str
     after: float | None = None
     """Seconds the channel asked us to wait (Retry-After), if it said."""
+    wait: bool = False
+    """The channel cannot take the figure until a condition passes that retrying cannot
+    speed up (refused credentials, a daily limit): retried after `after`, never counted
+    towards the attempts that dead-letter a figure."""
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,11 @@ class PushResult:
         for sku in skus:
             self.outcomes[sku] = OK
 
-    def retry(self, skus: Iterable[str], reason: str, after: float | None = None) -> None:
+    def retry(
+        self, skus: Iterable[str], reason: str, after: float | None = None, wait: bool = False
+    ) -> None:
         for sku in skus:
-            self.outcomes[sku] = Retry(reason, after)
+            self.outcomes[sku] = Retry(reason, after, wait)
 
     def permanent(self, skus: Iterable[str], reason: str) -> None:
         for sku in skus:
@@ -76,7 +82,7 @@ class PushResult:
     def failed(self, skus: Iterable[str], error: Exception) -> None:
         """Record a whole-request failure for these SKUs."""
         if isinstance(error, RetryableError):
-            self.retry(skus, error.reason, error.retry_after)
+            self.retry(skus, error.reason, error.retry_after, error.wait)
         else:
             self.permanent(skus, str(error))
 
@@ -90,10 +96,12 @@ class PushResult:
 class RetryableError(Exception):
     """A whole request failed in a way worth retrying."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, retry_after: float | None = None, wait: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.wait = wait
+        """See `Retry.wait`."""
 
 
 class PermanentError(Exception):

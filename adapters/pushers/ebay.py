@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+import httpx
+
 from adapters.pushers.base import (
     ClientHooks,
     Http,
@@ -23,10 +25,24 @@ from adapters.pushers.base import (
     error_summary,
     json_or_none,
 )
+from adapters.pushers.oauth import TokenAuth, TokenSource, token_source
 
 log = logging.getLogger("atp.push.ebay")
 
 BULK = "/sell/inventory/v1/bulk_update_price_quantity"
+SELL_INVENTORY = "https://api.ebay.com/oauth/api_scope/sell.inventory"
+
+
+def token_expired(response: httpx.Response) -> bool:
+    """eBay's answer to an expired user token: 401 with errorId 1001 "Invalid access
+    token" (the same as for a wrong one: renewing is the only way to tell)."""
+    if response.status_code != 401:
+        return False
+    data = json_or_none(response)
+    errors = data.get("errors") if isinstance(data, dict) else None
+    return any(isinstance(e, dict) and e.get("errorId") == 1001 for e in errors or [])
+
+
 MAX_REQUESTS = 25
 
 
@@ -37,17 +53,18 @@ class EbayClient:
     def __init__(
         self,
         endpoint: str,
-        access_token: str,
+        tokens: TokenSource,
         *,
         rate: float = 5.0,
         hooks: ClientHooks | None = None,
     ) -> None:
+        self.tokens = tokens
         self.http = Http(
             endpoint.rstrip("/"),
             rate=rate,
             hooks=hooks or ClientHooks(),
+            auth=TokenAuth(tokens, "Authorization", token_expired, prefix="Bearer "),
             headers={
-                "Authorization": f"Bearer {access_token}",
                 "Accept": "application/json",
                 "Content-Language": "en-US",
             },
@@ -55,6 +72,7 @@ class EbayClient:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+        await self.tokens.aclose()
 
     async def current(self, skus: Sequence[str]) -> dict[str, int | None]:
         results = await asyncio.gather(*(self._read(sku) for sku in skus))
@@ -125,13 +143,17 @@ class EbayClient:
 
 
 def create(settings: Mapping[str, Any], store: str, hooks: ClientHooks) -> EbayClient:
-    """From the settings (endpoint, access_token, max_requests_per_second)."""
-    token = settings.get("access_token")
-    if not token:
-        raise ValueError(f"ebay integration {store!r} has no access token")
+    """From the settings (endpoint, max_requests_per_second, and access_token and/or the
+    refresh credentials token_endpoint, client_id, client_secret, refresh_token, scope)."""
     return EbayClient(
         str(settings["endpoint"]),
-        str(token),
+        token_source(
+            settings,
+            store,
+            hooks,
+            client_auth="client_secret_basic",
+            scope=str(settings.get("scope") or SELL_INVENTORY),
+        ),
         rate=float(settings.get("max_requests_per_second") or 5.0),
         hooks=hooks,
     )

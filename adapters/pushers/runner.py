@@ -774,10 +774,11 @@ class Pusher:
         sku = entry.sku
         entry.in_flight = False
         if isinstance(outcome, Retry):
-            entry.attempts += 1
-            if entry.attempts < self.options.max_attempts:
+            if not outcome.wait:  # a wait (credentials, a daily limit) never dead-letters
+                entry.attempts += 1
+            if outcome.wait or entry.attempts < self.options.max_attempts:
                 delay = backoff_delay(
-                    entry.attempts,
+                    max(1, entry.attempts),
                     self.options.backoff_base,
                     self.options.backoff_cap,
                     outcome.after,

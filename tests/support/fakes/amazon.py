@@ -8,6 +8,11 @@ Behaviour reproduced (from the published API model and public SP-API issue threa
   403 `{"errors":[{"code":"Unauthorized", ...}]}`. A token passed to `expire_token` gets the
   "expired" 403 that real clients must answer by refreshing the token. A `sellerId` other
   than the configured one is 403 as well.
+* LWA token endpoint `POST /auth/o2/token` (form body: grant_type=refresh_token,
+  refresh_token, client_id, client_secret): issues access tokens that expire
+  `token_lifetime` seconds after issue (LWA: 3600); a request with an expired one gets the
+  403 "The access token you provided has expired.". Bad client: 401 `invalid_client`; bad
+  refresh token: 400 `invalid_grant` (LWA's bodies).
 * Rate: 5 requests/s per seller with a burst of 5 (token bucket); past it 429
   `QuotaExceeded`. Every answer carries `x-amzn-RateLimit-Limit` and `x-amzn-RequestId`.
 * A body SP-API cannot parse (not JSON, no `productType`, `patches` not a non-empty list of
@@ -34,11 +39,18 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
-from tests.support.fakes.base import FakeServer, RecordedRequest, Response, TokenBucket
+from tests.support.fakes.base import (
+    FakeServer,
+    RecordedRequest,
+    Response,
+    TokenBucket,
+    TokenIssuer,
+)
 
 LISTINGS = "/listings/2021-08-01/items/"
+LWA_TOKEN = "/auth/o2/token"
 FULFILLMENT_PATH = "/attributes/fulfillment_availability"
 OPS = ("add", "replace", "merge", "delete")
 _ITEM = re.compile(r"^/listings/2021-08-01/items/(?P<seller>[^/]+)/(?P<sku>[^/]+)/?$")
@@ -109,6 +121,10 @@ class FakeAmazon(FakeServer):
         unknown_sku: Literal["accept", "invalid"] = "accept",
         invalid_http_status: int = 200,
         apply_delay: float = 0.0,
+        client_id: str = "amzn1.application-oa2-client.fake",
+        client_secret: str = "fake-lwa-client-secret",
+        refresh_token: str = "Atzr|fake-refresh-token",
+        token_lifetime: float = 3600.0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -122,6 +138,14 @@ class FakeAmazon(FakeServer):
         self.invalid_http_status = invalid_http_status
         self.apply_delay = apply_delay
         self._expired: set[str] = set()
+        self.lwa = TokenIssuer(
+            "Atza|fake-lwa-",
+            client_id=client_id,
+            client_secret=client_secret,
+            refresh_token=refresh_token,
+            lifetime=token_lifetime,
+        )
+        """The LWA token endpoint's state: `lwa.issued()`, `lwa.expire()`."""
         self._buckets: dict[str, TokenBucket] = {}
         self._buckets_lock = threading.Lock()
         self._listings: dict[str, Listing] = {}
@@ -219,11 +243,23 @@ class FakeAmazon(FakeServer):
         except _SpError as err:
             return self._errors(err.status, err.code, err.message, err.details)
 
+    def _token_endpoint(self, request: RecordedRequest) -> Response:
+        form = {k: v[-1] for k, v in parse_qs(request.body.decode("utf-8", "replace")).items()}
+        status, payload = self.lwa.grant(
+            form.get("client_id", ""), form.get("client_secret", ""), form
+        )
+        return Response.json(status, payload, {"Cache-Control": "no-store"})
+
     def _handle(self, request: RecordedRequest) -> Response:
+        if request.path == LWA_TOKEN and request.method == "POST":
+            return self._token_endpoint(request)
         token = request.header("x-amz-access-token")
         with self._lock:
             expired = token in self._expired
-        if token is not None and expired:
+        grant = self.lwa.check(token)
+        if grant == "valid" and not expired:
+            token = self.access_token
+        elif token is not None and (expired or grant == "expired"):
             raise _SpError(
                 403,
                 "Unauthorized",

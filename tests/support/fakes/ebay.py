@@ -3,8 +3,14 @@
 
 Behaviour reproduced (from eBay's published API docs):
 
-* Auth: `Authorization: Bearer <token>` with the configured user token, else 401 with
-  errorId 1001 "Invalid access token".
+* Auth: `Authorization: Bearer <token>` with the configured user token or one the token
+  endpoint issued and that has not expired, else 401 with errorId 1001 "Invalid access
+  token" (eBay answers an expired token exactly so).
+* Token endpoint `POST /identity/v1/oauth2/token`: client id and secret in HTTP Basic, form
+  body grant_type=refresh_token, refresh_token, scope (a subset of the consented scopes);
+  issues user tokens that expire `token_lifetime` seconds after issue (eBay: 7200). Bad
+  client: 401 `invalid_client`; bad refresh token: 400 `invalid_grant`; a scope beyond the
+  consent: 400 `invalid_scope`.
 * Body `{"requests": [{"sku", "shipToLocationAvailability": {"quantity"}, "offers":
   [{"offerId", "availableQuantity", "price"}]}]}`. A body that cannot be read, or one with
   more than `max_requests` (25) requests, is HTTP 400 with an `errors` list and nothing is
@@ -23,17 +29,28 @@ Behaviour reproduced (from eBay's published API docs):
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import itertools
 import json
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
-from tests.support.fakes.base import FakeServer, RecordedRequest, Response
+from tests.support.fakes.base import FakeServer, RecordedRequest, Response, TokenIssuer
 
 BULK = "/sell/inventory/v1/bulk_update_price_quantity"
+TOKEN = "/identity/v1/oauth2/token"
+SCOPES = frozenset(
+    {
+        "https://api.ebay.com/oauth/api_scope",
+        "https://api.ebay.com/oauth/api_scope/sell.inventory",
+        "https://api.ebay.com/oauth/api_scope/sell.account",
+    }
+)
+"""The scopes the seller consented to (a refresh may ask for these or fewer)."""
 _ITEM = re.compile(r"^/sell/inventory/v1/inventory_item/(?P<sku>[^/]+)/?$")
 
 
@@ -96,6 +113,10 @@ class FakeEbay(FakeServer):
         max_offers_per_request: int = 25,
         single_sku_per_call: bool = False,
         multi_status: int = 207,
+        client_id: str = "fake-ebay-app-id",
+        client_secret: str = "PRD-fake-cert-id",
+        refresh_token: str = "v^1.1#i^1#r^1#fake-refresh-token",
+        token_lifetime: float = 7200.0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -110,6 +131,15 @@ class FakeEbay(FakeServer):
         self._offer_ids = itertools.count(5000000001)
         self._unknown: set[str] = set()
         self._updates: list[BulkUpdate] = []
+        self.oauth = TokenIssuer(
+            "v^1.1#i^1#fake-user-token-",
+            client_id=client_id,
+            client_secret=client_secret,
+            refresh_token=refresh_token,
+            lifetime=token_lifetime,
+            scopes=SCOPES,
+        )
+        """The token endpoint's state: `oauth.issued()`, `oauth.expire()`."""
 
     # -- seeding and state ---------------------------------------------------------------
     def add_item(self, sku: str, quantity: int = 0, *, offers: int = 0) -> list[str]:
@@ -176,9 +206,25 @@ class FakeEbay(FakeServer):
             _error(25001, "A system error has occurred. Please try again.", category="APPLICATION"),
         )
 
-    def handle(self, request: RecordedRequest) -> Response:
+    def _token_endpoint(self, request: RecordedRequest) -> Response:
+        client_id = client_secret = ""
         auth = request.header("authorization") or ""
-        if auth != f"Bearer {self.token}":
+        if auth[:6].lower() == "basic ":
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                decoded = base64.b64decode(auth[6:].strip()).decode()
+                client_id, _, client_secret = decoded.partition(":")
+        form = {k: v[-1] for k, v in parse_qs(request.body.decode("utf-8", "replace")).items()}
+        status, payload = self.oauth.grant(client_id, client_secret, form)
+        if status == 200:
+            payload["token_type"] = "User Access Token"
+        return Response.json(status, payload)
+
+    def handle(self, request: RecordedRequest) -> Response:
+        if request.path == TOKEN and request.method == "POST":
+            return self._token_endpoint(request)
+        auth = request.header("authorization") or ""
+        bearer = auth[7:] if auth.startswith("Bearer ") else None
+        if auth != f"Bearer {self.token}" and self.oauth.check(bearer) != "valid":
             return self._errors(
                 401,
                 {
