@@ -8,6 +8,7 @@ ledger, so the events table never holds them in plain text.
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -33,6 +34,12 @@ class WooCommerceIn(msgspec.Struct, forbid_unknown_fields=True):
     consumer_key: Secret | None = None
     consumer_secret: Secret | None = None
     webhook_secrets: Annotated[list[Secret], msgspec.Meta(min_length=1, max_length=2)] | None = None
+    auth: Literal["auto", "basic", "query", "oauth1"] = "auto"
+    """auto: Basic over https://, OAuth 1.0a over http://; query: consumer_key/secret in
+    the query string (hosts that drop the Authorization header); oauth1: also behind a TLS
+    proxy that makes WordPress see plain HTTP."""
+    pretty_permalinks: bool = True
+    """False: the store serves the API only at `/?rest_route=/wc/v3/...`."""
     max_requests_per_second: Rate = 5.0
 
 
@@ -100,7 +107,9 @@ async def put_integration(
         data = msgspec.json.decode(await request.body(), type=schema)
     except msgspec.ValidationError as exc:
         status = 400 if "missing required field" in str(exc) else 422
-        raise ApiProblem(status, "validation-failed", str(exc)) from None
+        where = re.search(r"at `\$\.([A-Za-z_]+)", str(exc))
+        field = where.group(1) if where else None
+        raise ApiProblem(status, "validation-failed", str(exc), field=field) from None
     except msgspec.DecodeError as exc:
         raise ApiProblem(400, "malformed-json", str(exc)) from None
     given = msgspec.structs.asdict(data)

@@ -139,3 +139,21 @@ def test_a_leaked_database_dump_holds_no_integration_secret(
     assert len(secret_values) == 11
     leaked = [value for value in secret_values if value.encode() in dump]
     assert leaked == []
+
+
+def test_woocommerce_auth_mode_and_permalinks_are_validated(server: Server, unique: str) -> None:
+    """Invariant: a store's auth mode is one of auto/basic/query/oauth1 and pretty_permalinks
+    a boolean; anything else is a 4xx problem naming the field, and the record is unchanged."""
+    with server.client() as c:
+        c.put(f"/v1/locations/{unique}-WH", json={"name": "W", "kind": "warehouse"})
+        c.put(f"/v1/channels/{unique}-web", json={"locations": [f"{unique}-WH"]})
+        path = f"/v1/integrations/woocommerce/{unique}-shop"
+        body = {"url": "https://shop.example", "channel": f"{unique}-web", "auth": "query",
+                "pretty_permalinks": False, "consumer_key": "ck", "consumer_secret": "cs"}  # fmt: skip
+        assert c.put(path, json=body).status_code == 200
+        for field, value in (("auth", "digest"), ("pretty_permalinks", "no"), ("auth", 1)):
+            bad = c.put(path, json={**body, field: value})
+            assert bad.status_code == 422, bad.text
+            assert bad.json()["field"] == field
+        shown = c.get(path).json()
+        assert (shown["auth"], shown["pretty_permalinks"]) == ("query", False)

@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 import pytest
 
 from adapters.ledger import Ledger
 from adapters.pushers import amazon as amazon_pusher
 from adapters.pushers import ebay as ebay_pusher
+from adapters.pushers import woocommerce as woocommerce_pusher
 from adapters.pushers.base import ClientHooks, Ok
 from adapters.pushers.runner import PusherMetrics, build_pusher, push_queue
 from tests.integration.test_pushers import (
@@ -33,7 +35,7 @@ from tests.integration.test_pushers import (
     running,
     settled,
 )
-from tests.support.fakes import FakeAmazon, FakeEbay
+from tests.support.fakes import FakeAmazon, FakeEbay, FakeWooCommerce
 
 pytestmark = pytest.mark.integration
 
@@ -149,3 +151,100 @@ async def test_refused_refresh_credentials_wait_and_never_dead_letter(
             await eventually(lambda: fake.quantity_of("HAT") == 5 and settled(pusher), 20)
         assert metrics.value("dead_letters", "ebay") == 0
         assert await queue_counts(amqp_url, push_queue("ebay", "de")) == (0, 0)
+
+
+# --- 3. WooCommerce auth modes and plain permalinks; 7. SKUs with commas --------------------------
+
+
+async def test_a_shop_on_fastcgi_hosting_with_plain_permalinks_gets_its_figures() -> None:
+    """Story: a shop on cheap shared hosting: PHP runs as FastCGI and drops the
+    Authorization header, WordPress believes it is on HTTPS, and permalinks are plain, so
+    the API lives at `/?rest_route=/wc/v3/...`. Invariant: configured as `auth: query` and
+    `pretty_permalinks: false`, every figure lands at the store; Basic auth (what atp used
+    for such a shop) changes nothing at the store."""
+    with FakeWooCommerce(
+        "ck_shop", "cs_shop", auth="basic", strip_authorization=True, pretty_permalinks=False
+    ) as wc:
+        parent = wc.add_product("TEE", type="variable")
+        wc.add_variation(parent, "TEE-S", stock=0)
+        wc.add_product("MUG", stock=0)
+        figures = {"TEE-S": 4, "MUG": 9}
+        settings = {"url": wc.url, "consumer_key": "ck_shop", "consumer_secret": "cs_shop"}
+
+        basic = woocommerce_pusher.create(
+            {**settings, "auth": "basic", "pretty_permalinks": False}, "shop", HOOKS
+        )
+        try:
+            result = await basic.push(figures)
+            assert not any(isinstance(o, Ok) for o in result.outcomes.values())
+        finally:
+            await basic.aclose()
+        assert (wc.stock_of("TEE-S"), wc.stock_of("MUG")) == (0, 0)
+
+        client = woocommerce_pusher.create(
+            {**settings, "auth": "query", "pretty_permalinks": False}, "shop", HOOKS
+        )
+        try:
+            result = await client.push(figures)
+            assert result.outcomes == {"TEE-S": Ok(), "MUG": Ok()}
+            assert await client.current(list(figures)) == figures
+        finally:
+            await client.aclose()
+        assert (wc.stock_of("TEE-S"), wc.stock_of("MUG")) == (4, 9)
+        sent = [r for r in wc.requests() if r.param("consumer_key") == "ck_shop"]
+        assert sent and all(r.path == "/" and r.param("rest_route") for r in sent)
+
+
+@pytest.mark.parametrize("pretty", [True, False])
+async def test_oauth1_signs_pretty_and_plain_permalink_routes(pretty: bool) -> None:
+    """Invariant: over plain HTTP (OAuth 1.0a only, as WooCommerce) the pusher's signature
+    is accepted on both URL forms, and the store holds the figures written."""
+    with FakeWooCommerce("ck_o", "cs_o", pretty_permalinks=pretty) as wc:
+        wc.add_product("CUP", stock=1)
+        client = woocommerce_pusher.create(
+            {"url": wc.url, "consumer_key": "ck_o", "consumer_secret": "cs_o",
+             "auth": "oauth1", "pretty_permalinks": pretty},
+            "shop", HOOKS,
+        )  # fmt: skip
+        try:
+            assert (await client.push({"CUP": 6})).get("CUP") == Ok()
+        finally:
+            await client.aclose()
+        assert wc.stock_of("CUP") == 6
+        assert 401 not in wc.status_counts()
+
+
+def test_the_woocommerce_fake_over_plain_http_takes_only_oauth1() -> None:
+    """Invariant (fake fidelity): by default the fake, being plain HTTP, ignores Basic and
+    query-string keys as WooCommerce does, so a client that sends them is unauthenticated."""
+    with FakeWooCommerce("ck_d", "cs_d") as wc:
+        wc.add_product("X", stock=1)
+        with httpx.Client(base_url=f"{wc.url}/wp-json/wc/v3") as http:
+            basic = http.get("/products", auth=("ck_d", "cs_d"))
+            query = http.get(
+                "/products", params={"consumer_key": "ck_d", "consumer_secret": "cs_d"}
+            )
+        assert (basic.status_code, basic.json()["code"]) == (401, "woocommerce_rest_cannot_view")
+        assert (query.status_code, query.json()["code"]) == (401, "woocommerce_rest_cannot_view")
+
+
+async def test_a_sku_with_a_comma_is_looked_up_alone() -> None:
+    """Story: a shop sells a bundle with SKU `MUG,SAUCER` next to `MUG` and `SAUCER`.
+    WooCommerce splits `?sku=` on commas. Invariant: the bundle gets its own figure, and the
+    single products get theirs, never the bundle's."""
+    with FakeWooCommerce("ck_c", "cs_c") as wc:
+        for sku in ("MUG,SAUCER", "MUG", "SAUCER", "SPOON"):
+            wc.add_product(sku, stock=0)
+        client = woocommerce_pusher.create(
+            {"url": wc.url, "consumer_key": "ck_c", "consumer_secret": "cs_c"}, "shop", HOOKS
+        )
+        try:
+            result = await client.push({"MUG,SAUCER": 2, "MUG": 11, "SPOON": 5})
+            assert result.outcomes == {"MUG,SAUCER": Ok(), "MUG": Ok(), "SPOON": Ok()}
+        finally:
+            await client.aclose()
+        stock = {sku: wc.stock_of(sku) for sku in ("MUG,SAUCER", "MUG", "SAUCER", "SPOON")}
+        assert stock == {"MUG,SAUCER": 2, "MUG": 11, "SAUCER": 0, "SPOON": 5}
+        lookups = [r.param("sku") for r in wc.requests("GET")]
+        assert "MUG,SAUCER" in lookups  # alone
+        assert all("MUG,SAUCER" not in (s or "") or s == "MUG,SAUCER" for s in lookups)

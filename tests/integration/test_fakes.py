@@ -100,7 +100,7 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def wc(receiver: Receiver) -> Iterator[FakeWooCommerce]:
-    with FakeWooCommerce(KEY, SECRET, webhook_url=f"{receiver.url}/hooks/wc") as fake:
+    with FakeWooCommerce(KEY, SECRET, auth="basic", webhook_url=f"{receiver.url}/hooks/wc") as fake:
         yield fake
 
 
@@ -358,7 +358,7 @@ def test_wc_quantity_is_ignored_unless_stock_is_managed(
 
 
 def test_wc_store_setting_off_ignores_stock_on_products_route() -> None:
-    with FakeWooCommerce(KEY, SECRET, store_manages_stock=False) as wc:
+    with FakeWooCommerce(KEY, SECRET, auth="basic", store_manages_stock=False) as wc:
         pid = wc.add_product("OFF-1", 5)
         r = put(
             f"{wc.url}{API}/products/{pid}",
@@ -532,7 +532,9 @@ def test_wc_write_echoes_a_signed_product_updated_webhook(
 
 
 def test_wc_webhooks_coalesce_and_carry_state_at_delivery(receiver: Receiver) -> None:
-    with FakeWooCommerce(KEY, SECRET, webhook_url=receiver.url, webhook_delay=0.3) as wc:
+    with FakeWooCommerce(
+        KEY, SECRET, auth="basic", webhook_url=receiver.url, webhook_delay=0.3
+    ) as wc:
         pid = wc.add_product("CO-1", 0)
         other = wc.add_product("CO-2", 0)
         with new_client(base_url=f"{wc.url}{API}", auth=(KEY, SECRET)) as c:
@@ -549,7 +551,7 @@ def test_wc_webhooks_coalesce_and_carry_state_at_delivery(receiver: Receiver) ->
 def test_wc_webhook_is_disabled_after_consecutive_failures() -> None:
     with (
         Receiver(status=500) as failing,
-        FakeWooCommerce(KEY, SECRET, webhook_url=failing.url) as wc,
+        FakeWooCommerce(KEY, SECRET, auth="basic", webhook_url=failing.url) as wc,
     ):
         ids = [wc.add_product(f"FD-{n}", 0) for n in range(8)]
         with new_client(base_url=f"{wc.url}{API}", auth=(KEY, SECRET)) as c:
@@ -988,7 +990,7 @@ def test_ebay_limits_auth_and_faults(ebay: FakeEbay, eb: httpx.Client) -> None:
 # =========================================================================================
 def _ok_request(fake: FakeServer) -> httpx.Response:
     if isinstance(fake, FakeWooCommerce):
-        return get(f"{fake.url}{API}/products", auth=("ck_fake", "cs_fake"))
+        return _oauth_get(fake.url, f"{API}/products", {}, "cs_fake", oauth_consumer_key="ck_fake")
     if isinstance(fake, FakeAmazon):
         return get(
             f"{fake.url}/listings/2021-08-01/items/A1FAKESELLER/K-1",

@@ -444,7 +444,7 @@ async def test_stale_positions_are_dropped(amqp_url: str, ledger: Ledger) -> Non
 async def test_client_basic_auth_and_smaller_batch_limit() -> None:
     """Over HTTPS the client uses Basic auth (forced here); a store whose batch limit is
     below 100 answers 413 and the client halves its batches."""
-    with FakeWooCommerce(batch_limit=30) as wc:
+    with FakeWooCommerce(batch_limit=30, auth="basic") as wc:  # WordPress sees HTTPS
         skus = [f"B{i:02d}" for i in range(60)]
         for sku in skus:
             wc.add_product(sku, stock=1)
