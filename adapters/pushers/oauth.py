@@ -20,14 +20,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import warnings
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
+import authlib.deprecate  # type: ignore[import-untyped]  # noqa: F401  (installs its "always" filter)
 import httpx
-from authlib.integrations.httpx_client import (  # type: ignore[import-untyped]
-    AsyncOAuth2Client,
-    OAuthError,
-)
+
+with warnings.catch_warnings():
+    # authlib 1.9 warns that it would rather drive `httpx2`; plain httpx is what atp uses.
+    warnings.filterwarnings("ignore", "The httpx module is deprecated")
+    from authlib.integrations.httpx_client import (  # type: ignore[import-untyped]
+        AsyncOAuth2Client,
+        OAuthError,
+    )
 
 from adapters.pushers.base import ClientHooks, RetryableError
 

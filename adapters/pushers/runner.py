@@ -303,9 +303,21 @@ class _Entry:
     attempts: int = 0
     next_at: float = 0.0
     in_flight: bool = False
+    figure: tuple[int, int] | None = None
+    """(available, position) of a figure waiting for the channel (a daily limit, refused
+    credentials) whose messages were acked: it lives here (and in the read model, which
+    reconciliation writes from after a restart) until the channel takes it."""
 
     def newest(self) -> _Held | None:
         return max(self.held, key=lambda h: h.change.position) if self.held else None
+
+    def newest_figure(self) -> tuple[int, int] | None:
+        """(available, position) of the newest figure held or waiting."""
+        newest = self.newest()
+        figures = [f for f in (self.figure,) if f is not None]
+        if newest is not None:
+            figures.append((newest.change.available, newest.change.position))
+        return max(figures, key=lambda f: f[1]) if figures else None
 
 
 @dataclass
@@ -316,6 +328,8 @@ class ReconcileReport:
     not_in_store: int = 0
     refused: int = 0
     unfinished: int = 0
+    waiting: int = 0
+    """SKUs the channel cannot take now (a daily limit): kept pending, written later."""
 
 
 class Pusher:
@@ -470,7 +484,7 @@ class Pusher:
         self.metrics.inc("not_in_store", self.labels, report.not_in_store)
         log.info(
             "%s: reconciled %d SKU(s): %d equal, %d written, %d not in the store, %d refused, "
-            "%d unfinished",
+            "%d unfinished, %d waiting",
             self.queue_name,
             report.skus,
             report.equal,
@@ -478,6 +492,7 @@ class Pusher:
             report.not_in_store,
             report.refused,
             report.unfinished,
+            report.waiting,
         )
         return report
 
@@ -524,6 +539,10 @@ class Pusher:
                             "%s: reconcile %s refused: %s", self.queue_name, sku, outcome.reason
                         )
                         del todo[sku]
+                    elif outcome.wait:  # e.g. a daily limit: pending until it is taken
+                        report.waiting += 1
+                        self._wait_with(sku, truth[sku], outcome.after or 0.0)
+                        del todo[sku]
                     elif outcome.after is not None:
                         after = max(after or 0.0, outcome.after)
             if not todo:
@@ -537,6 +556,16 @@ class Pusher:
             await asyncio.sleep(
                 backoff_delay(attempt, self.options.backoff_base, self.options.backoff_cap, after)
             )
+
+    def _wait_with(self, sku: str, figure: tuple[int, int], after: float) -> None:
+        """Keep a figure the channel cannot take yet as pending, without a message."""
+        entry = self.pending.get(sku)
+        if entry is None:
+            entry = self.pending[sku] = _Entry(sku, time.monotonic())
+        if entry.figure is None or entry.figure[1] < figure[1]:
+            entry.figure = figure
+        entry.next_at = time.monotonic() + after
+        self._wake.set()
 
     def _applied(self, sku: str, position: int) -> None:
         if position > self.last_applied.get(sku, -1):
@@ -615,7 +644,7 @@ class Pusher:
         self.generation += 1
         for sku, entry in list(self.pending.items()):
             entry.held = [h for h in entry.held if h.generation == self.generation]
-            if not entry.held and not entry.in_flight:
+            if not entry.held and not entry.in_flight and entry.figure is None:
                 del self.pending[sku]
         self._update_pending_gauge()
 
@@ -695,7 +724,7 @@ class Pusher:
         due: list[_Entry] = []
         wake_at: float | None = None
         for entry in self.pending.values():
-            if entry.in_flight or not entry.held:
+            if entry.in_flight or not (entry.held or entry.figure):
                 continue
             if entry.next_at > now:
                 wake_at = entry.next_at if wake_at is None else min(wake_at, entry.next_at)
@@ -728,10 +757,10 @@ class Pusher:
             due = [e for e in due if group_of(e.sku) == group]
         batch: dict[str, tuple[int, int]] = {}
         for entry in due[:limit]:
-            newest = entry.newest()
+            newest = entry.newest_figure()
             assert newest is not None
             entry.in_flight = True
-            batch[entry.sku] = (newest.change.available, newest.change.position)
+            batch[entry.sku] = newest
         return batch, None
 
     async def _safe_push(self, figures: dict[str, int]) -> PushResult:
@@ -786,6 +815,13 @@ class Pusher:
                 )
                 entry.next_at = time.monotonic() + delay
                 self.metrics.inc("retries", self.labels)
+                if outcome.wait and entry.held and self.figure_source is not None:
+                    # A long wait: ack now (RabbitMQ would time the delivery out) and keep
+                    # the newest figure; after a restart reconciliation brings it back.
+                    entry.figure = entry.newest_figure()
+                    acked, entry.held = entry.held, []
+                    log.info("%s: %s waits: %s", self.queue_name, sku, outcome.reason)
+                    return [(h.message, None) for h in acked]
                 log.info(
                     "%s: %s: %s; try %d in %.2fs",
                     self.queue_name,
@@ -801,11 +837,13 @@ class Pusher:
         # Everything up to the written position is settled; newer messages stay held.
         done = [h for h in entry.held if h.change.position <= position]
         entry.held = [h for h in entry.held if h.change.position > position]
+        if entry.figure is not None and entry.figure[1] <= position:
+            entry.figure = None
         entry.attempts = 0
         entry.next_at = 0.0
         if entry.held:
             entry.first_seen = min(h.arrived for h in entry.held)
-        elif self.pending.get(sku) is entry:
+        elif self.pending.get(sku) is entry and entry.figure is None:
             del self.pending[sku]
         newest = max(done, key=lambda h: h.change.position) if done else None
         if isinstance(outcome, Ok):

@@ -15,13 +15,15 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from adapters.ledger import Ledger
 from adapters.pushers import amazon as amazon_pusher
 from adapters.pushers import ebay as ebay_pusher
 from adapters.pushers import woocommerce as woocommerce_pusher
-from adapters.pushers.base import ClientHooks, Ok
-from adapters.pushers.runner import PusherMetrics, build_pusher, push_queue
+from adapters.pushers.base import ClientHooks, Ok, Permanent, Retry
+from adapters.pushers.oauth import TokenSource
+from adapters.pushers.runner import Pusher, PusherMetrics, build_pusher, push_queue
 from tests.integration.test_pushers import (
     FAST,
     amqp_url,
@@ -33,9 +35,11 @@ from tests.integration.test_pushers import (
     queue_counts,
     rds,
     running,
+    set_figures,
     settled,
 )
 from tests.support.fakes import FakeAmazon, FakeEbay, FakeWooCommerce
+from tests.support.redis_db import redis_url
 
 pytestmark = pytest.mark.integration
 
@@ -248,3 +252,205 @@ async def test_a_sku_with_a_comma_is_looked_up_alone() -> None:
         lookups = [r.param("sku") for r in wc.requests("GET")]
         assert "MUG,SAUCER" in lookups  # alone
         assert all("MUG,SAUCER" not in (s or "") or s == "MUG,SAUCER" for s in lookups)
+
+
+# --- 2. eBay: whole-call refusals and single-SKU stores ------------------------------------------
+
+
+def ebay_client(fake: FakeEbay, hooks: ClientHooks = HOOKS, **kw: Any) -> ebay_pusher.EbayClient:
+    return ebay_pusher.EbayClient(
+        fake.url, TokenSource(access_token=fake.token), rate=200.0, hooks=hooks, **kw
+    )
+
+
+async def test_one_bad_sku_never_parks_the_other_24_of_its_call() -> None:
+    """Story: a discontinued item makes eBay refuse a whole call of 25 (HTTP 400).
+    Invariant: the 24 good SKUs get their figures; only the bad one is refused; the store
+    is not switched to one SKU per call."""
+    with FakeEbay() as fake:
+        skus = [f"K{i:02d}" for i in range(25)]
+        for sku in skus:
+            fake.add_item(sku, 0)
+        fake.fail_calls_with("K07")
+        client = ebay_client(fake)
+        try:
+            figures = {sku: i + 1 for i, sku in enumerate(skus)}
+            result = await client.push(figures)
+        finally:
+            await client.aclose()
+        assert isinstance(result.get("K07"), Permanent)
+        assert {s: o for s, o in result.outcomes.items() if s != "K07"} == dict.fromkeys(
+            [s for s in skus if s != "K07"], Ok()
+        )
+        assert fake.items() == {**{s: q for s, q in figures.items()}, "K07": 0}
+        assert len(fake.requests("POST")) <= 2 * 5 + 1  # bisected, not one call per SKU
+        assert not client.single_sku
+
+
+async def test_a_store_that_takes_one_sku_per_call_is_remembered(
+    rds: tuple[redis.Redis, str],
+) -> None:
+    """Story: an eBay account refuses every multi-SKU call (the method page's reading of
+    the docs). Invariant: every figure still lands; the store is then written one SKU per
+    call, and a restarted pusher remembers it (no refused call after the restart)."""
+    import redis.asyncio as aioredis
+
+    _, prefix = rds
+    with FakeEbay(single_sku_per_call=True) as fake:
+        skus = [f"S{i}" for i in range(6)]
+        for sku in skus:
+            fake.add_item(sku, 0)
+        shared = aioredis.Redis.from_url(redis_url(0))
+        hooks = ClientHooks(redis=shared, redis_prefix=prefix)
+        try:
+            first = ebay_client(fake, hooks, store="us")
+            result = await first.push(dict.fromkeys(skus, 3))
+            assert result.outcomes == dict.fromkeys(skus, Ok())
+            assert first.single_sku
+            await first.aclose()
+            assert fake.items() == dict.fromkeys(skus, 3)
+            refused = fake.status_counts()[400]
+            restarted = ebay_client(fake, hooks, store="us")
+            result = await restarted.push(dict.fromkeys(skus, 4))
+            await restarted.aclose()
+        finally:
+            await shared.aclose()
+        assert result.outcomes == dict.fromkeys(skus, Ok())
+        assert fake.items() == dict.fromkeys(skus, 4)
+        assert fake.status_counts()[400] == refused  # none after the restart
+        assert all(len(u.body["requests"]) == 1 for u in fake.updates()[-len(skus) :])
+
+
+# --- 4. eBay offer-level quantities --------------------------------------------------------------
+
+
+async def test_an_offer_capped_below_the_item_gets_the_figure_too(
+    amqp_url: str, ledger: Ledger, rds: tuple[redis.Redis, str]
+) -> None:
+    """Story: a seller capped an offer at 3 units in Seller Hub; atp raises stock to 8.
+    Invariant: what the listing sells (the lower of item and offer quantity) is atp's
+    figure; reconciliation notices an offer lowered behind atp's back and writes it again."""
+    r, prefix = rds
+    with FakeEbay() as fake:
+        fake.add_item("LAMP", 3)
+        offer = fake.add_offer("LAMP", quantity=3)
+        client = ebay_client(fake)
+        try:
+            assert (await client.push({"LAMP": 8})).get("LAMP") == Ok()
+            assert (fake.quantity_of("LAMP"), fake.offer_quantity(offer)) == (8, 8)
+            assert fake.listing_quantity("LAMP") == 8
+            fake.add_offer("LAMP", offer, quantity=2)  # changed in Seller Hub
+            assert await client.current(["LAMP"]) == {"LAMP": 2}
+        finally:
+            await client.aclose()
+
+        configure(ledger, "ebay", "us", "web",
+                  {"endpoint": fake.url, "access_token": fake.token})  # fmt: skip
+        set_figures(r, prefix, "web", {"LAMP": (8, 5)})
+        pusher = await build_pusher(
+            "ebay", "us", ledger=ledger, amqp_url=amqp_url,
+            redis_url=redis_url(0), redis_prefix=prefix, options=FAST,
+        )  # fmt: skip
+        async with running(pusher):
+            assert pusher.last_reconcile is not None
+            assert pusher.last_reconcile.written == 1
+        assert fake.listing_quantity("LAMP") == 8
+
+
+# --- 5. eBay's 250 revisions per listing per day -------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_767_261_600.0  # 2026-01-01 02:00 in Los Angeles (10:00 UTC)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_flash_sale_on_ebay_stays_within_the_daily_revisions() -> None:
+    """Story: a flash sale changes one SKU's figure every second for hours; eBay takes 250
+    revisions of a listing a day (here 20). Invariant: atp never sends a revision eBay would
+    refuse, never parks a figure, lets a figure going down through while raises wait, and
+    the newest figure is on eBay once the day turns."""
+    clock = Clock()
+    with FakeEbay(revision_limit=20) as fake:
+        fake.add_item("HOT", 100)
+        client = ebay_client(fake, budget=ebay_pusher.RevisionBudget(20, clock=clock))
+        newest, written, waited = 100, 0, 0
+        try:
+            for second in range(3 * 3600):
+                clock.now += 1
+                newest = 100 - second // 120 + (second % 7)  # drifting down, jittering up
+                outcome = (await client.push({"HOT": newest})).get("HOT")
+                assert isinstance(outcome, Ok) or (isinstance(outcome, Retry) and outcome.wait)
+                written += isinstance(outcome, Ok)
+                waited += isinstance(outcome, Retry)
+                if fake.revisions("HOT") >= 18:
+                    break
+            assert written <= 20 and waited > 100  # coalesced: most figures were superseded
+            # Only the reserve is left: a raise waits, a drop goes through.
+            raise_ = (await client.push({"HOT": fake.quantity_of("HOT") + 5})).get("HOT")
+            assert isinstance(raise_, Retry) and raise_.wait
+            assert (await client.push({"HOT": 0})).get("HOT") == Ok()
+            assert fake.quantity_of("HOT") == 0
+            assert 400 not in fake.status_counts() and 207 not in fake.status_counts()
+            assert fake.revisions("HOT") <= 20
+            # The next day the newest figure goes out.
+            clock.now += 24 * 3600
+            fake.new_day()
+            assert (await client.push({"HOT": 42})).get("HOT") == Ok()
+        finally:
+            await client.aclose()
+        assert fake.listing_quantity("HOT") == 42
+
+
+async def test_a_figure_refused_for_the_daily_limit_waits_and_is_never_dead_lettered(
+    amqp_url: str, ledger: Ledger, rds: tuple[redis.Redis, str]
+) -> None:
+    """Story: another tool already spent the listing's revisions today, so eBay refuses
+    atp's write, and the pusher is restarted before the day turns. Invariant: the refused
+    figure is never dead-lettered; its messages are acked (RabbitMQ would time a day-long
+    delivery out) while the newest figure waits in the pusher, a restarted pusher gets it
+    back from the read model, and after the reset eBay shows the newest figure."""
+    r, prefix = rds
+    clock = Clock()
+    with FakeEbay(revision_limit=1) as fake:
+        fake.add_item("SOFA", 0)
+        configure(ledger, "ebay", "us", "web",
+                  {"endpoint": fake.url, "access_token": fake.token})  # fmt: skip
+        metrics = PusherMetrics()
+
+        async def start() -> Pusher:
+            pusher = await build_pusher(
+                "ebay", "us", ledger=ledger, amqp_url=amqp_url, metrics=metrics,
+                redis_url=redis_url(0), redis_prefix=prefix, options=FAST,
+            )  # fmt: skip
+            client = pusher.client
+            assert isinstance(client, ebay_pusher.EbayClient)
+            client.budget = ebay_pusher.RevisionBudget(clock=clock, max_wait=0.05)
+            return pusher
+
+        first = await start()
+        async with running(first):
+            set_figures(r, prefix, "web", {"SOFA": (1, 1)})
+            await publish(amqp_url, [change("SOFA", 1, 1)])
+            await eventually(lambda: fake.quantity_of("SOFA") == 1 and settled(first))
+            set_figures(r, prefix, "web", {"SOFA": (3, 3)})
+            await publish(amqp_url, [change("SOFA", 2, 2), change("SOFA", 3, 3)])
+            await eventually(
+                lambda: metrics.value("retries", "ebay") >= 3 * FAST.max_attempts, 20, "retries"
+            )
+            entry = first.pending["SOFA"]
+            assert (entry.held, entry.figure) == ([], (3, 3))  # acked, kept
+            assert fake.quantity_of("SOFA") == 1
+        assert await queue_counts(amqp_url, push_queue("ebay", "us")) == (0, 0)
+
+        second = await start()
+        async with running(second):
+            assert second.last_reconcile is not None and second.last_reconcile.waiting == 1
+            clock.now += 24 * 3600
+            fake.new_day()
+            await eventually(lambda: fake.quantity_of("SOFA") == 3 and settled(second), 20)
+        assert metrics.value("dead_letters", "ebay") == 0
+        assert await queue_counts(amqp_url, push_queue("ebay", "us")) == (0, 0)
