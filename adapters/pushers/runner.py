@@ -59,6 +59,7 @@ from adapters.pushers.base import (
     PushResult,
     Retry,
     RetryableError,
+    Skip,
     backoff_delay,
     chunks,
 )
@@ -119,6 +120,8 @@ COUNTERS = {
     "superseded": "Messages acked because a newer figure of their SKU was accepted",
     "reconciled": "SKUs written by reconciliation because the store differed",
     "not_in_store": "SKUs reconciliation found missing in the store",
+    "skipped": "Figures not written because the channel must not take them (not listed, FBA)",
+    "channel_issues": "Problems a channel reported after accepting a figure, by severity",
 }
 GAUGES = {
     "queue_depth": "Messages ready in the push queue (last sample)",
@@ -532,11 +535,16 @@ class Pusher:
                         report.written += 1
                         self.metrics.inc("items", self.labels)
                         del todo[sku]
-                    elif isinstance(outcome, Permanent):
+                    elif isinstance(outcome, Permanent | Skip):
                         report.refused += 1
-                        self.metrics.inc("permanent_errors", self.labels)
+                        skipped = isinstance(outcome, Skip)
+                        self.metrics.inc("skipped" if skipped else "permanent_errors", self.labels)
                         log.warning(
-                            "%s: reconcile %s refused: %s", self.queue_name, sku, outcome.reason
+                            "%s: reconcile %s %s: %s",
+                            self.queue_name,
+                            sku,
+                            "skipped" if skipped else "refused",
+                            outcome.reason,
                         )
                         del todo[sku]
                     elif outcome.wait:  # e.g. a daily limit: pending until it is taken
@@ -796,7 +804,7 @@ class Pusher:
             await _settle_message(message, requeue)
 
     def _settle(
-        self, entry: _Entry, position: int, outcome: Ok | Retry | Permanent, jitter: float
+        self, entry: _Entry, position: int, outcome: Ok | Retry | Permanent | Skip, jitter: float
     ) -> list[tuple[AbstractIncomingMessage, bool | None]]:
         """Book the outcome of writing `entry`'s figure at `position`; returns the messages
         to ack (None) or reject without requeue (False)."""
@@ -854,6 +862,12 @@ class Pusher:
                 self.metrics.observe_delay(self.labels, delay)
             if len(done) > 1:
                 self.metrics.inc("superseded", self.labels, len(done) - 1)
+            return [(h.message, None) for h in done]
+        if isinstance(outcome, Skip):
+            self._applied(sku, position)
+            self.metrics.inc("skipped", self.labels)
+            log.warning("%s: %s (position %d) skipped: %s", self.queue_name, sku, position,
+                        outcome.reason)  # fmt: skip
             return [(h.message, None) for h in done]
         self.metrics.inc("permanent_errors", self.labels)
         log.error("%s: %s (position %d) dead-lettered: %s", self.queue_name, sku, position, reason)
@@ -952,8 +966,12 @@ async def build_pusher(
     def on_request(status: str) -> None:
         metrics.inc("requests", (*labels, ("status", status)))
 
+    def on_event(name: str, extra: Mapping[str, str]) -> None:
+        metrics.inc(name, (*labels, *sorted(extra.items())))
+
     hooks = ClientHooks(
         on_request=on_request,
+        on_event=on_event,
         redis=redis_client,
         redis_prefix=redis_prefix,
         http_timeout=options.http_timeout,

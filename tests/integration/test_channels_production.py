@@ -21,7 +21,7 @@ from adapters.ledger import Ledger
 from adapters.pushers import amazon as amazon_pusher
 from adapters.pushers import ebay as ebay_pusher
 from adapters.pushers import woocommerce as woocommerce_pusher
-from adapters.pushers.base import ClientHooks, Ok, Permanent, Retry
+from adapters.pushers.base import ClientHooks, Ok, Permanent, Retry, Skip
 from adapters.pushers.oauth import TokenSource
 from adapters.pushers.runner import Pusher, PusherMetrics, build_pusher, push_queue
 from tests.integration.test_pushers import (
@@ -31,6 +31,7 @@ from tests.integration.test_pushers import (
     configure,
     eventually,
     ledger,
+    max_in_any_second,
     publish,
     queue_counts,
     rds,
@@ -454,3 +455,115 @@ async def test_a_figure_refused_for_the_daily_limit_waits_and_is_never_dead_lett
             await eventually(lambda: fake.quantity_of("SOFA") == 3 and settled(second), 20)
         assert metrics.value("dead_letters", "ebay") == 0
         assert await queue_counts(amqp_url, push_queue("ebay", "us")) == (0, 0)
+
+
+# --- 6. Amazon: queued submissions, unlisted and FBA SKUs, special SKUs, shared quota ------------
+
+
+async def test_a_quantity_amazon_drops_after_accepting_it_shows_in_metrics(
+    amqp_url: str, ledger: Ledger
+) -> None:
+    """Story: Amazon answers ACCEPTED, then its processing rejects the quantity (and warns
+    about another SKU). Invariant: ACCEPTED is not taken as applied silently: the warning
+    and, once the listing's issues are read back, the error are counted per severity in the
+    pusher's metrics, while the store's quantity is what Amazon really holds."""
+    with FakeAmazon() as fake:
+        fake.add_listing("RUG", 1)
+        fake.add_listing("VASE", 1)
+        fake.fail_after_accept("RUG")
+        fake.warn_on_accept("VASE")
+        configure(ledger, "amazon", "eu", "web", {**amazon_settings(fake), "channel": "web"})
+        metrics = PusherMetrics()
+        pusher = await build_pusher(
+            "amazon", "eu", ledger=ledger, amqp_url=amqp_url, metrics=metrics, options=FAST
+        )
+        pusher.client.verify_after = 0.2  # type: ignore[attr-defined]
+        async with running(pusher):
+            await publish(amqp_url, [change("RUG", 7, 1), change("VASE", 8, 2)])
+            await eventually(
+                lambda: metrics.value("channel_issues", "amazon", severity="ERROR") == 1,
+                what="the error read back",
+            )
+        assert metrics.value("channel_issues", "amazon", severity="WARNING") == 1
+        assert (fake.quantity_of("RUG"), fake.quantity_of("VASE")) == (1, 8)
+        text = "\n".join(metrics.render())
+        assert (
+            'atp_push_channel_issues_total{kind="amazon",store="eu",channel="web",severity="ERROR"} 1'
+            in text
+        )
+
+
+async def test_unlisted_and_fba_skus_are_never_patched() -> None:
+    """Story: atp's catalogue has a SKU the seller never listed on Amazon and one that
+    Amazon fulfils (FBA). Invariant: neither is patched (no incomplete listing is created,
+    no merchant-fulfilled DEFAULT offer appears beside the FBA one); both are reported as
+    skipped, never dead-lettered; the merchant listing gets its figure."""
+    with FakeAmazon() as fake:
+        fake.add_listing("MERCH", 1)
+        fake.add_listing("FBA-1", 30, fulfillment_channel="AMAZON_NA")
+        events: list[tuple[str, dict[str, str]]] = []
+        hooks = ClientHooks(on_event=lambda name, labels: events.append((name, dict(labels))))
+        client = amazon_pusher.create(amazon_settings(fake), "eu", hooks)
+        try:
+            result = await client.push({"MERCH": 5, "FBA-1": 9, "NEW": 4})
+        finally:
+            await client.aclose()
+        assert result.get("MERCH") == Ok()
+        assert isinstance(result.get("FBA-1"), Skip) and isinstance(result.get("NEW"), Skip)
+        assert fake.listings() == {"MERCH": {"DEFAULT": 5}, "FBA-1": {"AMAZON_NA": 30}}
+        patched = {r.path.rsplit("/", 1)[-1] for r in fake.requests("PATCH")}
+        assert patched == {"MERCH"}
+
+
+async def test_a_403_for_a_sku_with_a_slash_or_hash_is_permanent_for_that_sku() -> None:
+    """Story: SP-API answers 403 for `TEE/BLK` and `MUG#2` whatever the token. Invariant:
+    those two are refused for good after one try each (not retried every 30 s as an auth
+    problem), and the other SKUs of the push are written."""
+    with FakeAmazon(reject_special_skus=True) as fake:
+        for sku in ("TEE/BLK", "MUG#2", "PLAIN"):
+            fake.add_listing(sku, 0)
+        client = amazon_pusher.create(amazon_settings(fake), "eu", HOOKS)
+        try:
+            result = await client.push({"TEE/BLK": 2, "MUG#2": 3, "PLAIN": 4})
+        finally:
+            await client.aclose()
+        assert isinstance(result.get("TEE/BLK"), Permanent)
+        assert isinstance(result.get("MUG#2"), Permanent)
+        assert result.get("PLAIN") == Ok() and fake.quantity_of("PLAIN") == 4
+        assert fake.status_counts()[403] == 2
+
+
+async def test_two_stores_on_one_seller_share_its_quota(rds: tuple[redis.Redis, str]) -> None:
+    """Story: one Amazon seller runs two atp stores (two marketplaces' catalogues), each
+    configured at the quota of 5 requests/s. Invariant: together they never exceed the
+    seller's 5 requests/s (no 429), and every figure lands."""
+    import redis.asyncio as aioredis
+
+    _, prefix = rds
+    with FakeAmazon() as fake:
+        stores = {name: [f"{name}-{i}" for i in range(8)] for name in ("uk", "de")}
+        for skus in stores.values():
+            for sku in skus:
+                fake.add_listing(sku, 0)
+        shared = aioredis.Redis.from_url(redis_url(0))
+        hooks = ClientHooks(redis=shared, redis_prefix=prefix)
+        clients = [
+            amazon_pusher.create(amazon_settings(fake, max_requests_per_second=5.0), s, hooks)
+            for s in stores
+        ]
+        try:
+            results = await asyncio.gather(
+                *(
+                    c.push(dict.fromkeys(skus, 6))
+                    for c, skus in zip(clients, stores.values(), strict=True)
+                )
+            )
+        finally:
+            for client in clients:
+                await client.aclose()
+            await shared.aclose()
+        assert all(o == Ok() for result in results for o in result.outcomes.values())
+        assert all(q == {"DEFAULT": 6} for q in fake.listings().values())
+        assert 429 not in fake.status_counts()
+        api = [r.time for r in fake.requests() if r.path.startswith("/listings/")]
+        assert max_in_any_second(api) <= 5  # (LWA token requests go to another host)
