@@ -95,6 +95,18 @@ def public_view(record: IntegrationConfigured) -> dict[str, Any]:
     return {"kind": record.kind, "store": record.store, **view}
 
 
+def _require_credentials(settings: dict[str, Any]) -> None:
+    """A marketplace account needs an access token or the refresh credentials (given now or
+    kept from before); raises InvalidCommand naming the first missing field."""
+    refresh = ("client_id", "client_secret", "refresh_token")
+    if settings.get("access_token") or all(settings.get(name) for name in refresh):
+        return
+    from atp.errors import InvalidCommand
+
+    missing = next(name for name in refresh if not settings.get(name))
+    raise InvalidCommand(missing, f"{missing} is required (or an access_token)")
+
+
 @put("/v1/integrations/{kind:str}/{store:str}", opt={"scopes": (ADMIN,)}, status_code=200)
 async def put_integration(
     request: Request[Any, Any, Any], kind: str, store: str
@@ -127,6 +139,8 @@ async def put_integration(
         for name in secrets:  # write-only: left out means keep
             if settings.get(name) is None and previous is not None:
                 settings[name] = previous.settings.get(name)
+        if kind in ("amazon", "ebay"):
+            _require_credentials(settings)
         settings = seal_settings(settings, secrets, service_key)  # never plain at rest
         record = IntegrationConfigured(kind=kind, store=store, channel=channel, settings=settings)
         return [(stream, record)]

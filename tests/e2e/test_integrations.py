@@ -157,3 +157,23 @@ def test_woocommerce_auth_mode_and_permalinks_are_validated(server: Server, uniq
             assert bad.json()["field"] == field
         shown = c.get(path).json()
         assert (shown["auth"], shown["pretty_permalinks"]) == ("query", False)
+
+
+def test_a_marketplace_account_without_credentials_is_refused(server: Server, unique: str) -> None:
+    """Invariant: an eBay or Amazon account needs an access token or the whole refresh
+    credentials (client_id, client_secret, refresh_token); otherwise the PUT is a 422
+    naming the missing field and nothing is recorded. Credentials given before are kept."""
+    with server.client() as c:
+        c.put(f"/v1/locations/{unique}-WH", json={"name": "W", "kind": "warehouse"})
+        c.put(f"/v1/channels/{unique}-web", json={"locations": [f"{unique}-WH"]})
+        path = f"/v1/integrations/ebay/{unique}-e"
+        base = {"endpoint": "https://api.ebay.com", "channel": f"{unique}-web"}
+        bad = c.put(path, json={**base, "client_id": "app", "client_secret": "cert"})
+        assert bad.status_code == 422, bad.text
+        assert bad.json()["field"] == "refresh_token"
+        assert c.get(path).status_code == 404  # nothing recorded
+        full = {**base, "client_id": "app", "client_secret": "cert", "refresh_token": "r"}
+        assert c.put(path, json=full).status_code == 200
+        kept = c.put(path, json={**base, "max_requests_per_second": 2})
+        assert kept.status_code == 200, kept.text
+        assert kept.json()["configured_secrets"] == ["client_id", "client_secret", "refresh_token"]
