@@ -38,6 +38,7 @@ def fernet_for(service_key: bytes) -> Fernet:
 
 
 def is_sealed(value: object) -> bool:
+    """Whether a settings value is a sealed secret (`"fernet:..."`)."""
     return isinstance(value, str) and value.startswith(PREFIX)
 
 

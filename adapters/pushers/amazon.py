@@ -74,6 +74,8 @@ def token_expired(response: httpx.Response) -> bool:
 
 
 class AmazonClient:
+    """One Amazon seller account in one marketplace (see the module docstring)."""
+
     kind = "amazon"
     max_batch = 10
     """SKUs handed to one push (each its own request, spaced by the rate limit)."""

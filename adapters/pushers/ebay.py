@@ -116,6 +116,7 @@ class RevisionBudget:
         return local.date().isoformat(), max(1.0, following.timestamp() - now)
 
     def used(self, sku: str) -> int:
+        """Revisions spent on this SKU's listings today."""
         day, _ = self._today(self.clock())
         spent_day, spent = self._day.get(sku, (day, 0))
         return spent if spent_day == day else 0
@@ -140,6 +141,7 @@ class RevisionBudget:
         return min(self.max_wait, max(0.0, last[0] + spacing - now))
 
     def spend(self, sku: str, quantity: int) -> None:
+        """Book one revision: eBay took `quantity` for this SKU now."""
         now = self.clock()
         day, _ = self._today(now)
         self._day[sku] = (day, self.used(sku) + 1)
@@ -153,6 +155,8 @@ class RevisionBudget:
 
 
 class EbayClient:
+    """One eBay seller account (see the module docstring)."""
+
     kind = "ebay"
     max_batch = MAX_REQUESTS
 
@@ -254,11 +258,8 @@ class EbayClient:
                 todo.append(sku)
         await self._resolve_offers(todo, result)
         todo = [sku for sku in todo if sku not in result]
-        if self.single_sku:
-            await asyncio.gather(*(self._send([sku], figures, result) for sku in todo))
-        else:
-            for i in range(0, len(todo), MAX_REQUESTS):
-                await self._send(todo[i : i + MAX_REQUESTS], figures, result)
+        for i in range(0, len(todo), MAX_REQUESTS):
+            await self._send(todo[i : i + MAX_REQUESTS], figures, result)
         return result
 
     def _request_of(self, sku: str, quantity: int) -> dict[str, Any]:
@@ -271,6 +272,9 @@ class EbayClient:
     async def _send(self, skus: list[str], figures: Mapping[str, int], result: PushResult) -> int:
         """One bulk call; a call refused whole is bisected. Returns how many SKUs were
         refused alone (0 after bisecting: the store takes one SKU per call)."""
+        if self.single_sku and len(skus) > 1:
+            sent = await asyncio.gather(*(self._send([sku], figures, result) for sku in skus))
+            return sum(sent)
         body = {"requests": [self._request_of(sku, figures[sku]) for sku in skus]}
         try:
             response = await self.http.request("POST", BULK, json=body)
