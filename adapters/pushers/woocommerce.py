@@ -74,11 +74,17 @@ def oauth1_sign(method: str, url: str, params: Mapping[str, str], consumer_secre
 
 class OAuth1(httpx.Auth):
     """Signs every request (each retry too) with a fresh timestamp and nonce, in the query
-    string, as WooCommerce expects over plain HTTP."""
+    string, as WooCommerce expects over plain HTTP. The signature covers the URL as
+    WordPress sees it: with `as_plain_http`, an https:// request is signed as http://
+    (WordPress behind a TLS-terminating proxy computes it so: WC_REST_Authentication
+    builds the base URL with `is_ssl() ? 'https' : 'http'`)."""
 
-    def __init__(self, consumer_key: str, consumer_secret: str) -> None:
+    def __init__(
+        self, consumer_key: str, consumer_secret: str, *, as_plain_http: bool = False
+    ) -> None:
         self.consumer_key = consumer_key
         self.consumer_secret = consumer_secret
+        self.as_plain_http = as_plain_http
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         oauth = {
@@ -89,7 +95,10 @@ class OAuth1(httpx.Auth):
         }
         params = {k: v for k, v in request.url.params.multi_items()}
         params.update(oauth)
-        base_url = str(request.url.copy_with(query=None, fragment=None))
+        signed = request.url.copy_with(query=None, fragment=None)
+        if self.as_plain_http and signed.scheme == "https":
+            signed = signed.copy_with(scheme="http")
+        base_url = str(signed)
         oauth["oauth_signature"] = oauth1_sign(
             request.method, base_url, params, self.consumer_secret
         )
@@ -117,13 +126,15 @@ def resolve_auth(mode: AuthMode, url: str) -> str:
 
 
 def store_auth(mode: str, consumer_key: str, consumer_secret: str) -> httpx.Auth:
-    """The httpx.Auth of a resolved auth mode; ValueError for an unknown one."""
+    """The httpx.Auth of a resolved auth mode; ValueError for an unknown one. `oauth1`
+    chosen for an https:// store means WordPress does not know it is on HTTPS (else Basic
+    would do): it signs the http:// form of the URL, as that WordPress computes it."""
     if mode == "basic":
         return httpx.BasicAuth(consumer_key, consumer_secret)
     if mode == "query":
         return QueryKeys(consumer_key, consumer_secret)
     if mode == "oauth1":
-        return OAuth1(consumer_key, consumer_secret)
+        return OAuth1(consumer_key, consumer_secret, as_plain_http=True)
     raise ValueError(f"unknown WooCommerce auth mode {mode!r}")
 
 

@@ -567,3 +567,47 @@ async def test_two_stores_on_one_seller_share_its_quota(rds: tuple[redis.Redis, 
         assert 429 not in fake.status_counts()
         api = [r.time for r in fake.requests() if r.path.startswith("/listings/")]
         assert max_in_any_second(api) <= 5  # (LWA token requests go to another host)
+
+
+class TlsTerminatingProxy(httpx.AsyncBaseTransport):
+    """What sits in front of the store: takes https:// requests and forwards them to the
+    WordPress behind it over plain HTTP (which therefore believes it is on plain HTTP)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.seen: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(request.url.scheme)
+        request.url = request.url.copy_with(scheme="http")
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_store_behind_a_tls_proxy_takes_oauth1_signed_as_wordpress_sees_it() -> None:
+    """Story: the shop is served over HTTPS by a proxy (a CDN, a load balancer) that
+    forwards plain HTTP to WordPress without telling it: WordPress ignores Basic auth and
+    checks OAuth 1.0a signatures over http:// URLs. Invariant: with `auth: oauth1` on the
+    https:// URL the figures land; Basic (today's choice for https://) changes nothing."""
+    with FakeWooCommerce("ck_p", "cs_p") as wc:  # WordPress behind the proxy: plain HTTP
+        wc.add_product("BAG", stock=0)
+        url = wc.url.replace("http://", "https://")
+        outcomes = {}
+        for auth in ("auto", "oauth1"):
+            proxy = TlsTerminatingProxy()
+            client = woocommerce_pusher.create(
+                {"url": url, "consumer_key": "ck_p", "consumer_secret": "cs_p", "auth": auth},
+                "shop", ClientHooks(transport=proxy),
+            )  # fmt: skip
+            try:
+                outcomes[auth] = (await client.push({"BAG": 3})).get("BAG")
+            finally:
+                await client.aclose()
+            assert set(proxy.seen) == {"https"}
+            if auth == "auto":
+                assert wc.stock_of("BAG") == 0
+        assert not isinstance(outcomes["auto"], Ok)
+        assert outcomes["oauth1"] == Ok()
+        assert wc.stock_of("BAG") == 3
