@@ -16,8 +16,9 @@
   `POST /products/<parent>/variations/batch` (variations), at most 100 items a request (a
   413 halves it), always `manage_stock: true` with `stock_quantity`. The batch is not
   transactional: a 200 answer carries per-item errors, handled item by item.
-* Every write fires a `product.updated` webhook back at us: the values written are
-  remembered (in Redis when the service has it, so the API process sees them) and
+* Every write fires a `product.updated` webhook back at us: the values are remembered
+  before they are written (the echo can arrive before WooCommerce's answer), in Redis when
+  the service has it, so the API process sees them, and
   `is_echo(product_json)` tells an echo from a change made in the store.
 """
 
@@ -400,6 +401,9 @@ class WooCommerceClient:
                 for sku in skus
             ]
         }
+        # Remembered before the write: WooCommerce may deliver the product.updated echo
+        # before its answer to us arrives (a value we only tried to write is ours too).
+        await self.echo.remember({sku: figures[sku] for sku in skus})
         try:
             response = await self._request("POST", path, json=body)
         except RetryableError as exc:
@@ -433,7 +437,6 @@ class WooCommerceClient:
                 except (TypeError, ValueError):
                     continue
         invalid: list[str] = []
-        written: dict[str, int] = {}
         for index, sku in enumerate(skus):
             item_id = self.ids[sku][0]
             entry = entries[index] if index < len(entries) else None
@@ -461,8 +464,6 @@ class WooCommerceClient:
                 log.warning("woocommerce: %s: the store ignored stock_quantity", sku)
                 continue
             result.ok([sku])
-            written[sku] = figures[sku]
-        await self.echo.remember(written)
         return invalid
 
 

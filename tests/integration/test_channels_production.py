@@ -611,3 +611,46 @@ async def test_a_store_behind_a_tls_proxy_takes_oauth1_signed_as_wordpress_sees_
         assert not isinstance(outcomes["auto"], Ok)
         assert outcomes["oauth1"] == Ok()
         assert wc.stock_of("BAG") == 3
+
+
+class EchoFirst(httpx.AsyncBaseTransport):
+    """Delivers the store's `product.updated` echo of a batch write to the pusher before
+    WooCommerce's answer reaches it (as a fast webhook does), and notes how it was taken."""
+
+    def __init__(self, wc: FakeWooCommerce) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.wc = wc
+        self.client: woocommerce_pusher.WooCommerceClient | None = None
+        self.echoes: list[bool] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.method == "POST" and request.url.path.endswith("/batch"):
+            assert self.client is not None
+            for sku in ("JUG",):
+                product = self.wc.product(self.wc.id_of(sku))
+                self.echoes.append(await self.client.is_echo(product))
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_an_echo_delivered_before_woocommerce_answers_is_recognised() -> None:
+    """Story: WooCommerce delivers the `product.updated` webhook of atp's own write before
+    its HTTP answer reaches the pusher. Invariant: the webhook is recognised as atp's echo
+    (not logged as a change made in the store)."""
+    with FakeWooCommerce("ck_e", "cs_e") as wc:
+        wc.add_product("JUG", stock=0)
+        transport = EchoFirst(wc)
+        client = woocommerce_pusher.create(
+            {"url": wc.url, "consumer_key": "ck_e", "consumer_secret": "cs_e"},
+            "shop", ClientHooks(transport=transport),
+        )  # fmt: skip
+        transport.client = client
+        try:
+            assert (await client.push({"JUG": 4})).get("JUG") == Ok()
+        finally:
+            await client.aclose()
+        assert wc.stock_of("JUG") == 4
+        assert transport.echoes == [True]
