@@ -58,6 +58,10 @@ _SELLER_LIMITERS: dict[tuple[str, str], RateLimiter] = {}
 """(endpoint, seller id) -> the bucket of every store of that seller in this process."""
 
 
+class ForbiddenSku(PermanentError):
+    """SP-API answers 403 for this SKU (it contains `/` or `#`) whatever the token."""
+
+
 def seller_limiter(endpoint: str, seller_id: str, rate: float, hooks: ClientHooks) -> RateLimiter:
     """The rate limiter of a seller's quota: shared through Redis when there is one, else
     by every client of this process."""
@@ -145,7 +149,7 @@ class AmazonClient:
             return None
         if response.status_code in (401, 403):
             if "/" in sku or "#" in sku:
-                raise PermanentError(f"{sku}: 403 for a SKU with '/' or '#' (permanent)")
+                raise ForbiddenSku(f"{sku}: 403 for a SKU with '/' or '#' (permanent)")
             raise RetryableError(f"not authorised: {error_summary(response)}", 30.0)
         if response.status_code != 200:
             raise PermanentError(f"read {sku}: {error_summary(response)}")
@@ -160,7 +164,11 @@ class AmazonClient:
         return data
 
     async def _read(self, sku: str) -> tuple[bool, int | None]:
-        data = await self._listing(sku, "fulfillmentAvailability")
+        try:
+            data = await self._listing(sku, "fulfillmentAvailability")
+        except ForbiddenSku as exc:  # one such SKU must not stop reconciling the others
+            log.warning("amazon: %s", exc)
+            return False, None
         if data is None:
             return False, None
         for entry in data.get("fulfillmentAvailability") or []:
