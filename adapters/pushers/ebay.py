@@ -15,7 +15,8 @@ requests a call, each `{"sku", "shipToLocationAvailability": {"quantity"}, "offe
   documentation says both): it is remembered (in Redis when the service has it) and the
   store is written one SKU per call from then on.
 * Revisions: eBay takes at most 250 revisions of a listing per calendar day. `RevisionBudget`
-  counts them per SKU and spaces writes as the budget shrinks (the runner keeps only the
+  counts them per SKU (kept in Redis per eBay day when the service has it, so a restart
+  keeps the count) and spaces writes as the budget shrinks (the runner keeps only the
   newest figure meanwhile); the last tenth is kept for lowering a figure, so an item can
   always be taken down. A figure refused for the limit waits for the next day: it is never
   dead-lettered.
@@ -147,6 +148,16 @@ class RevisionBudget:
         self._day[sku] = (day, self.used(sku) + 1)
         self._last[sku] = (now, quantity)
 
+    def restore(self, sku: str, day: str, spent: int) -> None:
+        """What a previous process spent on this SKU on `day` (from Redis)."""
+        today, _ = self._today(self.clock())
+        if day == today and spent > self.used(sku):
+            self._day[sku] = (day, spent)
+
+    def today(self) -> str:
+        """The current eBay day (YYYY-MM-DD)."""
+        return self._today(self.clock())[0]
+
     def refused(self, sku: str) -> float:
         """eBay refused for the limit: nothing more today. Returns the wait."""
         day, until_reset = self._today(self.clock())
@@ -190,6 +201,8 @@ class EbayClient:
         self._redis = hooks.redis
         self._mode_key = f"{hooks.redis_prefix}:push:ebay:{store}:single_sku"
         self._mode_loaded = hooks.redis is None
+        self._spent_key = f"{hooks.redis_prefix}:push:ebay:{store}:revisions"
+        self._spent_loaded: set[tuple[str, str]] = set()
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -249,6 +262,7 @@ class EbayClient:
     async def push(self, figures: Mapping[str, int]) -> PushResult:
         result = PushResult()
         await self._load_mode()
+        await self._load_spent(list(figures))
         todo: list[str] = []
         for sku, quantity in figures.items():
             wait = self.budget.delay(sku, quantity)
@@ -298,7 +312,7 @@ class EbayClient:
             log.error("ebay: bulk update refused: %s", error_summary(response))
             result.permanent(skus, f"bulk update refused: {error_summary(response)}")
             return len(skus) if response.status_code == 400 else 0
-        self._book(skus, figures, data, result)
+        await self._save_spent(self._book(skus, figures, data, result))
         return 0
 
     async def _bisect(
@@ -324,7 +338,9 @@ class EbayClient:
         figures: Mapping[str, int],
         data: Mapping[str, Any],
         result: PushResult,
-    ) -> None:
+    ) -> list[str]:
+        """Book each SKU's outcome; returns the SKUs written (a revision spent)."""
+        spent: list[str] = []
         wanted = set(skus)
         seen: dict[str, list[dict[str, Any]]] = {}
         for entry in data.get("responses") or []:
@@ -340,6 +356,7 @@ class EbayClient:
             text = "; ".join(f"{e.get('errorId')}: {e.get('message')}" for e in errors)
             if all(200 <= c < 300 for c in codes):
                 self.budget.spend(sku, figures[sku])
+                spent.append(sku)
                 result.ok([sku])
             elif any(c == 429 or c >= 500 for c in codes):
                 result.retry([sku], f"statusCode {codes}: {text}")
@@ -353,6 +370,37 @@ class EbayClient:
             else:
                 log.warning("ebay: %s refused: %s", sku, text)
                 result.permanent([sku], f"statusCode {codes}: {text}")
+        return spent
+
+    async def _load_spent(self, skus: list[str]) -> None:
+        """The revisions a previous process spent today (Redis hash per eBay day), once
+        per SKU and day, so a restart does not start the budget afresh."""
+        day = self.budget.today()
+        missing = [sku for sku in skus if (day, sku) not in self._spent_loaded]
+        if self._redis is None or not missing:
+            return
+        try:
+            counts = await self._redis.hmget(f"{self._spent_key}:{day}", missing)
+        except Exception as exc:  # Redis down: eBay's own refusal still guards the limit
+            log.debug("ebay: could not read the revision budget: %s", exc)
+            return
+        for sku, raw in zip(missing, counts, strict=True):
+            if raw is not None:
+                self.budget.restore(sku, day, int(raw))
+            self._spent_loaded.add((day, sku))
+
+    async def _save_spent(self, skus: list[str]) -> None:
+        if self._redis is None or not skus:
+            return
+        key = f"{self._spent_key}:{self.budget.today()}"
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for sku in skus:
+                pipe.hincrby(key, sku, 1)
+            pipe.expire(key, 2 * 86400)
+            await pipe.execute()
+        except Exception as exc:
+            log.warning("ebay: could not record the revision budget: %s", exc)
 
     async def _load_mode(self) -> None:
         if self._mode_loaded:

@@ -656,3 +656,39 @@ async def test_an_echo_delivered_before_woocommerce_answers_is_recognised() -> N
             await client.aclose()
         assert wc.stock_of("JUG") == 4
         assert transport.echoes == [True]
+
+
+async def test_a_restarted_pusher_keeps_the_days_revision_count(
+    rds: tuple[redis.Redis, str],
+) -> None:
+    """Story: the eBay pusher is restarted in the middle of a clearance day (stock going
+    down every second). Invariant: the revisions it spent before the restart still count
+    (kept in Redis per eBay day), so after the restart it never sends a revision eBay would
+    refuse, and it goes on writing until the day's budget is spent."""
+    import redis.asyncio as aioredis
+
+    _, prefix = rds
+    clock = Clock()
+    quantity = 1000
+    with FakeEbay(revision_limit=20) as fake:
+        fake.add_item("BUSY", 5000)
+        shared = aioredis.Redis.from_url(redis_url(0))
+        hooks = ClientHooks(redis=shared, redis_prefix=prefix)
+        try:
+            for seconds in (12, 100):  # before and after the restart
+                client = ebay_client(
+                    fake, hooks, store="us", budget=ebay_pusher.RevisionBudget(20, clock=clock)
+                )
+                try:
+                    for _ in range(seconds):
+                        clock.now += 1
+                        quantity -= 1
+                        await client.push({"BUSY": quantity})
+                finally:
+                    await client.aclose()
+                if seconds == 12:
+                    assert fake.revisions("BUSY") == 12
+        finally:
+            await shared.aclose()
+        assert fake.revisions("BUSY") == 20  # the budget, spent across the restart
+        assert 207 not in fake.status_counts()  # eBay never had to refuse one
