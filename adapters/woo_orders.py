@@ -4,18 +4,21 @@ order's refunds, with the store's stored credentials.
 * `GET /orders?modified_after=<time>&dates_are_gmt=true&orderby=modified&order=asc`, paged
   (`per_page` <= 100, `X-WP-TotalPages` says how many pages there are).
 * `GET /orders/<id>/refunds`: each refund's `line_items[]` carry a negative `quantity`.
-* Auth as the stock pusher does (adapters.pushers.woocommerce): HTTP Basic over HTTPS,
-  one-legged OAuth 1.0a over plain HTTP.
+* Auth and routing as the stock pusher does (adapters.pushers.woocommerce): the store's
+  `auth` mode (`auto`: HTTP Basic over HTTPS, one-legged OAuth 1.0a over plain HTTP) and
+  `?rest_route=` for stores without pretty permalinks; credentials are stored sealed
+  (adapters.sealing) and opened with the service key.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
-from adapters.pushers.woocommerce import API, OAuth1
+from adapters.pushers.woocommerce import API, ROUTE, AuthMode, resolve_auth, store_auth
+from adapters.sealing import unseal
 
 PER_PAGE = 100
 MAX_PAGES = 1000
@@ -33,18 +36,17 @@ class WooOrders:
         consumer_key: str,
         consumer_secret: str,
         *,
+        auth: AuthMode = "auto",
+        pretty_permalinks: bool = True,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         base = url.rstrip("/")
-        auth: httpx.Auth = (
-            httpx.BasicAuth(consumer_key, consumer_secret)
-            if base.lower().startswith("https://")
-            else OAuth1(consumer_key, consumer_secret)
-        )
+        credentials = store_auth(resolve_auth(auth, base), consumer_key, consumer_secret)
+        self.pretty_permalinks = pretty_permalinks
         self.http = httpx.AsyncClient(
-            base_url=base + API,
-            auth=auth,
+            base_url=base + API if pretty_permalinks else base + "/",
+            auth=credentials,
             timeout=timeout,
             transport=transport,
             headers={"Accept": "application/json", "User-Agent": "atp-orders/1"},
@@ -54,8 +56,11 @@ class WooOrders:
         await self.http.aclose()
 
     async def _get(self, path: str, params: Mapping[str, str | int]) -> httpx.Response:
+        query = dict(params)
+        if not self.pretty_permalinks:
+            path, query = "", {"rest_route": ROUTE + path, **query}
         try:
-            response = await self.http.get(path, params=dict(params))
+            response = await self.http.get(path, params=query)
         except httpx.HTTPError as e:
             raise StoreUnreachable(f"GET {path}: {type(e).__name__}: {e}") from e
         if response.status_code >= 400:
@@ -93,11 +98,17 @@ class WooOrders:
         return orders
 
 
-def from_settings(settings: Mapping[str, Any], timeout: float = 10.0) -> WooOrders:
-    """From an IntegrationConfigured's settings (url, consumer_key, consumer_secret)."""
+def from_settings(
+    settings: Mapping[str, Any], service_key: bytes, timeout: float = 10.0
+) -> WooOrders:
+    """From an IntegrationConfigured's settings (url, sealed consumer_key and consumer_secret,
+    auth, pretty_permalinks). Raises adapters.sealing.SealError when the credentials do not
+    open with `service_key`."""
     return WooOrders(
         str(settings["url"]),
-        str(settings.get("consumer_key") or ""),
-        str(settings.get("consumer_secret") or ""),
+        str(unseal(settings.get("consumer_key"), service_key) or ""),
+        str(unseal(settings.get("consumer_secret"), service_key) or ""),
+        auth=cast(AuthMode, settings.get("auth") or "auto"),
+        pretty_permalinks=settings.get("pretty_permalinks") is not False,
         timeout=timeout,
     )

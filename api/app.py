@@ -175,7 +175,7 @@ def create_app(
         polling = None
         if not settings.amqp_url and settings.order_poll_seconds > 0:
             # Embedded: this process applies the webhooks, so it also catches up on them.
-            poller = OrderPoller(ledger, service, clock)
+            poller = OrderPoller(ledger, service, settings.token_secret, clock)
             polling = asyncio.create_task(poller.run(settings.order_poll_seconds, stop))
         # Start-up objects live as long as the process: keep them out of the collector's
         # full passes (they were most of its pause time under load).

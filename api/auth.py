@@ -11,7 +11,6 @@ address before they cost a query.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import hmac
 import logging
@@ -26,13 +25,12 @@ from typing import Any
 import msgspec
 from cachetools import LRUCache, TTLCache
 from cryptography.fernet import Fernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from eventsourcing.utils import get_topic
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from adapters.ledger import Ledger, StreamKey, decode_payload, stream_id, sync_streams
 from adapters.records import TokenIssued, TokenRevoked, TokensAdopted, TokenUsed
+from adapters.sealing import fernet_for
 from api.log import correlation_id
 from api.problems import ApiProblem
 from api.service import CommandService, Job, Reply, ServiceWorld
@@ -87,14 +85,8 @@ def new_token() -> str:
 
 
 def sealer(secret: bytes, purpose: bytes) -> Fernet:
-    """A Fernet (AES-128-CBC + HMAC-SHA256) keyed for one purpose from the server secret.
-
-    The key is HKDF-SHA256 (RFC 5869) of `secret` with `purpose` as its info, so keys for
-    different purposes are independent. Decrypting under another secret raises
-    cryptography.fernet.InvalidToken.
-    """
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(secret)
-    return Fernet(base64.urlsafe_b64encode(key))
+    """A Fernet keyed for one purpose from the server secret (adapters.sealing.fernet_for)."""
+    return fernet_for(secret, purpose)
 
 
 def active_tokens(registry: list[Any]) -> dict[str, TokenIssued]:

@@ -299,12 +299,16 @@ def cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
     service.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    consumer = WebhookConsumer(ledger, service, settings.amqp_url)
+    consumer = WebhookConsumer(ledger, service, settings.amqp_url, settings.token_secret)
 
     async def main() -> None:
         tasks = [consumer.run(stop)]
         if settings.order_poll_seconds > 0:
-            tasks.append(OrderPoller(ledger, service).run(settings.order_poll_seconds, stop))
+            tasks.append(
+                OrderPoller(ledger, service, settings.token_secret).run(
+                    settings.order_poll_seconds, stop
+                )
+            )
         reporter = None
         if settings.redis_url:
             client = aioredis.Redis.from_url(settings.redis_url)
@@ -330,6 +334,7 @@ def cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
     from adapters.pushers.metrics import PusherMetrics, serve_metrics
     from adapters.pushers.runner import run_pusher
+    from adapters.sealing import SealError
 
     if not settings.amqp_url:
         sys.exit("atp: `atp push` consumes RabbitMQ; set ATP_AMQP_URL")
@@ -361,6 +366,7 @@ def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
                 redis_prefix=settings.redis_prefix,
                 stop_event=stop,
                 metrics=metrics,
+                secret_key=settings.token_secret,
             )
         finally:
             if server is not None:
@@ -368,6 +374,8 @@ def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(main())
+    except SealError as exc:
+        sys.exit(f"atp: {exc}")
     except LookupError as exc:
         sys.exit(f"atp: {exc}")
     finally:

@@ -43,11 +43,13 @@ class OrderPoller:
         self,
         ledger: Ledger,
         service: CommandService,
+        service_key: bytes,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.ledger = ledger
         self.service = service
-        self.sync = OrderSync(ledger, service)
+        self.service_key = service_key
+        self.sync = OrderSync(ledger, service, service_key)
         self.clock = clock
         self.polls = 0
         self.last_poll: dict[str, datetime] = {}
@@ -91,7 +93,7 @@ class OrderPoller:
         records, _ = await asyncio.to_thread(self.ledger.load, cursor_stream(store))
         cursor = records[-1].modified if records else None
         since = _since(cursor, self.clock())
-        client = from_settings(record.settings)
+        client = from_settings(record.settings, self.service_key)
         try:
             orders = await client.modified_after(since)
         finally:

@@ -145,9 +145,11 @@ class Applied:
 
 
 class OrderSync:
-    def __init__(self, ledger: Ledger, service: CommandService) -> None:
+    def __init__(self, ledger: Ledger, service: CommandService, service_key: bytes) -> None:
         self.ledger = ledger
         self.service = service
+        self.service_key = service_key
+        """Opens the store's sealed credentials (adapters.sealing) to fetch refunds."""
 
     async def apply(
         self,
@@ -199,7 +201,7 @@ class OrderSync:
             kept = dict(last.refunded) if last is not None and snap.refunds else {}
             return snap.with_refunded(kept)
         # WooCommerce gives up on a webhook after 5 s by default: leave room for the rest.
-        client = from_settings(integration.settings, timeout=REFUNDS_TIMEOUT)
+        client = from_settings(integration.settings, self.service_key, timeout=REFUNDS_TIMEOUT)
         try:
             refunds = await client.refunds(snap.woo_id)
         except StoreUnreachable as e:

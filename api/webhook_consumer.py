@@ -28,11 +28,13 @@ log = logging.getLogger("atp.webhooks")
 
 
 class WebhookConsumer:
-    def __init__(self, ledger: Ledger, service: CommandService, amqp_url: str) -> None:
+    def __init__(
+        self, ledger: Ledger, service: CommandService, amqp_url: str, service_key: bytes
+    ) -> None:
         self.ledger = ledger
         self.service = service
         self.amqp_url = amqp_url
-        self.sync = OrderSync(ledger, service)
+        self.sync = OrderSync(ledger, service, service_key)
         self.applied = 0
         self.dead_lettered = 0
 

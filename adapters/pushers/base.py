@@ -42,6 +42,10 @@ class Retry:
     reason: str
     after: float | None = None
     """Seconds the channel asked us to wait (Retry-After), if it said."""
+    wait: bool = False
+    """The channel cannot take the figure until a condition passes that retrying cannot
+    speed up (refused credentials, a daily limit): retried after `after`, never counted
+    towards the attempts that dead-letter a figure."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,16 @@ class Permanent:
     reason: str
 
 
-Outcome = Ok | Retry | Permanent
+@dataclass(frozen=True)
+class Skip:
+    """The figure must not be written to this channel (a SKU not listed on Amazon, an
+    FBA listing whose quantity Amazon keeps): acknowledged, counted and logged, never
+    retried or dead-lettered."""
+
+    reason: str
+
+
+Outcome = Ok | Retry | Permanent | Skip
 OK = Ok()
 
 
@@ -65,18 +78,24 @@ class PushResult:
         for sku in skus:
             self.outcomes[sku] = OK
 
-    def retry(self, skus: Iterable[str], reason: str, after: float | None = None) -> None:
+    def retry(
+        self, skus: Iterable[str], reason: str, after: float | None = None, wait: bool = False
+    ) -> None:
         for sku in skus:
-            self.outcomes[sku] = Retry(reason, after)
+            self.outcomes[sku] = Retry(reason, after, wait)
 
     def permanent(self, skus: Iterable[str], reason: str) -> None:
         for sku in skus:
             self.outcomes[sku] = Permanent(reason)
 
+    def skip(self, skus: Iterable[str], reason: str) -> None:
+        for sku in skus:
+            self.outcomes[sku] = Skip(reason)
+
     def failed(self, skus: Iterable[str], error: Exception) -> None:
         """Record a whole-request failure for these SKUs."""
         if isinstance(error, RetryableError):
-            self.retry(skus, error.reason, error.retry_after)
+            self.retry(skus, error.reason, error.retry_after, error.wait)
         else:
             self.permanent(skus, str(error))
 
@@ -90,10 +109,12 @@ class PushResult:
 class RetryableError(Exception):
     """A whole request failed in a way worth retrying."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, retry_after: float | None = None, wait: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.wait = wait
+        """See `Retry.wait`."""
 
 
 class PermanentError(Exception):
@@ -129,6 +150,9 @@ class ChannelClient(Protocol):
 
 RequestHook = Callable[[str], None]
 """Called once per HTTP request with its status ("200", "429", "timeout", "error")."""
+EventHook = Callable[[str, Mapping[str, str]], None]
+"""Called with a counter name of the pusher metrics and extra labels (e.g.
+("channel_issues", {"severity": "ERROR"}))."""
 
 
 @dataclass
@@ -136,6 +160,7 @@ class ClientHooks:
     """What the runner gives a client factory besides the integration settings."""
 
     on_request: RequestHook | None = None
+    on_event: EventHook | None = None
     redis: Any = None
     """An asyncio Redis client when the service runs with Redis (for shared memories)."""
     redis_prefix: str = "atp"
@@ -185,6 +210,55 @@ class RateLimiter:
                 await asyncio.sleep((1.0 - self._tokens) / rate)
 
 
+GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - burst * interval
+if allow_at > now then return allow_at - now end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+return 0
+"""
+"""The generic cell rate algorithm on one Redis key (times in microseconds, Redis's own
+clock): 0 when a request may go now, else the microseconds to wait."""
+
+
+class SharedRateLimiter(RateLimiter):
+    """A rate limit shared through Redis by every process that uses the same key (several
+    atp stores on one Amazon seller share the seller's quota). If Redis cannot be reached,
+    it falls back to this process's own bucket."""
+
+    SHARED_SAFETY = 1.1
+    """Wider than `SAFETY`: a permit comes from Redis, and the time from the permit to the
+    request leaving varies more than a local sleep does."""
+
+    def __init__(self, rate: float, burst: int, client: Any, key: str) -> None:
+        super().__init__(rate, burst)
+        self.key = key
+        self._script = client.register_script(GCRA)
+
+    async def acquire(self) -> None:
+        interval = 1_000_000 * self.SHARED_SAFETY / self.rate
+        while True:
+            now = time.monotonic()
+            if now < self._paused_until:
+                await asyncio.sleep(self._paused_until - now)
+                continue
+            try:
+                wait = int(await self._script(keys=[self.key], args=[interval, self.burst]))
+            except Exception as exc:  # Redis down: limit this process at least
+                log.warning("shared rate limit %s unavailable (%s); local only", self.key, exc)
+                await super().acquire()
+                return
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait / 1_000_000)
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Retry-After as seconds (delta-seconds or an HTTP-date), capped; None if absent/bad."""
     if not value:
@@ -218,8 +292,9 @@ class Http:
         hooks: ClientHooks,
         auth: httpx.Auth | None = None,
         headers: Mapping[str, str] | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
-        self.limiter = RateLimiter(rate, hooks.rate_burst)
+        self.limiter = limiter or RateLimiter(rate, hooks.rate_burst)
         self.on_request = hooks.on_request
         kwargs: dict[str, Any] = {}
         if hooks.transport is not None:

@@ -33,12 +33,15 @@ COUNTERS = {
     "superseded": "Messages acked because a newer figure of their SKU was accepted",
     "reconciled": "SKUs written by reconciliation because the store differed",
     "not_in_store": "SKUs reconciliation found missing in the store",
+    "skipped": "Figures not written because the channel must not take them (not listed, FBA)",
+    "channel_issues": "Problems a channel reported after accepting a figure, by severity",
 }
 GAUGES = {
     "queue_depth": "Messages ready in the push queue (last sample)",
     "pending_skus": "SKUs held in the pusher waiting to be written",
 }
 LABELS = ("kind", "store", "channel")
+EXTRA_LABELS = {"requests": ("status",), "channel_issues": ("severity",)}
 Labels = tuple[tuple[str, str], ...]
 
 
@@ -54,7 +57,7 @@ class PusherMetrics:
             name: Counter(
                 f"atp_push_{name}",
                 f"{text}.",
-                [*LABELS, "status"] if name == "requests" else LABELS,
+                [*LABELS, *EXTRA_LABELS.get(name, ())],
                 registry=self.registry,
             )
             for name, text in COUNTERS.items()

@@ -58,6 +58,7 @@ from adapters.pushers.base import (
     PushResult,
     Retry,
     RetryableError,
+    Skip,
     backoff_delay,
     chunks,
 )
@@ -66,6 +67,7 @@ from adapters.pushers.base import (
 from adapters.pushers.metrics import PusherMetrics as PusherMetrics
 from adapters.pushers.metrics import serve_metrics as serve_metrics
 from adapters.records import IntegrationConfigured
+from adapters.sealing import SECRETS, SealError, is_sealed, open_settings
 
 log = logging.getLogger("atp.push")
 
@@ -170,9 +172,21 @@ class _Entry:
     attempts: int = 0
     next_at: float = 0.0
     in_flight: bool = False
+    figure: tuple[int, int] | None = None
+    """(available, position) of a figure waiting for the channel (a daily limit, refused
+    credentials) whose messages were acked: it lives here (and in the read model, which
+    reconciliation writes from after a restart) until the channel takes it."""
 
     def newest(self) -> _Held | None:
         return max(self.held, key=lambda h: h.change.position) if self.held else None
+
+    def newest_figure(self) -> tuple[int, int] | None:
+        """(available, position) of the newest figure held or waiting."""
+        newest = self.newest()
+        figures = [f for f in (self.figure,) if f is not None]
+        if newest is not None:
+            figures.append((newest.change.available, newest.change.position))
+        return max(figures, key=lambda f: f[1]) if figures else None
 
 
 @dataclass
@@ -183,6 +197,8 @@ class ReconcileReport:
     not_in_store: int = 0
     refused: int = 0
     unfinished: int = 0
+    waiting: int = 0
+    """SKUs the channel cannot take now (a daily limit): kept pending, written later."""
 
 
 class Pusher:
@@ -337,7 +353,7 @@ class Pusher:
         self.metrics.inc("not_in_store", self.labels, report.not_in_store)
         log.info(
             "%s: reconciled %d SKU(s): %d equal, %d written, %d not in the store, %d refused, "
-            "%d unfinished",
+            "%d unfinished, %d waiting",
             self.queue_name,
             report.skus,
             report.equal,
@@ -345,6 +361,7 @@ class Pusher:
             report.not_in_store,
             report.refused,
             report.unfinished,
+            report.waiting,
         )
         return report
 
@@ -384,12 +401,21 @@ class Pusher:
                         report.written += 1
                         self.metrics.inc("items", self.labels)
                         del todo[sku]
-                    elif isinstance(outcome, Permanent):
+                    elif isinstance(outcome, Permanent | Skip):
                         report.refused += 1
-                        self.metrics.inc("permanent_errors", self.labels)
+                        skipped = isinstance(outcome, Skip)
+                        self.metrics.inc("skipped" if skipped else "permanent_errors", self.labels)
                         log.warning(
-                            "%s: reconcile %s refused: %s", self.queue_name, sku, outcome.reason
+                            "%s: reconcile %s %s: %s",
+                            self.queue_name,
+                            sku,
+                            "skipped" if skipped else "refused",
+                            outcome.reason,
                         )
+                        del todo[sku]
+                    elif outcome.wait:  # e.g. a daily limit: pending until it is taken
+                        report.waiting += 1
+                        self._wait_with(sku, truth[sku], outcome.after or 0.0)
                         del todo[sku]
                     elif outcome.after is not None:
                         after = max(after or 0.0, outcome.after)
@@ -404,6 +430,16 @@ class Pusher:
             await asyncio.sleep(
                 backoff_delay(attempt, self.options.backoff_base, self.options.backoff_cap, after)
             )
+
+    def _wait_with(self, sku: str, figure: tuple[int, int], after: float) -> None:
+        """Keep a figure the channel cannot take yet as pending, without a message."""
+        entry = self.pending.get(sku)
+        if entry is None:
+            entry = self.pending[sku] = _Entry(sku, time.monotonic())
+        if entry.figure is None or entry.figure[1] < figure[1]:
+            entry.figure = figure
+        entry.next_at = time.monotonic() + after
+        self._wake.set()
 
     def _applied(self, sku: str, position: int) -> None:
         if position > self.last_applied.get(sku, -1):
@@ -482,7 +518,7 @@ class Pusher:
         self.generation += 1
         for sku, entry in list(self.pending.items()):
             entry.held = [h for h in entry.held if h.generation == self.generation]
-            if not entry.held and not entry.in_flight:
+            if not entry.held and not entry.in_flight and entry.figure is None:
                 del self.pending[sku]
         self._update_pending_gauge()
 
@@ -562,7 +598,7 @@ class Pusher:
         due: list[_Entry] = []
         wake_at: float | None = None
         for entry in self.pending.values():
-            if entry.in_flight or not entry.held:
+            if entry.in_flight or not (entry.held or entry.figure):
                 continue
             if entry.next_at > now:
                 wake_at = entry.next_at if wake_at is None else min(wake_at, entry.next_at)
@@ -595,10 +631,10 @@ class Pusher:
             due = [e for e in due if group_of(e.sku) == group]
         batch: dict[str, tuple[int, int]] = {}
         for entry in due[:limit]:
-            newest = entry.newest()
+            newest = entry.newest_figure()
             assert newest is not None
             entry.in_flight = True
-            batch[entry.sku] = (newest.change.available, newest.change.position)
+            batch[entry.sku] = newest
         return batch, None
 
     async def _safe_push(self, figures: dict[str, int]) -> PushResult:
@@ -634,17 +670,18 @@ class Pusher:
             await _settle_message(message, requeue)
 
     def _settle(
-        self, entry: _Entry, position: int, outcome: Ok | Retry | Permanent, jitter: float
+        self, entry: _Entry, position: int, outcome: Ok | Retry | Permanent | Skip, jitter: float
     ) -> list[tuple[AbstractIncomingMessage, bool | None]]:
         """Book the outcome of writing `entry`'s figure at `position`; returns the messages
         to ack (None) or reject without requeue (False)."""
         sku = entry.sku
         entry.in_flight = False
         if isinstance(outcome, Retry):
-            entry.attempts += 1
-            if entry.attempts < self.options.max_attempts:
+            if not outcome.wait:  # a wait (credentials, a daily limit) never dead-letters
+                entry.attempts += 1
+            if outcome.wait or entry.attempts < self.options.max_attempts:
                 delay = backoff_delay(
-                    entry.attempts,
+                    max(1, entry.attempts),
                     self.options.backoff_base,
                     self.options.backoff_cap,
                     outcome.after,
@@ -652,6 +689,13 @@ class Pusher:
                 )
                 entry.next_at = time.monotonic() + delay
                 self.metrics.inc("retries", self.labels)
+                if outcome.wait and entry.held and self.figure_source is not None:
+                    # A long wait: ack now (RabbitMQ would time the delivery out) and keep
+                    # the newest figure; after a restart reconciliation brings it back.
+                    entry.figure = entry.newest_figure()
+                    acked, entry.held = entry.held, []
+                    log.info("%s: %s waits: %s", self.queue_name, sku, outcome.reason)
+                    return [(h.message, None) for h in acked]
                 log.info(
                     "%s: %s: %s; try %d in %.2fs",
                     self.queue_name,
@@ -667,11 +711,13 @@ class Pusher:
         # Everything up to the written position is settled; newer messages stay held.
         done = [h for h in entry.held if h.change.position <= position]
         entry.held = [h for h in entry.held if h.change.position > position]
+        if entry.figure is not None and entry.figure[1] <= position:
+            entry.figure = None
         entry.attempts = 0
         entry.next_at = 0.0
         if entry.held:
             entry.first_seen = min(h.arrived for h in entry.held)
-        elif self.pending.get(sku) is entry:
+        elif self.pending.get(sku) is entry and entry.figure is None:
             del self.pending[sku]
         newest = max(done, key=lambda h: h.change.position) if done else None
         if isinstance(outcome, Ok):
@@ -682,6 +728,12 @@ class Pusher:
                 self.metrics.observe_delay(self.labels, delay)
             if len(done) > 1:
                 self.metrics.inc("superseded", self.labels, len(done) - 1)
+            return [(h.message, None) for h in done]
+        if isinstance(outcome, Skip):
+            self._applied(sku, position)
+            self.metrics.inc("skipped", self.labels)
+            log.warning("%s: %s (position %d) skipped: %s", self.queue_name, sku, position,
+                        outcome.reason)  # fmt: skip
             return [(h.message, None) for h in done]
         self.metrics.inc("permanent_errors", self.labels)
         log.error("%s: %s (position %d) dead-lettered: %s", self.queue_name, sku, position, reason)
@@ -725,13 +777,24 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
 # --- entry points -------------------------------------------------------------------------------
 
 
-def load_integration(ledger: Any, kind: str, store: str) -> IntegrationConfigured:
-    """The current IntegrationConfigured of a store (synchronous: call it in a thread)."""
+def load_integration(
+    ledger: Any, kind: str, store: str, secret_key: bytes | None = None
+) -> IntegrationConfigured:
+    """The current IntegrationConfigured of a store with its secrets opened with the
+    service key (synchronous: call it in a thread). LookupError when there is none;
+    SealError when a sealed secret does not open (no key, or another key)."""
     records, _ = ledger.load(("integration", f"{kind}:{store}"))
     found = [r for r in records if isinstance(r, IntegrationConfigured)]
     if not found:
         raise LookupError(f"no {kind} integration {store!r}")
-    return found[-1]
+    record = found[-1]
+    names = SECRETS.get(kind, ())
+    if any(is_sealed(record.settings.get(name)) for name in names):
+        if not secret_key:
+            raise SealError(f"{kind} integration {store!r} has sealed secrets and no key given")
+        settings = open_settings(record.settings, names, secret_key)
+        record = msgspec.structs.replace(record, settings=settings)
+    return record
 
 
 def create_client(record: IntegrationConfigured, hooks: ClientHooks) -> ChannelClient:
@@ -752,9 +815,11 @@ async def build_pusher(
     redis_prefix: str = "atp",
     metrics: PusherMetrics | None = None,
     options: PushOptions | None = None,
+    secret_key: bytes | None = None,
 ) -> Pusher:
-    """A pusher for the store registered under `kind`/`store` (call `aclose()` after)."""
-    record = await asyncio.to_thread(load_integration, ledger, kind, store)
+    """A pusher for the store registered under `kind`/`store` (call `aclose()` after);
+    `secret_key` (Settings.token_secret) opens the integration's sealed secrets."""
+    record = await asyncio.to_thread(load_integration, ledger, kind, store, secret_key)
     options = options or PushOptions()
     metrics = metrics or PusherMetrics()
     labels = metrics.labels(kind, store, record.channel)
@@ -767,8 +832,12 @@ async def build_pusher(
     def on_request(status: str) -> None:
         metrics.inc("requests", (*labels, ("status", status)))
 
+    def on_event(name: str, extra: Mapping[str, str]) -> None:
+        metrics.inc(name, (*labels, *sorted(extra.items())))
+
     hooks = ClientHooks(
         on_request=on_request,
+        on_event=on_event,
         redis=redis_client,
         redis_prefix=redis_prefix,
         http_timeout=options.http_timeout,
@@ -811,6 +880,7 @@ async def run_pusher(
     stop_event: asyncio.Event | None = None,
     metrics: PusherMetrics | None = None,
     options: PushOptions | None = None,
+    secret_key: bytes | None = None,
 ) -> None:
     """`atp push <kind> --store NAME`: reconcile the store, then push changes until
     `stop_event` is set (graceful: held figures are written first) or the task is
@@ -824,6 +894,7 @@ async def run_pusher(
         redis_prefix=redis_prefix,
         metrics=metrics,
         options=options,
+        secret_key=secret_key,
     )
     try:
         await pusher.run(stop_event)

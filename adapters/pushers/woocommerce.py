@@ -1,17 +1,24 @@
 """WooCommerce (wc/v3): stock through the products and variations batch endpoints.
 
-* Auth: HTTP Basic (consumer key/secret) over HTTPS; one-legged OAuth 1.0a (HMAC-SHA256,
-  fresh timestamp and nonce per request) over plain HTTP, where WooCommerce ignores Basic.
+* Auth, per store (`auth`): `basic` (HTTP Basic, consumer key/secret), `query`
+  (`consumer_key`/`consumer_secret` in the query string, over HTTPS, for hosts running PHP as
+  CGI/FastCGI that drop the Authorization header), `oauth1` (one-legged OAuth 1.0a,
+  HMAC-SHA256, fresh timestamp and nonce per request: what WordPress requires when it sees
+  plain HTTP, also behind a TLS proxy), or `auto` (default): Basic for an https:// URL,
+  OAuth 1.0a for http://.
+* Stores without pretty permalinks (`pretty_permalinks: false`) are reached at
+  `<url>/?rest_route=/wc/v3/...` instead of `<url>/wp-json/wc/v3/...`.
 * SKU -> (id, parent_id) from `GET /products?sku=A,B,...&per_page=100` (exact matches only:
-  WooCommerce's lookup is case-insensitive and ignores trailing spaces, we never guess),
-  cached; an id WooCommerce calls invalid is re-resolved once, then the SKU is a permanent
+  WooCommerce's lookup is case-insensitive and ignores trailing spaces, we never guess; it
+  splits the value on commas, so a SKU containing a comma is looked up alone), cached; an id WooCommerce calls invalid is re-resolved once, then the SKU is a permanent
   error. A SKU the store does not have is a permanent error.
 * Writes: `POST /products/batch` (simple and variable products) and
   `POST /products/<parent>/variations/batch` (variations), at most 100 items a request (a
   413 halves it), always `manage_stock: true` with `stock_quantity`. The batch is not
   transactional: a 200 answer carries per-item errors, handled item by item.
-* Every write fires a `product.updated` webhook back at us: the values written are
-  remembered (in Redis when the service has it, so the API process sees them) and
+* Every write fires a `product.updated` webhook back at us: the values are remembered
+  before they are written (the echo can arrive before WooCommerce's answer), in Redis when
+  the service has it, so the API process sees them, and
   `is_echo(product_json)` tells an echo from a change made in the store.
 """
 
@@ -43,6 +50,8 @@ from adapters.pushers.base import (
 log = logging.getLogger("atp.push.woocommerce")
 
 API = "/wp-json/wc/v3"
+ROUTE = "/wc/v3"
+AuthMode = Literal["auto", "basic", "query", "oauth1"]
 BATCH_LIMIT = 100
 LOOKUP_URL_BUDGET = 1800
 """Most characters of SKUs in one lookup URL (hosts reject very long request lines)."""
@@ -66,11 +75,17 @@ def oauth1_sign(method: str, url: str, params: Mapping[str, str], consumer_secre
 
 class OAuth1(httpx.Auth):
     """Signs every request (each retry too) with a fresh timestamp and nonce, in the query
-    string, as WooCommerce expects over plain HTTP."""
+    string, as WooCommerce expects over plain HTTP. The signature covers the URL as
+    WordPress sees it: with `as_plain_http`, an https:// request is signed as http://
+    (WordPress behind a TLS-terminating proxy computes it so: WC_REST_Authentication
+    builds the base URL with `is_ssl() ? 'https' : 'http'`)."""
 
-    def __init__(self, consumer_key: str, consumer_secret: str) -> None:
+    def __init__(
+        self, consumer_key: str, consumer_secret: str, *, as_plain_http: bool = False
+    ) -> None:
         self.consumer_key = consumer_key
         self.consumer_secret = consumer_secret
+        self.as_plain_http = as_plain_http
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         oauth = {
@@ -81,12 +96,47 @@ class OAuth1(httpx.Auth):
         }
         params = {k: v for k, v in request.url.params.multi_items()}
         params.update(oauth)
-        base_url = str(request.url.copy_with(query=None, fragment=None))
+        signed = request.url.copy_with(query=None, fragment=None)
+        if self.as_plain_http and signed.scheme == "https":
+            signed = signed.copy_with(scheme="http")
+        base_url = str(signed)
         oauth["oauth_signature"] = oauth1_sign(
             request.method, base_url, params, self.consumer_secret
         )
         request.url = request.url.copy_merge_params(oauth)
         yield request
+
+
+class QueryKeys(httpx.Auth):
+    """`consumer_key` and `consumer_secret` as query parameters (WooCommerce reads them
+    before the Authorization header; only over HTTPS, as WordPress sees it)."""
+
+    def __init__(self, consumer_key: str, consumer_secret: str) -> None:
+        self.params = {"consumer_key": consumer_key, "consumer_secret": consumer_secret}
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.url = request.url.copy_merge_params(self.params)
+        yield request
+
+
+def resolve_auth(mode: AuthMode, url: str) -> str:
+    """The auth mode a store gets: `auto` is Basic for https://, OAuth 1.0a for http://."""
+    if mode == "auto":
+        return "basic" if url.lower().startswith("https://") else "oauth1"
+    return mode
+
+
+def store_auth(mode: str, consumer_key: str, consumer_secret: str) -> httpx.Auth:
+    """The httpx.Auth of a resolved auth mode; ValueError for an unknown one. `oauth1`
+    chosen for an https:// store means WordPress does not know it is on HTTPS (else Basic
+    would do): it signs the http:// form of the URL, as that WordPress computes it."""
+    if mode == "basic":
+        return httpx.BasicAuth(consumer_key, consumer_secret)
+    if mode == "query":
+        return QueryKeys(consumer_key, consumer_secret)
+    if mode == "oauth1":
+        return OAuth1(consumer_key, consumer_secret, as_plain_http=True)
+    raise ValueError(f"unknown WooCommerce auth mode {mode!r}")
 
 
 # --- echo memory ----------------------------------------------------------------------------
@@ -187,21 +237,17 @@ class WooCommerceClient:
         *,
         hooks: ClientHooks | None = None,
         rate: float = 5.0,
-        auth: Literal["auto", "basic", "oauth1"] = "auto",
+        auth: AuthMode = "auto",
+        pretty_permalinks: bool = True,
         echo: EchoMemory | None = None,
     ) -> None:
         hooks = hooks or ClientHooks()
         base = url.rstrip("/")
-        if auth == "auto":
-            auth = "basic" if base.lower().startswith("https://") else "oauth1"
-        self.auth_mode = auth
-        credentials: httpx.Auth = (
-            httpx.BasicAuth(consumer_key, consumer_secret)
-            if auth == "basic"
-            else OAuth1(consumer_key, consumer_secret)
-        )
+        self.auth_mode = resolve_auth(auth, base)
+        credentials = store_auth(self.auth_mode, consumer_key, consumer_secret)
+        self.pretty_permalinks = pretty_permalinks
         self.http = Http(
-            base + API,
+            base + API if pretty_permalinks else base + "/",
             rate=rate,
             hooks=hooks,
             auth=credentials,
@@ -222,6 +268,16 @@ class WooCommerceClient:
     async def is_echo(self, product: Mapping[str, Any]) -> bool:
         return await is_echo_of(self.echo, product)
 
+    async def _request(
+        self, method: str, path: str, params: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """A wc/v3 request: `path` under /wp-json/wc/v3, or as `?rest_route=` on a store
+        without pretty permalinks."""
+        if self.pretty_permalinks:
+            return await self.http.request(method, path, params=params, **kwargs)
+        routed = {"rest_route": ROUTE + path, **(params or {})}
+        return await self.http.request(method, "", params=routed, **kwargs)
+
     # -- reading -----------------------------------------------------------------------------
 
     def _lookup_groups(self, skus: Sequence[str]) -> list[list[str]]:
@@ -229,6 +285,9 @@ class WooCommerceClient:
         group: list[str] = []
         length = 0
         for sku in dict.fromkeys(skus):
+            if "," in sku:  # `?sku=` splits on commas: this one can only be looked up alone
+                groups.append([sku])
+                continue
             cost = len(_rfc3986(sku)) + 3
             if group and (len(group) >= 100 or length + cost > LOOKUP_URL_BUDGET):
                 groups.append(group)
@@ -248,7 +307,7 @@ class WooCommerceClient:
             page, pages = 1, 1
             while page <= pages:
                 params = {"sku": ",".join(group), "per_page": "100", "page": str(page)}
-                response = await self.http.request("GET", "/products", params=params)
+                response = await self._request("GET", "/products", params=params)
                 if response.status_code in (401, 403):
                     raise RetryableError(f"not authorised: {error_summary(response)}", 30.0)
                 if response.status_code != 200:
@@ -342,8 +401,11 @@ class WooCommerceClient:
                 for sku in skus
             ]
         }
+        # Remembered before the write: WooCommerce may deliver the product.updated echo
+        # before its answer to us arrives (a value we only tried to write is ours too).
+        await self.echo.remember({sku: figures[sku] for sku in skus})
         try:
-            response = await self.http.request("POST", path, json=body)
+            response = await self._request("POST", path, json=body)
         except RetryableError as exc:
             result.failed(skus, exc)
             return []
@@ -375,7 +437,6 @@ class WooCommerceClient:
                 except (TypeError, ValueError):
                     continue
         invalid: list[str] = []
-        written: dict[str, int] = {}
         for index, sku in enumerate(skus):
             item_id = self.ids[sku][0]
             entry = entries[index] if index < len(entries) else None
@@ -403,8 +464,6 @@ class WooCommerceClient:
                 log.warning("woocommerce: %s: the store ignored stock_quantity", sku)
                 continue
             result.ok([sku])
-            written[sku] = figures[sku]
-        await self.echo.remember(written)
         return invalid
 
 
@@ -417,7 +476,7 @@ def _entry_id(entry: Mapping[str, Any]) -> int | None:
 
 def create(settings: Mapping[str, Any], store: str, hooks: ClientHooks) -> WooCommerceClient:
     """From the IntegrationConfigured settings (url, consumer_key, consumer_secret,
-    max_requests_per_second)."""
+    auth, pretty_permalinks, max_requests_per_second)."""
     echo: EchoMemory | None = None
     if hooks.redis is not None:
         echo = RedisEchoMemory(hooks.redis, hooks.redis_prefix, store)
@@ -430,5 +489,7 @@ def create(settings: Mapping[str, Any], store: str, hooks: ClientHooks) -> WooCo
         str(secret),
         hooks=hooks,
         rate=float(settings.get("max_requests_per_second") or 5.0),
+        auth=settings.get("auth") or "auto",
+        pretty_permalinks=settings.get("pretty_permalinks") is not False,
         echo=echo,
     )

@@ -1,7 +1,8 @@
 """Channel integrations (admin): WooCommerce stores, Amazon and eBay accounts.
 
 Secrets are write-only: a GET returns the record without them, and a PUT that leaves them
-out keeps the stored ones.
+out keeps the stored ones. They are sealed (`adapters.sealing`) before they reach the
+ledger, so the events table never holds them in plain text.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import msgspec
 from litestar import Request, Response, get, put
 
 from adapters.records import INTEGRATION_INDEX, IntegrationConfigured, IntegrationListed
+from adapters.sealing import SECRETS, seal_settings
 from api.decoding import decode_body
 from api.problems import ApiProblem
 from api.routes.common import ADMIN, gateway, ledger, path_code
@@ -32,6 +34,12 @@ class WooCommerceIn(msgspec.Struct, forbid_unknown_fields=True):
     consumer_key: Secret | None = None
     consumer_secret: Secret | None = None
     webhook_secrets: Annotated[list[Secret], msgspec.Meta(min_length=1, max_length=2)] | None = None
+    auth: Literal["auto", "basic", "query", "oauth1"] = "auto"
+    """auto: Basic over https://, OAuth 1.0a over http://; query: consumer_key/secret in
+    the query string (hosts that drop the Authorization header); oauth1: also behind a TLS
+    proxy that makes WordPress see plain HTTP."""
+    pretty_permalinks: bool = True
+    """False: the store serves the API only at `/?rest_route=/wc/v3/...`."""
     max_requests_per_second: Rate = 5.0
 
 
@@ -42,6 +50,10 @@ class AmazonIn(msgspec.Struct, forbid_unknown_fields=True):
     marketplace_id: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
     product_type: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] = "PRODUCT"
     access_token: Secret | None = None
+    client_id: Secret | None = None
+    client_secret: Secret | None = None
+    refresh_token: Secret | None = None
+    token_endpoint: Url = "https://api.amazon.com/auth/o2/token"
     max_requests_per_second: Rate = 5.0
 
 
@@ -49,13 +61,20 @@ class EbayIn(msgspec.Struct, forbid_unknown_fields=True):
     endpoint: Url
     channel: Code
     access_token: Secret | None = None
+    client_id: Secret | None = None
+    client_secret: Secret | None = None
+    refresh_token: Secret | None = None
+    token_endpoint: Url = "https://api.ebay.com/identity/v1/oauth2/token"
+    scope: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)] = (
+        "https://api.ebay.com/oauth/api_scope/sell.inventory"
+    )
     max_requests_per_second: Rate = 5.0
 
 
 KINDS: dict[str, tuple[type[msgspec.Struct], tuple[str, ...]]] = {
-    "woocommerce": (WooCommerceIn, ("consumer_key", "consumer_secret", "webhook_secrets")),
-    "amazon": (AmazonIn, ("access_token",)),
-    "ebay": (EbayIn, ("access_token",)),
+    "woocommerce": (WooCommerceIn, SECRETS["woocommerce"]),
+    "amazon": (AmazonIn, SECRETS["amazon"]),
+    "ebay": (EbayIn, SECRETS["ebay"]),
 }
 Kind = Literal["woocommerce", "amazon", "ebay"]
 
@@ -84,6 +103,18 @@ def public_view(record: IntegrationConfigured) -> dict[str, Any]:
     return {"kind": record.kind, "store": record.store, **view}
 
 
+def _require_credentials(settings: dict[str, Any]) -> None:
+    """A marketplace account needs an access token or the refresh credentials (given now or
+    kept from before); raises InvalidCommand naming the first missing field."""
+    refresh = ("client_id", "client_secret", "refresh_token")
+    if settings.get("access_token") or all(settings.get(name) for name in refresh):
+        return
+    from atp.errors import InvalidCommand
+
+    missing = next(name for name in refresh if not settings.get(name))
+    raise InvalidCommand(missing, f"{missing} is required (or an access_token)")
+
+
 @put("/v1/integrations/{kind:str}/{store:str}", opt={"scopes": (ADMIN,)}, status_code=200)
 async def put_integration(
     request: Request[Any, Any, Any], kind: str, store: str
@@ -94,6 +125,7 @@ async def put_integration(
     schema, secrets = KINDS[kind]
     data = decode_body(await request.body(), schema)
     given = msgspec.structs.asdict(data)
+    service_key: bytes = request.app.state.settings.token_secret
     stream = integration_stream(kind, store)
 
     def decide(world: ServiceWorld, _: datetime) -> list[tuple[Any, Any]]:
@@ -107,6 +139,9 @@ async def put_integration(
         for name in secrets:  # write-only: left out means keep
             if settings.get(name) is None and previous is not None:
                 settings[name] = previous.settings.get(name)
+        if kind in ("amazon", "ebay"):
+            _require_credentials(settings)
+        settings = seal_settings(settings, secrets, service_key)  # never plain at rest
         record = IntegrationConfigured(kind=kind, store=store, channel=channel, settings=settings)
         return [(stream, record), *listed(world, kind, store)]
 

@@ -20,6 +20,7 @@ from litestar import Request, Response, post
 
 from adapters.pushers.woocommerce import is_echo
 from adapters.records import IntegrationConfigured
+from adapters.sealing import unseal
 from adapters.webhooks import NotAnOrder, is_ping, parse_order, snapshot, verify
 from api.gateway import POSITION_HEADER
 from api.order_sync import IN_ORDER, METRICS, OrderSync
@@ -55,7 +56,10 @@ async def woocommerce_webhook(request: Request[Any, Any, Any], store: str) -> Re
     given = request.headers.get("x-wc-webhook-signature")
     if given is None and is_ping(body):
         return Response(b'{"status":"pong"}', media_type=JSON)
-    secrets: list[str] = list(record.settings.get("webhook_secrets") or [])  # type: ignore[call-overload]
+    sealed = record.settings.get("webhook_secrets")
+    secrets: list[str] = list(
+        unseal(sealed, request.app.state.settings.token_secret, as_list=True) or []
+    )
     if not verify(body, given, secrets):
         raise ApiProblem(401, "bad-signature", "the webhook signature does not match")
     topic = request.headers.get("x-wc-webhook-topic", "")
@@ -97,7 +101,7 @@ async def woocommerce_webhook(request: Request[Any, Any, Any], store: str) -> Re
         await queue.publish(body, headers)
         return Response(b'{"status":"queued"}', media_type=JSON, status_code=202)
     # Embedded mode: the ledger itself is the durable record.
-    sync = OrderSync(ledger(request), service(request))
+    sync = OrderSync(ledger(request), service(request), request.app.state.settings.token_secret)
     async with IN_ORDER(store, order.id):  # same-second states: arrival order decides
         applied = await sync.apply(store, record, order, request.state.correlation_id)
     position = {POSITION_HEADER: str(applied.position)} if applied.position is not None else {}

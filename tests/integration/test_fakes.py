@@ -100,7 +100,7 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def wc(receiver: Receiver) -> Iterator[FakeWooCommerce]:
-    with FakeWooCommerce(KEY, SECRET, webhook_url=f"{receiver.url}/hooks/wc") as fake:
+    with FakeWooCommerce(KEY, SECRET, auth="basic", webhook_url=f"{receiver.url}/hooks/wc") as fake:
         yield fake
 
 
@@ -358,7 +358,7 @@ def test_wc_quantity_is_ignored_unless_stock_is_managed(
 
 
 def test_wc_store_setting_off_ignores_stock_on_products_route() -> None:
-    with FakeWooCommerce(KEY, SECRET, store_manages_stock=False) as wc:
+    with FakeWooCommerce(KEY, SECRET, auth="basic", store_manages_stock=False) as wc:
         pid = wc.add_product("OFF-1", 5)
         r = put(
             f"{wc.url}{API}/products/{pid}",
@@ -532,7 +532,9 @@ def test_wc_write_echoes_a_signed_product_updated_webhook(
 
 
 def test_wc_webhooks_coalesce_and_carry_state_at_delivery(receiver: Receiver) -> None:
-    with FakeWooCommerce(KEY, SECRET, webhook_url=receiver.url, webhook_delay=0.3) as wc:
+    with FakeWooCommerce(
+        KEY, SECRET, auth="basic", webhook_url=receiver.url, webhook_delay=0.3
+    ) as wc:
         pid = wc.add_product("CO-1", 0)
         other = wc.add_product("CO-2", 0)
         with new_client(base_url=f"{wc.url}{API}", auth=(KEY, SECRET)) as c:
@@ -549,7 +551,7 @@ def test_wc_webhooks_coalesce_and_carry_state_at_delivery(receiver: Receiver) ->
 def test_wc_webhook_is_disabled_after_consecutive_failures() -> None:
     with (
         Receiver(status=500) as failing,
-        FakeWooCommerce(KEY, SECRET, webhook_url=failing.url) as wc,
+        FakeWooCommerce(KEY, SECRET, auth="basic", webhook_url=failing.url) as wc,
     ):
         ids = [wc.add_product(f"FD-{n}", 0) for n in range(8)]
         with new_client(base_url=f"{wc.url}{API}", auth=(KEY, SECRET)) as c:
@@ -988,7 +990,7 @@ def test_ebay_limits_auth_and_faults(ebay: FakeEbay, eb: httpx.Client) -> None:
 # =========================================================================================
 def _ok_request(fake: FakeServer) -> httpx.Response:
     if isinstance(fake, FakeWooCommerce):
-        return get(f"{fake.url}{API}/products", auth=("ck_fake", "cs_fake"))
+        return _oauth_get(fake.url, f"{API}/products", {}, "cs_fake", oauth_consumer_key="ck_fake")
     if isinstance(fake, FakeAmazon):
         return get(
             f"{fake.url}/listings/2021-08-01/items/A1FAKESELLER/K-1",
@@ -1031,3 +1033,83 @@ def test_shared_fault_knobs_work_on_every_fake(kind: type[FakeServer]) -> None:
         assert [r.fault for r in fake.requests()][1:] == [
             "throttle", "fail", "disconnect", None, None, "rate_limit",
         ]  # fmt: skip
+
+
+# =========================================================================================
+# Token endpoints, eBay offers, whole-call refusals and revisions, WooCommerce permalinks
+# =========================================================================================
+def test_amazon_lwa_token_endpoint_and_expired_tokens() -> None:
+    """The LWA refresh-token grant (client_secret_post) and SP-API's answer to an expired
+    token, with LWA's own error bodies."""
+    with FakeAmazon(token_lifetime=0.3) as amazon:
+        amazon.add_listing("T-1", 1)
+        token_url = f"{amazon.url}/auth/o2/token"
+        form = {"grant_type": "refresh_token", "refresh_token": amazon.lwa.refresh_token,
+                "client_id": amazon.lwa.client_id, "client_secret": amazon.lwa.client_secret}  # fmt: skip
+        bad_client = post(token_url, data={**form, "client_secret": "nope"})
+        assert (bad_client.status_code, bad_client.json()["error"]) == (401, "invalid_client")
+        bad_grant = post(token_url, data={**form, "refresh_token": "Atzr|old"})
+        assert (bad_grant.status_code, bad_grant.json()["error"]) == (400, "invalid_grant")
+        granted = post(token_url, data=form)
+        assert granted.status_code == 200 and granted.json()["expires_in"] == 0.3
+        token = granted.json()["access_token"]
+        item = f"{amazon.url}/listings/2021-08-01/items/{amazon.seller_id}/T-1"
+        params = {"marketplaceIds": amazon.marketplace_ids[0]}
+        assert get(item, params=params, headers={"x-amz-access-token": token}).status_code == 200
+        time.sleep(0.35)
+        expired = get(item, params=params, headers={"x-amz-access-token": token})
+        assert expired.status_code == 403
+        assert "expired" in expired.json()["errors"][0]["details"]
+
+
+def test_ebay_token_endpoint_offers_whole_call_refusals_and_revisions() -> None:
+    with FakeEbay(revision_limit=2) as ebay:
+        ebay.add_item("O-1", 5)
+        offer = ebay.add_offer("O-1", quantity=3)
+        ebay.add_item("O-2", 1)
+        token_url = f"{ebay.url}/identity/v1/oauth2/token"
+        form = {"grant_type": "refresh_token", "refresh_token": ebay.oauth.refresh_token,
+                "scope": "https://api.ebay.com/oauth/api_scope/sell.inventory"}  # fmt: skip
+        basic = (ebay.oauth.client_id, ebay.oauth.client_secret)
+        too_wide = post(token_url, data={**form, "scope": "https://api.ebay.com/oauth/api_scope/sell.finances"}, auth=basic)  # fmt: skip
+        assert (too_wide.status_code, too_wide.json()["error"]) == (400, "invalid_scope")
+        token = post(token_url, data=form, auth=basic).json()["access_token"]
+        with new_client(base_url=ebay.url, headers={"Authorization": f"Bearer {token}"}) as c:
+            offers = c.get("/sell/inventory/v1/offer", params={"sku": "O-1"}).json()
+            assert [(o["offerId"], o["availableQuantity"]) for o in offers["offers"]] == [
+                (offer, 3)
+            ]
+            assert c.get("/sell/inventory/v1/offer", params={"sku": "O-2"}).status_code == 404
+            assert ebay.listing_quantity("O-1") == 3  # the offer caps the item's 5
+            ebay.fail_calls_with("O-2")
+            whole = c.post(BULK, json={"requests": [
+                {"sku": "O-1", "shipToLocationAvailability": {"quantity": 9}},
+                {"sku": "O-2", "shipToLocationAvailability": {"quantity": 9}},
+            ]})  # fmt: skip
+            assert whole.status_code == 400 and ebay.quantity_of("O-1") == 5  # nothing applied
+            ebay.fail_calls_with()
+            for quantity in (6, 7, 8):
+                answer = c.post(BULK, json={"requests": [{
+                    "sku": "O-1", "shipToLocationAvailability": {"quantity": quantity},
+                    "offers": [{"offerId": offer, "availableQuantity": quantity}]}]})  # fmt: skip
+            assert answer.status_code == 207
+            assert (
+                "maximum number of revisions"
+                in answer.json()["responses"][0]["errors"][0]["message"]
+            )
+            assert ebay.listing_quantity("O-1") == 7 and ebay.revisions("O-1") == 2
+            ebay.new_day()
+            assert ebay.revisions("O-1") == 0
+
+
+def test_wc_plain_permalinks_and_a_host_that_strips_authorization() -> None:
+    with FakeWooCommerce(KEY, SECRET, auth="basic", pretty_permalinks=False,
+                         strip_authorization=True) as wc:  # fmt: skip
+        wc.add_product("PL-1", 2)
+        pretty = get(f"{wc.url}{API}/products", params={"consumer_key": KEY, "consumer_secret": SECRET})  # fmt: skip
+        assert pretty.status_code == 404 and pretty.headers["content-type"].startswith("text/html")
+        routed = {"rest_route": "/wc/v3/products", "sku": "PL-1"}
+        header = get(f"{wc.url}/", params=routed, auth=(KEY, SECRET))  # header dropped
+        assert (header.status_code, header.json()["code"]) == (401, "woocommerce_rest_cannot_view")
+        query = get(f"{wc.url}/", params={**routed, "consumer_key": KEY, "consumer_secret": SECRET})
+        assert query.status_code == 200 and query.json()[0]["stock_quantity"] == 2

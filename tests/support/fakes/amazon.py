@@ -8,6 +8,11 @@ Behaviour reproduced (from the published API model and public SP-API issue threa
   403 `{"errors":[{"code":"Unauthorized", ...}]}`. A token passed to `expire_token` gets the
   "expired" 403 that real clients must answer by refreshing the token. A `sellerId` other
   than the configured one is 403 as well.
+* LWA token endpoint `POST /auth/o2/token` (form body: grant_type=refresh_token,
+  refresh_token, client_id, client_secret): issues access tokens that expire
+  `token_lifetime` seconds after issue (LWA: 3600); a request with an expired one gets the
+  403 "The access token you provided has expired.". Bad client: 401 `invalid_client`; bad
+  refresh token: 400 `invalid_grant` (LWA's bodies).
 * Rate: 5 requests/s per seller with a burst of 5 (token bucket); past it 429
   `QuotaExceeded`. Every answer carries `x-amzn-RateLimit-Limit` and `x-amzn-RequestId`.
 * A body SP-API cannot parse (not JSON, no `productType`, `patches` not a non-empty list of
@@ -23,6 +28,14 @@ Behaviour reproduced (from the published API model and public SP-API issue threa
   with an issue instead. Issue codes are illustrative: match on `status`/`severity`.
 * ACCEPTED means accepted for processing: `apply_delay` seconds may pass before the quantity
   shows (`quantity_of`, GET). `mode=VALIDATION_PREVIEW` answers VALID and changes nothing.
+  `fail_after_accept(sku, ...)` makes the next ACCEPTED patch of a SKU fail in processing:
+  the quantity never changes and the listing's `issues` (GET with `includedData=issues`)
+  carry the ERROR; `warn_on_accept(sku, ...)` answers ACCEPTED with a WARNING issue.
+* FBA: `add_listing(sku, q, fulfillment_channel="AMAZON_NA")` is a listing fulfilled by
+  Amazon; a patch with a `DEFAULT` entry adds a merchant-fulfilled offer beside it, as SP-API
+  does (`quantity_of(sku, "DEFAULT")` shows it).
+* With `reject_special_skus=True` a SKU containing `/` or `#` gets 403 `Unauthorized` (as
+  SP-API does for some such SKUs: a permanent refusal), whatever the token.
 """
 
 from __future__ import annotations
@@ -34,11 +47,18 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
-from tests.support.fakes.base import FakeServer, RecordedRequest, Response, TokenBucket
+from tests.support.fakes.base import (
+    FakeServer,
+    RecordedRequest,
+    Response,
+    TokenBucket,
+    TokenIssuer,
+)
 
 LISTINGS = "/listings/2021-08-01/items/"
+LWA_TOKEN = "/auth/o2/token"
 FULFILLMENT_PATH = "/attributes/fulfillment_availability"
 OPS = ("add", "replace", "merge", "delete")
 _ITEM = re.compile(r"^/listings/2021-08-01/items/(?P<seller>[^/]+)/(?P<sku>[^/]+)/?$")
@@ -53,6 +73,8 @@ class Listing:
     pending: list[tuple[float, str, int | None]] = field(default_factory=list)
     """(visible_at, channel, quantity) accepted but not visible yet."""
     attributes: dict[str, Any] = field(default_factory=dict)
+    issues: list[dict[str, Any]] = field(default_factory=list)
+    """What processing the last accepted submission found (GET `includedData=issues`)."""
 
 
 @dataclass
@@ -75,6 +97,16 @@ class _SpError(Exception):
         self.code = code
         self.message = message
         self.details = details
+
+
+def _issue(code: str, message: str, severity: str) -> dict[str, Any]:
+    return {
+        "code": code,
+        "message": message,
+        "severity": severity,
+        "attributeNames": ["fulfillment_availability"],
+        "categories": [],
+    }
 
 
 def _invalid_input(
@@ -109,6 +141,11 @@ class FakeAmazon(FakeServer):
         unknown_sku: Literal["accept", "invalid"] = "accept",
         invalid_http_status: int = 200,
         apply_delay: float = 0.0,
+        client_id: str = "amzn1.application-oa2-client.fake",
+        client_secret: str = "fake-lwa-client-secret",
+        refresh_token: str = "Atzr|fake-refresh-token",
+        token_lifetime: float = 3600.0,
+        reject_special_skus: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -122,6 +159,17 @@ class FakeAmazon(FakeServer):
         self.invalid_http_status = invalid_http_status
         self.apply_delay = apply_delay
         self._expired: set[str] = set()
+        self.reject_special_skus = reject_special_skus
+        self._fail_next: dict[str, dict[str, Any]] = {}
+        self._warn_next: dict[str, dict[str, Any]] = {}
+        self.lwa = TokenIssuer(
+            "Atza|fake-lwa-",
+            client_id=client_id,
+            client_secret=client_secret,
+            refresh_token=refresh_token,
+            lifetime=token_lifetime,
+        )
+        """The LWA token endpoint's state: `lwa.issued()`, `lwa.expire()`."""
         self._buckets: dict[str, TokenBucket] = {}
         self._buckets_lock = threading.Lock()
         self._listings: dict[str, Listing] = {}
@@ -130,14 +178,34 @@ class FakeAmazon(FakeServer):
 
     # -- seeding and state ---------------------------------------------------------------
     def add_listing(
-        self, sku: str, quantity: int | None = None, *, product_type: str = "PRODUCT"
+        self,
+        sku: str,
+        quantity: int | None = None,
+        *,
+        product_type: str = "PRODUCT",
+        fulfillment_channel: str = "DEFAULT",
     ) -> None:
-        """A listing the seller has; `quantity` is its DEFAULT (merchant) quantity."""
+        """A listing the seller has; `quantity` is its quantity in `fulfillment_channel`
+        (DEFAULT: merchant-fulfilled; AMAZON_NA, AMAZON_EU...: fulfilled by Amazon)."""
         with self._lock:
             listing = Listing(sku, product_type)
             if quantity is not None:
-                listing.quantities["DEFAULT"] = quantity
+                listing.quantities[fulfillment_channel] = quantity
             self._listings[sku] = listing
+
+    def fail_after_accept(
+        self, sku: str, code: str = "18027", message: str = "The listing could not be updated."
+    ) -> None:
+        """The next ACCEPTED patch of `sku` fails in processing (an ERROR issue later)."""
+        with self._lock:
+            self._fail_next[sku] = _issue(code, message, "ERROR")
+
+    def warn_on_accept(
+        self, sku: str, code: str = "90220", message: str = "A value may be out of range."
+    ) -> None:
+        """The next ACCEPTED patch of `sku` comes with a WARNING issue."""
+        with self._lock:
+            self._warn_next[sku] = _issue(code, message, "WARNING")
 
     def quantity_of(self, sku: str, channel: str = "DEFAULT") -> int | None:
         """Visible quantity of a listing (None: never set). KeyError for no listing."""
@@ -219,11 +287,23 @@ class FakeAmazon(FakeServer):
         except _SpError as err:
             return self._errors(err.status, err.code, err.message, err.details)
 
+    def _token_endpoint(self, request: RecordedRequest) -> Response:
+        form = {k: v[-1] for k, v in parse_qs(request.body.decode("utf-8", "replace")).items()}
+        status, payload = self.lwa.grant(
+            form.get("client_id", ""), form.get("client_secret", ""), form
+        )
+        return Response.json(status, payload, {"Cache-Control": "no-store"})
+
     def _handle(self, request: RecordedRequest) -> Response:
+        if request.path == LWA_TOKEN and request.method == "POST":
+            return self._token_endpoint(request)
         token = request.header("x-amz-access-token")
         with self._lock:
             expired = token in self._expired
-        if token is not None and expired:
+        grant = self.lwa.check(token)
+        if grant == "valid" and not expired:
+            token = self.access_token
+        elif token is not None and (expired or grant == "expired"):
             raise _SpError(
                 403,
                 "Unauthorized",
@@ -237,7 +317,7 @@ class FakeAmazon(FakeServer):
             raise _SpError(404, "NotFound", "Resource not found.")
         seller_id = unquote(match["seller"])
         sku = unquote(match["sku"])
-        if seller_id != self.seller_id:
+        if seller_id != self.seller_id or (self.reject_special_skus and ("/" in sku or "#" in sku)):
             raise _SpError(403, "Unauthorized", "Access to requested resource is denied.")
         with self._buckets_lock:
             bucket = self._buckets.setdefault(seller_id, TokenBucket(self.rate, self.burst))
@@ -252,10 +332,10 @@ class FakeAmazon(FakeServer):
         if not marketplaces or any(m not in self.marketplace_ids for m in marketplaces):
             raise _invalid_input("Invalid 'sellerId' and 'marketplaceId' combination provided.")
         if request.method == "GET":
-            return self._get(sku)
+            return self._get(sku, (request.param("includedData") or "").split(","))
         return self._patch(request, seller_id, sku)
 
-    def _get(self, sku: str) -> Response:
+    def _get(self, sku: str, included: list[str]) -> Response:
         with self._lock:
             listing = self._listings.get(sku)
             if listing is None or sku in self._unknown:
@@ -266,9 +346,11 @@ class FakeAmazon(FakeServer):
                 for channel, quantity in listing.quantities.items()
                 if quantity is not None
             ]
-        return Response.json(
-            200, {"sku": sku, "fulfillmentAvailability": availability}, self._headers()
-        )
+            issues = list(listing.issues)
+        body: dict[str, Any] = {"sku": sku, "fulfillmentAvailability": availability}
+        if "issues" in included:
+            body["issues"] = issues
+        return Response.json(200, body, self._headers())
 
     @staticmethod
     def _parse(request: RecordedRequest) -> tuple[str, list[dict[str, Any]]]:
@@ -358,8 +440,15 @@ class FakeAmazon(FakeServer):
                     }
                 )
             status = "INVALID" if issues else ("VALID" if preview else "ACCEPTED")
-            if status == "ACCEPTED":
+            failed = self._fail_next.pop(sku, None) if status == "ACCEPTED" else None
+            if status == "ACCEPTED" and sku in self._warn_next:
+                issues.append(self._warn_next.pop(sku))
+            if failed is not None:
                 listing = self._listings.setdefault(sku, Listing(sku, product_type))
+                listing.issues = [failed]
+            elif status == "ACCEPTED":
+                listing = self._listings.setdefault(sku, Listing(sku, product_type))
+                listing.issues = []
                 visible_at = time.monotonic() + self.apply_delay
                 for patch in patches:
                     if patch["path"] != FULFILLMENT_PATH:

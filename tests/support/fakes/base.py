@@ -22,6 +22,7 @@ import math
 import socket
 import threading
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -510,3 +511,91 @@ class TokenBucket:
                 self._tokens -= 1.0
                 return True
             return False
+
+
+@dataclass
+class TokenGrant:
+    """One access token a fake's OAuth token endpoint issued."""
+
+    token: str
+    expires_at: float
+    """`time.monotonic()` after which the API answers it as expired."""
+    scope: str = ""
+
+
+class TokenIssuer:
+    """The OAuth 2 refresh-token grant of a marketplace (RFC 6749 §6), thread-safe: it
+    knows one client (id, secret) and one refresh token, and issues access tokens that
+    expire `lifetime` seconds after issue (Amazon LWA: 3600, eBay user tokens: 7200).
+    `check(token)` says whether an API request's token is "valid", "expired" or
+    "unknown"; `expire(token)` ends a token early (a revoked or clock-skewed token)."""
+
+    def __init__(
+        self,
+        prefix: str,
+        *,
+        client_id: str,
+        client_secret: str,
+        refresh_token: str,
+        lifetime: float,
+        scopes: frozenset[str] = frozenset(),
+    ) -> None:
+        self.prefix = prefix
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.refresh_token = refresh_token
+        self.lifetime = lifetime
+        self.scopes = scopes
+        self._grants: dict[str, TokenGrant] = {}
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def grant(
+        self, client_id: str, client_secret: str, form: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
+        """Answer a token request: (HTTP status, JSON body) as RFC 6749 §5.1/§5.2."""
+        if client_id != self.client_id or client_secret != self.client_secret:
+            return 401, {
+                "error": "invalid_client",
+                "error_description": "Client authentication failed",
+            }
+        if form.get("grant_type") != "refresh_token":
+            return 400, {"error": "unsupported_grant_type", "error_description": "grant_type"}
+        if form.get("refresh_token") != self.refresh_token:
+            return 400, {
+                "error": "invalid_grant",
+                "error_description": "The request has an invalid grant parameter : refresh_token",
+            }
+        asked = set((form.get("scope") or "").split())
+        if asked - self.scopes:
+            return 400, {
+                "error": "invalid_scope",
+                "error_description": "The requested scope is invalid, unknown, malformed, or "
+                "exceeds the scope granted to the client",
+            }
+        with self._lock:
+            self._count += 1
+            token = f"{self.prefix}{self._count}-{uuid.uuid4().hex[:12]}"
+            self._grants[token] = TokenGrant(
+                token, time.monotonic() + self.lifetime, " ".join(sorted(asked))
+            )
+        return 200, {"access_token": token, "token_type": "bearer", "expires_in": self.lifetime}
+
+    def check(self, token: str | None) -> str:
+        with self._lock:
+            grant = self._grants.get(token or "")
+        if grant is None:
+            return "unknown"
+        return "valid" if time.monotonic() < grant.expires_at else "expired"
+
+    def expire(self, token: str | None = None) -> None:
+        """End a token (default: every token issued so far) now."""
+        with self._lock:
+            for grant in self._grants.values():
+                if token is None or grant.token == token:
+                    grant.expires_at = 0.0
+
+    def issued(self) -> int:
+        """How many access tokens were issued."""
+        with self._lock:
+            return self._count

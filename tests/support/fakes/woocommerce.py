@@ -9,9 +9,11 @@ knowing, all reproduced here:
 * Auth. Real WooCommerce accepts HTTP Basic (or `consumer_key`/`consumer_secret` in the query
   string) only over HTTPS; over plain HTTP it requires one-legged OAuth 1.0a (HMAC-SHA1 or
   HMAC-SHA256, key = consumer secret + "&", timestamp within 15 minutes, nonce never reused)
-  and ignores Basic credentials. HTTPS is not available here, so the default `auth="basic"`
-  accepts Basic over plain HTTP as if it were HTTPS; `auth="oauth1"` behaves like a real store
-  over plain HTTP. An unknown consumer key with Basic is not an error by itself: the request
+  and ignores Basic credentials. The fake is plain HTTP, so by default (`auth="oauth1"`) it
+  behaves like a real store over plain HTTP: OAuth 1.0a only. `auth="basic"` is a store that
+  believes it is on HTTPS (TLS terminated in front of it, HTTPS=on): Basic and query-string
+  keys are accepted. `strip_authorization=True` is a host running PHP as CGI/FastCGI that
+  drops the `Authorization` header (query-string keys still work). An unknown consumer key with Basic is not an error by itself: the request
   is simply unauthenticated, so it gets the route's permission error (401
   `woocommerce_rest_cannot_view` / `_cannot_edit` / `_cannot_batch`); a known key with a wrong
   secret is 401 `woocommerce_rest_authentication_error`. A read-only key gets 401
@@ -46,6 +48,10 @@ knowing, all reproduced here:
   B` looks for " B". With more than one SKU the whole string is also tried as one SKU.
   Default order is newest first. per_page is 1..100 (default 10); headers X-WP-Total,
   X-WP-TotalPages and Link.
+* Permalinks: with `pretty_permalinks=False` the API is only at `/?rest_route=/wc/v3/...`
+  (`/wp-json/...` is the theme's HTML 404), as on a store with plain permalinks; the
+  `rest_route` form works on every store. OAuth 1.0a signs such a request over the home URL
+  (`http://host/`) with `rest_route` among the query parameters.
 * JSON is written like PHP's json_encode: compact, non-ASCII as \\uXXXX and "/" as "\\/".
 * Webhooks. Every successful write of a product or variation queues a `product.updated`
   delivery to `webhook_url` (the echo of our own write). Deliveries run on a background
@@ -62,6 +68,7 @@ knowing, all reproduced here:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import http.client
@@ -322,8 +329,10 @@ class FakeWooCommerce(FakeServer):
 
     Constructor:
         consumer_key, consumer_secret: the read/write API key (more with `add_key`).
-        auth: "basic" (Basic or query-string keys accepted over plain HTTP, as over HTTPS)
-            or "oauth1" (as a real store over plain HTTP: OAuth 1.0a only).
+        auth: "oauth1" (as a real store over plain HTTP: OAuth 1.0a only) or "basic" (a
+            store that believes it is on HTTPS: Basic or query-string keys accepted too).
+        strip_authorization: the host drops the Authorization header (CGI/FastCGI PHP).
+        pretty_permalinks: False serves the API only at `/?rest_route=/wc/v3/...`.
         webhook_url: where `product.updated` echoes go (None: no echo). `configure_webhook`
             changes it at runtime.
         webhook_secret, webhook_id: of that product webhook.
@@ -341,7 +350,9 @@ class FakeWooCommerce(FakeServer):
         consumer_key: str = "ck_fake",
         consumer_secret: str = "cs_fake",
         *,
-        auth: Literal["basic", "oauth1"] = "basic",
+        auth: Literal["basic", "oauth1"] = "oauth1",
+        strip_authorization: bool = False,
+        pretty_permalinks: bool = True,
         webhook_url: str | None = None,
         webhook_secret: str = "fake-webhook-secret",
         webhook_id: int = 1,
@@ -359,6 +370,8 @@ class FakeWooCommerce(FakeServer):
         if auth not in ("basic", "oauth1"):
             raise ValueError("auth must be 'basic' or 'oauth1'")
         self.auth = auth
+        self.strip_authorization = strip_authorization
+        self.pretty_permalinks = pretty_permalinks
         self.batch_limit = batch_limit
         self.store_manages_stock = store_manages_stock
         self._keys: dict[str, ApiKey] = {}
@@ -945,17 +958,29 @@ class FakeWooCommerce(FakeServer):
         return self._json(err.status, err.payload())
 
     def handle(self, request: RecordedRequest) -> Response:
-        if not request.path.startswith("/wp-json"):
+        if self.strip_authorization:
+            headers = {k: v for k, v in request.headers.items() if k != "authorization"}
+            request = dataclasses.replace(request, headers=headers)
+        rest_route = request.param("rest_route")
+        routed = request
+        if request.path in ("/", "/index.php") and rest_route:
+            query = {k: v for k, v in request.query.items() if k != "rest_route"}
+            routed = dataclasses.replace(
+                request, path="/wp-json" + quote(rest_route, safe="/,"), query=query
+            )
+        elif not (self.pretty_permalinks and request.path.startswith("/wp-json")):
             return Response(
                 404, b"<html><body>Not Found</body></html>", {"Content-Type": "text/html"}
             )
         try:
-            return self._handle(request)
+            return self._handle(routed, signed=request)
         except _WooError as err:
             return self._error(err)
 
-    def _handle(self, request: RecordedRequest) -> Response:
-        key = self._authenticate(request)
+    def _handle(self, request: RecordedRequest, signed: RecordedRequest) -> Response:
+        """`request` routed (a `rest_route` request as its /wp-json path); `signed` as sent,
+        which is what OAuth 1.0a signs."""
+        key = self._authenticate(signed)
         if key is not None:
             self._check_key_permissions(key, request.method)
         route, match = self._route(request)
