@@ -81,7 +81,7 @@ def test_receipts_racing_a_flash_sale_fill_owed_webhook_sales_first(
         receive(admin, location, {sku: 10})
         register_store(admin, store, channel)
         for n in range(5):
-            deliver(admin, store, n, **{sku: 4})
+            deliver(admin, store, n + 1, **{sku: 4})
         assert item_at_head(admin, sku)["shortfall"] == 10
 
         receipt = ("/v1/receipts", {"location": location, "lines": [{"sku": sku, "quantity": 5}]})
