@@ -355,7 +355,9 @@ def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
         if args.metrics_port:
             server = await serve_metrics(metrics, port=args.metrics_port)
         try:
-            if not await _wait_for_integration(ledger, args.kind, args.store, stop, args.poll):
+            if not await _wait_for_integration(
+                ledger, args.kind, args.store, settings.token_secret, stop, args.poll
+            ):
                 return
             await run_pusher(
                 args.kind,
@@ -384,7 +386,7 @@ def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _wait_for_integration(
-    ledger: Ledger, kind: str, store: str, stop: asyncio.Event, interval: float
+    ledger: Ledger, kind: str, store: str, secret_key: bytes, stop: asyncio.Event, interval: float
 ) -> bool:
     """Wait until `kind`/`store` is registered (PUT /v1/integrations/{kind}/{store}),
     checking every `interval` seconds and saying why at the first check and every minute;
@@ -395,7 +397,7 @@ async def _wait_for_integration(
     said_at: float | None = None
     while not stop.is_set():
         try:
-            await asyncio.to_thread(load_integration, ledger, kind, store)
+            await asyncio.to_thread(load_integration, ledger, kind, store, secret_key)
         except LookupError:
             now = time.monotonic()
             if said_at is None or now - said_at >= 60:

@@ -488,7 +488,7 @@ async def test_a_quantity_amazon_drops_after_accepting_it_shows_in_metrics(
         assert (fake.quantity_of("RUG"), fake.quantity_of("VASE")) == (1, 8)
         text = "\n".join(metrics.render())
         assert (
-            'atp_push_channel_issues_total{kind="amazon",store="eu",channel="web",severity="ERROR"} 1'
+            'atp_push_channel_issues_total{channel="web",kind="amazon",severity="ERROR",store="eu"} 1.0'
             in text
         )
 
