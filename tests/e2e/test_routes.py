@@ -1369,6 +1369,12 @@ def test_expired_reservation_stops_counting(env: Env) -> None:
     while "HoldExpired" not in [e["type"] for e in own(history(c, a), a)]:
         assert time.monotonic() < deadline, "no HoldExpired entry in the history"
         time.sleep(0.2)
+    # The sweeper's write is not this client's: wait until the read model includes it, so
+    # `unchanged` compares from there.
+    expired_at = max(e["position"] for e in own(history(c, a), a))
+    while get_item(c, a)["position"] < expired_at:
+        assert time.monotonic() < deadline + 3, "the read model never included the expiry"
+        time.sleep(0.05)
     with unchanged(c, a):
         assert_problem(
             c.post(f"/v1/reservations/{rid}/release", headers=env.idem()), 409, "illegal-state"
