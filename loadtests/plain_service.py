@@ -3,15 +3,17 @@
 A minimal Litestar + asyncpg service with atp's request and response shapes for
 `POST /v1/reservations` (one or more lines), `POST /v1/reservations/{id}/commit`,
 `POST /v1/reservations/{id}/release` and `POST /v1/orders` (a direct order). Each request is
-ONE PostgreSQL transaction:
+ONE PostgreSQL transaction, ordered so that the stock row locks are held for as short as
+possible (the conditional UPDATEs come last, then COMMIT):
 
-1. an idempotency row (`INSERT ... ON CONFLICT DO NOTHING`; a duplicate key waits on the
-   first one's row lock, then replays its stored answer);
-2. per line, in SKU order (so two multi-line requests never deadlock), the conditional
-   `UPDATE stock SET held = held + q WHERE sku = $1 AND on_hand - held - allocated >= q`;
-   if any line updates no row, the lines are rolled back to a savepoint (all or nothing)
-   and the answer is 409 with `lines: [{"sku", "requested", "available"}]`;
-3. the hold rows (or allocation rows), and the answer stored on the idempotency row.
+1. the idempotency row with the answer (known before the effect: the reservation id is made
+   here); `INSERT ... ON CONFLICT DO NOTHING`, so a duplicate key waits on the first one's
+   row, then replays its stored answer;
+2. the reservation and hold rows (or the allocation rows);
+3. per line, in SKU order (two baskets never deadlock), the conditional
+   `UPDATE stock SET held = held + q WHERE sku = $1 AND on_hand - held - allocated >= q`.
+   If a line updates no row the transaction rolls back (all or nothing) and a second one
+   stores the 409 `insufficient-stock` with `lines: [{"sku", "requested", "available"}]`.
 
 One location, no channels, no policies, no ledger, no read model, no auth: a lower bound on
 what a correct checkout costs with a row lock per SKU. `Idempotency-Key` is required (400).
@@ -27,7 +29,7 @@ import asyncio
 import datetime as dt
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -60,13 +62,13 @@ CREATE TABLE IF NOT EXISTS reservations (
 );
 CREATE TABLE IF NOT EXISTS holds (
     reservation_id uuid NOT NULL REFERENCES reservations,
-    sku text NOT NULL REFERENCES stock,
+    sku text NOT NULL,
     quantity bigint NOT NULL,
     PRIMARY KEY (reservation_id, sku)
 );
 CREATE TABLE IF NOT EXISTS allocations (
     order_id text NOT NULL,
-    sku text NOT NULL REFERENCES stock,
+    sku text NOT NULL,
     quantity bigint NOT NULL,
     PRIMARY KEY (order_id, sku)
 );
@@ -140,99 +142,110 @@ def _decode(raw: bytes, kind: type[Any]) -> Any:
     return value
 
 
-async def _take(
-    conn: asyncpg.Connection, lines: list[Line], column: str
-) -> list[dict[str, Any]] | None:
-    """The conditional UPDATE per line, in SKU order; None (rolled back) when one is short.
+async def _take(conn: asyncpg.Connection, lines: list[Line], column: str) -> None:
+    """The conditional UPDATE per line, in SKU order (two baskets never deadlock).
 
-    Returns None after rolling back to a savepoint, so nothing of a short request stays.
+    Raises Refused (409 `insufficient-stock`, with what the short line could still get)
+    when a line updates no row; the caller's transaction then rolls back every line.
     """
     sql = (
         f"UPDATE stock SET {column} = {column} + $2 "
         "WHERE sku = $1 AND on_hand - held - allocated >= $2 RETURNING sku"
     )
-    short: list[dict[str, Any]] = []
-    savepoint = conn.transaction()
-    await savepoint.start()
     for line in sorted(lines, key=lambda x: x.sku):
         if await conn.fetchval(sql, line.sku, line.quantity) is None:
-            short.append({"sku": line.sku, "requested": line.quantity})
-            break
-    if not short:
-        await savepoint.commit()
-        return []
-    await savepoint.rollback()
-    for entry in short:
-        available = await conn.fetchval(
-            "SELECT on_hand - held - allocated FROM stock WHERE sku = $1", entry["sku"]
-        )
-        entry["available"] = max(0, available or 0)
-    return short
+            available = await conn.fetchval(
+                "SELECT on_hand - held - allocated FROM stock WHERE sku = $1", line.sku
+            )
+            short = {"sku": line.sku, "requested": line.quantity, "available": available or 0}
+            raise Refused(409, _problem(409, "insufficient-stock", lines=[short]))
 
 
-async def _once(request: Request[Any, Any, Any], work: Any) -> Response[bytes]:
-    """Runs `work(conn, raw_body) -> (status, body)` in one transaction behind an
-    idempotency row: a repeated key replays the stored answer (422 if the body differs)."""
+Effect = Callable[[asyncpg.Connection], Awaitable[None]]
+Plan = tuple[int, dict[str, Any], Effect | None]
+"""(status, answer, effect): the answer if the effect succeeds; the effect raises Refused."""
+
+
+async def _remember(
+    conn: asyncpg.Connection, key: str, raw: bytes, status: int, answer: dict[str, Any]
+) -> Response[bytes] | None:
+    """Inserts the idempotency row with its answer; None if the key is new, else the answer
+    to give (the stored one replayed; 422 if the body differs). A duplicate in flight waits
+    here on the unique index until the first transaction ends."""
+    first = await conn.fetchval(
+        "INSERT INTO idempotency (key, request, status, response) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT DO NOTHING RETURNING true",
+        key,
+        raw,
+        status,
+        msgspec.json.encode(answer),
+    )
+    if first:
+        return None
+    row = await conn.fetchrow(
+        "SELECT request, status, response FROM idempotency WHERE key = $1", key
+    )
+    if row["request"] != raw:
+        problem = _problem(422, "idempotency-key-reused", detail="Idempotency-Key")
+        return _answer(422, msgspec.json.encode(problem))
+    replay = _answer(row["status"], row["response"])
+    replay.headers["Idempotent-Replayed"] = "true"
+    return replay
+
+
+async def _once(request: Request[Any, Any, Any], plan: Callable[[bytes], Plan]) -> Response[bytes]:
+    """One transaction: the idempotency row (with the answer, known in advance), then the
+    effect, then COMMIT, so the row locks of the effect are held for as short as possible.
+    If the effect is refused, that transaction rolls back and a second one stores the
+    refusal (or replays what a duplicate stored meanwhile)."""
     key = request.headers.get("idempotency-key")
     if not key or len(key) > 255:
         body = _problem(400, "Idempotency-Key required", detail="Idempotency-Key")
         return _answer(400, msgspec.json.encode(body))
     raw = await request.body()
     scoped = f"{request.url.path}:{key}"
+    try:
+        status, answer, effect = plan(raw)
+    except Refused as refused:
+        status, answer, effect = refused.status, refused.body, None
     pool: asyncpg.Pool = request.app.state.pool
-    async with pool.acquire() as conn, conn.transaction():
-        first = await conn.fetchval(
-            "INSERT INTO idempotency (key, request) VALUES ($1, $2) "
-            "ON CONFLICT DO NOTHING RETURNING true",
-            scoped,
-            raw,
-        )
-        if not first:
-            row = await conn.fetchrow(
-                "SELECT request, status, response FROM idempotency WHERE key = $1", scoped
-            )
-            if row["request"] != raw:
-                problem = _problem(422, "idempotency-key-reused", detail="Idempotency-Key")
-                return _answer(422, msgspec.json.encode(problem))
-            replay = _answer(row["status"], row["response"])
-            replay.headers["Idempotent-Replayed"] = "true"
-            return replay
-        try:
-            status, answer = await work(conn, raw)
-        except Refused as refused:
-            status, answer = refused.status, refused.body
-        encoded = msgspec.json.encode(answer)
-        await conn.execute(
-            "UPDATE idempotency SET status = $2, response = $3 WHERE key = $1",
-            scoped,
-            status,
-            encoded,
-        )
-    return _answer(status, encoded)
-
-
-def _insufficient(short: list[dict[str, Any]]) -> Refused:
-    return Refused(409, _problem(409, "insufficient-stock", lines=short))
+    async with pool.acquire() as conn:
+        if effect is not None:
+            try:
+                async with conn.transaction():
+                    stored = await _remember(conn, scoped, raw, status, answer)
+                    if stored is not None:
+                        return stored
+                    await effect(conn)
+                return _answer(status, msgspec.json.encode(answer))
+            except Refused as refused:  # rolled back: nothing of the effect stays
+                status, answer = refused.status, refused.body
+        async with conn.transaction():
+            stored = await _remember(conn, scoped, raw, status, answer)
+        return stored or _answer(status, msgspec.json.encode(answer))
 
 
 @post("/v1/reservations")
 async def reserve(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Holds every line or none: 201 with the holds, 409 `insufficient-stock`."""
 
-    async def work(conn: asyncpg.Connection, raw: bytes) -> tuple[int, dict[str, Any]]:
+    def plan(raw: bytes) -> Plan:
         body: ReserveBody = _decode(raw, ReserveBody)
         if not 1 <= body.ttl_seconds <= 86_400:
             raise Refused(422, _problem(422, "ttl out of range", detail="ttl_seconds"))
-        short = await _take(conn, body.lines, "held")
-        if short:
-            raise _insufficient(short)
         rid = uuid.uuid4()
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=body.ttl_seconds)
-        await conn.execute("INSERT INTO reservations VALUES ($1, 'held', $2, NULL)", rid, expires)
-        await conn.executemany(
-            "INSERT INTO holds VALUES ($1, $2, $3)",
-            [(rid, line.sku, line.quantity) for line in body.lines],
-        )
+
+        async def effect(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO reservations VALUES ($1, 'held', $2, NULL)", rid, expires
+            )
+            await conn.executemany(
+                "INSERT INTO holds VALUES ($1, $2, $3)",
+                [(rid, line.sku, line.quantity) for line in body.lines],
+            )
+            await _take(conn, body.lines, "held")
+
         lines = [
             {
                 "sku": line.sku,
@@ -241,14 +254,15 @@ async def reserve(request: Request[Any, Any, Any]) -> Response[bytes]:
             }
             for line in body.lines
         ]
-        return 201, {
+        answer = {
             "reservation_id": str(rid),
             "status": "held",
             "expires_at": expires.isoformat().replace("+00:00", "Z"),
             "lines": lines,
         }
+        return 201, answer, effect
 
-    return await _once(request, work)
+    return await _once(request, plan)
 
 
 async def _end_hold(
@@ -280,54 +294,62 @@ async def _end_hold(
 async def commit(request: Request[Any, Any, Any], reservation_id: str) -> Response[bytes]:
     """The holds become the order's allocations: 201."""
 
-    async def work(conn: asyncpg.Connection, raw: bytes) -> tuple[int, dict[str, Any]]:
+    def plan(raw: bytes) -> Plan:
         body: CommitBody = _decode(raw, CommitBody)
-        holds = await _end_hold(conn, reservation_id, "committed", body.order_id)
-        for sku, quantity in holds:
-            await conn.execute(
-                "UPDATE stock SET held = held - $2, allocated = allocated + $2 WHERE sku = $1",
-                sku,
-                quantity,
-            )
-        await conn.executemany(
-            "INSERT INTO allocations VALUES ($1, $2, $3)",
-            [(body.order_id, sku, quantity) for sku, quantity in holds],
-        )
-        return 201, {"reservation_id": reservation_id, "status": "committed"}
 
-    return await _once(request, work)
+        async def effect(conn: asyncpg.Connection) -> None:
+            holds = await _end_hold(conn, reservation_id, "committed", body.order_id)
+            await conn.executemany(
+                "INSERT INTO allocations VALUES ($1, $2, $3)",
+                [(body.order_id, sku, quantity) for sku, quantity in holds],
+            )
+            for sku, quantity in holds:
+                await conn.execute(
+                    "UPDATE stock SET held = held - $2, allocated = allocated + $2 WHERE sku = $1",
+                    sku,
+                    quantity,
+                )
+
+        return 201, {"reservation_id": reservation_id, "status": "committed"}, effect
+
+    return await _once(request, plan)
 
 
 @post("/v1/reservations/{reservation_id:str}/release", status_code=200)
 async def release(request: Request[Any, Any, Any], reservation_id: str) -> Response[bytes]:
     """The holds return to stock: 200."""
 
-    async def work(conn: asyncpg.Connection, raw: bytes) -> tuple[int, dict[str, Any]]:
-        holds = await _end_hold(conn, reservation_id, "released", None)
-        for sku, quantity in holds:
-            await conn.execute("UPDATE stock SET held = held - $2 WHERE sku = $1", sku, quantity)
-        return 200, {"reservation_id": reservation_id, "status": "released"}
+    def plan(raw: bytes) -> Plan:
+        async def effect(conn: asyncpg.Connection) -> None:
+            holds = await _end_hold(conn, reservation_id, "released", None)
+            for sku, quantity in holds:
+                await conn.execute(
+                    "UPDATE stock SET held = held - $2 WHERE sku = $1", sku, quantity
+                )
 
-    return await _once(request, work)
+        return 200, {"reservation_id": reservation_id, "status": "released"}, effect
+
+    return await _once(request, plan)
 
 
 @post("/v1/orders")
 async def order(request: Request[Any, Any, Any]) -> Response[bytes]:
     """A direct order, allocated without a prior hold; all lines or none (409)."""
 
-    async def work(conn: asyncpg.Connection, raw: bytes) -> tuple[int, dict[str, Any]]:
+    def plan(raw: bytes) -> Plan:
         body: OrderBody = _decode(raw, OrderBody)
-        short = await _take(conn, body.lines, "allocated")
-        if short:
-            raise _insufficient(short)
-        await conn.executemany(
-            "INSERT INTO allocations VALUES ($1, $2, $3)",
-            [(body.order_id, line.sku, line.quantity) for line in body.lines],
-        )
-        lines = [{"sku": line.sku, "quantity": line.quantity} for line in body.lines]
-        return 201, {"order_id": body.order_id, "status": "allocated", "lines": lines}
 
-    return await _once(request, work)
+        async def effect(conn: asyncpg.Connection) -> None:
+            await conn.executemany(
+                "INSERT INTO allocations VALUES ($1, $2, $3)",
+                [(body.order_id, line.sku, line.quantity) for line in body.lines],
+            )
+            await _take(conn, body.lines, "allocated")
+
+        lines = [{"sku": line.sku, "quantity": line.quantity} for line in body.lines]
+        return 201, {"order_id": body.order_id, "status": "allocated", "lines": lines}, effect
+
+    return await _once(request, plan)
 
 
 @get("/health")
