@@ -1,0 +1,566 @@
+"""Checkout side by side: atp against a plain row-update service, the same load, one run.
+
+Starts, each on a fresh PostgreSQL database (fsync as the server has it), the plain service
+(`loadtests.plain_service`: one transaction per request, a conditional UPDATE per line) and
+`atp serve` on loopback, both with the same number of uvicorn workers, loads the same
+catalogue into both and drives both with the same load: client processes, each a pool of
+threads with one keep-alive connection each (http.client), every request with a fresh
+`Idempotency-Key`. Each round runs every scenario on the plain service, then on atp, so the
+two see the same machine within seconds. Scenarios:
+
+  uniform   1-line reservation of 1 unit of a random SKU out of --skus          (a)
+  hot       1-line reservation of 1 unit of ONE SKU (stock never runs out)      (b)
+  holds-10  atp only: reserve then release 1 unit of a SKU with 10 live holds;  (c)
+  holds-N   the same on a SKU with --holds live holds (taken before round 1);
+            the rate of the reservations is measured
+  5-line    reservation of 5 distinct SKUs out of the first 50 (overlapping)    (d)
+  commit    reserve 1 unit, then commit it; the commits are measured            (e)
+  release   reserve 1 unit, then release it; the releases are measured         (e)
+  order     direct order (`POST /v1/orders`) of 1 unit of a random SKU          (e)
+
+and, as the database's own limit, pgbench (16 clients, no HTTP) of the conditional UPDATE
+on one hot row and on --skus uniform rows, once per round.
+
+The table gives medians over the rounds: operations/s, p50/p99 latency of the measured
+operation, 409s, 5xx and transport errors, and CPU per operation from /proc (the service's
+process tree and every PostgreSQL backend; for commit/release/holds the CPU of the whole
+cycle of two requests). At the end every SKU of both services is checked for oversell
+(held + allocated > on hand); the exit status is 1 on any oversell, 5xx or lost answer.
+Everything is torn down (services stopped, databases dropped).
+
+    python -m loadtests.bench_checkout --duration 8 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import psycopg
+
+from loadtests.bench_reservations import CHANNEL, cpu_snapshot, percentile, seed
+from loadtests.bench_reservations import _Connection as KeepAlive
+from tests.support.pg import fresh_database
+from tests.support.server import (
+    ADMIN_TOKEN,
+    free_port,
+    running_service,
+    service_env,
+    stop,
+)
+
+HOT = "HOT-1"
+HOLDS_FEW = "HOLDS-10"
+HOLDS_MANY = "HOLDS-N"
+FEW_HOLDS = 10
+STOCK = 1_000_000
+OVERLAP = 50
+LONG_TTL = 86_400
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What one load does: `ops` per cycle (`reserve`, `commit`, `release`, `order`), the
+    index of the measured one, the SKU pool, the lines per request, and which services."""
+
+    name: str
+    ops: tuple[str, ...]
+    measured: int
+    pool: str
+    lines: int = 1
+    atp_only: bool = False
+
+
+SCENARIOS = (
+    Scenario("uniform", ("reserve",), 0, "uniform"),
+    Scenario("hot", ("reserve",), 0, "hot"),
+    Scenario("holds-10", ("reserve", "release"), 0, "holds-few", atp_only=True),
+    Scenario("holds-N", ("reserve", "release"), 0, "holds-many", atp_only=True),
+    Scenario("5-line", ("reserve",), 0, "overlap", lines=5),
+    Scenario("commit", ("reserve", "commit"), 1, "uniform"),
+    Scenario("release", ("reserve", "release"), 1, "uniform"),
+    Scenario("order", ("order",), 0, "uniform"),
+)
+
+
+# --- client processes --------------------------------------------------------------------
+
+
+class _Connection(KeepAlive):
+    """bench_reservations' keep-alive connection, answering (status, body)."""
+
+    def post(self, path: str, body: object, key: str) -> tuple[int, bytes]:
+        try:
+            headers = {**self.headers, "Idempotency-Key": key}
+            self.conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
+            response = self.conn.getresponse()
+            return response.status, response.read()
+        except (OSError, http.client.HTTPException):
+            self.conn.close()
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+            raise
+
+
+Sample = tuple[str, float, int]
+"""(operation, latency in seconds, HTTP status)."""
+
+
+def drive(
+    url: str,
+    scenario: Scenario,
+    pool: list[str],
+    threads: int,
+    start_at: float,
+    duration: float,
+    max_cycles: int,
+    ttl: int,
+    seed_: int,
+) -> tuple[list[Sample], int, float]:
+    """Runs in a client process: cycles of `scenario.ops` until the deadline or `max_cycles`
+    (over all threads). Returns the samples, transport errors and CPU seconds used."""
+    connections = [_Connection(url, ADMIN_TOKEN) for _ in range(threads)]
+    prefix = uuid.uuid4().hex[:12]
+
+    def run(index: int) -> tuple[list[Sample], int]:
+        conn = connections[index]
+        rng = random.Random(seed_ * 1000 + index)
+        samples: list[Sample] = []
+        errors = 0
+        deadline = start_at + duration
+        for n in range(max_cycles // threads + (index < max_cycles % threads)):
+            if time.time() >= deadline:
+                break
+            skus = rng.sample(pool, scenario.lines) if scenario.lines > 1 else [rng.choice(pool)]
+            lines = [{"sku": sku, "quantity": 1} for sku in skus]
+            reservation = ""
+            for op in scenario.ops:
+                key = f"{prefix}-{index}-{n}-{op}"
+                if op == "reserve":
+                    path, body = (
+                        "/v1/reservations",
+                        {"channel": CHANNEL, "lines": lines, "ttl_seconds": ttl},
+                    )
+                elif op == "order":
+                    path, body = (
+                        "/v1/orders",
+                        {"order_id": key, "channel": CHANNEL, "lines": lines},
+                    )
+                elif op == "commit":
+                    path, body = f"/v1/reservations/{reservation}/commit", {"order_id": key}
+                else:
+                    path, body = f"/v1/reservations/{reservation}/release", {}
+                t0 = time.perf_counter()
+                try:
+                    status, answer = conn.post(path, body, key)
+                except (OSError, http.client.HTTPException):
+                    errors += 1
+                    break
+                samples.append((op, time.perf_counter() - t0, status))
+                if op == "reserve":
+                    if status != 201:
+                        break
+                    reservation = json.loads(answer)["reservation_id"]
+        return samples, errors
+
+    time.sleep(max(0.0, start_at - time.time()))
+    cpu_before = time.process_time()
+    try:
+        with ThreadPoolExecutor(threads) as executor:
+            parts = list(executor.map(run, range(threads)))
+    finally:
+        for c in connections:
+            c.conn.close()
+    cpu_used = time.process_time() - cpu_before
+    return [s for p in parts for s in p[0]], sum(p[1] for p in parts), cpu_used
+
+
+# --- the two services --------------------------------------------------------------------
+
+
+@dataclass
+class Service:
+    name: str
+    url: str
+    pid: int
+    database: str
+
+
+@contextmanager
+def plain_service(database: str, workers: int, log: Path) -> Iterator[Service]:
+    """`python -m loadtests.plain_service --migrate` on a free port; waits for /health."""
+    port = free_port()
+    env = {**os.environ, "PLAIN_DATABASE_URL": database}
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "loadtests.plain_service", "--migrate"),
+                *("--port", str(port), "--workers", str(workers)),
+            ],
+            env=env,
+            start_new_session=True,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"plain service exited: {log.read_text()[-2000:]}")
+                try:
+                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the plain service did not start")
+                time.sleep(0.1)
+            yield Service("plain", url, process.pid, database)
+        finally:
+            stop(process)
+
+
+def seed_plain(database: str, stock: dict[str, int]) -> None:
+    with (
+        psycopg.connect(database) as conn,
+        conn.cursor() as cur,
+        cur.copy("COPY stock (sku, on_hand) FROM STDIN") as copy,
+    ):
+        for sku, units in stock.items():
+            copy.write_row((sku, units))
+
+
+def pools(skus: int) -> dict[str, list[str]]:
+    uniform = [f"U-{i:05d}" for i in range(skus)]
+    return {
+        "uniform": uniform,
+        "hot": [HOT],
+        "holds-few": [HOLDS_FEW],
+        "holds-many": [HOLDS_MANY],
+        "overlap": uniform[: max(5, min(OVERLAP, skus))],
+    }
+
+
+def oversold(service: Service, skus: int) -> int:
+    """SKUs whose held + allocated exceed on hand (must be 0)."""
+    if service.name == "plain":
+        with psycopg.connect(service.database) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM stock WHERE held < 0 OR allocated < 0 "
+                "OR held + allocated > on_hand"
+            ).fetchone()
+            return int(row[0]) if row else 0
+    bad = 0
+    with httpx.Client(
+        base_url=service.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
+    ) as client:
+        for sku in {s for pool in pools(skus).values() for s in pool}:
+            item = client.get(f"/v1/items/{sku}")
+            item.raise_for_status()
+            for loc in item.json()["locations"]:
+                if loc["held"] + loc["allocated"] > loc["on_hand"] or loc["held"] < 0:
+                    bad += 1
+    return bad
+
+
+# --- measuring ---------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One scenario on one service in one round."""
+
+    ops: int = 0
+    wall: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: int = 0
+    cpu_per_op: float = 0.0
+    """CPU seconds of the service's processes and PostgreSQL per measured operation."""
+    client_cpu: float = 0.0
+    busy: float = 0.0
+    """Fraction of the machine busy (2 cores = 2.0)."""
+
+    @property
+    def rate(self) -> float:
+        return self.ops / self.wall if self.wall else 0.0
+
+
+def measure(
+    service: Service,
+    scenario: Scenario,
+    executor: ProcessPoolExecutor,
+    args: argparse.Namespace,
+    pool: list[str],
+    round_: int,
+    max_cycles: int = 10_000_000,
+    duration: float | None = None,
+) -> Run:
+    duration = args.duration if duration is None else duration
+    start_at = time.time() + 0.5
+    futures = [
+        executor.submit(
+            drive,
+            service.url,
+            scenario,
+            pool,
+            args.threads,
+            start_at,
+            duration,
+            max_cycles // args.clients + (p < max_cycles % args.clients),
+            LONG_TTL if scenario.atp_only else 900,
+            round_ * 100 + p,
+        )
+        for p in range(args.clients)
+    ]
+    time.sleep(max(0.0, start_at - time.time()))
+    before = cpu_snapshot(service.pid)
+    samples: list[Sample] = []
+    run = Run()
+    for future in futures:
+        part, errors, cpu = future.result(timeout=duration + 600)
+        samples.extend(part)
+        run.errors += errors
+        run.client_cpu += cpu
+    used = cpu_snapshot(service.pid) - before
+    measured = scenario.ops[scenario.measured]
+    mine = [s for s in samples if s[0] == measured]
+    run.wall = used.wall
+    run.ops = sum(1 for s in mine if s[2] < 300)
+    run.latencies = [s[1] for s in mine]
+    run.statuses = Counter(s[2] for s in samples)
+    run.cpu_per_op = (used.server + used.postgres) / run.ops if run.ops else float("nan")
+    run.busy = used.busy / used.wall if used.wall else 0.0
+    return run
+
+
+def pgbench(database: str, clients: int, duration: float, skus: int) -> dict[str, float]:
+    """Transactions/s of the conditional UPDATE, one hot row and `skus` uniform rows."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS stock (sku int PRIMARY KEY, on_hand bigint, held bigint)"
+        )
+        conn.execute("TRUNCATE stock")
+        conn.execute(
+            "INSERT INTO stock SELECT g, 1000000000, 0 FROM generate_series(1, %s) g", (skus,)
+        )
+    parts = urlsplit(database)
+    scripts = {
+        "hot": "UPDATE stock SET held = held + 1 WHERE sku = 1 AND on_hand - held >= 1;\n",
+        "uniform": f"\\set sku random(1, {skus})\n"
+        "UPDATE stock SET held = held + 1 WHERE sku = :sku AND on_hand - held >= 1;\n",
+    }
+    rates = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in scripts.items():
+            script = Path(tmp, f"{name}.sql")
+            script.write_text(text)
+            out = subprocess.run(
+                [
+                    *("pgbench", "-n", "-c", str(clients), "-j", "2"),
+                    *("-T", str(max(1, round(duration))), "-f", str(script)),
+                    *("-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 5432)),
+                    *("-U", parts.username or "postgres", parts.path.lstrip("/")),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=duration + 120,
+            )
+            if out.returncode != 0:
+                raise RuntimeError(f"pgbench failed: {out.stderr.strip()}")
+            found = re.search(r"tps = ([\d.]+)", out.stdout)
+            rates[name] = float(found.group(1)) if found else float("nan")
+    return rates
+
+
+# --- report ------------------------------------------------------------------------------
+
+
+def median(values: list[float]) -> float:
+    values = [v for v in values if v == v]
+    return statistics.median(values) if values else float("nan")
+
+
+def report(
+    runs: dict[tuple[str, str], list[Run]],
+    bench: list[dict[str, float]],
+    args: argparse.Namespace,
+) -> str:
+    def cell(service: str, name: str) -> str:
+        rs = runs.get((name, service))
+        if not rs:
+            return "-"
+        rates = "/".join(f"{r.rate:,.0f}" for r in rs)
+        lat = [x for r in rs for x in r.latencies]
+        p50, p99 = percentile(lat, 0.5) * 1000, percentile(lat, 0.99) * 1000
+        s409 = sum(r.statuses[409] for r in rs)
+        bad = sum(n for r in rs for k, n in r.statuses.items() if k >= 500) + sum(
+            r.errors for r in rs
+        )
+        cpu = median([r.cpu_per_op for r in rs]) * 1000
+        return f"{rates:>13} {p50:6.1f} {p99:7.1f} {s409:6d} {bad:4d} {cpu:6.2f}"
+
+    head = f"{'ops/s rounds':>13} {'p50ms':>6} {'p99ms':>7} {'409s':>6} {'5xx':>4} {'cpu ms':>6}"
+    lines = [
+        f"{'scenario':<9} | {'plain service':<{len(head)}} | {'atp':<{len(head)}} | atp/plain",
+        f"{'':<9} | {head} | {head} |",
+        "-" * (9 + 2 * len(head) + 18),
+    ]
+
+    def rate(service: str, name: str) -> float:
+        return median([r.rate for r in runs.get((name, service), [])])
+
+    for scenario in SCENARIOS:
+        ratio = rate("atp", scenario.name) / rate("plain", scenario.name)
+        shown = "-" if scenario.atp_only else f"{ratio:.2f}x"
+        lines.append(
+            f"{scenario.name:<9} | {cell('plain', scenario.name):<{len(head)}} | "
+            f"{cell('atp', scenario.name)} | {shown}"
+        )
+    lines.append("")
+    if bench:
+        for name in ("hot", "uniform"):
+            rates = "/".join(f"{b[name]:,.0f}" for b in bench)
+            lines.append(
+                f"pgbench {name:<8} {args.pgbench_clients} clients, conditional UPDATE: "
+                f"{rates} transactions/s"
+            )
+    busy = [r.busy for rs in runs.values() for r in rs]
+    client = median([r.client_cpu / r.wall for rs in runs.values() for r in rs if r.wall])
+    lines.append(
+        f"machine busy during the loads: median {100 * median(busy):.0f}% of "
+        f"{100 * (os.cpu_count() or 1)}% (bench clients {100 * client:.0f}%); "
+        f"load average at the end {os.getloadavg()[0]:.2f}"
+    )
+    lines.append("")
+    uni = {s: rate(s, "uniform") for s in ("plain", "atp")}
+    lines += [
+        "ratios (medians over rounds), issue 12 targets in brackets:",
+        f"  (a) uniform, atp/plain            {rate('atp', 'uniform') / uni['plain']:.2f}x"
+        "  [>= 1.0x]",
+        f"  (b) hot SKU, atp/plain            {rate('atp', 'hot') / rate('plain', 'hot'):.2f}x"
+        "  [>= 1.5x, atp p99 <= plain p99]",
+        f"  (c) atp, {args.holds} live holds / {FEW_HOLDS}   "
+        f"{rate('atp', 'holds-N') / rate('atp', 'holds-10'):.2f}x  [>= 0.9x]",
+        f"  (d) 5-line / 1-line, plain        {rate('plain', '5-line') / uni['plain']:.2f}x",
+        f"  (d) 5-line / 1-line, atp          {rate('atp', '5-line') / uni['atp']:.2f}x  [>= 0.5x]",
+    ]
+    return "\n".join(lines)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.bench_checkout",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    p.add_argument("--duration", type=float, default=8.0, help="seconds per load (8)")
+    p.add_argument("--rounds", type=int, default=2, help="rounds over every scenario (2)")
+    p.add_argument("--workers", type=int, default=2, help="uvicorn workers of each service (2)")
+    p.add_argument("--clients", type=int, default=4, help="client processes (4)")
+    p.add_argument("--threads", type=int, default=8, help="connections per client process (8)")
+    p.add_argument("--skus", type=int, default=1000, help="uniform SKUs (1000)")
+    p.add_argument("--holds", type=int, default=10_000, help="live holds of holds-N (10000)")
+    p.add_argument("--pgbench-clients", type=int, default=16, help="pgbench clients (16)")
+    p.add_argument("--no-pgbench", action="store_true", help="skip the pgbench runs")
+    args = p.parse_args(argv)
+    if not 0 < args.duration <= 120 or not 1 <= args.rounds <= 10:
+        p.error("--duration must be in (0, 120] and --rounds in 1..10")
+    if args.skus < 5 or args.holds < FEW_HOLDS:
+        p.error(f"--skus must be >= 5 and --holds >= {FEW_HOLDS}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    started = time.monotonic()
+    print(
+        f"checkout side by side: {args.workers} workers each, {args.clients} client processes"
+        f" x {args.threads} connections, {args.rounds} round(s) of {args.duration:g}s; "
+        f"load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    by_name = pools(args.skus)
+    catalogue = {sku: STOCK for pool in by_name.values() for sku in pool}
+    runs: dict[tuple[str, str], list[Run]] = {}
+    bench: list[dict[str, float]] = []
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        plain_db = stack.enter_context(fresh_database("plain_bench"))
+        atp_db = stack.enter_context(fresh_database("atp_bench"))
+        pg_db = None if args.no_pgbench else stack.enter_context(fresh_database("pgbench"))
+        plain = stack.enter_context(plain_service(plain_db, args.workers, tmp / "plain.log"))
+        server = stack.enter_context(
+            running_service(service_env(atp_db), workers=args.workers, log=tmp / "atp.log")
+        )
+        atp = Service("atp", server.url, server.process.pid, atp_db)
+        executor = stack.enter_context(
+            ProcessPoolExecutor(args.clients, mp_context=multiprocessing.get_context("spawn"))
+        )
+        seed_plain(plain_db, catalogue)
+        with server.client() as admin:
+            seed(admin, catalogue)
+        # The live holds of (c), taken before the clock starts; they last the whole run.
+        for sku, count in ((HOLDS_FEW, FEW_HOLDS), (HOLDS_MANY, args.holds)):
+            scenario = Scenario("prepare", ("reserve",), 0, "", atp_only=True)
+            taken = measure(atp, scenario, executor, args, [sku], 0, count, duration=600)
+            if taken.ops != count:
+                raise RuntimeError(f"{sku}: {taken.ops} of {count} holds taken")
+        # Warm-up, not recorded: every pooled connection of both services has served and
+        # prepared its statements before the first measured load.
+        for service in (plain, atp):
+            measure(service, SCENARIOS[0], executor, args, by_name["uniform"], 0, duration=1)
+        print(f"  ready in {time.monotonic() - started:.0f}s", flush=True)
+        for round_ in range(args.rounds):
+            if pg_db is not None:
+                bench.append(pgbench(pg_db, args.pgbench_clients, args.duration, args.skus))
+            for scenario in SCENARIOS:
+                for service in (plain, atp):
+                    if scenario.atp_only and service is plain:
+                        continue
+                    run = measure(
+                        service, scenario, executor, args, by_name[scenario.pool], round_ + 1
+                    )
+                    runs.setdefault((scenario.name, service.name), []).append(run)
+                    print(
+                        f"  round {round_ + 1} {scenario.name:<8} {service.name:<5} "
+                        f"{run.rate:8,.0f} ops/s",
+                        flush=True,
+                    )
+        over = {s.name: oversold(s, args.skus) for s in (plain, atp)}
+        failed = sum(
+            n for rs in runs.values() for r in rs for k, n in r.statuses.items() if k >= 500
+        ) + sum(r.errors for rs in runs.values() for r in rs)
+    print()
+    print(report(runs, bench, args))
+    print()
+    print(
+        f"oversold SKUs: plain {over['plain']}, atp {over['atp']}; total wall time "
+        f"{time.monotonic() - started:.0f}s (services stopped, databases dropped)"
+    )
+    if failed or any(over.values()):
+        print(f"FAILED: {failed} answer(s) 5xx or lost, oversold {over}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
