@@ -23,7 +23,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -89,6 +89,29 @@ class NotAnOrder(ValueError):
 
 _decoder = msgspec.json.Decoder(WooOrder)
 _FIELD = re.compile(r"at `\$\.?([^`]*)`")
+_MISSING = re.compile(r"missing required field `([^`]*)`")
+
+
+class _Deleted(msgspec.Struct):
+    id: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+
+
+def deleted_order(body: bytes, now: datetime) -> bytes:
+    """The snapshot a WooCommerce `order.deleted` delivery stands for: its body is only
+    `{"id": N}` (the order was trashed or deleted, so it holds nothing any more); atp applies
+    it as the order in status `trash`, modified `now` (a deletion is the newest state).
+    Raises NotAnOrder when the body carries no valid `id`."""
+    try:
+        gone = msgspec.json.decode(body, type=_Deleted)
+    except msgspec.ValidationError as e:
+        found = _MISSING.search(str(e)) or _FIELD.search(str(e))
+        raise NotAnOrder(f"not a deleted order: {e}", found.group(1) if found else "body") from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise NotAnOrder(f"the body is not JSON: {e}", status=400) from None
+    modified = now.astimezone(UTC).replace(tzinfo=None).isoformat()
+    return msgspec.json.encode(
+        {"id": gone.id, "status": "trash", "date_modified_gmt": modified, "line_items": []}
+    )
 
 
 def parse_order(body: bytes) -> WooOrder:
@@ -96,7 +119,7 @@ def parse_order(body: bytes) -> WooOrder:
     try:
         order = _decoder.decode(body)
     except msgspec.ValidationError as e:
-        found = _FIELD.search(str(e))
+        found = _MISSING.search(str(e)) or _FIELD.search(str(e))
         field = found.group(1) if found else "body"
         raise NotAnOrder(f"not a WooCommerce order: {e}", field) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
@@ -111,9 +134,14 @@ def parse_order(body: bytes) -> WooOrder:
         )
     if order.date_modified_gmt:
         try:
-            datetime.fromisoformat(order.date_modified_gmt)
+            modified = datetime.fromisoformat(order.date_modified_gmt)
         except ValueError:
             raise NotAnOrder("not a date and time", "date_modified_gmt") from None
+        # One form for every delivery, so snapshots compare as instants: a time without an
+        # offset is GMT (the field's name says so), one with an offset is converted to it.
+        if modified.tzinfo is not None:
+            modified = modified.astimezone(UTC).replace(tzinfo=None)
+        order.date_modified_gmt = modified.isoformat()
     return order
 
 
@@ -176,6 +204,10 @@ def snapshot(store: str, order: WooOrder) -> OrderSnapshot:
             unmapped.append(ev.UnmappedLine(line=i, reason=mapped, sku=text))
             continue
         sku, quantity = mapped
+        if ordered.get(sku, 0) + quantity > MAX_QUANTITY:
+            reason = f"the SKU's lines add up to more than {MAX_QUANTITY} units"
+            unmapped.append(ev.UnmappedLine(line=i, reason=reason, sku=sku))
+            continue
         ordered[sku] = ordered.get(sku, 0) + quantity
     refund_ids = (r.get("id") for r in order.refunds if isinstance(r, dict))
     return OrderSnapshot(

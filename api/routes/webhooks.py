@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Request, Response, post
@@ -21,7 +22,7 @@ from litestar import Request, Response, post
 from adapters.pushers.woocommerce import is_echo
 from adapters.records import IntegrationConfigured
 from adapters.sealing import unseal
-from adapters.webhooks import NotAnOrder, is_ping, parse_order, snapshot, verify
+from adapters.webhooks import NotAnOrder, deleted_order, is_ping, parse_order, snapshot, verify
 from api.gateway import POSITION_HEADER
 from api.order_sync import IN_ORDER, METRICS, OrderSync
 from api.problems import ApiProblem
@@ -86,6 +87,8 @@ async def woocommerce_webhook(request: Request[Any, Any, Any], store: str) -> Re
                 pass  # not a product: nothing to log about it
         return Response(status, media_type=JSON)
     try:
+        if topic == "order.deleted":  # the body is only {"id": N}
+            body = deleted_order(body, datetime.now(UTC))
         order = parse_order(body)
     except NotAnOrder as e:
         raise ApiProblem(e.status, "bad-order", e.detail, field=e.field) from None
