@@ -6,7 +6,8 @@ state of the order (status and lines), and atp converges to it (`atp.commands.Re
 processing/on-hold/completed are open sales; pending, checkout-draft, cancelled, failed,
 refunded and trash are not (what is unshipped is released). The snapshot rule:
 
-* strictly older (`date_modified_gmt`) than the last applied: dropped;
+* strictly older (`date_modified_gmt`) than the last applied: dropped (times compare as
+  instants; a deletion, `order.deleted` with only the id, carries none and is the newest);
 * the same time and the same state as the last applied: dropped (a repeated delivery);
 * the same time and another state (one-second resolution), or newer: applied.
 
@@ -96,10 +97,12 @@ class _Deleted(msgspec.Struct):
     id: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
 
 
-def deleted_order(body: bytes, now: datetime) -> bytes:
+def deleted_order(body: bytes) -> bytes:
     """The snapshot a WooCommerce `order.deleted` delivery stands for: its body is only
     `{"id": N}` (the order was trashed or deleted, so it holds nothing any more); atp applies
-    it as the order in status `trash`, modified `now` (a deletion is the newest state).
+    it as the order in status `trash` with no modification time, which the snapshot rule
+    takes as the newest state (a store's clock and atp's may differ, so `now` would not do;
+    a later `order.restored` carries its own time and applies after it).
     Raises NotAnOrder when the body carries no valid `id`."""
     try:
         gone = msgspec.json.decode(body, type=_Deleted)
@@ -108,10 +111,7 @@ def deleted_order(body: bytes, now: datetime) -> bytes:
         raise NotAnOrder(f"not a deleted order: {e}", found.group(1) if found else "body") from None
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as e:
         raise NotAnOrder(f"the body is not JSON: {e}", status=400) from None
-    modified = now.astimezone(UTC).replace(tzinfo=None).isoformat()
-    return msgspec.json.encode(
-        {"id": gone.id, "status": "trash", "date_modified_gmt": modified, "line_items": []}
-    )
+    return msgspec.json.encode({"id": gone.id, "status": "trash", "line_items": []})
 
 
 def parse_order(body: bytes) -> WooOrder:
@@ -246,7 +246,7 @@ def skip_reason(snap: OrderSnapshot, last: WebhookOrderApplied | None) -> str | 
         return f"status {snap.status!r} is not one atp knows; the order is left as it is"
     if last is None:
         return None
-    if snap.modified < last.modified:
+    if snap.modified and snap.modified < last.modified:  # no time: a deletion, the newest
         return f"older ({snap.modified}) than the last applied snapshot ({last.modified})"
     if snap.modified == last.modified and snap.state == last.state:
         return "the same state as the last applied snapshot"

@@ -14,7 +14,6 @@ import asyncio
 import json
 import logging
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Request, Response, post
@@ -88,7 +87,7 @@ async def woocommerce_webhook(request: Request[Any, Any, Any], store: str) -> Re
         return Response(status, media_type=JSON)
     try:
         if topic == "order.deleted":  # the body is only {"id": N}
-            body = deleted_order(body, datetime.now(UTC))
+            body = deleted_order(body)
         order = parse_order(body)
     except NotAnOrder as e:
         raise ApiProblem(e.status, "bad-order", e.detail, field=e.field) from None
