@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from atp import events as ev
-from atp.decide import POLICIES, NeedStreams, Stream
+from atp.decide import NeedStreams
 from atp.state import (
     ItemState,
     OrderState,
@@ -19,6 +19,7 @@ from atp.state import (
     evolve_reservation,
     evolve_transfer,
 )
+from atp.streams import POLICIES, Stream
 
 StreamState = Policies | ItemState | OrderState | ReservationState | TransferState | None
 
