@@ -59,7 +59,8 @@ ITEM_EVENTS: tuple[type[ev.Event], ...] = (
     ev.TransferLost,
     ev.TransferReturned,
 )
-TOPICS = [get_topic(t) for t in (*POLICY_EVENTS, ev.SafetyStockSet, *ITEM_EVENTS)]
+_PROJECTED: tuple[type[ev.Event], ...] = (*POLICY_EVENTS, ev.SafetyStockSet, *ITEM_EVENTS)
+TOPICS = [get_topic(t) for t in _PROJECTED]
 
 
 class Projector:
