@@ -6,7 +6,7 @@ States are frozen; `evolve` returns a new state and copies only what an event ch
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, assert_never
 
 import msgspec
 
@@ -45,7 +45,8 @@ class Policies(msgspec.Struct, frozen=True):
     """Location-wide rules by location code; GLOBAL is the rule for every location."""
 
 
-def evolve_policies(state: Policies, event: ev.Event) -> Policies:
+def evolve_policies(state: Policies, event: ev.PolicyEvent) -> Policies:
+    """The policies after `event` (a location, channel or location-wide safety stock rule)."""
     match event:
         case ev.LocationDefined(code=code, name=name, kind=kind, active=active):
             locations = {**state.locations, code: Location(code, name, kind, active)}
@@ -63,7 +64,8 @@ def evolve_policies(state: Policies, event: ev.Event) -> Policies:
         case ev.SafetyStockSet(location=location, quantity=quantity):
             rules = _set_rule(state.safety_stock, location or GLOBAL, quantity)
             return msgspec.structs.replace(state, safety_stock=rules)
-    return state
+        case _:
+            assert_never(event)
 
 
 def _set_rule(rules: dict[str, int], key: str, quantity: int) -> dict[str, int]:
@@ -197,7 +199,9 @@ def _set_allocations(
     return allocations
 
 
-def evolve_item(state: ItemState, event: ev.Event) -> ItemState:
+def evolve_item(state: ItemState, event: ev.ItemEvent) -> ItemState:
+    """The SKU's state after `event`: stock by location, holds, allocations, shortfalls,
+    expected supply and safety stock (quantities in units)."""
     match event:
         case ev.StockReceived(location=loc, quantity=q, incoming_consumed=consumed, reference=ref):
             received = _with_locations(state, _bump(state, loc, on_hand=q, incoming=-consumed))
@@ -304,7 +308,10 @@ def evolve_item(state: ItemState, event: ev.Event) -> ItemState:
                 state, ev.ShortfallResolved(sku=state.sku, order_id=order_id, quantity=q)
             )
             return _allocate(resolved, order_id, (Hold(loc, q),))
-    return state
+        case ev.OverPromised():
+            return state  # a record of what a fact left uncovered: the fact itself moved stock
+        case _:
+            assert_never(event)
 
 
 def _consume_expected(
@@ -372,16 +379,18 @@ class ReservationState(msgspec.Struct, frozen=True):
         return self.status
 
 
-def evolve_reservation(state: ReservationState | None, event: ev.Event) -> ReservationState | None:
-    match event:
-        case ev.ReservationPlaced():
-            return ReservationState(
-                reservation_id=event.reservation_id,
-                channel=event.channel,
-                lines=event.lines,
-                expires_at=event.expires_at,
-                reference=event.reference,
-            )
+def evolve_reservation(
+    state: ReservationState | None, event: ev.ReservationEvent
+) -> ReservationState | None:
+    """The reservation after `event` (None until it is placed)."""
+    if isinstance(event, ev.ReservationPlaced):
+        return ReservationState(
+            reservation_id=event.reservation_id,
+            channel=event.channel,
+            lines=event.lines,
+            expires_at=event.expires_at,
+            reference=event.reference,
+        )
     if state is None:
         return None
     match event:
@@ -393,7 +402,8 @@ def evolve_reservation(state: ReservationState | None, event: ev.Event) -> Reser
             return msgspec.structs.replace(state, status="expired")
         case ev.ReservationCommitted(order_id=order_id):
             return msgspec.structs.replace(state, status="committed", order_id=order_id)
-    return state
+        case _:
+            assert_never(event)
 
 
 # --- orders --------------------------------------------------------------------------------
@@ -464,28 +474,29 @@ def _update_lines(
     )
 
 
-def evolve_order(state: OrderState | None, event: ev.Event) -> OrderState | None:
-    match event:
-        case ev.OrderPlaced():
-            short = {line.sku: line.quantity for line in event.shortfall}
-            return OrderState(
-                order_id=event.order_id,
-                channel=event.channel,
-                lines=tuple(
-                    OrderLineState(
-                        sku=line.sku,
-                        quantity=line.quantity,
-                        allocated=line.quantity - short.get(line.sku, 0),
-                    )
-                    for line in event.lines
-                ),
-                reservation_id=event.reservation_id,
-            )
-        case ev.OrderLinesUnmapped() if state is None:
+def evolve_order(state: OrderState | None, event: ev.OrderEvent) -> OrderState | None:
+    """The order after `event` (None until it is placed, or until a channel order with
+    only unmapped lines is recorded)."""
+    if isinstance(event, ev.OrderPlaced):
+        short = {line.sku: line.quantity for line in event.shortfall}
+        return OrderState(
+            order_id=event.order_id,
+            channel=event.channel,
+            lines=tuple(
+                OrderLineState(
+                    sku=line.sku,
+                    quantity=line.quantity,
+                    allocated=line.quantity - short.get(line.sku, 0),
+                )
+                for line in event.lines
+            ),
+            reservation_id=event.reservation_id,
+        )
+    if state is None:
+        if isinstance(event, ev.OrderLinesUnmapped):
             return OrderState(
                 order_id=event.order_id, channel=event.channel, lines=(), unmapped=event.lines
             )
-    if state is None:
         return None
     match event:
         case ev.OrderShortfallFilled(sku=sku, quantity=q):
@@ -507,7 +518,8 @@ def evolve_order(state: OrderState | None, event: ev.Event) -> OrderState | None
             return msgspec.structs.replace(state, lines=_revised_lines(state, lines))
         case ev.OrderLinesUnmapped(lines=lines):
             return msgspec.structs.replace(state, unmapped=lines)
-    return state
+        case _:
+            assert_never(event)
 
 
 def _revised_lines(
@@ -551,15 +563,15 @@ class TransferState(msgspec.Struct, frozen=True):
         return shipped - self.received.get(sku, 0) - self.lost.get(sku, 0)
 
 
-def evolve_transfer(state: TransferState | None, event: ev.Event) -> TransferState | None:
-    match event:
-        case ev.TransferShipped():
-            return TransferState(
-                transfer_id=event.transfer_id,
-                from_location=event.from_location,
-                to_location=event.to_location,
-                lines=event.lines,
-            )
+def evolve_transfer(state: TransferState | None, event: ev.TransferEvent) -> TransferState | None:
+    """The transfer after `event` (None until it is shipped)."""
+    if isinstance(event, ev.TransferShipped):
+        return TransferState(
+            transfer_id=event.transfer_id,
+            from_location=event.from_location,
+            to_location=event.to_location,
+            lines=event.lines,
+        )
     if state is None:
         return None
     match event:
@@ -575,4 +587,5 @@ def evolve_transfer(state: TransferState | None, event: ev.Event) -> TransferSta
             return msgspec.structs.replace(state, lost=lost, status="closed")
         case ev.TransferCanceled():
             return msgspec.structs.replace(state, status="canceled")
-    return state
+        case _:
+            assert_never(event)

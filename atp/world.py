@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, assert_never
 
 from atp import events as ev
 from atp.decide import NeedStreams
@@ -25,6 +25,8 @@ StreamState = Policies | ItemState | OrderState | ReservationState | TransferSta
 
 
 def initial_state(stream: Stream) -> StreamState:
+    """A stream's state before its first event: empty policies, an item with no stock, or
+    None (an order, reservation or transfer that does not exist yet, and record streams)."""
     kind, key = stream
     if kind == "policies":
         return Policies()
@@ -34,21 +36,38 @@ def initial_state(stream: Stream) -> StreamState:
 
 
 def evolve(stream: Stream, state: StreamState, event: ev.Event) -> StreamState:
+    """`state` of `stream` after `event`, by the stream kind's own evolve.
+
+    Raises TypeError when the event does not belong on that kind of stream (its union in
+    `atp.events`), and ValueError for a stream of service records, which the domain
+    does not fold."""
     kind = stream[0]
-    if kind == "policies":
-        assert isinstance(state, Policies)
-        return evolve_policies(state, event)
-    if kind == "item":
-        assert isinstance(state, ItemState)
-        return evolve_item(state, event)
-    if kind == "order":
-        assert state is None or isinstance(state, OrderState)
-        return evolve_order(state, event)
-    if kind == "reservation":
-        assert state is None or isinstance(state, ReservationState)
-        return evolve_reservation(state, event)
-    assert state is None or isinstance(state, TransferState)
-    return evolve_transfer(state, event)
+    match kind:
+        case "policies":
+            assert isinstance(state, Policies)
+            if isinstance(event, ev.PolicyEvent):
+                return evolve_policies(state, event)
+        case "item":
+            assert isinstance(state, ItemState)
+            if isinstance(event, ev.ItemEvent):
+                return evolve_item(state, event)
+        case "order":
+            assert state is None or isinstance(state, OrderState)
+            if isinstance(event, ev.OrderEvent):
+                return evolve_order(state, event)
+        case "reservation":
+            assert state is None or isinstance(state, ReservationState)
+            if isinstance(event, ev.ReservationEvent):
+                return evolve_reservation(state, event)
+        case "transfer":
+            assert state is None or isinstance(state, TransferState)
+            if isinstance(event, ev.TransferEvent):
+                return evolve_transfer(state, event)
+        case "token" | "tokens" | "idempotency" | "integration" | "webhook-order" | "order-poll":
+            raise ValueError(f"{stream} holds service records, not domain events")
+        case _:
+            assert_never(kind)
+    raise TypeError(f"{type(event).__name__} does not belong on stream {stream}")
 
 
 def fold(stream: Stream, events: Iterable[ev.Event], state: Any = ...) -> StreamState:

@@ -49,7 +49,7 @@ def _receive(c: cmd.ReceiveStock, world: World, now: datetime) -> Decision:
 
 
 def _fact(
-    world: World, item: ItemState, event: ev.Event, location: str, arrived: int, now: datetime
+    world: World, item: ItemState, event: ev.ItemEvent, location: str, arrived: int, now: datetime
 ) -> Decision:
     """A physical fact about `item` at `location` and what it implies: units that appeared
     there (`arrived` > 0: a receipt, a transfer arrival or call-off, a restocked return,
