@@ -21,6 +21,8 @@ GLOBAL = "*"
 
 
 class Location(msgspec.Struct, frozen=True):
+    """A location: code, display name, kind (warehouse, store, dropship), active."""
+
     code: str
     name: str
     kind: str
@@ -28,6 +30,9 @@ class Location(msgspec.Struct, frozen=True):
 
 
 class Channel(msgspec.Struct, frozen=True):
+    """A channel's sourcing rules: its locations, buffer (units), share percent of the
+    pool, backorder limit (units) and low-stock threshold (units)."""
+
     code: str
     locations: tuple[str, ...]
     buffer: int
@@ -132,6 +137,7 @@ class ItemState(msgspec.Struct, frozen=True):
     """Earliest `expires_at` among live holds, so reads can skip the expiry scan."""
 
     def at(self, location: str) -> LocationStock:
+        """The SKU's stock at `location` (all zeros when it has none)."""
         return self.locations.get(location) or _EMPTY_STOCK
 
 
@@ -364,6 +370,8 @@ ReservationStatus = Literal["held", "released", "expired", "committed"]
 
 
 class ReservationState(msgspec.Struct, frozen=True):
+    """A reservation: its lines and holds, expiry (UTC) and status."""
+
     reservation_id: str
     channel: str
     lines: tuple[ev.ReservedLine, ...]
@@ -420,6 +428,8 @@ OrderStatus = Literal[
 
 
 class OrderLineState(msgspec.Struct, frozen=True):
+    """One SKU of an order: units ordered, allocated, shipped, returned and cancelled."""
+
     sku: str
     quantity: int
     allocated: int = 0
@@ -434,6 +444,8 @@ class OrderLineState(msgspec.Struct, frozen=True):
 
 
 class OrderState(msgspec.Struct, frozen=True):
+    """An order: its lines, the reservation it came from, its shipments and returns."""
+
     order_id: str
     channel: str
     lines: tuple[OrderLineState, ...]
@@ -444,10 +456,13 @@ class OrderState(msgspec.Struct, frozen=True):
     """The channel's lines atp could not map to an item (with the reason); never item state."""
 
     def line(self, sku: str) -> OrderLineState | None:
+        """The order's line of `sku`, or None."""
         return next((line for line in self.lines if line.sku == sku), None)
 
     @property
     def status(self) -> OrderStatus:
+        """allocated, accepted (some units owed), partially_shipped, shipped, canceled,
+        partially_returned or returned, derived from the lines."""
         shipped = sum(line.shipped for line in self.lines)
         returned = sum(line.returned for line in self.lines)
         if returned:
@@ -547,6 +562,8 @@ TransferStatus = Literal["in_transit", "received", "closed", "canceled"]
 
 
 class TransferState(msgspec.Struct, frozen=True):
+    """A transfer between two locations: its lines, what arrived, what was lost."""
+
     transfer_id: str
     from_location: str
     to_location: str

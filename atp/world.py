@@ -71,6 +71,7 @@ def evolve(stream: Stream, state: StreamState, event: ev.Event) -> StreamState:
 
 
 def fold(stream: Stream, events: Iterable[ev.Event], state: Any = ...) -> StreamState:
+    """The state of `stream` after `events`, from `state` (default: its initial state)."""
     current: StreamState = initial_state(stream) if state is ... else state
     for event in events:
         current = evolve(stream, current, event)
@@ -86,9 +87,11 @@ class StateSet:
         self.complete = complete
 
     def put(self, stream: Stream, state: StreamState) -> None:
+        """Set the loaded state of a stream."""
         self.states[stream] = state
 
     def get(self, stream: Stream) -> StreamState:
+        """The state of a stream; NeedStreams when it is not loaded (unless `complete`)."""
         try:
             return self.states[stream]
         except KeyError:
@@ -99,21 +102,25 @@ class StateSet:
             return state
 
     def apply(self, stream: Stream, event: ev.Event) -> None:
+        """Fold `event` into the stream's state (`evolve`)."""
         self.states[stream] = evolve(stream, self.get(stream), event)
 
     # World protocol
 
     def policies(self) -> Policies:
+        """The policies (World protocol)."""
         state = self.get(POLICIES)
         assert isinstance(state, Policies)
         return state
 
     def item(self, sku: str) -> ItemState:
+        """The state of one SKU (World protocol)."""
         state = self.get(("item", sku))
         assert isinstance(state, ItemState)
         return state
 
     def items(self, skus: Iterable[str]) -> dict[str, ItemState]:
+        """The states of several SKUs, by SKU; NeedStreams names every one not loaded."""
         wanted = list(dict.fromkeys(skus))
         missing: list[Stream] = [("item", s) for s in wanted if ("item", s) not in self.states]
         if missing and not self.complete:
@@ -121,16 +128,19 @@ class StateSet:
         return {sku: self.item(sku) for sku in wanted}
 
     def order(self, order_id: str) -> OrderState | None:
+        """The order, or None (World protocol)."""
         state = self.get(("order", order_id))
         assert state is None or isinstance(state, OrderState)
         return state
 
     def reservation(self, reservation_id: str) -> ReservationState | None:
+        """The reservation, or None (World protocol)."""
         state = self.get(("reservation", reservation_id))
         assert state is None or isinstance(state, ReservationState)
         return state
 
     def transfer(self, transfer_id: str) -> TransferState | None:
+        """The transfer, or None (World protocol)."""
         state = self.get(("transfer", transfer_id))
         assert state is None or isinstance(state, TransferState)
         return state

@@ -55,6 +55,12 @@ __all__ = [
 
 
 def decide(command: cmd.Command, world: World, now: datetime) -> Decision:
+    """The events `command` decides against `world` at `now` (UTC), each with the stream it
+    is appended to; nothing when it changes nothing.
+
+    Raises a DomainError (InvalidCommand and its kinds, NotFound, AlreadyExists,
+    IllegalState, InsufficientStock) when the command is refused, and NeedStreams when it
+    reads a stream `world` has not loaded (load it and decide again)."""
     match command:
         case cmd.DefineLocation():
             return _define_location(command, world)
