@@ -14,6 +14,7 @@ from adapters.pushers.base import (
 # Re-exported: the pushers' metrics live in adapters.pushers.metrics.
 from adapters.pushers.metrics import PusherMetrics as PusherMetrics
 from adapters.pushers.metrics import serve_metrics as serve_metrics
+from adapters.redis_keys import RedisKeys
 
 log = logging.getLogger("atp.push")
 
@@ -33,8 +34,6 @@ class RedisFigures:
     """The Redis read model: `<prefix>:skus` and `<prefix>:{sku}:ats` field <channel>."""
 
     def __init__(self, client: Any, prefix: str = "atp") -> None:
-        from projections.readmodel import RedisKeys
-
         self.client = client
         self.keys = RedisKeys(prefix)
         self._decoder = msgspec.json.Decoder(_AtsDoc)
