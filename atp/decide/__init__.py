@@ -4,6 +4,10 @@
 caller has not loaded raises `NeedStreams`, so the caller can load it and decide again;
 that keeps the domain free of I/O while letting a command discover what it reads (a
 reservation release reads the reservation, then the items it names).
+
+One module per feature: `policies`, `stock` (receipts, adjustments, counts, expected
+supply), `transfers`, `reservations`, `orders`; `base` holds `World`, `Decision` and the
+checks they share. This module dispatches a command to its feature and says what it reads.
 """
 
 from __future__ import annotations
