@@ -11,7 +11,7 @@ import os
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlparse
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -29,6 +29,7 @@ from eventsourcing.utils import get_topic, resolve_topic
 from adapters.records import Record
 from atp.events import Event
 from atp.state import ItemState, OrderState, Policies, ReservationState, TransferState
+from atp.streams import Stream
 from atp.world import StreamState, evolve, initial_state
 
 __all__ = ["IntegrityError", "Ledger", "LedgerEvent", "ledger_env", "stream_id"]
@@ -36,8 +37,8 @@ __all__ = ["IntegrityError", "Ledger", "LedgerEvent", "ledger_env", "stream_id"]
 SNAPSHOT_TOPIC = "atp:snapshot"
 SNAPSHOT_INTERVAL = 100
 Payload = Event | Record
-StreamKey = tuple[str, str]
-"""A stream: ("item", sku), ("order", id), ... plus ("token", hash), ("idempotency", key)."""
+StreamKey = Stream
+"""The stream key type, defined once in `atp.streams` (this name is kept for its importers)."""
 
 
 def stream_id(stream: StreamKey) -> UUID:
@@ -258,12 +259,13 @@ class Ledger(Application[UUID]):
         return sync_streams(self, {stream: None})[stream]
 
     def records(self, stream: StreamKey) -> list[LedgerEvent]:
-        return list(self.events.get(stream_id(stream)))
+        # The event store yields what our mapper builds from every stored event: LedgerEvent.
+        return cast(list[LedgerEvent], list(self.events.get(stream_id(stream))))
 
     @staticmethod
     def _initial(stream: StreamKey) -> Any:
         if stream[0] in _STATE_TYPES:
-            return initial_state(stream)  # type: ignore[arg-type]
+            return initial_state(stream)
         return []
 
     @staticmethod
@@ -271,7 +273,7 @@ class Ledger(Application[UUID]):
         """Domain streams fold with `evolve`; record streams keep their list of records."""
         if stream[0] in _STATE_TYPES:
             assert isinstance(event, Event)
-            return evolve(stream, state, event)  # type: ignore[arg-type]
+            return evolve(stream, state, event)
         return [*state, event]
 
     def append(
@@ -295,7 +297,7 @@ class Ledger(Application[UUID]):
             for stream, version, state in snapshots
         ]
         if taken:
-            self.snapshots.put(taken)  # type: ignore[arg-type]
+            self.snapshots.put(taken)
 
     def head(self) -> int:
         return self.recorder.max_notification_id() or 0

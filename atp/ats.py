@@ -27,6 +27,10 @@ Status = Literal["out_of_stock", "low_stock", "in_stock", "backorder"]
 
 
 class LocationFigures(msgspec.Struct, frozen=True):
+    """One SKU's figures at one location (units), as of a time: on_hand, allocated, held
+    (live holds only), damaged, in_transit, incoming and backordered; `sellable` is what
+    the location contributes to a channel's pool (0 when it is inactive)."""
+
     location: str
     on_hand: int
     allocated: int
@@ -91,6 +95,7 @@ def safety_stock_for(item: ItemState, policies: Policies, location: str) -> int:
 
 
 def is_active(policies: Policies, location: str) -> bool:
+    """Whether `location` is defined and active (an inactive location sells nothing)."""
     loc = policies.locations.get(location)
     return loc is not None and loc.active
 
@@ -102,6 +107,9 @@ def location_figures(
     now: datetime,
     expired: dict[str, tuple[int, int]] | None = None,
 ) -> LocationFigures:
+    """`LocationFigures` of `item` at `location` at `now` (holds expired by then no longer
+    count); `expired` is the per-location expired (regular, backorder) units when the
+    caller has already computed them."""
     if expired is None:
         expired = _expired_by_location(item, now)
     stock = item.at(location)
@@ -170,6 +178,8 @@ def all_location_figures(
 
 
 def status_for(available: int, on_hand_available: int, low_stock_threshold: int) -> Status:
+    """The status a channel shows: out_of_stock when nothing is available, backorder when
+    only incoming supply is, low_stock at or under the channel's threshold, else in_stock."""
     if available <= 0:
         return "out_of_stock"
     if on_hand_available <= 0:
@@ -182,6 +192,9 @@ def status_for(available: int, on_hand_available: int, low_stock_threshold: int)
 def channel_availability(
     item: ItemState, policies: Policies, channel: Channel, now: datetime
 ) -> Availability:
+    """What `channel` may sell of `item` at `now` (the one ATS formula): the sellable pool
+    of its locations, times its share percent (rounded down), less its buffer, plus what it
+    may promise against unpromised incoming supply up to its backorder limit."""
     expired = _expired_by_location(item, now)
     figures = tuple(
         location_figures(item, policies, code, now, expired) for code in channel.locations

@@ -14,16 +14,23 @@ class Command(msgspec.Struct, frozen=True, tag=True, kw_only=True):
 
 
 class Line(msgspec.Struct, frozen=True):
+    """A SKU and a quantity of units (>= 1 unless the command says otherwise)."""
+
     sku: str
     quantity: int
 
 
 class CountLine(msgspec.Struct, frozen=True):
+    """A SKU and the units a physical count found (>= 0)."""
+
     sku: str
     counted: int
 
 
 class ReturnLine(msgspec.Struct, frozen=True):
+    """Returned units of a SKU and what becomes of them: `restock` (sellable again) or
+    `damaged` (on hand, not sellable)."""
+
     sku: str
     quantity: int
     disposition: str = "restock"
@@ -33,6 +40,9 @@ class ReturnLine(msgspec.Struct, frozen=True):
 
 
 class DefineLocation(Command, frozen=True):
+    """Create or update a location (`kind`: warehouse, store or dropship); an inactive
+    location keeps its stock but sells none."""
+
     code: str
     name: str
     kind: str
@@ -40,6 +50,10 @@ class DefineLocation(Command, frozen=True):
 
 
 class DefineChannel(Command, frozen=True):
+    """Create or update a sales channel: the locations it sources from, its buffer (units
+    kept back), share percent of the pool, backorder limit (units it may promise against
+    incoming supply) and low-stock threshold."""
+
     code: str
     locations: tuple[str, ...]
     buffer: int = 0
@@ -49,6 +63,9 @@ class DefineChannel(Command, frozen=True):
 
 
 class SetSafetyStock(Command, frozen=True):
+    """Set a safety-stock rule (units never sold): for a SKU, a location, both, or
+    (both None) everything; quantity 0 removes the rule."""
+
     sku: str | None
     location: str | None
     quantity: int
@@ -58,12 +75,19 @@ class SetSafetyStock(Command, frozen=True):
 
 
 class ReceiveStock(Command, frozen=True):
+    """Units arrived at a location (a goods receipt); `reference` names the expected
+    supply (purchase order) they fulfil."""
+
     location: str
     lines: tuple[Line, ...]
     reference: str | None = None
 
 
 class AdjustStock(Command, frozen=True):
+    """A correction of on-hand units at a location by `delta` (+/-), with a reason;
+    with `damaged`, the units are damaged ones (on hand, unsellable): on_hand and damaged
+    both move by `delta`."""
+
     location: str
     sku: str
     delta: int
@@ -72,11 +96,16 @@ class AdjustStock(Command, frozen=True):
 
 
 class CountStock(Command, frozen=True):
+    """A physical count: each line's on-hand units at the location become `counted`."""
+
     location: str
     lines: tuple[CountLine, ...]
 
 
 class ShipTransfer(Command, frozen=True):
+    """Send units from one location to another: they leave `from_location` at once and
+    are in transit until received."""
+
     transfer_id: str
     from_location: str
     to_location: str
@@ -118,6 +147,9 @@ class ExpectIncoming(Command, frozen=True):
 
 
 class ReserveStock(Command, frozen=True):
+    """Hold units for a checkout on a channel for `ttl_seconds`; all lines or none
+    (InsufficientStock names each short line)."""
+
     reservation_id: str
     channel: str
     lines: tuple[Line, ...]
@@ -126,11 +158,15 @@ class ReserveStock(Command, frozen=True):
 
 
 class ExtendReservation(Command, frozen=True):
+    """Move a held reservation's expiry to `ttl_seconds` from now."""
+
     reservation_id: str
     ttl_seconds: int
 
 
 class ReleaseReservation(Command, frozen=True):
+    """Give a held reservation's units back (the shopper left)."""
+
     reservation_id: str
 
 
@@ -141,6 +177,8 @@ class ExpireReservation(Command, frozen=True):
 
 
 class CommitReservation(Command, frozen=True):
+    """Turn a held reservation into order `order_id`: its holds become allocations."""
+
     reservation_id: str
     order_id: str
 
@@ -149,6 +187,8 @@ class CommitReservation(Command, frozen=True):
 
 
 class PlaceOrder(Command, frozen=True):
+    """An order without a reservation, all lines allocated or none (InsufficientStock)."""
+
     order_id: str
     channel: str
     lines: tuple[Line, ...]
@@ -164,11 +204,17 @@ class AcceptOrder(Command, frozen=True):
 
 
 class CancelOrder(Command, frozen=True):
+    """Cancel the given units of an order (None: every unshipped unit); what was
+    allocated returns to stock, what was owed is no longer owed."""
+
     order_id: str
     lines: tuple[Line, ...] | None = None
 
 
 class ShipOrder(Command, frozen=True):
+    """Units of an order left `location` (shipment `shipment_id`); units allocated at
+    another of the channel's locations are re-sourced (AllocationMoved)."""
+
     order_id: str
     shipment_id: str
     location: str
@@ -176,6 +222,8 @@ class ShipOrder(Command, frozen=True):
 
 
 class ReturnOrder(Command, frozen=True):
+    """Shipped units of an order came back to `location` (return `return_id`)."""
+
     order_id: str
     return_id: str
     location: str

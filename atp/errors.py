@@ -27,6 +27,8 @@ class InvalidCommand(DomainError):
 
 
 class UnknownLocation(InvalidCommand):
+    """A command names a location that is not defined (422)."""
+
     kind = "unknown-location"
 
     def __init__(self, field: str, code: str) -> None:
@@ -35,6 +37,8 @@ class UnknownLocation(InvalidCommand):
 
 
 class UnknownChannel(InvalidCommand):
+    """A command names a channel that is not defined (422)."""
+
     kind = "unknown-channel"
 
     def __init__(self, field: str, code: str) -> None:
@@ -58,6 +62,8 @@ class Conflict(DomainError):
 
 
 class AlreadyExists(Conflict):
+    """The resource a command would create exists already (409)."""
+
     kind = "already-exists"
 
     def __init__(self, resource: str, ident: str) -> None:
@@ -65,6 +71,9 @@ class AlreadyExists(Conflict):
 
 
 class IllegalState(Conflict):
+    """The resource is in a status that does not allow the action (409), e.g.
+    extending a released reservation."""
+
     kind = "illegal-state"
 
     def __init__(self, resource: str, ident: str, status: str, action: str) -> None:
@@ -87,6 +96,7 @@ class ShortLine:
         self.available = available
 
     def as_dict(self) -> dict[str, Any]:
+        """The line as JSON-ready data (the problem body's `lines`)."""
         return {"sku": self.sku, "requested": self.requested, "available": self.available}
 
 

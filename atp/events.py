@@ -29,6 +29,8 @@ class Hold(msgspec.Struct, frozen=True):
 
 
 class LocationDefined(Event, frozen=True):
+    """A location was created or updated."""
+
     code: str
     name: str
     kind: str
@@ -36,6 +38,8 @@ class LocationDefined(Event, frozen=True):
 
 
 class ChannelDefined(Event, frozen=True):
+    """A channel was created or updated, with its sourcing and buffers."""
+
     code: str
     locations: tuple[str, ...]
     buffer: int
@@ -56,6 +60,9 @@ class SafetyStockSet(Event, frozen=True):
 
 
 class StockReceived(Event, frozen=True):
+    """Units arrived at a location; `incoming_consumed` of them were expected supply
+    (they leave `incoming`)."""
+
     sku: str
     location: str
     quantity: int
@@ -64,6 +71,9 @@ class StockReceived(Event, frozen=True):
 
 
 class StockAdjusted(Event, frozen=True):
+    """On-hand units at a location corrected by `delta`; with `damaged`, on_hand and
+    damaged (unsellable) both moved by `delta`."""
+
     sku: str
     location: str
     delta: int
@@ -72,6 +82,8 @@ class StockAdjusted(Event, frozen=True):
 
 
 class StockCounted(Event, frozen=True):
+    """A count set the on-hand units at a location to `counted` (from `previous`)."""
+
     sku: str
     location: str
     counted: int
@@ -100,6 +112,8 @@ class OverPromised(Event, frozen=True):
 
 
 class TransferDispatched(Event, frozen=True):
+    """Units of a transfer left `from_location`; in transit to `to_location`."""
+
     sku: str
     transfer_id: str
     from_location: str
@@ -108,6 +122,8 @@ class TransferDispatched(Event, frozen=True):
 
 
 class TransferArrived(Event, frozen=True):
+    """In-transit units of a transfer arrived at `to_location` (on hand there)."""
+
     sku: str
     transfer_id: str
     to_location: str
@@ -148,6 +164,8 @@ class IncomingExpected(Event, frozen=True):
 
 
 class StockHeld(Event, frozen=True):
+    """Units held for a reservation on a channel until `expires_at` (per location)."""
+
     sku: str
     reservation_id: str
     channel: str
@@ -156,17 +174,23 @@ class StockHeld(Event, frozen=True):
 
 
 class HoldExtended(Event, frozen=True):
+    """A reservation's holds of this SKU now expire at `expires_at`."""
+
     sku: str
     reservation_id: str
     expires_at: datetime
 
 
 class HoldReleased(Event, frozen=True):
+    """A reservation's holds of this SKU were given back."""
+
     sku: str
     reservation_id: str
 
 
 class HoldExpired(Event, frozen=True):
+    """A reservation's holds of this SKU expired and were given back."""
+
     sku: str
     reservation_id: str
 
@@ -180,6 +204,9 @@ class HoldCommitted(Event, frozen=True):
 
 
 class StockAllocated(Event, frozen=True):
+    """Units allocated to an order (per location; `backorder` holds are promised against
+    incoming supply)."""
+
     sku: str
     order_id: str
     channel: str
@@ -206,6 +233,9 @@ class AllocationMoved(Event, frozen=True):
 
 
 class StockShipped(Event, frozen=True):
+    """Units of an order left a location; `backorder_quantity` of them had been promised
+    against incoming supply."""
+
     sku: str
     order_id: str
     shipment_id: str
@@ -224,6 +254,8 @@ class ShortfallRecorded(Event, frozen=True):
 
 
 class ShortfallResolved(Event, frozen=True):
+    """Units an order was owed are no longer owed (the order was cancelled or reduced)."""
+
     sku: str
     order_id: str
     quantity: int
@@ -239,6 +271,8 @@ class ShortfallFilled(Event, frozen=True):
 
 
 class StockReturned(Event, frozen=True):
+    """Shipped units came back to a location: `restock` (sellable) or `damaged`."""
+
     sku: str
     order_id: str
     return_id: str
@@ -251,12 +285,16 @@ class StockReturned(Event, frozen=True):
 
 
 class ReservedLine(msgspec.Struct, frozen=True):
+    """A reserved SKU: its units and the holds (per location) that cover them."""
+
     sku: str
     quantity: int
     holds: tuple[Hold, ...]
 
 
 class ReservationPlaced(Event, frozen=True):
+    """A reservation was placed on a channel, held until `expires_at`."""
+
     reservation_id: str
     channel: str
     lines: tuple[ReservedLine, ...]
@@ -265,19 +303,27 @@ class ReservationPlaced(Event, frozen=True):
 
 
 class ReservationExtended(Event, frozen=True):
+    """The reservation now expires at `expires_at`."""
+
     reservation_id: str
     expires_at: datetime
 
 
 class ReservationReleased(Event, frozen=True):
+    """The reservation was released; its holds were given back."""
+
     reservation_id: str
 
 
 class ReservationExpired(Event, frozen=True):
+    """The reservation expired; its holds were given back."""
+
     reservation_id: str
 
 
 class ReservationCommitted(Event, frozen=True):
+    """The reservation became order `order_id`."""
+
     reservation_id: str
     order_id: str
 
@@ -286,11 +332,15 @@ class ReservationCommitted(Event, frozen=True):
 
 
 class OrderLine(msgspec.Struct, frozen=True):
+    """Units of a SKU on an order (or a transfer)."""
+
     sku: str
     quantity: int
 
 
 class ReturnLine(msgspec.Struct, frozen=True):
+    """Returned units of a SKU and their disposition (`restock` or `damaged`)."""
+
     sku: str
     quantity: int
     disposition: str
@@ -317,11 +367,15 @@ class OrderShortfallFilled(Event, frozen=True):
 
 
 class OrderCanceled(Event, frozen=True):
+    """Units of the order's lines were cancelled."""
+
     order_id: str
     lines: tuple[OrderLine, ...]
 
 
 class OrderShipped(Event, frozen=True):
+    """Units of the order left `location` (shipment `shipment_id`)."""
+
     order_id: str
     shipment_id: str
     location: str
@@ -329,6 +383,8 @@ class OrderShipped(Event, frozen=True):
 
 
 class OrderReturned(Event, frozen=True):
+    """Shipped units of the order came back to `location` (return `return_id`)."""
+
     order_id: str
     return_id: str
     location: str
@@ -376,6 +432,8 @@ class OrderLinesUnmapped(Event, frozen=True):
 
 
 class TransferShipped(Event, frozen=True):
+    """A transfer was created and its units sent from `from_location` to `to_location`."""
+
     transfer_id: str
     from_location: str
     to_location: str

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, assert_never
 
 from atp import events as ev
-from atp.decide import POLICIES, NeedStreams, Stream
+from atp.decide import NeedStreams
 from atp.state import (
     ItemState,
     OrderState,
@@ -19,11 +19,14 @@ from atp.state import (
     evolve_reservation,
     evolve_transfer,
 )
+from atp.streams import POLICIES, Stream
 
 StreamState = Policies | ItemState | OrderState | ReservationState | TransferState | None
 
 
 def initial_state(stream: Stream) -> StreamState:
+    """A stream's state before its first event: empty policies, an item with no stock, or
+    None (an order, reservation or transfer that does not exist yet, and record streams)."""
     kind, key = stream
     if kind == "policies":
         return Policies()
@@ -33,24 +36,42 @@ def initial_state(stream: Stream) -> StreamState:
 
 
 def evolve(stream: Stream, state: StreamState, event: ev.Event) -> StreamState:
+    """`state` of `stream` after `event`, by the stream kind's own evolve.
+
+    Raises TypeError when the event does not belong on that kind of stream (its union in
+    `atp.events`), and ValueError for a stream of service records, which the domain
+    does not fold."""
     kind = stream[0]
-    if kind == "policies":
-        assert isinstance(state, Policies)
-        return evolve_policies(state, event)
-    if kind == "item":
-        assert isinstance(state, ItemState)
-        return evolve_item(state, event)
-    if kind == "order":
-        assert state is None or isinstance(state, OrderState)
-        return evolve_order(state, event)
-    if kind == "reservation":
-        assert state is None or isinstance(state, ReservationState)
-        return evolve_reservation(state, event)
-    assert state is None or isinstance(state, TransferState)
-    return evolve_transfer(state, event)
+    match kind:
+        case "policies":
+            assert isinstance(state, Policies)
+            if isinstance(event, ev.PolicyEvent):
+                return evolve_policies(state, event)
+        case "item":
+            assert isinstance(state, ItemState)
+            if isinstance(event, ev.ItemEvent):
+                return evolve_item(state, event)
+        case "order":
+            assert state is None or isinstance(state, OrderState)
+            if isinstance(event, ev.OrderEvent):
+                return evolve_order(state, event)
+        case "reservation":
+            assert state is None or isinstance(state, ReservationState)
+            if isinstance(event, ev.ReservationEvent):
+                return evolve_reservation(state, event)
+        case "transfer":
+            assert state is None or isinstance(state, TransferState)
+            if isinstance(event, ev.TransferEvent):
+                return evolve_transfer(state, event)
+        case "token" | "tokens" | "idempotency" | "integration" | "webhook-order" | "order-poll":
+            raise ValueError(f"{stream} holds service records, not domain events")
+        case _:
+            assert_never(kind)
+    raise TypeError(f"{type(event).__name__} does not belong on stream {stream}")
 
 
 def fold(stream: Stream, events: Iterable[ev.Event], state: Any = ...) -> StreamState:
+    """The state of `stream` after `events`, from `state` (default: its initial state)."""
     current: StreamState = initial_state(stream) if state is ... else state
     for event in events:
         current = evolve(stream, current, event)
@@ -66,9 +87,11 @@ class StateSet:
         self.complete = complete
 
     def put(self, stream: Stream, state: StreamState) -> None:
+        """Set the loaded state of a stream."""
         self.states[stream] = state
 
     def get(self, stream: Stream) -> StreamState:
+        """The state of a stream; NeedStreams when it is not loaded (unless `complete`)."""
         try:
             return self.states[stream]
         except KeyError:
@@ -79,21 +102,25 @@ class StateSet:
             return state
 
     def apply(self, stream: Stream, event: ev.Event) -> None:
+        """Fold `event` into the stream's state (`evolve`)."""
         self.states[stream] = evolve(stream, self.get(stream), event)
 
     # World protocol
 
     def policies(self) -> Policies:
+        """The policies (World protocol)."""
         state = self.get(POLICIES)
         assert isinstance(state, Policies)
         return state
 
     def item(self, sku: str) -> ItemState:
+        """The state of one SKU (World protocol)."""
         state = self.get(("item", sku))
         assert isinstance(state, ItemState)
         return state
 
     def items(self, skus: Iterable[str]) -> dict[str, ItemState]:
+        """The states of several SKUs, by SKU; NeedStreams names every one not loaded."""
         wanted = list(dict.fromkeys(skus))
         missing: list[Stream] = [("item", s) for s in wanted if ("item", s) not in self.states]
         if missing and not self.complete:
@@ -101,16 +128,19 @@ class StateSet:
         return {sku: self.item(sku) for sku in wanted}
 
     def order(self, order_id: str) -> OrderState | None:
+        """The order, or None (World protocol)."""
         state = self.get(("order", order_id))
         assert state is None or isinstance(state, OrderState)
         return state
 
     def reservation(self, reservation_id: str) -> ReservationState | None:
+        """The reservation, or None (World protocol)."""
         state = self.get(("reservation", reservation_id))
         assert state is None or isinstance(state, ReservationState)
         return state
 
     def transfer(self, transfer_id: str) -> TransferState | None:
+        """The transfer, or None (World protocol)."""
         state = self.get(("transfer", transfer_id))
         assert state is None or isinstance(state, TransferState)
         return state

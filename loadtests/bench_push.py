@@ -51,7 +51,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from loadtests.bench_reservations import _proc_stat, cpu_snapshot, percentile
-from tests.e2e.test_channels import CHANNEL, STORE, Catalogue, ChannelStack, metric, samples
+from tests.support.channel_stack import CHANNEL, STORE, Catalogue, ChannelStack, metric, samples
 from tests.support.server import ADMIN_TOKEN
 
 LOCATION = "WH1"

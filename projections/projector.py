@@ -59,7 +59,8 @@ ITEM_EVENTS: tuple[type[ev.Event], ...] = (
     ev.TransferLost,
     ev.TransferReturned,
 )
-TOPICS = [get_topic(t) for t in (*POLICY_EVENTS, ev.SafetyStockSet, *ITEM_EVENTS)]
+_PROJECTED: tuple[type[ev.Event], ...] = (*POLICY_EVENTS, ev.SafetyStockSet, *ITEM_EVENTS)
+TOPICS = [get_topic(t) for t in _PROJECTED]
 
 
 class Projector:
@@ -145,7 +146,7 @@ class Projector:
             if isinstance(event, POLICY_EVENTS) or (
                 isinstance(event, ev.SafetyStockSet) and event.sku is None
             ):
-                assert isinstance(event, ev.Event)
+                assert isinstance(event, ev.PolicyEvent)
                 self.policies = evolve_policies(self.policies, event)
                 policies_changed = True
                 for sku in self.items:
@@ -153,7 +154,7 @@ class Projector:
                     correlation[sku] = (metadata.get("correlation_id", ""), occurred_at)
             else:
                 sku = event.sku  # type: ignore[union-attr]
-                assert isinstance(sku, str) and isinstance(event, ev.Event)
+                assert isinstance(sku, str) and isinstance(event, ev.ItemEvent)
                 item, applied = self.items.get(sku) or (ItemState(sku=sku), 0)
                 if position <= applied:
                     # Resumed after a crash that stored this SKU but not the projector's

@@ -176,7 +176,7 @@ def sku_documents(
 
 
 def _ledger_figures(item: ItemState, policies: Policies) -> dict[str, tuple[int, str]]:
-    figures = {}
+    figures: dict[str, tuple[int, str]] = {}
     for channel in policies.channels.values():
         a = channel_availability(item, policies, channel, LEDGER_TIME)
         figures[channel.code] = (a.available, a.status)

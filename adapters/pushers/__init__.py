@@ -2,7 +2,8 @@
 
     from adapters.pushers.runner import run_pusher, replay_dead_letters
 
-`base` holds the interface a channel implements (`ChannelClient`); `runner` the shared
-machinery (consume, coalesce, batch, retry, dead-letter, reconcile, metrics); one module per
-channel kind (`woocommerce`, `amazon`, `ebay`) registered in `runner.KINDS`.
+`base` holds the interface a channel implements (`ChannelClient`); the shared machinery is
+`pusher` (consume, coalesce, batch, retry, dead-letter), `reconcile`, `figures` (the read
+model's figures), `options`, `metrics`, `dlq` (replay) and `runner` (wiring, `atp push`);
+one module per channel kind (`woocommerce`, `amazon`, `ebay`) registered in `runner.KINDS`.
 """

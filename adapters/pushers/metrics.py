@@ -20,7 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-disable_created_metrics()  # no `_created` series next to each counter and histogram
+disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus_client; no `_created` series next to each counter and histogram
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 COUNTERS = {

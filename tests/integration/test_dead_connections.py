@@ -20,10 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.test_projection import _terminate_backends
-from tests.integration.test_read_api import Stack
-from tests.integration.test_redis_loss import HEADERS, PREFIX, wait_complete
 from tests.support.pg import fresh_database
+from tests.support.projection import terminate_backends
+from tests.support.read_model import HEADERS, PREFIX, wait_complete
+from tests.support.read_stack import Stack
 from tests.support.redis_db import client, redis_url, scratch_databases
 from tests.support.server import running_service, service_env
 
@@ -101,7 +101,7 @@ def test_terminated_connections_cost_at_most_one_retry(stack: tuple[Stack, Path]
                 assert c.get(f"/v1/items/{sku}/history").status_code == 200
         wait_complete(s)
 
-        assert _terminate_backends(s.database_url) >= 3
+        assert terminate_backends(s.database_url) >= 3
         cut_at = time.monotonic()
         for i, sku in enumerate(SKUS):
             # A read of the ledger (the item's history) and a write, one after the other.

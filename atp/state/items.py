@@ -1,81 +1,16 @@
-"""Aggregate states and the pure `evolve` functions that fold events into them.
-
-States are frozen; `evolve` returns a new state and copies only what an event changes.
-"""
+"""The item stream (one per SKU): stock by location, holds, allocations, shortfalls,
+expected supply and SKU safety stock."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import assert_never
 
 import msgspec
 
 from atp import events as ev
 from atp.events import Hold
-
-GLOBAL = "*"
-"""Key of a safety-stock rule that applies to every location (or every SKU)."""
-
-
-# --- policies ---------------------------------------------------------------------------
-
-
-class Location(msgspec.Struct, frozen=True):
-    code: str
-    name: str
-    kind: str
-    active: bool
-
-
-class Channel(msgspec.Struct, frozen=True):
-    code: str
-    locations: tuple[str, ...]
-    buffer: int
-    share_percent: int
-    backorder_limit: int
-    low_stock_threshold: int
-
-
-class Policies(msgspec.Struct, frozen=True):
-    """Master data and planners' rules shared by every SKU."""
-
-    locations: dict[str, Location] = {}
-    channels: dict[str, Channel] = {}
-    safety_stock: dict[str, int] = {}
-    """Location-wide rules by location code; GLOBAL is the rule for every location."""
-
-
-def evolve_policies(state: Policies, event: ev.Event) -> Policies:
-    match event:
-        case ev.LocationDefined(code=code, name=name, kind=kind, active=active):
-            locations = {**state.locations, code: Location(code, name, kind, active)}
-            return msgspec.structs.replace(state, locations=locations)
-        case ev.ChannelDefined():
-            channel = Channel(
-                code=event.code,
-                locations=event.locations,
-                buffer=event.buffer,
-                share_percent=event.share_percent,
-                backorder_limit=event.backorder_limit,
-                low_stock_threshold=event.low_stock_threshold,
-            )
-            return msgspec.structs.replace(state, channels={**state.channels, event.code: channel})
-        case ev.SafetyStockSet(location=location, quantity=quantity):
-            rules = _set_rule(state.safety_stock, location or GLOBAL, quantity)
-            return msgspec.structs.replace(state, safety_stock=rules)
-    return state
-
-
-def _set_rule(rules: dict[str, int], key: str, quantity: int) -> dict[str, int]:
-    new = dict(rules)
-    if quantity:
-        new[key] = quantity
-    else:
-        new.pop(key, None)
-    return new
-
-
-# --- items --------------------------------------------------------------------------------
+from atp.state.policies import GLOBAL, _set_rule
 
 
 class LocationStock(msgspec.Struct, frozen=True):
@@ -130,6 +65,7 @@ class ItemState(msgspec.Struct, frozen=True):
     """Earliest `expires_at` among live holds, so reads can skip the expiry scan."""
 
     def at(self, location: str) -> LocationStock:
+        """The SKU's stock at `location` (all zeros when it has none)."""
         return self.locations.get(location) or _EMPTY_STOCK
 
 
@@ -197,7 +133,9 @@ def _set_allocations(
     return allocations
 
 
-def evolve_item(state: ItemState, event: ev.Event) -> ItemState:
+def evolve_item(state: ItemState, event: ev.ItemEvent) -> ItemState:
+    """The SKU's state after `event`: stock by location, holds, allocations, shortfalls,
+    expected supply and safety stock (quantities in units)."""
     match event:
         case ev.StockReceived(location=loc, quantity=q, incoming_consumed=consumed, reference=ref):
             received = _with_locations(state, _bump(state, loc, on_hand=q, incoming=-consumed))
@@ -304,7 +242,10 @@ def evolve_item(state: ItemState, event: ev.Event) -> ItemState:
                 state, ev.ShortfallResolved(sku=state.sku, order_id=order_id, quantity=q)
             )
             return _allocate(resolved, order_id, (Hold(loc, q),))
-    return state
+        case ev.OverPromised():
+            return state  # a record of what a fact left uncovered: the fact itself moved stock
+        case _:
+            assert_never(event)
 
 
 def _consume_expected(
@@ -349,230 +290,3 @@ def _allocate(state: ItemState, order_id: str, allocs: tuple[Hold, ...]) -> Item
         locations=_apply_holds(state, allocs, 1, "allocated"),
         allocations=_set_allocations(state, order_id, merge_holds(current, allocs)),
     )
-
-
-# --- reservations --------------------------------------------------------------------------
-
-ReservationStatus = Literal["held", "released", "expired", "committed"]
-
-
-class ReservationState(msgspec.Struct, frozen=True):
-    reservation_id: str
-    channel: str
-    lines: tuple[ev.ReservedLine, ...]
-    expires_at: datetime
-    reference: str | None
-    status: ReservationStatus = "held"
-    order_id: str | None = None
-
-    def status_at(self, now: datetime) -> ReservationStatus:
-        """An expired hold stops counting at `expires_at`, before any sweeper records it."""
-        if self.status == "held" and now >= self.expires_at:
-            return "expired"
-        return self.status
-
-
-def evolve_reservation(state: ReservationState | None, event: ev.Event) -> ReservationState | None:
-    match event:
-        case ev.ReservationPlaced():
-            return ReservationState(
-                reservation_id=event.reservation_id,
-                channel=event.channel,
-                lines=event.lines,
-                expires_at=event.expires_at,
-                reference=event.reference,
-            )
-    if state is None:
-        return None
-    match event:
-        case ev.ReservationExtended(expires_at=exp):
-            return msgspec.structs.replace(state, expires_at=exp)
-        case ev.ReservationReleased():
-            return msgspec.structs.replace(state, status="released")
-        case ev.ReservationExpired():
-            return msgspec.structs.replace(state, status="expired")
-        case ev.ReservationCommitted(order_id=order_id):
-            return msgspec.structs.replace(state, status="committed", order_id=order_id)
-    return state
-
-
-# --- orders --------------------------------------------------------------------------------
-
-OrderStatus = Literal[
-    "accepted",
-    "allocated",
-    "partially_shipped",
-    "shipped",
-    "canceled",
-    "partially_returned",
-    "returned",
-]
-
-
-class OrderLineState(msgspec.Struct, frozen=True):
-    sku: str
-    quantity: int
-    allocated: int = 0
-    shipped: int = 0
-    returned: int = 0
-    canceled: int = 0
-
-    @property
-    def open(self) -> int:
-        """Units still to ship: ordered, less canceled and shipped."""
-        return self.quantity - self.canceled - self.shipped
-
-
-class OrderState(msgspec.Struct, frozen=True):
-    order_id: str
-    channel: str
-    lines: tuple[OrderLineState, ...]
-    reservation_id: str | None = None
-    shipments: tuple[str, ...] = ()
-    returns: tuple[str, ...] = ()
-    unmapped: tuple[ev.UnmappedLine, ...] = ()
-    """The channel's lines atp could not map to an item (with the reason); never item state."""
-
-    def line(self, sku: str) -> OrderLineState | None:
-        return next((line for line in self.lines if line.sku == sku), None)
-
-    @property
-    def status(self) -> OrderStatus:
-        shipped = sum(line.shipped for line in self.lines)
-        returned = sum(line.returned for line in self.lines)
-        if returned:
-            return "returned" if returned >= shipped else "partially_returned"
-        if all(line.quantity == line.canceled for line in self.lines):
-            return "canceled"
-        if shipped:
-            return "shipped" if all(line.open == 0 for line in self.lines) else "partially_shipped"
-        wanted = all(line.allocated >= line.quantity - line.canceled for line in self.lines)
-        return "allocated" if wanted else "accepted"
-
-
-def _update_lines(
-    state: OrderState, lines: tuple[ev.OrderLine, ...] | tuple[ev.ReturnLine, ...], field: str
-) -> tuple[OrderLineState, ...]:
-    added: dict[str, int] = {}
-    for line in lines:
-        added[line.sku] = added.get(line.sku, 0) + line.quantity
-    return tuple(
-        msgspec.structs.replace(line, **{field: getattr(line, field) + added[line.sku]})
-        if line.sku in added
-        else line
-        for line in state.lines
-    )
-
-
-def evolve_order(state: OrderState | None, event: ev.Event) -> OrderState | None:
-    match event:
-        case ev.OrderPlaced():
-            short = {line.sku: line.quantity for line in event.shortfall}
-            return OrderState(
-                order_id=event.order_id,
-                channel=event.channel,
-                lines=tuple(
-                    OrderLineState(
-                        sku=line.sku,
-                        quantity=line.quantity,
-                        allocated=line.quantity - short.get(line.sku, 0),
-                    )
-                    for line in event.lines
-                ),
-                reservation_id=event.reservation_id,
-            )
-        case ev.OrderLinesUnmapped() if state is None:
-            return OrderState(
-                order_id=event.order_id, channel=event.channel, lines=(), unmapped=event.lines
-            )
-    if state is None:
-        return None
-    match event:
-        case ev.OrderShortfallFilled(sku=sku, quantity=q):
-            filled = (ev.OrderLine(sku, q),)
-            return msgspec.structs.replace(state, lines=_update_lines(state, filled, "allocated"))
-        case ev.OrderCanceled(lines=lines):
-            return msgspec.structs.replace(state, lines=_update_lines(state, lines, "canceled"))
-        case ev.OrderShipped(shipment_id=sid, lines=lines):
-            return msgspec.structs.replace(
-                state,
-                lines=_update_lines(state, lines, "shipped"),
-                shipments=(*state.shipments, sid),
-            )
-        case ev.OrderReturned(return_id=rid, lines=lines):
-            return msgspec.structs.replace(
-                state, lines=_update_lines(state, lines, "returned"), returns=(*state.returns, rid)
-            )
-        case ev.OrderRevised(lines=lines):
-            return msgspec.structs.replace(state, lines=_revised_lines(state, lines))
-        case ev.OrderLinesUnmapped(lines=lines):
-            return msgspec.structs.replace(state, unmapped=lines)
-    return state
-
-
-def _revised_lines(
-    state: OrderState, revised: tuple[ev.RevisedLine, ...]
-) -> tuple[OrderLineState, ...]:
-    """The order's lines after a revision: new quantities, nothing canceled; shipped and
-    returned units stay. A line left with nothing ordered, shipped or returned goes."""
-    by_sku = {line.sku: line for line in revised}
-    lines = []
-    for line in state.lines:
-        new = by_sku.pop(line.sku, None)
-        if new is not None:
-            line = msgspec.structs.replace(
-                line, quantity=new.quantity, allocated=new.allocated, canceled=0
-            )
-        lines.append(line)
-    lines += [OrderLineState(x.sku, x.quantity, allocated=x.allocated) for x in by_sku.values()]
-    return tuple(x for x in lines if x.quantity or x.shipped or x.returned)
-
-
-# --- transfers -----------------------------------------------------------------------------
-
-
-TransferStatus = Literal["in_transit", "received", "closed", "canceled"]
-
-
-class TransferState(msgspec.Struct, frozen=True):
-    transfer_id: str
-    from_location: str
-    to_location: str
-    lines: tuple[ev.OrderLine, ...]
-    status: TransferStatus = "in_transit"
-    received: dict[str, int] = {}
-    """Units received so far, by SKU."""
-    lost: dict[str, int] = {}
-    """Units written off when the transfer was closed, by SKU."""
-
-    def in_transit(self, sku: str) -> int:
-        """Units of `sku` shipped and neither received nor written off."""
-        shipped = sum(line.quantity for line in self.lines if line.sku == sku)
-        return shipped - self.received.get(sku, 0) - self.lost.get(sku, 0)
-
-
-def evolve_transfer(state: TransferState | None, event: ev.Event) -> TransferState | None:
-    match event:
-        case ev.TransferShipped():
-            return TransferState(
-                transfer_id=event.transfer_id,
-                from_location=event.from_location,
-                to_location=event.to_location,
-                lines=event.lines,
-            )
-    if state is None:
-        return None
-    match event:
-        case ev.TransferReceived(lines=lines):
-            received = dict(state.received)
-            for line in lines or state.lines:
-                received[line.sku] = received.get(line.sku, 0) + line.quantity
-            moved = msgspec.structs.replace(state, received=received)
-            done = all(moved.in_transit(line.sku) == 0 for line in state.lines)
-            return msgspec.structs.replace(moved, status="received") if done else moved
-        case ev.TransferClosed(lines=lines):
-            lost = {line.sku: line.quantity for line in lines}
-            return msgspec.structs.replace(state, lost=lost, status="closed")
-        case ev.TransferCanceled():
-            return msgspec.structs.replace(state, status="canceled")
-    return state

@@ -1,0 +1,2 @@
+"""What the benchmarks share: services under load, load generators, CPU accounting, result
+tables (one module each)."""
