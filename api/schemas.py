@@ -18,6 +18,8 @@ MAX_POSITION = 2**63 - 1
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
 """An RFC 3339 time that carries its UTC offset (a naive time is ambiguous: 422)."""
 Text = Annotated[str, msgspec.Meta(max_length=1000)]
+Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+"""Why stock moved outside a document (an adjustment, a transfer written off): never empty."""
 Ttl = Annotated[int, msgspec.Meta(ge=1, le=86_400)]
 Scope = Literal[
     "availability:read",
@@ -135,7 +137,7 @@ class AdjustmentRequest(msgspec.Struct):
     location: Code
     sku: Code
     delta: Annotated[int, msgspec.Meta(ge=-1_000_000, le=1_000_000)]
-    reason: Text
+    reason: Reason
     damaged: bool = False
     """Adjust damaged units (on-hand and damaged move together), e.g. a write-off."""
 
@@ -163,7 +165,7 @@ class TransferReceiptRequest(msgspec.Struct):
 
 
 class TransferCloseRequest(msgspec.Struct):
-    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+    reason: Reason
 
 
 class IncomingLineIn(msgspec.Struct):

@@ -150,6 +150,11 @@ BOUNDS: list[tuple[str, dict[str, Any], str]] = [
         "delta",
     ),
     ("/v1/counts", _lines(100_000_001, "counted"), "lines[0].counted"),
+    (
+        "/v1/adjustments",
+        {"location": "{wh}", "sku": "{sku}", "delta": -1, "reason": ""},
+        "reason",
+    ),
 ]
 
 
