@@ -33,7 +33,7 @@ from adapters.records import TokenIssued, TokenRevoked, TokensAdopted, TokenUsed
 from adapters.sealing import fernet_for
 from api.log import correlation_id
 from api.problems import ApiProblem
-from api.service import CommandService, Job, Reply, ServiceWorld
+from api.service import CommandService, Job, Result, ServiceWorld, decider
 
 log = logging.getLogger("atp.auth")
 
@@ -257,9 +257,9 @@ class TokenStore:
 def use_recorder(service: CommandService) -> Callable[[Principal], None]:
     """`record_use` for a TokenStore: records TokenUsed in the background (never delays the
     request; at most one per token per USE_RESOLUTION, whichever process sees it first)."""
-    pending: set[asyncio.Future[Reply]] = set()
+    pending: set[asyncio.Future[Result]] = set()
 
-    def finished(task: asyncio.Future[Reply]) -> None:
+    def finished(task: asyncio.Future[Result]) -> None:
         pending.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.warning("could not record a token's use: %r", task.exception())
@@ -273,7 +273,7 @@ def use_recorder(service: CommandService) -> Callable[[Principal], None]:
                 return []
             return [(stream, TokenUsed(at=now))]
 
-        job = Job(decide, lambda _: Reply(200, b""), correlation_id.get(), reads=[stream])
+        job = Job(decider(decide, reads=[stream]), correlation_id.get())
         task = asyncio.ensure_future(service.submit(job))
         pending.add(task)
         task.add_done_callback(finished)
@@ -328,7 +328,7 @@ def adopt_legacy_tokens(ledger: Ledger) -> int:
     service = CommandService(ledger)
     service.start()
     try:
-        service.run_sync(Job(decide, lambda _: Reply(200, b""), "adopt-tokens", reads=[REGISTRY]))
+        service.run_sync(Job(decider(decide, reads=[REGISTRY]), "adopt-tokens"))
     finally:
         service.stop()
     return len(adopted)

@@ -9,10 +9,8 @@ import itertools
 import zlib
 from datetime import UTC, datetime, timedelta
 
-from api.gateway import command_decider
-from api.service import CommandService, Job, Reply
+from api.service import CommandService, Job, Rejected, Result, command_decider, decider
 from atp import commands as cmd
-from atp.errors import DomainError
 
 LOCATIONS = [
     cmd.DefineLocation(code="WH1", name="Central distribution centre", kind="warehouse"),
@@ -69,10 +67,8 @@ def load_demo(service: CommandService) -> int:
     """Submit the demo catalogue; returns how many commands changed something."""
     changed = 0
     for command in demo_commands():
-        reply = service.run_sync(
-            Job(decide=command_decider(command), render=_render, correlation_id="demo")
-        )
-        changed += reply.position is not None
+        result = _applied(service.run_sync(Job(command_decider(command), "demo")))
+        changed += result.position is not None
     eta = datetime.now(UTC) + timedelta(days=7)
     incoming = cmd.ExpectIncoming(
         location="WH2",
@@ -86,12 +82,12 @@ def load_demo(service: CommandService) -> int:
             return []
         return command_decider(incoming)(world, now)
 
-    reply = service.run_sync(Job(decide=only_once, render=_render, correlation_id="demo"))
-    return changed + (reply.position is not None)
+    result = _applied(service.run_sync(Job(decider(only_once), "demo")))
+    return changed + (result.position is not None)
 
 
-def _render(outcome: object) -> Reply:
-    error = getattr(outcome, "error", None)
-    if isinstance(error, DomainError):
-        raise error
-    return Reply(200, b"")
+def _applied(result: Result) -> Result:
+    """The result of a demo command; a rejected one stops the demo with its domain error."""
+    if isinstance(result, Rejected):
+        raise result.error
+    return result

@@ -12,28 +12,22 @@ import msgspec
 from litestar import Request, Response
 
 from api.problems import PROBLEM, ApiProblem, domain_problem, problem_body
-from api.service import CommandService, DecideFn, Idempotency, Job, Outcome, Reply, ServiceWorld
-from atp import commands as cmd
-from atp.decide import decide, reads
+from api.service import (
+    Applied,
+    CommandService,
+    Decider,
+    Idempotency,
+    Job,
+    KeyReused,
+    Receipt,
+    Rejected,
+    Replayed,
+    Result,
+    ServiceWorld,
+)
 
 POSITION_HEADER = "ATP-Position"
 Render = Callable[[ServiceWorld, datetime], tuple[int, Any]]
-
-
-class CommandDecider:
-    """Decides one domain command; knows which streams it reads up front."""
-
-    def __init__(self, command: cmd.Command, fresh: tuple[Any, ...] = ()) -> None:
-        self.command = command
-        self.reads = reads(command)
-        self.fresh = list(fresh)
-
-    def __call__(self, world: ServiceWorld, now: datetime) -> Any:
-        return decide(self.command, world, now)
-
-
-def command_decider(command: cmd.Command, fresh: tuple[Any, ...] = ()) -> CommandDecider:
-    return CommandDecider(command, fresh)
 
 
 def canonical_body(raw: bytes) -> bytes:
@@ -50,6 +44,12 @@ def canonical_body(raw: bytes) -> bytes:
         return raw
 
 
+def encoded(rendered: tuple[int, Any]) -> tuple[int, bytes]:
+    """A route's (status, view) with the view encoded as JSON."""
+    status, view = rendered
+    return status, msgspec.json.encode(view)
+
+
 class Gateway:
     def __init__(self, service: CommandService) -> None:
         self.service = service
@@ -58,7 +58,7 @@ class Gateway:
     async def execute(
         self,
         request: Request[Any, Any, Any],
-        decider: DecideFn,
+        decider: Decider,
         render: Render,
         *,
         require_key: bool = False,
@@ -86,19 +86,19 @@ class Gateway:
             scope = f"{principal.key} {request.method} {request.url.path}"
             idem = Idempotency(scope, key, request_hash)
 
-        def render_outcome(outcome: Outcome) -> Reply:
-            now = self.service.clock()
-            if outcome.error is not None:
-                status, body = domain_problem(outcome.error)
-                return Reply(status, body)
-            status, view = render(outcome.world, now)
-            body = msgspec.json.encode(view)
-            return Reply(status, body, stored=stored_body(body) if stored_body else None)
+        def receipt(result: Applied[Any] | Rejected) -> Receipt | None:
+            reply = self._reply(result)
+            if reply.status_code >= 500:
+                return None
+            if stored_body is not None and isinstance(result, Applied):
+                return Receipt(reply.status_code, stored_body(reply.body))
+            return reply
 
         job = Job(
             decide=decider,
-            render=render_outcome,
             correlation_id=request.state.correlation_id,
+            view=lambda world, _: Receipt(*encoded(render(world, self.service.clock()))),
+            receipt=receipt,
             idempotency=idem,
         )
         if idem is None:
@@ -110,26 +110,40 @@ class Gateway:
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.inflight[slot] = mine
         try:
-            reply = await self.service.submit(job)
+            result = await self.service.submit(job)
         finally:
             del self.inflight[slot]
             mine.set_result(None)
-        if reply.reused:
+        return self._response(result, on_replay)
+
+    @staticmethod
+    def _reply(result: Applied[Any] | Rejected) -> Receipt:
+        """The status and body of a decided job: its view's, or its domain error's problem."""
+        if isinstance(result, Rejected):
+            return Receipt(*domain_problem(result.error))
+        reply: Receipt = result.value
+        return reply
+
+    def _response(
+        self, result: Result, on_replay: Callable[[bytes], bytes] | None
+    ) -> Response[bytes]:
+        headers = {}
+        position = result.position if isinstance(result, Applied | Rejected) else None
+        if position is not None:
+            headers[POSITION_HEADER] = str(position)
+        if isinstance(result, Replayed):
+            headers["Idempotent-Replayed"] = "true"
+            reply = result.receipt
+            body = on_replay(reply.body) if on_replay else reply.body
+        elif isinstance(result, KeyReused):
             raise ApiProblem(
                 422,
                 "idempotency-key-reused",
                 "this Idempotency-Key was used with a different request",
             )
-        return self._response(reply, on_replay if reply.replayed else None)
-
-    @staticmethod
-    def _response(reply: Reply, on_replay: Callable[[bytes], bytes] | None) -> Response[bytes]:
-        headers = {}
-        if reply.position is not None:
-            headers[POSITION_HEADER] = str(reply.position)
-        if reply.replayed:
-            headers["Idempotent-Replayed"] = "true"
-        body = on_replay(reply.body) if on_replay else reply.body
+        else:
+            reply = self._reply(result)
+            body = reply.body
         media = PROBLEM if reply.status_code >= 400 else "application/json"
         if not body and reply.status_code >= 400:
             body = problem_body(reply.status_code, "error", "request failed")

@@ -26,7 +26,7 @@ from adapters.webhooks import NotAnOrder, parse_order
 from adapters.woo_orders import StoreUnreachable, from_settings
 from api.order_sync import IN_ORDER, METRICS, OrderSync
 from api.routes.integrations import current, integration_stream
-from api.service import CommandService, Job, Outcome, Reply
+from api.service import CommandService, Job, decider
 
 log = logging.getLogger("atp.orderpoll")
 OVERLAP_SECONDS = 5
@@ -138,12 +138,7 @@ class OrderPoller:
                 return []
             return [(stream, OrderPollCursor(store=store, modified=newest))]
 
-        def render(_: Outcome) -> Reply:
-            return Reply(200, b"")
-
-        decider: Any = decide
-        decider.reads = [stream]
-        await self.service.submit(Job(decider, render, f"poll-{store}"))
+        await self.service.submit(Job(decider(decide, reads=[stream]), f"poll-{store}"))
 
 
 def _since(cursor: str | None, now: datetime) -> str:

@@ -33,7 +33,8 @@ from adapters.webhooks import (
 )
 from adapters.woo_orders import StoreUnreachable, from_settings
 from api.problems import domain_problem
-from api.service import CommandService, Job, Outcome, Reply
+from api.service import Applied as ServiceApplied
+from api.service import CommandService, Job, Rejected
 
 log = logging.getLogger("atp.webhooks")
 
@@ -173,23 +174,20 @@ class OrderSync:
         snap = await self._with_refunds(snap, last, integration)
         decider = OrderDecider(snap, integration.channel)
 
-        def render(outcome: Outcome) -> Reply:
-            if outcome.error is not None:
-                return Reply(*domain_problem(outcome.error))
-            return Reply(200, b"")
-
-        reply = await self.service.submit(Job(decider, render, cid))
-        if reply.status_code >= 400:
-            log.error("order %s was not applied: %s", snap.order_id, reply.body.decode())
-            return Applied(reply.status_code, reply.body)
+        result = await self.service.submit(Job(decider, cid))
+        assert isinstance(result, ServiceApplied | Rejected)  # no idempotency key: no replay
+        if isinstance(result, Rejected):
+            status, body = domain_problem(result.error)
+            log.error("order %s was not applied: %s", snap.order_id, body.decode())
+            return Applied(status, body)
         if decider.reason is not None:
             METRICS.unchanged[f'store="{store}"'] += 1
             log.info(
                 "order %s (%s): changed nothing: %s", snap.order_id, snap.modified, decider.reason
             )
             body = msgspec.json.encode({"status": "unchanged", "reason": decider.reason})
-            return Applied(200, body, reply.position)
-        return Applied(200, b'{"status":"applied"}', reply.position, changed=True)
+            return Applied(200, body, result.position)
+        return Applied(200, b'{"status":"applied"}', result.position, changed=True)
 
     async def _with_refunds(
         self, snap: OrderSnapshot, last: Any, integration: IntegrationConfigured

@@ -17,10 +17,10 @@ import random
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from adapters.ledger import (
     IntegrityError,
@@ -32,7 +32,8 @@ from adapters.ledger import (
 )
 from adapters.records import Record, ResponseRecorded
 from api.log import correlation_id
-from atp.decide import POLICIES, NeedStreams
+from atp import commands as cmd
+from atp.decide import POLICIES, NeedStreams, decide, reads
 from atp.errors import DomainError
 from atp.world import StateSet
 
@@ -40,23 +41,116 @@ log = logging.getLogger("atp.service")
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 SNAPSHOT_INTERVAL = 100
-DecideFn = Callable[["ServiceWorld", datetime], list[tuple[Any, Any]]]
+Decision = list[tuple[Any, Any]]
+"""What a decider returns: (stream key, event or record) pairs to append, in order."""
+V = TypeVar("V")
+
+
+class Decider(Protocol):
+    """One job's decision: `decider(world, now) -> [(stream, event), ...]`.
+
+    `reads` are the streams it is known to read (loaded for the whole batch in one round
+    trip); `fresh` the streams known not to exist yet (ids minted for this job: not read).
+    It may raise NeedStreams to have more streams loaded, or a DomainError to reject.
+    """
+
+    @property
+    def reads(self) -> Sequence[StreamKey]: ...
+
+    @property
+    def fresh(self) -> Sequence[StreamKey]: ...
+
+    def __call__(self, world: ServiceWorld, now: datetime, /) -> Decision: ...
 
 
 @dataclass(frozen=True)
-class Reply:
+class FunctionDecider:
+    """A plain function `(world, now) -> Decision` with the streams it reads."""
+
+    function: Callable[[ServiceWorld, datetime], Decision]
+    reads: Sequence[StreamKey] = ()
+    fresh: Sequence[StreamKey] = ()
+
+    def __call__(self, world: ServiceWorld, now: datetime, /) -> Decision:
+        return self.function(world, now)
+
+
+def decider(
+    function: Callable[[ServiceWorld, datetime], Decision],
+    reads: Sequence[StreamKey] = (),
+    fresh: Sequence[StreamKey] = (),
+) -> FunctionDecider:
+    """A Decider from a function and the streams it reads (see Decider)."""
+    return FunctionDecider(function, tuple(reads), tuple(fresh))
+
+
+class CommandDecider:
+    """Decides one domain command (atp.decide); knows which streams it reads up front."""
+
+    def __init__(self, command: cmd.Command, fresh: Sequence[StreamKey] = ()) -> None:
+        self.command = command
+        self.reads: Sequence[StreamKey] = reads(command)
+        self.fresh: Sequence[StreamKey] = list(fresh)
+
+    def __call__(self, world: ServiceWorld, now: datetime, /) -> Decision:
+        return decide(self.command, world, now)  # type: ignore[arg-type]
+
+
+def command_decider(command: cmd.Command, fresh: Sequence[StreamKey] = ()) -> CommandDecider:
+    """The Decider of one domain command; `fresh` names the streams its new ids create."""
+    return CommandDecider(command, fresh)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The first answer to an idempotent request, kept verbatim in its idempotency record
+    (committed in the same transaction as the effect) and replayed byte for byte."""
+
     status_code: int
     body: bytes
+
+
+@dataclass(frozen=True)
+class Applied(Generic[V]):
+    """The job's events were appended. `value` is what its `view` made of the world after
+    them (None without a view); `position` the ledger position of its last event (None
+    when it appended nothing)."""
+
+    value: V
     position: int | None = None
-    replayed: bool = False
-    reused: bool = False
-    """The idempotency key was used before with a different request body."""
-    stored: bytes | None = None
-    """What the idempotency record keeps instead of `body` (secrets redacted)."""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The decision raised a domain error: nothing of the job was appended (but for its
+    idempotency record, whose position is `position`)."""
+
+    error: DomainError
+    position: int | None = None
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """The idempotency key was seen with the same request within IDEMPOTENCY_TTL: the
+    first answer, as recorded, and nothing decided again."""
+
+    receipt: Receipt
+
+
+@dataclass(frozen=True)
+class KeyReused:
+    """The idempotency key was seen with a different request: nothing done."""
+
+
+Result = Applied[Any] | Rejected | Replayed | KeyReused
+"""What a submitted job came to."""
 
 
 @dataclass(frozen=True)
 class Idempotency:
+    """An idempotency key: `scope` (who, which route), `key` (the client's), and the hash
+    of the request it first came with."""
+
     scope: str
     key: str
     request_hash: str
@@ -67,29 +161,21 @@ class Idempotency:
 
 
 @dataclass
-class Outcome:
-    """What a job's decision came to: the world after it, or the domain error."""
-
-    world: ServiceWorld
-    error: DomainError | None = None
-
-
-@dataclass
 class Job:
-    decide: DecideFn
-    render: Callable[[Outcome], Reply]
-    correlation_id: str
-    idempotency: Idempotency | None = None
-    reads: list[StreamKey] = field(default_factory=list)
-    """Streams the job is known to read: loaded for the whole batch in one round trip."""
-    fresh: list[StreamKey] = field(default_factory=list)
-    """Streams known not to exist yet (ids minted for this job): not read."""
-    done: Callable[[Reply | BaseException], None] = field(default=lambda _: None)
+    """One unit of work for the writer.
 
-    def __post_init__(self) -> None:
-        # A domain command's decider knows what it reads and which ids it minted.
-        self.reads = self.reads or list(getattr(self.decide, "reads", ()))
-        self.fresh = self.fresh or list(getattr(self.decide, "fresh", ()))
+    `view(world, now)` turns the world after a successful decision into the Applied value;
+    `receipt(result)` (only with an idempotency key) gives what the idempotency record keeps
+    for an Applied or Rejected result, or None to record nothing. Both run in the writer
+    thread, before the batch is appended: an exception in either fails this job alone.
+    """
+
+    decide: Decider
+    correlation_id: str
+    view: Callable[[ServiceWorld, datetime], Any] | None = None
+    receipt: Callable[[Applied[Any] | Rejected], Receipt | None] | None = None
+    idempotency: Idempotency | None = None
+    done: Callable[[Result | BaseException], None] = field(default=lambda _: None)
 
 
 class ServiceWorld(StateSet):
@@ -162,23 +248,26 @@ class CommandService:
 
     # --- submitting ------------------------------------------------------------------------
 
-    async def submit(self, job: Job) -> Reply:
+    async def submit(self, job: Job) -> Result:
+        """Queue `job` for the writer and wait for its Result. Raises what failed the job
+        alone (a bug in its decider, view or receipt) or its batch (the ledger unreachable,
+        TimeoutError after version conflicts for `retry_seconds`)."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Reply] = loop.create_future()
+        future: asyncio.Future[Result] = loop.create_future()
 
-        def done(result: Reply | BaseException) -> None:
+        def done(result: Result | BaseException) -> None:
             loop.call_soon_threadsafe(_resolve, future, result)
 
         job.done = done
         self.queue.put(job)
         return await future
 
-    def run_sync(self, job: Job) -> Reply:
-        """Submit from a non-async caller (CLI, sweeper) and wait."""
+    def run_sync(self, job: Job) -> Result:
+        """Submit from a non-async caller (CLI, sweeper) and wait; raises as `submit`."""
         event = threading.Event()
-        box: list[Reply | BaseException] = []
+        box: list[Result | BaseException] = []
 
-        def done(result: Reply | BaseException) -> None:
+        def done(result: Result | BaseException) -> None:
             box.append(result)
             event.set()
 
@@ -255,14 +344,14 @@ class CommandService:
             except NeedStreams as need:
                 self._sync(world, need.streams, base)
 
-    def _attempt(self, batch: list[Job]) -> list[Reply | Exception] | None:
+    def _attempt(self, batch: list[Job]) -> list[Result | Exception] | None:
         now = self.clock()
         world = ServiceWorld()
         base: dict[StreamKey, int] = {}
         # Known-new streams (ids this process minted) are not read, unless a conflict
         # said otherwise; idempotency keys this process has not seen are assumed new.
         for job in batch:
-            for stream in job.fresh:
+            for stream in job.decide.fresh:
                 if stream not in self.unsure:
                     world.put(stream, None)
                     base[stream] = 0
@@ -275,27 +364,29 @@ class CommandService:
         # decisions (rejections included) rest on the ledger as it is, not on a stale cache.
         hinted = [POLICIES]
         for job in batch:
-            hinted += job.reads
+            hinted += job.decide.reads
             if job.idempotency is not None:
                 hinted.append(job.idempotency.stream)
         self._sync(world, hinted, base)
         pending: list[tuple[StreamKey, Any, Job]] = []
-        replies: list[Reply | Exception] = []
+        results: list[Result | Exception] = []
         for job in batch:
             if job.idempotency is not None:
-                replay = self._replay(job.idempotency, world, base, now)
+                replay = self._replay(job.idempotency, world, now)
                 if replay is not None:
-                    replies.append(replay)
+                    results.append(replay)
                     continue
             touched: dict[Any, Any] = {}
+            decision: Decision = []
+            result: Applied[Any] | Rejected
             try:
                 decision = self._decide(job, world, base, now)
             except DomainError as error:
-                outcome = Outcome(world, error)
+                result = Rejected(error)
             except Exception as exc:  # a bug in one job must not fail its batch
                 correlation_id.set(job.correlation_id)
                 log.exception("job failed")
-                replies.append(exc)
+                results.append(exc)
                 continue
             else:
                 # Streams written without being read (a commit's items) need their versions.
@@ -303,52 +394,48 @@ class CommandService:
                 touched = {stream: world.states[stream] for stream, _ in decision}
                 for stream, event in decision:
                     world.apply(stream, event)
-                outcome = Outcome(world)
+                result = Applied(None)
             try:
-                reply = job.render(outcome)
+                if isinstance(result, Applied) and job.view is not None:
+                    result = Applied(job.view(world, now))
+                receipt = None
+                if job.idempotency is not None and job.receipt is not None:
+                    receipt = job.receipt(result)
             except Exception as exc:
-                log.exception("rendering a job's response failed")
+                log.exception("rendering a job's result failed")
                 world.states.update(touched)  # this job takes no effect
-                replies.append(exc)
+                results.append(exc)
                 continue
-            if outcome.error is None:
+            if isinstance(result, Applied):
                 pending.extend((stream, event, job) for stream, event in decision)
-            if job.idempotency is not None and reply.status_code < 500:
+            if job.idempotency is not None and receipt is not None:
                 record = ResponseRecorded(
                     scope=job.idempotency.scope,
                     key=job.idempotency.key,
                     request_hash=job.idempotency.request_hash,
-                    status_code=reply.status_code,
-                    body=reply.body if reply.stored is None else reply.stored,
+                    status_code=receipt.status_code,
+                    body=receipt.body,
                     recorded_at=now,
                 )
                 world.apply(job.idempotency.stream, record)
                 pending.append((job.idempotency.stream, record, job))
-            replies.append(reply)
+            results.append(result)
         positions = self._append(pending, world, base, now)
         if positions is None:
             return None
-        done: list[Reply | Exception] = []
-        for job, reply in zip(batch, replies, strict=True):
-            if isinstance(reply, Reply):
-                reply = Reply(
-                    reply.status_code,
-                    reply.body,
-                    positions.get(id(job)),
-                    reply.replayed,
-                    reply.reused,
-                )
-            done.append(reply)
+        done: list[Result | Exception] = []
+        for job, result in zip(batch, results, strict=True):
+            if isinstance(result, Applied | Rejected):
+                result = replace(result, position=positions.get(id(job)))
+            done.append(result)
         return done
 
-    def _replay(
-        self, idem: Idempotency, world: ServiceWorld, base: dict[StreamKey, int], now: datetime
-    ) -> Reply | None:
+    def _replay(self, idem: Idempotency, world: ServiceWorld, now: datetime) -> Result | None:
         for record in reversed(world.records(idem.stream)):
             if isinstance(record, ResponseRecorded) and now - record.recorded_at < IDEMPOTENCY_TTL:
                 if record.request_hash != idem.request_hash:
-                    return Reply(422, b"", reused=True)
-                return Reply(record.status_code, record.body, replayed=True)
+                    return KeyReused()
+                return Replayed(Receipt(record.status_code, record.body))
         return None
 
     def _append(
@@ -394,7 +481,7 @@ class CommandService:
         return positions
 
 
-def _resolve(future: asyncio.Future[Reply], result: Reply | BaseException) -> None:
+def _resolve(future: asyncio.Future[Result], result: Result | BaseException) -> None:
     if future.done():
         return
     if isinstance(result, BaseException):

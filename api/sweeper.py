@@ -13,8 +13,7 @@ from datetime import datetime
 from eventsourcing.utils import get_topic
 
 from adapters.ledger import Ledger, decode_payload
-from api.gateway import command_decider
-from api.service import CommandService, Job, Reply
+from api.service import CommandService, Job, command_decider
 from atp import commands as cmd
 from atp import events as ev
 
@@ -65,11 +64,7 @@ class Sweeper:
         due = [rid for rid, expires_at in self.live.items() if expires_at <= now]
         for reservation_id in due:
             command = cmd.ExpireReservation(reservation_id=reservation_id)
-            job = Job(
-                decide=command_decider(command),
-                render=lambda _o: Reply(200, b""),
-                correlation_id=f"sweep:{reservation_id}",
-            )
+            job = Job(decide=command_decider(command), correlation_id=f"sweep:{reservation_id}")
             self.service.run_sync(job)
             self.live.pop(reservation_id, None)
         return len(due)

@@ -33,6 +33,7 @@ from api.problems import ApiProblem
 from api.pushstatus import judge, merged_metrics, reports
 from api.routes.common import ADMIN, gateway, ledger, service
 from api.service import ServiceWorld
+from api.service import decider as as_decider
 from atp.errors import AlreadyExists, NotFound
 
 REPLAY_PURPOSE = b"atp: issued tokens in idempotency records"
@@ -89,7 +90,7 @@ async def create_token(request: Request[Any, Any, Any], data: s.TokenRequest) ->
         return msgspec.json.encode(view)
 
     return await gateway(request).execute(
-        request, decider, render, on_replay=unseal, stored_body=seal
+        request, as_decider(decider), render, on_replay=unseal, stored_body=seal
     )
 
 
@@ -139,7 +140,7 @@ async def delete_token(request: Request[Any, Any, Any], name: str) -> Response[b
         assert isinstance(revoked, TokenRevoked)
         return 200, s.TokenDeleted(revoked.name, revoked.revoked_at)
 
-    response = await gateway(request).execute(request, decider, render)
+    response = await gateway(request).execute(request, as_decider(decider), render)
     if response.status_code == 200:
         # Every process's last check of the token began before the revocation committed, or
         # sees it: answer once the older checks have expired.

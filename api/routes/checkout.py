@@ -11,7 +11,6 @@ from litestar import Request, Response, get, post
 
 from api import schemas as s
 from api.decoding import decode_body
-from api.gateway import command_decider
 from api.routes.common import (
     AVAILABILITY_READ,
     ORDERS_WRITE,
@@ -22,7 +21,7 @@ from api.routes.common import (
     path_code,
     service,
 )
-from api.service import ServiceWorld
+from api.service import ServiceWorld, command_decider
 from api.views import order_view, reservation_view
 from atp import commands as cmd
 from atp.errors import NotFound

@@ -20,7 +20,7 @@ from api.decoding import decode_body
 from api.problems import ApiProblem
 from api.routes.common import ADMIN, gateway, ledger, path_code
 from api.schemas import Code
-from api.service import ServiceWorld
+from api.service import ServiceWorld, decider
 from atp.decide import POLICIES
 
 Url = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s]+$", max_length=2000)]
@@ -150,9 +150,9 @@ async def put_integration(
         assert record is not None
         return 200, public_view(record)
 
-    decider: Any = decide
-    decider.reads = [POLICIES, stream, INTEGRATION_INDEX]
-    response = await gateway(request).execute(request, decider, render)
+    response = await gateway(request).execute(
+        request, decider(decide, reads=[POLICIES, stream, INTEGRATION_INDEX]), render
+    )
     queue = request.app.state.webhook_queue
     if response.status_code == 200 and queue is not None:
         await queue.declare_pusher(kind, store, given["channel"])

@@ -9,9 +9,8 @@ from typing import Any
 from litestar import Request, Response, get, put
 
 from api import schemas as s
-from api.gateway import command_decider
 from api.routes.common import AVAILABILITY_READ, POLICY_WRITE, gateway, ledger, path_code
-from api.service import ServiceWorld
+from api.service import ServiceWorld, command_decider
 from atp import commands as cmd
 from atp.decide import POLICIES
 from atp.state import Channel, Location

@@ -16,7 +16,7 @@ from adapters.records import TokenIssued, TokenRevoked, TokensAdopted
 from api import auth
 from api.auth import REGISTRY, active_tokens, adopt_legacy_tokens, token_hash, token_stream
 from api.problems import ApiProblem
-from api.service import Job, Reply, ServiceWorld
+from api.service import Job, ServiceWorld, decider
 from tests.integration.conftest import Backend, Clock
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ def legacy_issue_token(
         record = TokenIssued(name=name, scopes=scopes, token_hash=digest)
         return [(token_stream(digest), record)]
 
-    backend.service().run_sync(Job(decide, lambda _: Reply(201, b""), "legacy"))
+    backend.service().run_sync(Job(decider(decide), "legacy"))
     return digest
 
 
@@ -154,7 +154,7 @@ def test_a_busy_token_costs_one_lookup_a_second_per_process(
         def decide(_: ServiceWorld, __: datetime) -> list[tuple[Any, Any]]:
             return [(token_stream(digest), revoke)]
 
-        backend.service().run_sync(Job(decide, lambda _: Reply(200, b""), "revoke"))
+        backend.service().run_sync(Job(decider(decide), "revoke"))
         time.sleep(auth.CHECK_SECONDS)
         assert asyncio.run(poll(1)) == [None]
         assert len(lookups) == 2

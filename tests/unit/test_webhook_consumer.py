@@ -38,7 +38,7 @@ class Recording(WebhookConsumer):
     """Applies nothing: records the order of application; the first state is slow."""
 
     def __init__(self) -> None:
-        super().__init__(None, None, "amqp://unused")  # type: ignore[arg-type]
+        super().__init__(None, None, "amqp://unused", b"k" * 32)  # type: ignore[arg-type]
         self.seen: list[tuple[int, str]] = []
 
     async def apply(self, store: str, order: WooOrder, cid: str) -> None:
