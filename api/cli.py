@@ -29,7 +29,7 @@ def _ledger(settings: Settings, create: bool) -> Ledger:
 
 
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
-    from api.auth import adopt_legacy_tokens
+    from api.service.tokens import adopt_legacy_tokens
 
     ledger = _ledger(settings, create=True)
     adopted = adopt_legacy_tokens(ledger)
@@ -153,8 +153,8 @@ def _metrics_directory() -> Iterator[None]:
 
 
 def cmd_sweep(settings: Settings, args: argparse.Namespace) -> int:
-    from api.service import CommandService
-    from api.sweeper import Sweeper
+    from api.service.commands import CommandService
+    from api.service.sweeper import Sweeper
 
     _check_migrated(settings)
     ledger = _ledger(settings, create=settings.embedded)
@@ -285,8 +285,8 @@ def cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
 
     from adapters.amqp import WEBHOOK_QUEUE
     from api.order_poller import OrderPoller
-    from api.order_sync import report_loop
-    from api.service import CommandService
+    from api.service.commands import CommandService
+    from api.service.order_sync import report_loop
     from api.webhook_consumer import WebhookConsumer
 
     if not settings.amqp_url:
@@ -432,8 +432,8 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from api.demo import demo_skus, load_demo
-    from api.service import CommandService
+    from api.service.commands import CommandService
+    from api.service.demo import demo_skus, load_demo
 
     _check_migrated(settings)
     ledger = _ledger(settings, create=settings.embedded)

@@ -12,7 +12,7 @@ import msgspec
 from litestar import Request, Response
 
 from api.problems import PROBLEM, ApiProblem, domain_problem, problem_body
-from api.service import (
+from api.service.commands import (
     Applied,
     CommandService,
     Decider,

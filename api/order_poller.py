@@ -4,7 +4,7 @@ disables a webhook after 5 failures in a row), so a lost delivery would be a los
 At start and every `ATP_ORDER_POLL_SECONDS`, for every registered store, ask for the orders
 modified since the newest one polling applied (less `OVERLAP_SECONDS`: times have one-second
 resolution), oldest first, and apply each through the same snapshot path as webhooks
-(api.order_sync): what a webhook already brought changes nothing. A store whose webhooks
+(api.service.order_sync): what a webhook already brought changes nothing. A store whose webhooks
 stopped arriving while polling still finds changes is logged as a warning and flagged in
 `atp_webhook_quiet{store}`.
 """
@@ -24,9 +24,9 @@ from adapters.ledger import Ledger
 from adapters.records import INTEGRATION_INDEX, IntegrationConfigured, OrderPollCursor
 from adapters.webhooks import NotAnOrder, parse_order
 from adapters.woo_orders import StoreUnreachable, from_settings
-from api.order_sync import IN_ORDER, METRICS, OrderSync
-from api.routes.integrations import current, integration_stream
-from api.service import CommandService, Job, decider
+from api.service.commands import CommandService, Job, decider
+from api.service.integrations import current, integration_stream
+from api.service.order_sync import IN_ORDER, METRICS, OrderSync
 
 log = logging.getLogger("atp.orderpoll")
 OVERLAP_SECONDS = 5

@@ -16,6 +16,12 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from api.metrics import HTTP_ERRORS
+from api.service.errors import (
+    ApplicationError,
+    ChannelNotFound,
+    ReadModelBehind,
+    ReadModelRebuilding,
+)
 from atp.errors import (
     Conflict,
     DomainError,
@@ -102,6 +108,19 @@ def status_for(error: DomainError) -> int:
 def domain_problem(error: DomainError) -> tuple[int, bytes]:
     status = status_for(error)
     return status, problem_body(status, error.kind, error.detail, **error.data)
+
+
+APPLICATION_STATUS: dict[type[ApplicationError], tuple[int, dict[str, str]]] = {
+    ReadModelRebuilding: (503, {"Retry-After": "1"}),
+    ReadModelBehind: (409, {}),
+    ChannelNotFound: (404, {}),
+}
+"""The status (and headers) of each application error; anything else is a 409."""
+
+
+def _on_application_error(_: Request[Any, Any, Any], exc: ApplicationError) -> Response[bytes]:
+    status, headers = APPLICATION_STATUS.get(type(exc), (409, {}))
+    return problem_response(status, exc.kind, exc.detail, headers or None, **exc.data)
 
 
 def _on_api_problem(_: Request[Any, Any, Any], exc: ApiProblem) -> Response[bytes]:
@@ -211,6 +230,7 @@ def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     ApiProblem: _on_api_problem,
+    ApplicationError: _on_application_error,
     ValidationException: _on_validation,
     HTTPException: _on_http,
     Exception: _on_unexpected,

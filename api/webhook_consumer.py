@@ -1,7 +1,7 @@
 """`atp webhooks`: applies queued WooCommerce order deliveries to the ledger.
 
 Each delivery goes through the same snapshot path as the embedded webhook route and the
-poller (api.order_sync), so redeliveries, coalesced snapshots and late arrivals do nothing
+poller (api.service.order_sync), so redeliveries, coalesced snapshots and late arrivals do nothing
 twice. A delivery that cannot
 be read is dead-lettered at once; one that fails for another reason is retried by RabbitMQ
 until the queue's delivery limit parks it in the dead-letter queue.
@@ -20,9 +20,9 @@ from adapters.amqp import WEBHOOK_QUEUE, declare_work_queue
 from adapters.ledger import Ledger
 from adapters.webhooks import NotAnOrder, WooOrder, parse_order
 from api.log import correlation_id
-from api.order_sync import IN_ORDER, OrderSync
-from api.routes.integrations import current, integration_stream
-from api.service import CommandService
+from api.service.commands import CommandService
+from api.service.integrations import current, integration_stream
+from api.service.order_sync import IN_ORDER, OrderSync
 
 log = logging.getLogger("atp.webhooks")
 
@@ -45,9 +45,7 @@ class WebhookConsumer:
         record = current(records)
         if record is None:
             raise LookupError(f"no WooCommerce store {store!r}")
-        applied = await self.sync.apply(store, record, order, cid)
-        if applied.status >= 500:
-            raise RuntimeError(applied.body.decode())
+        await self.sync.apply(store, record, order, cid)
         self.applied += 1
 
     async def handle(self, message: Any) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from adapters.ledger import Ledger, ledger_env
-from api.service import CommandService, Job, Rejected, command_decider
+from api.service.commands import CommandService, Job, Rejected, command_decider
 from atp import commands as c
 from projections.projector import Projector
 from projections.readmodel import RedisStore

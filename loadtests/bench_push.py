@@ -167,7 +167,7 @@ def _send_ledger(
     """Client process: every sender as a thread submitting AdjustStock to a CommandService
     of its own (group commit over the threads), no HTTP."""
     from adapters.ledger import Ledger, ledger_env
-    from api.service import Applied, CommandService, Job, command_decider
+    from api.service.commands import Applied, CommandService, Job, command_decider
     from atp import commands as c
 
     ledger = Ledger(env=ledger_env(database_url, tempfile.gettempdir(), create_table=False))

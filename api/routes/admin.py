@@ -13,28 +13,27 @@ from cryptography.fernet import InvalidToken
 from litestar import MediaType, Request, Response, delete, get, post
 
 from adapters.ledger import decode_payload, sync_streams
-from adapters.records import TokenIssued, TokenRevoked
-from api import order_sync
 from api import schemas as s
-from api.auth import (
-    CHECK_SECONDS,
+from api.auth import CHECK_SECONDS
+from api.metrics import exposition, gauges_now
+from api.problems import ApiProblem
+from api.routes.common import ADMIN, gateway, ledger, service
+from api.service import order_sync
+from api.service.commands import ServiceWorld
+from api.service.pushstatus import judge, merged_metrics, reports
+from api.service.tokens import (
     REGISTRY,
     RESERVED_NAMES,
+    IssueToken,
+    RevokeToken,
     active_tokens,
     last_use,
     new_token,
+    revoked_last,
     sealer,
     token_hash,
-    token_stream,
     use_stream,
 )
-from api.metrics import exposition, gauges_now
-from api.problems import ApiProblem
-from api.pushstatus import judge, merged_metrics, reports
-from api.routes.common import ADMIN, gateway, ledger, service
-from api.service import ServiceWorld
-from api.service import decider as as_decider
-from atp.errors import AlreadyExists, NotFound
 
 REPLAY_PURPOSE = b"atp: issued tokens in idempotency records"
 SEALED = "sealed:"
@@ -54,18 +53,6 @@ async def create_token(request: Request[Any, Any, Any], data: s.TokenRequest) ->
     token = new_token()
     digest = token_hash(token)
     scopes = sorted(set(data.scopes))
-
-    def decider(world: ServiceWorld, now: datetime) -> list[tuple[Any, Any]]:
-        if data.name in active_tokens(world.records(REGISTRY)):
-            raise AlreadyExists("token", data.name)
-        issued = TokenIssued(
-            name=data.name,
-            scopes=tuple(scopes),
-            token_hash=digest,
-            rate_limit=data.rate_limit,
-            issued_at=now,
-        )
-        return [(token_stream(digest), issued), (REGISTRY, issued)]
 
     def render(_: ServiceWorld, __: datetime) -> tuple[int, Any]:
         return 201, s.TokenView(token, data.name, scopes, data.rate_limit)
@@ -90,7 +77,11 @@ async def create_token(request: Request[Any, Any, Any], data: s.TokenRequest) ->
         return msgspec.json.encode(view)
 
     return await gateway(request).execute(
-        request, as_decider(decider), render, on_replay=unseal, stored_body=seal
+        request,
+        IssueToken(data.name, tuple(scopes), digest, data.rate_limit),
+        render,
+        on_replay=unseal,
+        stored_body=seal,
     )
 
 
@@ -128,19 +119,11 @@ async def delete_token(request: Request[Any, Any, Any], name: str) -> Response[b
             "`admin` is ATP_ADMIN_TOKEN: remove it from the environment and restart",
         )
 
-    def decider(world: ServiceWorld, now: datetime) -> list[tuple[Any, Any]]:
-        issued = active_tokens(world.records(REGISTRY)).get(name)
-        if issued is None:
-            raise NotFound("token", name)
-        revoked = TokenRevoked(name=name, token_hash=issued.token_hash, revoked_at=now)
-        return [(token_stream(issued.token_hash), revoked), (REGISTRY, revoked)]
-
     def render(world: ServiceWorld, _: datetime) -> tuple[int, Any]:
-        revoked = world.records(REGISTRY)[-1]
-        assert isinstance(revoked, TokenRevoked)
+        revoked = revoked_last(world)
         return 200, s.TokenDeleted(revoked.name, revoked.revoked_at)
 
-    response = await gateway(request).execute(request, as_decider(decider), render)
+    response = await gateway(request).execute(request, RevokeToken(name), render)
     if response.status_code == 200:
         # Every process's last check of the token began before the revocation committed, or
         # sees it: answer once the older checks have expired.

@@ -21,7 +21,7 @@ from api.routes.common import (
     path_code,
     service,
 )
-from api.service import ServiceWorld, command_decider
+from api.service.commands import ServiceWorld, command_decider
 from api.views import order_view, reservation_view
 from atp import commands as cmd
 from atp.errors import NotFound

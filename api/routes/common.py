@@ -13,7 +13,7 @@ from adapters.ledger import Ledger
 from api.gateway import Gateway
 from api.problems import ApiProblem
 from api.schemas import CODE_PATTERN, MAX_LINES
-from api.service import CommandService
+from api.service.commands import CommandService
 
 _CODE = re.compile(CODE_PATTERN)
 

@@ -14,14 +14,18 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Request, Response, get, put
 
-from adapters.records import INTEGRATION_INDEX, IntegrationConfigured, IntegrationListed
-from adapters.sealing import SECRETS, seal_settings
+from adapters.sealing import SECRETS
 from api.decoding import decode_body
 from api.problems import ApiProblem
 from api.routes.common import ADMIN, gateway, ledger, path_code
 from api.schemas import Code
-from api.service import ServiceWorld, decider
-from atp.decide import POLICIES
+from api.service.commands import ServiceWorld
+from api.service.integrations import (
+    ConfigureIntegration,
+    current,
+    integration_stream,
+    public_view,
+)
 
 Url = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s]+$", max_length=2000)]
 Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
@@ -79,42 +83,6 @@ KINDS: dict[str, tuple[type[msgspec.Struct], tuple[str, ...]]] = {
 Kind = Literal["woocommerce", "amazon", "ebay"]
 
 
-def integration_stream(kind: str, store: str) -> tuple[str, str]:
-    return ("integration", f"{kind}:{store}")
-
-
-def current(records: list[Any]) -> IntegrationConfigured | None:
-    found = [r for r in records if isinstance(r, IntegrationConfigured)]
-    return found[-1] if found else None
-
-
-def listed(world: ServiceWorld, kind: str, store: str) -> list[tuple[Any, Any]]:
-    """The index entry of an integration not listed yet (see adapters.records)."""
-    index = world.records(INTEGRATION_INDEX)  # type: ignore[arg-type]
-    if any(isinstance(r, IntegrationListed) and (r.kind, r.store) == (kind, store) for r in index):
-        return []
-    return [(INTEGRATION_INDEX, IntegrationListed(kind=kind, store=store))]
-
-
-def public_view(record: IntegrationConfigured) -> dict[str, Any]:
-    secrets = KINDS[record.kind][1]
-    view = {k: v for k, v in record.settings.items() if k not in secrets}
-    view["configured_secrets"] = sorted(k for k in secrets if record.settings.get(k))
-    return {"kind": record.kind, "store": record.store, **view}
-
-
-def _require_credentials(settings: dict[str, Any]) -> None:
-    """A marketplace account needs an access token or the refresh credentials (given now or
-    kept from before); raises InvalidCommand naming the first missing field."""
-    refresh = ("client_id", "client_secret", "refresh_token")
-    if settings.get("access_token") or all(settings.get(name) for name in refresh):
-        return
-    from atp.errors import InvalidCommand
-
-    missing = next(name for name in refresh if not settings.get(name))
-    raise InvalidCommand(missing, f"{missing} is required (or an access_token)")
-
-
 @put("/v1/integrations/{kind:str}/{store:str}", opt={"scopes": (ADMIN,)}, status_code=200)
 async def put_integration(
     request: Request[Any, Any, Any], kind: str, store: str
@@ -122,37 +90,19 @@ async def put_integration(
     if kind not in KINDS:
         raise ApiProblem(404, "not-found", f"no integration kind {kind!r}")
     store = path_code(store, "store", creating=True)
-    schema, secrets = KINDS[kind]
+    schema = KINDS[kind][0]
     data = decode_body(await request.body(), schema)
     given = msgspec.structs.asdict(data)
     service_key: bytes = request.app.state.settings.token_secret
     stream = integration_stream(kind, store)
-
-    def decide(world: ServiceWorld, _: datetime) -> list[tuple[Any, Any]]:
-        channel = given["channel"]
-        if channel not in world.policies().channels:
-            from atp.errors import UnknownChannel
-
-            raise UnknownChannel("channel", channel)
-        previous = current(world.records(stream))  # type: ignore[arg-type]
-        settings = dict(given)
-        for name in secrets:  # write-only: left out means keep
-            if settings.get(name) is None and previous is not None:
-                settings[name] = previous.settings.get(name)
-        if kind in ("amazon", "ebay"):
-            _require_credentials(settings)
-        settings = seal_settings(settings, secrets, service_key)  # never plain at rest
-        record = IntegrationConfigured(kind=kind, store=store, channel=channel, settings=settings)
-        return [(stream, record), *listed(world, kind, store)]
 
     def render(world: ServiceWorld, _: datetime) -> tuple[int, Any]:
         record = current(world.records(stream))  # type: ignore[arg-type]
         assert record is not None
         return 200, public_view(record)
 
-    response = await gateway(request).execute(
-        request, decider(decide, reads=[POLICIES, stream, INTEGRATION_INDEX]), render
-    )
+    configure = ConfigureIntegration(kind, store, given, service_key)
+    response = await gateway(request).execute(request, configure, render)
     queue = request.app.state.webhook_queue
     if response.status_code == 200 and queue is not None:
         await queue.declare_pusher(kind, store, given["channel"])

@@ -10,7 +10,7 @@ from litestar import Request, Response, get, put
 
 from api import schemas as s
 from api.routes.common import AVAILABILITY_READ, POLICY_WRITE, gateway, ledger, path_code
-from api.service import ServiceWorld, command_decider
+from api.service.commands import ServiceWorld, command_decider
 from atp import commands as cmd
 from atp.decide import POLICIES
 from atp.state import Channel, Location

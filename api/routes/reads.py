@@ -16,8 +16,8 @@ from litestar.params import Parameter
 from adapters.ledger import history
 from api import schemas as s
 from api.problems import ApiProblem
-from api.readside import ReadSide
 from api.routes.common import AVAILABILITY_READ, ledger, path_code, service
+from api.service.queries import ReadSide
 from api.views import history_entry
 from atp.decide import POLICIES
 from projections.views import empty_availability, empty_item

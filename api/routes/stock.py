@@ -9,7 +9,7 @@ from litestar import Request, Response, post
 
 from api import schemas as s
 from api.routes.common import STOCK_WRITE, check_lines, gateway, path_code
-from api.service import ServiceWorld, command_decider
+from api.service.commands import ServiceWorld, command_decider
 from api.views import movement_view
 from atp import commands as cmd
 

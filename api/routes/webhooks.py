@@ -16,6 +16,7 @@ import logging
 import time
 from typing import Any
 
+import msgspec
 from litestar import Request, Response, post
 
 from adapters.pushers.woocommerce import is_echo
@@ -23,10 +24,10 @@ from adapters.records import IntegrationConfigured
 from adapters.sealing import unseal
 from adapters.webhooks import NotAnOrder, is_ping, parse_order, snapshot, verify
 from api.gateway import POSITION_HEADER
-from api.order_sync import IN_ORDER, METRICS, OrderSync
-from api.problems import ApiProblem
+from api.problems import PROBLEM, ApiProblem, domain_problem
 from api.routes.common import ledger, path_code, service
-from api.routes.integrations import current, integration_stream
+from api.service.integrations import current, integration_stream
+from api.service.order_sync import IN_ORDER, METRICS, OrderSync
 
 log = logging.getLogger("atp.webhooks")
 CACHE_SECONDS = 5.0
@@ -105,8 +106,13 @@ async def woocommerce_webhook(request: Request[Any, Any, Any], store: str) -> Re
     async with IN_ORDER(store, order.id):  # same-second states: arrival order decides
         applied = await sync.apply(store, record, order, request.state.correlation_id)
     position = {POSITION_HEADER: str(applied.position)} if applied.position is not None else {}
-    media = JSON if applied.status < 400 else "application/problem+json"
-    return Response(applied.body, media_type=media, status_code=applied.status, headers=position)
+    if applied.error is not None:
+        status, problem = domain_problem(applied.error)
+        return Response(problem, media_type=PROBLEM, status_code=status, headers=position)
+    body = b'{"status":"applied"}'
+    if applied.unchanged is not None:
+        body = msgspec.json.encode({"status": "unchanged", "reason": applied.unchanged})
+    return Response(body, media_type=JSON, status_code=200, headers=position)
 
 
 ROUTES = [woocommerce_webhook]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from adapters.ledger import Ledger, ledger_env
-from api.service import CommandService, Job, Rejected, Result, command_decider
+from api.service.commands import CommandService, Job, Rejected, Result, command_decider
 from atp.commands import Command
 from atp.errors import DomainError
 from tests.support.pg import fresh_database

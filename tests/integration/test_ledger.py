@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from adapters.ledger import history
-from api.service import Applied, Idempotency, Job, Receipt, Replayed, decider
-from api.sweeper import Sweeper
+from api.service.commands import Applied, Idempotency, Job, Receipt, Replayed, decider
+from api.service.sweeper import Sweeper
 from atp import commands as c
 from atp.ats import channel_availability
 from atp.errors import InsufficientStock, NotFound

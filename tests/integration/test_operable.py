@@ -19,8 +19,8 @@ import pytest
 
 from adapters.ledger import Ledger, LedgerEvent, ledger_env, stream_id
 from adapters.records import IntegrationConfigured
-from api.demo import load_demo
-from api.service import CommandService, Job, command_decider, decider
+from api.service.commands import CommandService, Job, command_decider, decider
+from api.service.demo import load_demo
 from atp import commands as c
 from tests.support.amqp import fresh_vhost
 from tests.support.fakes import FakeWooCommerce

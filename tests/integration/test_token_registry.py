@@ -14,9 +14,16 @@ import pytest
 from adapters.ledger import sync_streams
 from adapters.records import TokenIssued, TokenRevoked, TokensAdopted
 from api import auth
-from api.auth import REGISTRY, active_tokens, adopt_legacy_tokens, token_hash, token_stream
 from api.problems import ApiProblem
-from api.service import Job, ServiceWorld, decider
+from api.service.commands import Job, ServiceWorld, decider
+from api.service.tokens import (
+    REGISTRY,
+    Principal,
+    active_tokens,
+    adopt_legacy_tokens,
+    token_hash,
+    token_stream,
+)
 from tests.integration.conftest import Backend, Clock
 
 pytestmark = pytest.mark.integration
@@ -142,7 +149,7 @@ def test_a_busy_token_costs_one_lookup_a_second_per_process(
     ledger = backend.ledger()
     store = auth.TokenStore(ledger, None)
 
-    async def poll(n: int) -> list[auth.Principal | None]:
+    async def poll(n: int) -> list[Principal | None]:
         return [await store.resolve(token, "10.0.0.1") for _ in range(n)]
 
     try:

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from adapters.webhooks import WooOrder
-from api.order_sync import IN_ORDER
+from api.service.order_sync import IN_ORDER
 from api.webhook_consumer import WebhookConsumer
 
 

@@ -9,7 +9,7 @@ import itertools
 import zlib
 from datetime import UTC, datetime, timedelta
 
-from api.service import CommandService, Job, Rejected, Result, command_decider, decider
+from api.service.commands import CommandService, Job, Rejected, Result, command_decider, decider
 from atp import commands as cmd
 
 LOCATIONS = [

@@ -13,7 +13,7 @@ from datetime import datetime
 from eventsourcing.utils import get_topic
 
 from adapters.ledger import Ledger, decode_payload
-from api.service import CommandService, Job, command_decider
+from api.service.commands import CommandService, Job, command_decider
 from atp import commands as cmd
 from atp import events as ev
 

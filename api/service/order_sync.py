@@ -17,24 +17,19 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
-
 from adapters.ledger import Ledger
 from adapters.records import IntegrationConfigured
 from adapters.webhooks import (
-    OrderDecider,
     OrderSnapshot,
     WooOrder,
-    applied_stream,
-    last_applied,
     needs_refunds,
     refunded_units,
     snapshot,
 )
 from adapters.woo_orders import StoreUnreachable, from_settings
-from api.problems import domain_problem
-from api.service import Applied as ServiceApplied
-from api.service import CommandService, Job, Rejected
+from api.service.commands import Applied, CommandService, Job, Rejected
+from api.service.order_snapshots import OrderDecider, applied_stream, last_applied
+from atp.errors import DomainError
 
 log = logging.getLogger("atp.webhooks")
 
@@ -138,14 +133,23 @@ IN_ORDER = InOrder()
 
 
 @dataclass(frozen=True)
-class Applied:
-    status: int
-    body: bytes
+class SnapshotApplied:
+    """What applying one order snapshot came to: a domain `error` (nothing applied), or
+    the `unchanged` reason when the ledger already held its state, or a change; `position`
+    is the ledger position of its last record (None when rejected)."""
+
     position: int | None = None
-    changed: bool = False
+    error: DomainError | None = None
+    unchanged: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.error is None and self.unchanged is None
 
 
 class OrderSync:
+    """apply_order_snapshot: one path for every WooCommerce order snapshot."""
+
     def __init__(self, ledger: Ledger, service: CommandService, service_key: bytes) -> None:
         self.ledger = ledger
         self.service = service
@@ -159,9 +163,10 @@ class OrderSync:
         order: WooOrder,
         cid: str,
         source: str = "webhook",
-    ) -> Applied:
-        """Apply one snapshot of a store's order (from a "webhook" or a "poll"); a domain
-        rejection is a problem reply."""
+    ) -> SnapshotApplied:
+        """Apply one snapshot of a store's order (from a "webhook" or a "poll") and say
+        what it came to (a domain rejection included). Raises what the command service
+        raises (the ledger unreachable)."""
         if source == "webhook":
             METRICS.last_webhook[store] = datetime.now(UTC)
             if f'store="{store}"' in METRICS.quiet:
@@ -175,19 +180,18 @@ class OrderSync:
         decider = OrderDecider(snap, integration.channel)
 
         result = await self.service.submit(Job(decider, cid))
-        assert isinstance(result, ServiceApplied | Rejected)  # no idempotency key: no replay
+        assert isinstance(result, Applied | Rejected)  # no idempotency key: no replay
         if isinstance(result, Rejected):
-            status, body = domain_problem(result.error)
-            log.error("order %s was not applied: %s", snap.order_id, body.decode())
-            return Applied(status, body)
+            error = result.error
+            log.error("order %s was not applied: %s (%s)", snap.order_id, error.detail, error.kind)
+            return SnapshotApplied(error=error)
         if decider.reason is not None:
             METRICS.unchanged[f'store="{store}"'] += 1
             log.info(
                 "order %s (%s): changed nothing: %s", snap.order_id, snap.modified, decider.reason
             )
-            body = msgspec.json.encode({"status": "unchanged", "reason": decider.reason})
-            return Applied(200, body, result.position)
-        return Applied(200, b'{"status":"applied"}', result.position, changed=True)
+            return SnapshotApplied(result.position, unchanged=decider.reason)
+        return SnapshotApplied(result.position)
 
     async def _with_refunds(
         self, snap: OrderSnapshot, last: Any, integration: IntegrationConfigured

@@ -1,4 +1,6 @@
-"""The API's view of the read model: documents, its position, and waiting for a position."""
+"""Read-side queries: the read model's documents, its position, and waiting for a position.
+
+Errors are application errors (api.service.errors), never HTTP problems."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from api.problems import ApiProblem
+from api.service.errors import ChannelNotFound, ReadModelBehind, ReadModelRebuilding
 from atp.state import Policies
 from projections.readmodel import ReadModelReader
 
@@ -26,17 +28,11 @@ class Meta:
     """The complete build the model holds; None while it is lost or being rebuilt."""
 
 
-def rebuilding() -> ApiProblem:
-    """503 while the read model is missing or incomplete: a missing document proves nothing."""
-    return ApiProblem(
-        503,
-        "read-model-rebuilding",
-        "the read model is being rebuilt from the ledger; retry shortly",
-        headers={"Retry-After": "1"},
-    )
-
-
 class ReadSide:
+    """The read model as the API reads it: `meta` cached for META_TTL seconds, reads
+    that tell a truly absent document from a model being rebuilt, and waiting for a
+    ledger position (read-your-writes, at most `wait_seconds`)."""
+
     def __init__(self, model: ReadModelReader, wait_seconds: float = 1.0) -> None:
         self.model = model
         self.wait_seconds = wait_seconds
@@ -62,41 +58,35 @@ class ReadSide:
         """A read found a document missing: read again inside one complete build.
 
         Returns the new read and the meta of the build it was made in: a document still
-        missing then is truly absent (an unknown SKU). Raises 503 (`rebuilding`) when the
+        missing then is truly absent (an unknown SKU). Raises ReadModelRebuilding when the
         model is lost or incomplete (Redis flushed or restarted empty), or was replaced
         during the read, since a missing document then says nothing about the stock.
         """
         meta = await self.meta(fresh=True)
         if meta.build is None:
-            raise rebuilding()
+            raise ReadModelRebuilding
         value = await read()
         if missing(value):
             after = await self.meta(fresh=True)
             if after.build != meta.build:
-                raise rebuilding()
+                raise ReadModelRebuilding
         return value, meta
 
     @staticmethod
     def check_channel(meta: Meta, channel: str) -> None:
-        """404 when the channel in the path is unknown to the (complete) model."""
+        """Raises ChannelNotFound when `channel` is unknown to the (complete) model."""
         if channel not in meta.policies.channels:
-            raise ApiProblem(404, "not-found", f"channel {channel!r} not found")
+            raise ChannelNotFound(channel)
 
     async def wait_for(self, position: int) -> None:
-        """Return once the (complete) read model includes `position`, or answer 409 (503
-        while it is being rebuilt)."""
+        """Return once the (complete) read model includes `position`; raises
+        ReadModelBehind past `wait_seconds` (ReadModelRebuilding while it is rebuilt)."""
         deadline = time.monotonic() + self.wait_seconds
         delay = 0.002
         while (meta := await self.meta(fresh=True)).position < position or meta.build is None:
             if time.monotonic() >= deadline:
                 if meta.build is None:
-                    raise rebuilding()
-                raise ApiProblem(
-                    409,
-                    "read-model-behind",
-                    f"the read model is at position {meta.position}, not yet {position}",
-                    position=meta.position,
-                    min_position=position,
-                )
+                    raise ReadModelRebuilding
+                raise ReadModelBehind(meta.position, position)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
