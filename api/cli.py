@@ -94,7 +94,7 @@ def _check_migrated(settings: Settings) -> None:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.httpserver import HTTP_LIMITS
+    from api.http.httpserver import HTTP_LIMITS
 
     host = args.host or settings.host
     port = args.port or settings.port
@@ -116,7 +116,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     os.environ.update(ATP_HOST=host, ATP_PORT=str(port))
     with _metrics_directory():
         uvicorn.run(
-            "api.app:asgi_factory",
+            "api.http.app:asgi_factory",
             factory=True,
             host=host,
             port=port,
@@ -284,10 +284,10 @@ def cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
     import redis.asyncio as aioredis
 
     from adapters.amqp import WEBHOOK_QUEUE
-    from api.order_poller import OrderPoller
     from api.service.commands import CommandService
     from api.service.order_sync import report_loop
-    from api.webhook_consumer import WebhookConsumer
+    from api.workers.order_poller import OrderPoller
+    from api.workers.webhook_consumer import WebhookConsumer
 
     if not settings.amqp_url:
         sys.exit("atp: `atp webhooks` consumes RabbitMQ; set ATP_AMQP_URL")

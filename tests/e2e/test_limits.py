@@ -12,7 +12,7 @@ import redis.exceptions
 from litestar import get
 from litestar.testing import TestClient
 
-from api.app import create_app
+from api.http.app import create_app
 from api.settings import Settings
 from tests.e2e.route_helpers import (
     Env,

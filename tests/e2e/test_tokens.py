@@ -397,7 +397,7 @@ def test_random_webhook_store_names_do_not_grow_memory(tmp_path: Path) -> None:
     within its bound."""
     from litestar.testing import TestClient
 
-    from api.app import create_app
+    from api.http.app import create_app
     from api.settings import Settings
 
     app = create_app(Settings(data_dir=str(tmp_path), admin_token=ADMIN_TOKEN, log_level="error"))

@@ -13,8 +13,8 @@ import pytest
 
 from adapters.ledger import sync_streams
 from adapters.records import TokenIssued, TokenRevoked, TokensAdopted
-from api import auth
-from api.problems import ApiProblem
+from api.http import auth
+from api.http.problems import ApiProblem
 from api.service.commands import Job, ServiceWorld, decider
 from api.service.tokens import (
     REGISTRY,

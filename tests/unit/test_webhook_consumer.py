@@ -12,7 +12,7 @@ from typing import Any
 
 from adapters.webhooks import WooOrder
 from api.service.order_sync import IN_ORDER
-from api.webhook_consumer import WebhookConsumer
+from api.workers.webhook_consumer import WebhookConsumer
 
 
 class Message:

@@ -8,8 +8,8 @@ from typing import Any
 
 from litestar import Request, Response, get, put
 
-from api import schemas as s
-from api.routes.common import AVAILABILITY_READ, POLICY_WRITE, gateway, ledger, path_code
+from api.http import schemas as s
+from api.http.controllers.common import AVAILABILITY_READ, POLICY_WRITE, gateway, ledger, path_code
 from api.service.commands import ServiceWorld, command_decider
 from atp import commands as cmd
 from atp.decide import POLICIES

@@ -15,7 +15,7 @@ from eventsourcing import persistence
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from api.metrics import HTTP_ERRORS
+from api.http.metrics import HTTP_ERRORS
 from api.service.errors import (
     ApplicationError,
     ChannelNotFound,

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import msgspec
 from litestar import Request
 
-from api.problems import ApiProblem
+from api.http.problems import ApiProblem
 
 T = TypeVar("T")
 _WHERE = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 
-from api.problems import PROBLEM, ApiProblem, domain_problem, problem_body
+from api.http.problems import PROBLEM, ApiProblem, domain_problem, problem_body
 from api.service.commands import (
     Applied,
     CommandService,

@@ -13,11 +13,11 @@ from cryptography.fernet import InvalidToken
 from litestar import MediaType, Request, Response, delete, get, post
 
 from adapters.ledger import decode_payload, sync_streams
-from api import schemas as s
-from api.auth import CHECK_SECONDS
-from api.metrics import exposition, gauges_now
-from api.problems import ApiProblem
-from api.routes.common import ADMIN, gateway, ledger, service
+from api.http import schemas as s
+from api.http.auth import CHECK_SECONDS
+from api.http.controllers.common import ADMIN, gateway, ledger, service
+from api.http.metrics import exposition, gauges_now
+from api.http.problems import ApiProblem
 from api.service import order_sync
 from api.service.commands import ServiceWorld
 from api.service.pushstatus import judge, merged_metrics, reports

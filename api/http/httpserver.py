@@ -26,7 +26,7 @@ HEADER_TIMEOUT = 10.0
 KEEP_ALIVE = 5
 
 HTTP_LIMITS: dict[str, Any] = {
-    "http": "api.httpserver:BoundedHttpToolsProtocol",
+    "http": "api.http.httpserver:BoundedHttpToolsProtocol",
     "timeout_keep_alive": KEEP_ALIVE,
 }
 """Keyword arguments for `uvicorn.run` (the protocol by import path: workers import it)."""

@@ -24,7 +24,7 @@ from cachetools import LRUCache, TTLCache
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from adapters.ledger import Ledger, sync_streams
-from api.problems import ApiProblem
+from api.http.problems import ApiProblem
 from api.service.tokens import (
     ADMIN,
     ADMIN_IDENTITY,

@@ -15,10 +15,10 @@ import msgspec
 from litestar import Request, Response, get, put
 
 from adapters.sealing import SECRETS
-from api.decoding import decode_body
-from api.problems import ApiProblem
-from api.routes.common import ADMIN, gateway, ledger, path_code
-from api.schemas import Code
+from api.http.controllers.common import ADMIN, gateway, ledger, path_code
+from api.http.decoding import decode_body
+from api.http.problems import ApiProblem
+from api.http.schemas import Code
 from api.service.commands import ServiceWorld
 from api.service.integrations import (
     ConfigureIntegration,

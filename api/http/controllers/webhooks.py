@@ -23,9 +23,9 @@ from adapters.pushers.woocommerce import is_echo
 from adapters.records import IntegrationConfigured
 from adapters.sealing import unseal
 from adapters.webhooks import NotAnOrder, is_ping, parse_order, snapshot, verify
-from api.gateway import POSITION_HEADER
-from api.problems import PROBLEM, ApiProblem, domain_problem
-from api.routes.common import ledger, path_code, service
+from api.http.controllers.common import ledger, path_code, service
+from api.http.gateway import POSITION_HEADER
+from api.http.problems import PROBLEM, ApiProblem, domain_problem
 from api.service.integrations import current, integration_stream
 from api.service.order_sync import IN_ORDER, METRICS, OrderSync
 

@@ -9,9 +9,8 @@ from typing import Any
 
 from litestar import Request, Response, get, post
 
-from api import schemas as s
-from api.decoding import decode_body
-from api.routes.common import (
+from api.http import schemas as s
+from api.http.controllers.common import (
     AVAILABILITY_READ,
     ORDERS_WRITE,
     RESERVATIONS_WRITE,
@@ -21,8 +20,9 @@ from api.routes.common import (
     path_code,
     service,
 )
+from api.http.decoding import decode_body
+from api.http.views import order_view, reservation_view
 from api.service.commands import ServiceWorld, command_decider
-from api.views import order_view, reservation_view
 from atp import commands as cmd
 from atp.errors import NotFound
 

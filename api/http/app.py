@@ -20,20 +20,20 @@ from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.ledger import Ledger, ledger_env
-from api.auth import TokenStore, auth_middleware
-from api.decoding import strict_input
-from api.gateway import Gateway
+from adapters.webhook_queue import WebhookQueue
+from api.http.auth import TokenStore, auth_middleware
+from api.http.controllers import admin, checkout, integrations, policies, reads, stock, webhooks
+from api.http.decoding import strict_input
+from api.http.gateway import Gateway
+from api.http.metrics import WriterSampler, request_middleware, worker_exit
+from api.http.problems import EXCEPTION_HANDLERS, domain_problem, problem_response
 from api.log import configure as configure_logging
-from api.metrics import WriterSampler, request_middleware, worker_exit
-from api.order_poller import OrderPoller
-from api.problems import EXCEPTION_HANDLERS, domain_problem, problem_response
-from api.routes import admin, checkout, integrations, policies, reads, stock, webhooks
 from api.service.commands import CommandService
 from api.service.queries import ReadSide
 from api.service.sweeper import Sweeper
 from api.service.tokens import use_recorder
 from api.settings import Settings
-from api.webhook_queue import WebhookQueue
+from api.workers.order_poller import OrderPoller
 from atp.errors import DomainError
 from projections.projector import Nudge, Projector
 from projections.readmodel import MemoryReadModel, RedisReader

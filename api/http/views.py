@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from api import schemas as s
+from api.http import schemas as s
 from atp.events import Hold
 from atp.state import ItemState, OrderState, ReservationState
 

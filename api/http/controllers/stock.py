@@ -7,10 +7,10 @@ from typing import Any
 
 from litestar import Request, Response, post
 
-from api import schemas as s
-from api.routes.common import STOCK_WRITE, check_lines, gateway, path_code
+from api.http import schemas as s
+from api.http.controllers.common import STOCK_WRITE, check_lines, gateway, path_code
+from api.http.views import movement_view
 from api.service.commands import ServiceWorld, command_decider
-from api.views import movement_view
 from atp import commands as cmd
 
 OPT = {"scopes": (STOCK_WRITE,), "idempotency_key": "required"}

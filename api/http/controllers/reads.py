@@ -14,11 +14,11 @@ from litestar import Request, Response, get
 from litestar.params import Parameter
 
 from adapters.ledger import history
-from api import schemas as s
-from api.problems import ApiProblem
-from api.routes.common import AVAILABILITY_READ, ledger, path_code, service
+from api.http import schemas as s
+from api.http.controllers.common import AVAILABILITY_READ, ledger, path_code, service
+from api.http.problems import ApiProblem
+from api.http.views import history_entry
 from api.service.queries import ReadSide
-from api.views import history_entry
 from atp.decide import POLICIES
 from projections.views import empty_availability, empty_item
 

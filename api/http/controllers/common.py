@@ -10,9 +10,9 @@ from urllib.parse import unquote
 from litestar import Request
 
 from adapters.ledger import Ledger
-from api.gateway import Gateway
-from api.problems import ApiProblem
-from api.schemas import CODE_PATTERN, MAX_LINES
+from api.http.gateway import Gateway
+from api.http.problems import ApiProblem
+from api.http.schemas import CODE_PATTERN, MAX_LINES
 from api.service.commands import CommandService
 
 _CODE = re.compile(CODE_PATTERN)
