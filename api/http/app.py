@@ -1,4 +1,4 @@
-"""The Litestar application: `create_app()` is the one composition root."""
+"""The Litestar application: `create_app(services)` over what api.bootstrap wired."""
 
 from __future__ import annotations
 
@@ -7,20 +7,19 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
-import redis.asyncio as aioredis
 from cachetools import TTLCache
 from litestar import Litestar
+from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from adapters.ledger import Ledger, ledger_env
 from adapters.webhook_queue import WebhookQueue
+from api.bootstrap import Services, bootstrap
 from api.http.auth import TokenStore, auth_middleware
 from api.http.controllers import admin, checkout, integrations, policies, reads, stock, webhooks
 from api.http.decoding import strict_input
@@ -28,7 +27,6 @@ from api.http.gateway import Gateway
 from api.http.metrics import WriterSampler, request_middleware, worker_exit
 from api.http.problems import EXCEPTION_HANDLERS, domain_problem, problem_response
 from api.log import configure as configure_logging
-from api.service.commands import CommandService
 from api.service.queries import ReadSide
 from api.service.sweeper import Sweeper
 from api.service.tokens import use_recorder
@@ -51,12 +49,12 @@ def _keep_encoded_slashes(app: ASGIApp) -> ASGIApp:
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         raw = scope.get("raw_path")
-        if scope["type"] == "http" and raw and b"%" in raw.split(b"?", 1)[0]:
+        if scope["type"] == ScopeType.HTTP and raw and b"%" in raw.split(b"?", 1)[0]:
             path = raw.split(b"?", 1)[0]
             segments = [
                 quote(unquote_to_bytes(seg), safe="!$&'()*+,;=:@-._~") for seg in path.split(b"/")
             ]
-            scope = {**scope, "path": "/".join(segments)}  # type: ignore[typeddict-item]
+            scope = {**scope, "path": "/".join(segments)}
         await app(scope, receive, send)
 
     return middleware
@@ -69,8 +67,9 @@ def _read_your_writes(app: ASGIApp) -> ASGIApp:
     ask for `min_position`)."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        nudge = getattr(scope["app"].state, "nudge", None) if scope["type"] == "http" else None
-        if nudge is None or scope["method"] in ("GET", "HEAD"):
+        is_http = scope["type"] == ScopeType.HTTP
+        nudge = getattr(scope["app"].state, "nudge", None) if is_http else None
+        if nudge is None or scope["method"] in ("GET", "HEAD"):  # type: ignore[typeddict-item]
             await app(scope, receive, send)
             return
 
@@ -108,22 +107,22 @@ def _on_domain_error(_: Any, exc: DomainError) -> Any:
     return problem_response(status, exc.kind, exc.detail, **exc.data)
 
 
-def create_app(
-    settings: Settings | None = None,
-    clock: Callable[[], datetime] | None = None,
-    migrate: bool | None = None,
-) -> Litestar:
-    settings = settings or Settings.from_env()
-    clock = clock or (lambda: datetime.now(UTC))
+def create_app(services: Services | None = None) -> Litestar:
+    """The Litestar app over `services` (api.bootstrap; default: bootstrapped from the
+    ATP_* environment). Its lifespan opens them, builds the read side (the Redis reader, or
+    the in-process read model and its projector in embedded mode), the webhook queue and
+    the background tasks, and closes everything on shutdown."""
+    services = services or bootstrap(Settings.from_env())
+    settings = services.settings
+    clock = services.clock
     configure_logging(settings.log_level, settings.log_format)
-    create_tables = settings.embedded if migrate is None else migrate
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         settings.token_secret  # noqa: B018 - no key, no start (SecretKeyMissing)
-        ledger = Ledger(env=ledger_env(settings.database_url, settings.data_dir, create_tables))
-        service = CommandService(ledger, clock=clock)
-        service.start()
+        services.open()
+        ledger = services.ledger
+        service = services.commands
         app.state.settings = settings
         app.state.ledger = ledger
         app.state.service = service
@@ -134,9 +133,10 @@ def create_app(
         app.state.writer_sampler = WriterSampler(service)
         # Keyed by store names from unauthenticated webhook URLs: bounded.
         app.state.integrations = TTLCache(maxsize=1024, ttl=60)
-        app.state.webhook_queue = None
-        if settings.amqp_url:
-            app.state.webhook_queue = WebhookQueue(settings.amqp_url)
+        app.state.webhook_queue = services.bus
+        own_queue = services.bus is None and bool(settings.amqp_url)
+        if own_queue:
+            app.state.webhook_queue = WebhookQueue(settings.amqp_url or "")
             await app.state.webhook_queue.start()
         stop = threading.Event()
         threads = []
@@ -145,15 +145,14 @@ def create_app(
         app.state.nudge = None
         if settings.redis_url:
             # The projector runs on its own (`atp project`); this process only reads.
-            redis_client = aioredis.Redis.from_url(settings.redis_url)
+            redis_client = services.async_redis()
             app.state.redis = redis_client
-            app.state.read = ReadSide(
-                RedisReader(redis_client, settings.redis_prefix), settings.read_wait
-            )
+            reader = services.read_model or RedisReader(redis_client, settings.redis_prefix)
+            app.state.read = ReadSide(reader, settings.read_wait)
             app.state.projector = None
         else:
             # Embedded: the same projection code keeps an in-process read model.
-            memory = MemoryReadModel()
+            memory = services.read_model or MemoryReadModel()
             projector = Projector(ledger, memory, clock)
             await asyncio.to_thread(projector.catch_up)
             app.state.nudge = Nudge()
@@ -194,12 +193,11 @@ def create_app(
                 await asyncio.gather(polling, return_exceptions=True)
             for thread in threads:
                 thread.join(timeout=5)
-            service.stop()
             if redis_client is not None:
                 await redis_client.aclose()
-            if app.state.webhook_queue is not None:
+            if own_queue:
                 await app.state.webhook_queue.close()
-            ledger.close()
+            services.close()
 
     route_handlers = [
         *policies.ROUTES,
@@ -233,10 +231,12 @@ async def _sample_writer(sampler: WriterSampler, every: float = 1.0) -> None:
         await asyncio.sleep(every)
 
 
-def asgi(settings: Settings | None = None) -> ASGIApp:
+def asgi(services: Services | None = None) -> ASGIApp:
     """The ASGI callable served by `atp serve` (adds raw-path routing in front)."""
-    return _keep_encoded_slashes(create_app(settings))
+    return _keep_encoded_slashes(create_app(services))
 
 
 def asgi_factory() -> ASGIApp:
-    return asgi()
+    """uvicorn's factory (`api.http.app:asgi_factory`): each worker reads the settings
+    once from the environment and bootstraps its own services."""
+    return asgi(bootstrap(Settings.from_env()))
