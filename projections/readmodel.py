@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from adapters.redis_keys import RedisKeys as RedisKeys  # the key names, re-exported
 from atp.state import ItemState, Policies
 from projections.views import SkuDocuments
 
@@ -193,25 +194,6 @@ redis.call('HSET', KEYS[1], 'build', ARGV[1])
 redis.call('HDEL', KEYS[1], 'building')
 return 1
 """
-
-
-class RedisKeys:
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.skus = f"{prefix}:skus"
-        self.meta = f"{prefix}:meta"
-
-    def ats(self, sku: str) -> str:
-        return f"{self.prefix}:{{{sku}}}:ats"
-
-    def item(self, sku: str) -> str:
-        return f"{self.prefix}:{{{sku}}}:item"
-
-    def state(self, sku: str) -> str:
-        return f"{self.prefix}:{{{sku}}}:state"
-
-    def published(self, sku: str) -> str:
-        return f"{self.prefix}:{{{sku}}}:published"
 
 
 class RedisStore:

@@ -128,7 +128,7 @@ class RedisFigures:
     """The Redis read model: `<prefix>:skus` and `<prefix>:{sku}:ats` field <channel>."""
 
     def __init__(self, client: Any, prefix: str = "atp") -> None:
-        from projections.readmodel import RedisKeys
+        from adapters.redis_keys import RedisKeys
 
         self.client = client
         self.keys = RedisKeys(prefix)

@@ -16,11 +16,12 @@ import hmac
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from cachetools import LRUCache, TTLCache
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from adapters.ledger import Ledger, sync_streams
@@ -190,7 +191,7 @@ def _unauthorized(detail: str) -> ApiProblem:
 
 
 async def authenticate(
-    headers: list[tuple[bytes, bytes]],
+    headers: Iterable[tuple[bytes, bytes]],
     store: TokenStore,
     scopes: tuple[str, ...],
     address: str = "",
@@ -235,8 +236,8 @@ def auth_middleware(app: ASGIApp) -> ASGIApp:
     after routing, so it knows the route's scopes, without a guard's per-request cost)."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
-            handler = scope.get("route_handler")  # type: ignore[typeddict-item]
+        if scope["type"] == ScopeType.HTTP and scope["path"].startswith("/v1/"):
+            handler = scope.get("route_handler")
             opt = handler.opt if handler is not None else {}
             if not opt.get("public"):
                 store: TokenStore = scope["app"].state.tokens
@@ -245,7 +246,7 @@ def auth_middleware(app: ASGIApp) -> ASGIApp:
                 principal = await authenticate(
                     scope["headers"], store, opt.get("scopes", ()), address
                 )
-                scope["state"]["principal"] = principal  # type: ignore[typeddict-item]
+                scope["state"]["principal"] = principal
         await app(scope, receive, send)
 
     return middleware

@@ -45,7 +45,7 @@ def decode_body(raw: bytes, type_: type[T]) -> T:
     try:
         if not raw.isascii():
             raw.decode()  # JSON is UTF-8 (RFC 8259 section 8.1), in ignored fields too
-        value: T = _decoder(type_).decode(raw)
+        value: T = _decoder(type_).decode(raw)  # type: ignore[arg-type]
     except msgspec.ValidationError as exc:
         found = _WHERE.match(str(exc))
         message, path = (found["message"], found["path"] or "") if found else (str(exc), "")
@@ -64,7 +64,7 @@ def decode_body(raw: bytes, type_: type[T]) -> T:
     # which JSON can only carry escaped: without one, there is nothing to walk.
     if not any(escape in raw for escape in _NEWLINES):
         return value
-    if (wrong := _unmatched(value, _type_info(type_), "")) is not None:
+    if (wrong := _unmatched(value, _type_info(type_), "")) is not None:  # type: ignore[arg-type]
         field, pattern = wrong
         raise ApiProblem(
             422, "validation-failed", f"{field}: must match {pattern} in full", field=field

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import (
     REGISTRY,
@@ -35,7 +36,8 @@ from prometheus_client.registry import Collector
 
 from api.log import correlation_id
 
-disable_created_metrics()  # no `_created` series next to each counter and histogram
+# No `_created` series next to each counter and histogram.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -116,7 +118,7 @@ def exposition() -> bytes:
     if not directory:
         return generate_latest(REGISTRY)
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=directory)
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
     return generate_latest(registry)
 
 
@@ -139,7 +141,7 @@ def gauges_now(values: list[tuple[str, str, float]]) -> bytes:
 def worker_exit() -> None:
     """Drop this process's live gauges from the shared directory (graceful shutdown)."""
     if os.environ.get(MULTIPROC_ENV):
-        multiprocess.mark_process_dead(os.getpid())
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 def _given_correlation_id(scope: Scope) -> str:
@@ -158,12 +160,12 @@ def request_middleware(app: ASGIApp) -> ASGIApp:
     the request by its route template and status, and log one line for it."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
         started = time.perf_counter()
         cid = _given_correlation_id(scope)
-        scope.setdefault("state", {})["correlation_id"] = cid  # type: ignore[typeddict-item]
+        scope.setdefault("state", {})["correlation_id"] = cid
         token = correlation_id.set(cid)
         header = (CORRELATION_HEADER, cid.encode())
         status = 500
@@ -172,14 +174,14 @@ def request_middleware(app: ASGIApp) -> ASGIApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]  # type: ignore[typeddict-unknown-key]
+                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         try:
             await app(scope, receive, send_with_id)
         finally:
             took = time.perf_counter() - started
-            route = scope.get("path_template") or "unmatched"  # type: ignore[typeddict-item]
+            route = scope.get("path_template") or "unmatched"
             method = scope["method"]
             REQUEST_DURATION.labels(method, route, str(status)).observe(took)
             log.info(

@@ -93,7 +93,7 @@ class CommandDecider:
         self.fresh: Sequence[StreamKey] = list(fresh)
 
     def __call__(self, world: ServiceWorld, now: datetime, /) -> Decision:
-        return decide(self.command, world, now)  # type: ignore[arg-type]
+        return decide(self.command, world, now)
 
 
 def command_decider(command: cmd.Command, fresh: Sequence[StreamKey] = ()) -> CommandDecider:
@@ -179,14 +179,22 @@ class Job:
 
 
 class ServiceWorld(StateSet):
-    """StateSet over domain streams plus record streams (tokens, idempotency)."""
+    """StateSet over domain streams plus record streams (tokens, idempotency): any
+    (kind, id) stream key, a record stream's state being its list of records."""
+
+    states: dict[Any, Any]
+
+    def put(self, stream: StreamKey, state: Any) -> None:
+        super().put(stream, state)  # type: ignore[arg-type]
+
+    def get(self, stream: StreamKey) -> Any:
+        return super().get(stream)  # type: ignore[arg-type]
 
     def apply(self, stream: Any, event: Any) -> None:
         self.states[stream] = Ledger.fold_one(stream, self.get(stream), event)
 
     def records(self, stream: StreamKey) -> list[Record]:
-        state: Any = self.get(stream)  # type: ignore[arg-type]
-        return list(state)
+        return list(self.get(stream))
 
 
 class _Cache:
@@ -362,7 +370,7 @@ class CommandService:
                     base[stream] = 0
         # Every stream the batch is known to read, brought up to date in one round trip:
         # decisions (rejections included) rest on the ledger as it is, not on a stale cache.
-        hinted = [POLICIES]
+        hinted: list[StreamKey] = [POLICIES]
         for job in batch:
             hinted += job.decide.reads
             if job.idempotency is not None:
@@ -424,10 +432,11 @@ class CommandService:
         if positions is None:
             return None
         done: list[Result | Exception] = []
-        for job, result in zip(batch, results, strict=True):
-            if isinstance(result, Applied | Rejected):
-                result = replace(result, position=positions.get(id(job)))
-            done.append(result)
+        for job, outcome in zip(batch, results, strict=True):
+            if isinstance(outcome, Applied | Rejected):
+                done.append(replace(outcome, position=positions.get(id(job))))
+            else:
+                done.append(outcome)
         return done
 
     def _replay(self, idem: Idempotency, world: ServiceWorld, now: datetime) -> Result | None:

@@ -8,8 +8,17 @@ from __future__ import annotations
 import itertools
 import zlib
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from api.service.commands import CommandService, Job, Rejected, Result, command_decider, decider
+from api.service.commands import (
+    Applied,
+    CommandService,
+    Job,
+    Rejected,
+    Result,
+    command_decider,
+    decider,
+)
 from atp import commands as cmd
 
 LOCATIONS = [
@@ -86,8 +95,9 @@ def load_demo(service: CommandService) -> int:
     return changed + (result.position is not None)
 
 
-def _applied(result: Result) -> Result:
+def _applied(result: Result) -> Applied[Any]:
     """The result of a demo command; a rejected one stops the demo with its domain error."""
     if isinstance(result, Rejected):
         raise result.error
+    assert isinstance(result, Applied)  # no idempotency key: never a replay
     return result

@@ -32,7 +32,7 @@ def current(records: list[Any]) -> IntegrationConfigured | None:
 
 def listed(world: ServiceWorld, kind: str, store: str) -> list[tuple[Any, Any]]:
     """The index entry of an integration not listed yet (see adapters.records)."""
-    index = world.records(INTEGRATION_INDEX)  # type: ignore[arg-type]
+    index = world.records(INTEGRATION_INDEX)
     if any(isinstance(r, IntegrationListed) and (r.kind, r.store) == (kind, store) for r in index):
         return []
     return [(INTEGRATION_INDEX, IntegrationListed(kind=kind, store=store))]
@@ -71,11 +71,11 @@ class ConfigureIntegration:
 
     @property
     def stream(self) -> StreamKey:
-        return integration_stream(self.kind, self.store)  # type: ignore[return-value]
+        return integration_stream(self.kind, self.store)
 
     @property
     def reads(self) -> Sequence[StreamKey]:
-        return [POLICIES, self.stream, INTEGRATION_INDEX]  # type: ignore[list-item]
+        return [POLICIES, self.stream, INTEGRATION_INDEX]
 
     @property
     def fresh(self) -> Sequence[StreamKey]:

@@ -80,7 +80,7 @@ class OrderDecider:
         self.snap = snap
         self.channel = channel
         self.stream = applied_stream(snap.order_id)
-        self.reads: Sequence[StreamKey] = [self.stream, *reads(revision(snap, channel))]  # type: ignore[list-item]
+        self.reads: Sequence[StreamKey] = [self.stream, *reads(revision(snap, channel))]
         self.fresh: Sequence[StreamKey] = ()
         self.reason: str | None = None
 

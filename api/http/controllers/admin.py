@@ -52,7 +52,7 @@ async def create_token(request: Request[Any, Any, Any], data: s.TokenRequest) ->
     box = sealer(request.app.state.settings.token_secret, REPLAY_PURPOSE)
     token = new_token()
     digest = token_hash(token)
-    scopes = sorted(set(data.scopes))
+    scopes: list[str] = sorted(set(data.scopes))
 
     def render(_: ServiceWorld, __: datetime) -> tuple[int, Any]:
         return 201, s.TokenView(token, data.name, scopes, data.rate_limit)

@@ -97,7 +97,7 @@ async def put_integration(
     stream = integration_stream(kind, store)
 
     def render(world: ServiceWorld, _: datetime) -> tuple[int, Any]:
-        record = current(world.records(stream))  # type: ignore[arg-type]
+        record = current(world.records(stream))
         assert record is not None
         return 200, public_view(record)
 

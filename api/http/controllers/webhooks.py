@@ -107,8 +107,8 @@ async def woocommerce_webhook(request: Request[Any, Any, Any], store: str) -> Re
         applied = await sync.apply(store, record, order, request.state.correlation_id)
     position = {POSITION_HEADER: str(applied.position)} if applied.position is not None else {}
     if applied.error is not None:
-        status, problem = domain_problem(applied.error)
-        return Response(problem, media_type=PROBLEM, status_code=status, headers=position)
+        code, problem = domain_problem(applied.error)
+        return Response(problem, media_type=PROBLEM, status_code=code, headers=position)
     body = b'{"status":"applied"}'
     if applied.unchanged is not None:
         body = msgspec.json.encode({"status": "unchanged", "reason": applied.unchanged})
