@@ -15,9 +15,7 @@ from api.http.problems import PROBLEM, ApiProblem, domain_problem, problem_body
 from api.service.commands import (
     Applied,
     CommandService,
-    Decider,
     Idempotency,
-    Job,
     KeyReused,
     Receipt,
     Rejected,
@@ -25,6 +23,7 @@ from api.service.commands import (
     Result,
     ServiceWorld,
 )
+from api.service.operations import Call, Operation, Operations
 
 POSITION_HEADER = "ATP-Position"
 Render = Callable[[ServiceWorld, datetime], tuple[int, Any]]
@@ -51,14 +50,19 @@ def encoded(rendered: tuple[int, Any]) -> tuple[int, bytes]:
 
 
 class Gateway:
+    """Runs an application operation for an HTTP request: the Idempotency-Key, the
+    in-process wait for a duplicate in flight, and the mapping of its typed result to a
+    response (status, body, ATP-Position, Idempotent-Replayed)."""
+
     def __init__(self, service: CommandService) -> None:
         self.service = service
+        self.operations = Operations(service)
         self.inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     async def execute(
         self,
         request: Request[Any, Any, Any],
-        decider: Decider,
+        operation: Operation,
         render: Render,
         *,
         require_key: bool = False,
@@ -94,15 +98,14 @@ class Gateway:
                 return Receipt(reply.status_code, stored_body(reply.body))
             return reply
 
-        job = Job(
-            decide=decider,
+        call = Call(
             correlation_id=request.state.correlation_id,
+            idempotency=idem,
             view=lambda world, _: Receipt(*encoded(render(world, self.service.clock()))),
             receipt=receipt,
-            idempotency=idem,
         )
         if idem is None:
-            return self._response(await self.service.submit(job), None)
+            return self._response(await operation(call), None)
         slot = (idem.scope, idem.key)
         # A duplicate in flight in this process waits for the first, then replays it.
         while (first := self.inflight.get(slot)) is not None:
@@ -110,7 +113,7 @@ class Gateway:
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.inflight[slot] = mine
         try:
-            result = await self.service.submit(job)
+            result = await operation(call)
         finally:
             del self.inflight[slot]
             mine.set_result(None)

@@ -55,10 +55,12 @@ class Decider(Protocol):
     """
 
     @property
-    def reads(self) -> Sequence[StreamKey]: ...
+    def reads(self) -> Sequence[StreamKey]:
+        """Streams the decider reads, loaded for the whole batch in one round trip."""
 
     @property
-    def fresh(self) -> Sequence[StreamKey]: ...
+    def fresh(self) -> Sequence[StreamKey]:
+        """Streams known not to exist yet (ids minted for this job): not read."""
 
     def __call__(self, world: ServiceWorld, now: datetime, /) -> Decision: ...
 
@@ -157,6 +159,7 @@ class Idempotency:
 
     @property
     def stream(self) -> StreamKey:
+        """The record stream of this key: ("idempotency", scope + US + key)."""
         return ("idempotency", f"{self.scope}\x1f{self.key}")
 
 
@@ -185,15 +188,19 @@ class ServiceWorld(StateSet):
     states: dict[Any, Any]
 
     def put(self, stream: StreamKey, state: Any) -> None:
+        """Set a stream's state (a domain state, or a record stream's records)."""
         super().put(stream, state)  # type: ignore[arg-type]
 
     def get(self, stream: StreamKey) -> Any:
+        """A stream's state; raises NeedStreams when it is not loaded yet."""
         return super().get(stream)  # type: ignore[arg-type]
 
     def apply(self, stream: Any, event: Any) -> None:
+        """Fold one event or record into its stream's state."""
         self.states[stream] = Ledger.fold_one(stream, self.get(stream), event)
 
     def records(self, stream: StreamKey) -> list[Record]:
+        """A record stream's records (tokens, idempotency, integrations), oldest first."""
         return list(self.get(stream))
 
 
@@ -218,6 +225,11 @@ class _Cache:
 
 
 class CommandService:
+    """The write side: one writer thread batches jobs, decides them in order and
+    appends each batch in one transaction (see the module docstring). `clock` gives `now`
+    to every decision; `max_batch` caps a batch (jobs); `cache_size` the stream states
+    kept; `retry_seconds` how long version conflicts are retried before TimeoutError."""
+
     def __init__(
         self,
         ledger: Ledger,
@@ -244,11 +256,13 @@ class CommandService:
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the writer thread (once)."""
         if self.thread is None:
             self.thread = threading.Thread(target=self._run, name="atp-writer", daemon=True)
             self.thread.start()
 
     def stop(self) -> None:
+        """Stop the writer after the jobs already queued (waits up to 10 s)."""
         if self.thread is not None:
             self.queue.put(None)
             self.thread.join(timeout=10)

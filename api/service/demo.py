@@ -48,6 +48,7 @@ SIZES = ["S", "M", "L", "XL"]
 
 
 def demo_skus() -> list[str]:
+    """The demo catalogue's SKU codes."""
     skus = [
         f"{product}-{colour}-{size}"
         for product, colours in PRODUCTS.items()
@@ -62,6 +63,7 @@ def _quantity(sku: str, location: str, top: int) -> int:
 
 
 def demo_commands() -> list[cmd.Command]:
+    """The domain commands that set up the demo: locations, channels, safety stock, counts."""
     commands: list[cmd.Command] = [*LOCATIONS, *CHANNELS]
     commands.append(cmd.SetSafetyStock(sku=None, location="ST1", quantity=1))
     skus = demo_skus()

@@ -71,14 +71,17 @@ class ConfigureIntegration:
 
     @property
     def stream(self) -> StreamKey:
+        """The integration's stream (see integration_stream)."""
         return integration_stream(self.kind, self.store)
 
     @property
     def reads(self) -> Sequence[StreamKey]:
+        """The policies (channels), the integration and the index of integrations."""
         return [POLICIES, self.stream, INTEGRATION_INDEX]
 
     @property
     def fresh(self) -> Sequence[StreamKey]:
+        """None: the integration may exist already."""
         return ()
 
     def __call__(self, world: ServiceWorld, now: datetime, /) -> Decision:

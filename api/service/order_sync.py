@@ -48,6 +48,7 @@ class WebhookMetrics:
         self.last_webhook: dict[str, datetime] = {}
 
     def count_unmapped(self, snap: OrderSnapshot, store: str, source: str) -> None:
+        """Count the snapshot's lines atp could not map, by store and source."""
         if not snap.unmapped:
             return
         self.unmapped_lines[f'store="{store}",source="{source}"'] += len(snap.unmapped)
@@ -64,6 +65,7 @@ class WebhookMetrics:
         return last is not None and last >= moment
 
     def render(self) -> list[str]:
+        """These counters in the Prometheus text format."""
         lines: list[str] = []
         series = (
             ("atp_webhook_unmapped_lines_total", "Order lines atp could not map.", "counter"),
@@ -84,6 +86,7 @@ REFUNDS_TIMEOUT = 3.0
 
 
 def report_key(prefix: str) -> str:
+    """The Redis key under which this process reports its webhook figures."""
     return f"{prefix}:webhooks:report"
 
 
@@ -144,6 +147,7 @@ class SnapshotApplied:
 
     @property
     def changed(self) -> bool:
+        """Whether the snapshot changed the ledger (not rejected, not unchanged)."""
         return self.error is None and self.unchanged is None
 
 
@@ -156,7 +160,7 @@ class OrderSync:
         self.service_key = service_key
         """Opens the store's sealed credentials (adapters.sealing) to fetch refunds."""
 
-    async def apply(
+    async def apply_order_snapshot(
         self,
         store: str,
         integration: IntegrationConfigured,

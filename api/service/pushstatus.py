@@ -12,6 +12,7 @@ DOWN_SECONDS = 30.0
 
 
 async def reports(redis_client: Any, prefix: str) -> list[dict[str, str]]:
+    """The pushers' status reports found in Redis under `prefix`."""
     found = []
     async for key in redis_client.scan_iter(f"{prefix}:push:*", count=100):
         raw = await redis_client.hgetall(key)

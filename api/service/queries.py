@@ -20,6 +20,9 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Meta:
+    """The read model's meta document: its ledger `position`, the policies it was built
+    with, when its last event happened and its projector's heartbeat (epoch seconds)."""
+
     position: int
     policies: Policies
     last_event_time: float | None
@@ -39,6 +42,7 @@ class ReadSide:
         self._meta: tuple[float, Meta] | None = None
 
     async def meta(self, fresh: bool = False) -> Meta:
+        """The read model's Meta, cached for META_TTL seconds unless `fresh`."""
         now = time.monotonic()
         if fresh or self._meta is None or now - self._meta[0] > META_TTL:
             raw: dict[str, Any] = await self.model.meta()

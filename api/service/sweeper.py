@@ -31,6 +31,9 @@ TOPICS = [
 
 
 class Sweeper:
+    """Records expiry of held reservations past their expires_at: it follows the ledger
+    for live reservations and submits ExpireReservation for each one due."""
+
     def __init__(self, ledger: Ledger, service: CommandService) -> None:
         self.ledger = ledger
         self.service = service
@@ -38,6 +41,7 @@ class Sweeper:
         self.live: dict[str, datetime] = {}
 
     def catch_up(self) -> None:
+        """Read the ledger's new reservation events into the live set."""
         while True:
             batch = self.ledger.recorder.select_notifications(
                 self.position + 1, 1000, topics=TOPICS
@@ -70,6 +74,7 @@ class Sweeper:
         return len(due)
 
     def run(self, interval: float, stop: threading.Event) -> None:
+        """Sweep every `interval` seconds until `stop` is set (a failed sweep is logged)."""
         while not stop.wait(interval):
             try:
                 swept = self.sweep_once()

@@ -41,15 +41,20 @@ USE_RESOLUTION = timedelta(hours=1)
 
 
 def token_stream(digest: str) -> StreamKey:
+    """The stream of one token, by its sha256 hex digest."""
     return ("token", digest)
 
 
 def use_stream(digest: str) -> StreamKey:
+    """The stream where a token's uses are recorded (at most one per USE_RESOLUTION)."""
     return ("token-use", digest)
 
 
 @dataclass(frozen=True)
 class Principal:
+    """Who a request acts for: the token's name, scopes, rate limit and `key` (its
+    sha256, or ADMIN_IDENTITY for ATP_ADMIN_TOKEN)."""
+
     name: str
     scopes: frozenset[str]
     rate_limit: float | None = None
@@ -57,10 +62,12 @@ class Principal:
     """The token's sha256: its identity (idempotency scope, rate-limit bucket)."""
 
     def allows(self, scope: str) -> bool:
+        """Whether the principal holds `scope`."""
         return ADMIN in self.scopes or scope in self.scopes
 
 
 def token_hash(token: str) -> str:
+    """The sha256 hex digest of a token: what the ledger keeps instead of the token."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 

@@ -106,7 +106,9 @@ class OrderPoller:
                 log.error("store %s: order %r not applied: %s", store, raw.get("id"), e.detail)
                 continue
             async with IN_ORDER(store, order.id):
-                applied = await self.sync.apply(store, record, order, f"poll-{store}", "poll")
+                applied = await self.sync.apply_order_snapshot(
+                    store, record, order, f"poll-{store}", "poll"
+                )
             changed += applied.changed
             newest = max(newest, order.date_modified_gmt)
         if changed:

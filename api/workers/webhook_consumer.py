@@ -45,7 +45,7 @@ class WebhookConsumer:
         record = current(records)
         if record is None:
             raise LookupError(f"no WooCommerce store {store!r}")
-        await self.sync.apply(store, record, order, cid)
+        await self.sync.apply_order_snapshot(store, record, order, cid)
         self.applied += 1
 
     async def handle(self, message: Any) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -15,7 +16,7 @@ from litestar import MediaType, Request, Response, delete, get, post
 from adapters.ledger import decode_payload, sync_streams
 from api.http import schemas as s
 from api.http.auth import CHECK_SECONDS
-from api.http.controllers.common import ADMIN, gateway, ledger, service
+from api.http.controllers.common import ADMIN, gateway, ledger, operations, service
 from api.http.metrics import exposition, gauges_now
 from api.http.problems import ApiProblem
 from api.service import order_sync
@@ -24,8 +25,6 @@ from api.service.pushstatus import judge, merged_metrics, reports
 from api.service.tokens import (
     REGISTRY,
     RESERVED_NAMES,
-    IssueToken,
-    RevokeToken,
     active_tokens,
     last_use,
     new_token,
@@ -78,7 +77,7 @@ async def create_token(request: Request[Any, Any, Any], data: s.TokenRequest) ->
 
     return await gateway(request).execute(
         request,
-        IssueToken(data.name, tuple(scopes), digest, data.rate_limit),
+        partial(operations(request).issue_token, data.name, tuple(scopes), digest, data.rate_limit),
         render,
         on_replay=unseal,
         stored_body=seal,
@@ -123,7 +122,8 @@ async def delete_token(request: Request[Any, Any, Any], name: str) -> Response[b
         revoked = revoked_last(world)
         return 200, s.TokenDeleted(revoked.name, revoked.revoked_at)
 
-    response = await gateway(request).execute(request, RevokeToken(name), render)
+    revoke = partial(operations(request).revoke_token, name)
+    response = await gateway(request).execute(request, revoke, render)
     if response.status_code == 200:
         # Every process's last check of the token began before the revocation committed, or
         # sees it: answer once the older checks have expired.

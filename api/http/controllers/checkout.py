@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -16,13 +17,15 @@ from api.http.controllers.common import (
     RESERVATIONS_WRITE,
     check_lines,
     gateway,
+    handle,
     ledger,
+    operations,
     path_code,
     service,
 )
 from api.http.decoding import decode_body
 from api.http.views import order_view, reservation_view
-from api.service.commands import ServiceWorld, command_decider
+from api.service.commands import ServiceWorld
 from atp import commands as cmd
 from atp.errors import NotFound
 
@@ -67,9 +70,9 @@ async def reserve(request: Request[Any, Any, Any], data: s.ReservationRequest) -
     def render(world: ServiceWorld, now: datetime) -> tuple[int, Any]:
         return 201, _reservation(reservation_id)(world, now)[1]
 
-    # The id was minted here, so the stream cannot exist yet: no need to read it.
-    decider = command_decider(command, fresh=(("reservation", reservation_id),))
-    return await gateway(request).execute(request, decider, render, require_key=True)
+    # The id was minted here, so the stream cannot exist yet: the operation does not read it.
+    reserve = partial(operations(request).reserve, command)
+    return await gateway(request).execute(request, reserve, render, require_key=True)
 
 
 @get(
@@ -92,7 +95,7 @@ async def extend(
     reservation_id = path_code(reservation_id, "reservation")
     command = cmd.ExtendReservation(reservation_id=reservation_id, ttl_seconds=data.ttl_seconds)
     return await gateway(request).execute(
-        request, command_decider(command), _reservation(reservation_id), require_key=True
+        request, handle(request, command), _reservation(reservation_id), require_key=True
     )
 
 
@@ -101,7 +104,7 @@ async def release(request: Request[Any, Any, Any], reservation_id: str) -> Respo
     reservation_id = path_code(reservation_id, "reservation")
     command = cmd.ReleaseReservation(reservation_id=reservation_id)
     return await gateway(request).execute(
-        request, command_decider(command), _reservation(reservation_id), require_key=True
+        request, handle(request, command), _reservation(reservation_id), require_key=True
     )
 
 
@@ -115,16 +118,15 @@ async def commit(
     def render(world: ServiceWorld, now: datetime) -> tuple[int, Any]:
         return 201, _reservation(reservation_id)(world, now)[1]
 
-    return await gateway(request).execute(
-        request, command_decider(command), render, require_key=True
-    )
+    commit = partial(operations(request).commit, command)
+    return await gateway(request).execute(request, commit, render, require_key=True)
 
 
 @post("/v1/orders", opt=ORD, status_code=201)
 async def place_order(request: Request[Any, Any, Any], data: s.OrderRequest) -> Response[bytes]:
     command = cmd.PlaceOrder(order_id=data.order_id, channel=data.channel, lines=_lines(data.lines))
     return await gateway(request).execute(
-        request, command_decider(command), _order(data.order_id, 201), require_key=True
+        request, handle(request, command), _order(data.order_id, 201), require_key=True
     )
 
 
@@ -145,7 +147,7 @@ async def cancel_order(request: Request[Any, Any, Any], order_id: str) -> Respon
     lines = _lines(data.lines) if data.lines is not None else None
     command = cmd.CancelOrder(order_id=order_id, lines=lines)
     return await gateway(request).execute(
-        request, command_decider(command), _order(order_id, 200), require_key=True
+        request, handle(request, command), _order(order_id, 200), require_key=True
     )
 
 
@@ -161,7 +163,7 @@ async def ship_order(
         lines=_lines(data.lines),
     )
     return await gateway(request).execute(
-        request, command_decider(command), _order(order_id, 201), require_key=True
+        request, handle(request, command), _order(order_id, 201), require_key=True
     )
 
 
@@ -178,7 +180,7 @@ async def return_order(
         lines=tuple(cmd.ReturnLine(x.sku, x.quantity, x.disposition) for x in data.lines),
     )
     return await gateway(request).execute(
-        request, command_decider(command), _order(order_id, 201), require_key=True
+        request, handle(request, command), _order(order_id, 201), require_key=True
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 from urllib.parse import unquote
 
@@ -14,6 +15,8 @@ from api.http.gateway import Gateway
 from api.http.problems import ApiProblem
 from api.http.schemas import CODE_PATTERN, MAX_LINES
 from api.service.commands import CommandService
+from api.service.operations import Operation, Operations
+from atp import commands as cmd
 
 _CODE = re.compile(CODE_PATTERN)
 
@@ -67,3 +70,13 @@ def ledger(request: Request[Any, Any, Any]) -> Ledger:
 def service(request: Request[Any, Any, Any]) -> CommandService:
     svc: CommandService = request.app.state.service
     return svc
+
+
+def operations(request: Request[Any, Any, Any]) -> Operations:
+    """The application's named operations (api.service.operations)."""
+    return gateway(request).operations
+
+
+def handle(request: Request[Any, Any, Any], command: cmd.Command) -> Operation:
+    """The operation that decides one domain command."""
+    return partial(operations(request).handle, command)

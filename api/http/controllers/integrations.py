@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, get, put
 
 from adapters.sealing import SECRETS
-from api.http.controllers.common import ADMIN, gateway, ledger, path_code
+from api.http.controllers.common import ADMIN, gateway, ledger, operations, path_code
 from api.http.decoding import decode_body
 from api.http.problems import ApiProblem
 from api.http.schemas import Code
 from api.service.commands import ServiceWorld
 from api.service.integrations import (
-    ConfigureIntegration,
     current,
     integration_stream,
     public_view,
@@ -101,7 +101,7 @@ async def put_integration(
         assert record is not None
         return 200, public_view(record)
 
-    configure = ConfigureIntegration(kind, store, given, service_key)
+    configure = partial(operations(request).configure_integration, kind, store, given, service_key)
     response = await gateway(request).execute(request, configure, render)
     queue = request.app.state.webhook_queue
     if response.status_code == 200 and queue is not None:

@@ -9,8 +9,15 @@ from typing import Any
 from litestar import Request, Response, get, put
 
 from api.http import schemas as s
-from api.http.controllers.common import AVAILABILITY_READ, POLICY_WRITE, gateway, ledger, path_code
-from api.service.commands import ServiceWorld, command_decider
+from api.http.controllers.common import (
+    AVAILABILITY_READ,
+    POLICY_WRITE,
+    gateway,
+    handle,
+    ledger,
+    path_code,
+)
+from api.service.commands import ServiceWorld
 from atp import commands as cmd
 from atp.decide import POLICIES
 from atp.state import Channel, Location
@@ -41,7 +48,7 @@ async def put_location(
     def render(world: ServiceWorld, _: datetime) -> tuple[int, Any]:
         return 200, location_view(world.policies().locations[code])
 
-    return await gateway(request).execute(request, command_decider(command), render)
+    return await gateway(request).execute(request, handle(request, command), render)
 
 
 @put("/v1/channels/{code:str}", opt={"scopes": (POLICY_WRITE,)}, status_code=200)
@@ -61,7 +68,7 @@ async def put_channel(
     def render(world: ServiceWorld, _: datetime) -> tuple[int, Any]:
         return 200, channel_view(world.policies().channels[code])
 
-    return await gateway(request).execute(request, command_decider(command), render)
+    return await gateway(request).execute(request, handle(request, command), render)
 
 
 @put("/v1/safety-stock", opt={"scopes": (POLICY_WRITE,)}, status_code=200)
@@ -73,7 +80,7 @@ async def put_safety_stock(
     def render(_: ServiceWorld, __: datetime) -> tuple[int, Any]:
         return 200, s.SafetyStockView(data.sku, data.location, data.quantity)
 
-    return await gateway(request).execute(request, command_decider(command), render)
+    return await gateway(request).execute(request, handle(request, command), render)
 
 
 @get("/v1/locations", opt={"scopes": (POLICY_WRITE, AVAILABILITY_READ)})

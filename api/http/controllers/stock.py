@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from litestar import Request, Response, post
 
 from api.http import schemas as s
-from api.http.controllers.common import STOCK_WRITE, check_lines, gateway, path_code
+from api.http.controllers.common import (
+    STOCK_WRITE,
+    check_lines,
+    gateway,
+    handle,
+    operations,
+    path_code,
+)
 from api.http.views import movement_view
-from api.service.commands import ServiceWorld, command_decider
+from api.service.commands import ServiceWorld
 from atp import commands as cmd
 
 OPT = {"scopes": (STOCK_WRITE,), "idempotency_key": "required"}
@@ -32,7 +40,9 @@ async def post_receipt(request: Request[Any, Any, Any], data: s.ReceiptRequest) 
         items = world.items(sku for sku, _ in pairs)
         return 201, movement_view("receipt", pairs, items, reference=data.reference)
 
-    return await gateway(request).execute(request, command_decider(command), render)
+    return await gateway(request).execute(
+        request, partial(operations(request).receive, command), render
+    )
 
 
 @post("/v1/adjustments", opt=OPT, status_code=201)
@@ -51,7 +61,7 @@ async def post_adjustment(
         items = world.items([data.sku])
         return 201, movement_view("adjustment", [(data.sku, data.location)], items)
 
-    return await gateway(request).execute(request, command_decider(command), render)
+    return await gateway(request).execute(request, handle(request, command), render)
 
 
 @post("/v1/counts", opt=OPT, status_code=201)
@@ -66,7 +76,7 @@ async def post_count(request: Request[Any, Any, Any], data: s.CountRequest) -> R
     def render(world: ServiceWorld, _: datetime) -> tuple[int, Any]:
         return 201, movement_view("count", pairs, world.items(sku for sku, _ in pairs))
 
-    return await gateway(request).execute(request, command_decider(command), render)
+    return await gateway(request).execute(request, handle(request, command), render)
 
 
 @post("/v1/transfers", opt=OPT, status_code=201)
@@ -90,7 +100,7 @@ async def post_transfer(
         )
         return 201, view
 
-    return await gateway(request).execute(request, command_decider(command), render)
+    return await gateway(request).execute(request, handle(request, command), render)
 
 
 def _transfer_view(transfer_id: str, kind: str, with_source: bool = False) -> Any:
@@ -118,7 +128,7 @@ async def receive_transfer(
     lines = None if data is None or data.lines is None else _lines(data.lines)
     command = cmd.ReceiveTransfer(transfer_id=transfer_id, lines=lines)
     render = _transfer_view(transfer_id, "transfer-receipt")
-    return await gateway(request).execute(request, command_decider(command), render)
+    return await gateway(request).execute(request, handle(request, command), render)
 
 
 @post("/v1/transfers/{transfer_id:str}/close", opt=OPT, status_code=200)
@@ -128,7 +138,7 @@ async def close_transfer(
     transfer_id = path_code(transfer_id, "transfer")
     command = cmd.CloseTransfer(transfer_id=transfer_id, reason=data.reason)
     render = _transfer_view(transfer_id, "transfer-close")
-    decider = command_decider(command)
+    decider = handle(request, command)
     return await gateway(request).execute(request, decider, render)
 
 
@@ -137,7 +147,7 @@ async def cancel_transfer(request: Request[Any, Any, Any], transfer_id: str) -> 
     transfer_id = path_code(transfer_id, "transfer")
     command = cmd.CancelTransfer(transfer_id=transfer_id)
     render = _transfer_view(transfer_id, "transfer-cancel", with_source=True)
-    decider = command_decider(command)
+    decider = handle(request, command)
     return await gateway(request).execute(request, decider, render)
 
 
@@ -157,7 +167,7 @@ async def post_incoming(
         items = world.items(sku for sku, _ in pairs)
         return 201, movement_view("incoming", pairs, items, reference=data.reference)
 
-    return await gateway(request).execute(request, command_decider(command), render)
+    return await gateway(request).execute(request, handle(request, command), render)
 
 
 ROUTES = [
