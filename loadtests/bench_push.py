@@ -1,6 +1,6 @@
 """Channel push benchmark: an ATS change in the ledger -> the fake WooCommerce store updated.
 
-Runs the whole pipeline on loopback, as `tests/e2e/test_channels.py` does: a fresh
+Runs the whole pipeline on loopback, as `tests/e2e/test_channels.py` does (tests/support/channels.py): a fresh
 PostgreSQL database, RabbitMQ vhost and Redis key prefix; `atp migrate`, `atp serve
 --workers 2`, `atp project` and `atp push woocommerce --store shop` as subprocesses; a
 FakeWooCommerce (in this process) holding a catalogue of simple products (and, with
@@ -51,7 +51,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from loadtests.bench_reservations import _proc_stat, cpu_snapshot, percentile
-from tests.e2e.test_channels import CHANNEL, STORE, Catalogue, ChannelStack, metric, samples
+from tests.support.channels import CHANNEL, STORE, Catalogue, ChannelStack, metric, samples
 from tests.support.server import ADMIN_TOKEN
 
 LOCATION = "WH1"

@@ -24,7 +24,8 @@ from adapters.pushers import woocommerce as woocommerce_pusher
 from adapters.pushers.base import ClientHooks, Ok, Permanent, Retry, Skip
 from adapters.pushers.oauth import TokenSource
 from adapters.pushers.runner import Pusher, PusherMetrics, build_pusher, push_queue
-from tests.integration.test_pushers import (
+from tests.support.fakes import FakeAmazon, FakeEbay, FakeWooCommerce
+from tests.support.pushers import (
     FAST,
     amqp_url,
     change,
@@ -39,12 +40,11 @@ from tests.integration.test_pushers import (
     set_figures,
     settled,
 )
-from tests.support.fakes import FakeAmazon, FakeEbay, FakeWooCommerce
 from tests.support.redis_db import redis_url
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["amqp_url", "ledger", "rds"]  # fixtures shared with test_pushers
+__all__ = ["amqp_url", "ledger", "rds"]  # fixtures from tests.support.pushers
 
 HOOKS = ClientHooks()
 

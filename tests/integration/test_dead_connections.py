@@ -20,12 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.test_projection import _terminate_backends
-from tests.integration.test_read_api import Stack
-from tests.integration.test_redis_loss import HEADERS, PREFIX, wait_complete
 from tests.support.pg import fresh_database
+from tests.support.projection import _terminate_backends
 from tests.support.redis_db import client, redis_url, scratch_databases
 from tests.support.server import running_service, service_env
+from tests.support.stack import HEADERS, PREFIX, Stack, wait_complete
 
 pytestmark = pytest.mark.integration
 

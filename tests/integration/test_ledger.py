@@ -14,19 +14,11 @@ from atp.ats import channel_availability
 from atp.errors import InsufficientStock, NotFound
 from atp.world import fold
 from tests.integration.conftest import Backend, run
+from tests.support.catalogue import (
+    setup_catalogue,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def setup_catalogue(service: object) -> None:
-    for command in (
-        c.DefineLocation(code="WH1", name="Main", kind="warehouse"),
-        c.DefineLocation(code="ST1", name="Store", kind="store"),
-        c.DefineChannel(code="web", locations=("WH1", "ST1")),
-        c.ReceiveStock(location="WH1", lines=(c.Line("A", 5), c.Line("B", 2))),
-        c.ReceiveStock(location="ST1", lines=(c.Line("A", 3),)),
-    ):
-        run(service, command)  # type: ignore[arg-type]
 
 
 def test_checkout_lifecycle_is_recorded_and_replays(backend: Backend) -> None:

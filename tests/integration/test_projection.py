@@ -18,23 +18,25 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import psycopg
 import pytest
 import redis
 
-from adapters.ledger import Ledger, history, stream_id
 from api.service.commands import CommandService
 from atp import commands as c
-from atp.ats import channel_availability, location_figures
-from atp.decide import POLICIES
 from atp.errors import DomainError
-from atp.state import ItemState, Policies
 from projections.projector import Projector
 from projections.readmodel import MemoryReadModel, RedisStore, SkuWrite
 from projections.runner import RedisProjection
 from projections.views import sku_documents
 from tests.integration.conftest import Backend, run
-from tests.support.pg import ADMIN_URL, fresh_database
+from tests.support.pg import fresh_database
+from tests.support.projection import (
+    _terminate_backends,
+    assert_matches_domain,
+    define_catalogue,
+    ledger_truth,
+    redis_documents,
+)
 from tests.support.redis_db import (
     client,
     delete_prefix,
@@ -48,7 +50,6 @@ from tests.support.redis_db import (
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-_item_decoder = msgspec.json.Decoder(ItemState)
 
 
 class RealClock:
@@ -76,59 +77,6 @@ def pg_real(tmp_path: Path) -> Iterator[Backend]:
 # --- what the domain says ---------------------------------------------------------------------
 
 
-def ledger_truth(ledger: Ledger, sku: str) -> tuple[ItemState, Policies, int]:
-    """The SKU's state and the policies loaded from the ledger, and the position its
-    documents must carry: its last item event, or a later policy change."""
-    item, _ = ledger.load(("item", sku))
-    policies, _ = ledger.load(POLICIES)
-    rows = history(ledger, [("item", sku), POLICIES], 0, 1_000_000)
-    own = stream_id(("item", sku))
-    item_rows = [r.position for r in rows if r.originator_id == own]
-    assert item_rows, f"SKU {sku} has no item events"
-    position = max(r.position for r in rows if r.position >= item_rows[0])
-    return item, policies, position
-
-
-def redis_documents(r: redis.Redis, prefix: str, sku: str) -> tuple[dict[str, bytes], bytes | None]:
-    ats = {k.decode(): v for k, v in r.hgetall(f"{prefix}:{{{sku}}}:ats").items()}
-    return ats, r.get(f"{prefix}:{{{sku}}}:item")
-
-
-def assert_matches_domain(
-    r: redis.Redis, prefix: str, ledger: Ledger, skus: list[str], now: datetime
-) -> None:
-    """Every key of the SKUs equals the domain's documents, byte for byte, and the figures
-    equal the ATS function's, per channel and per location."""
-    for sku in skus:
-        item, policies, position = ledger_truth(ledger, sku)
-        expected = sku_documents(item, policies, now, position)
-        ats, item_doc = redis_documents(r, prefix, sku)
-        assert ats.pop("_position") == str(position).encode(), sku
-        assert ats == expected.availability, sku
-        assert item_doc == expected.item, sku
-        state = r.get(f"{prefix}:{{{sku}}}:state")
-        assert state is not None and _item_decoder.decode(state) == item, sku
-        assert sku.encode() in r.smembers(f"{prefix}:skus")
-        # The same figures straight from the ATS function the reservation check uses.
-        view = msgspec.json.decode(item_doc)
-        for code, channel in policies.channels.items():
-            a = channel_availability(item, policies, channel, now)
-            doc = msgspec.json.decode(ats[code])
-            assert (doc["available"], doc["status"], doc["position"]) == (
-                a.available,
-                a.status,
-                position,
-            ), (sku, code)
-            (published,) = [ch for ch in view["channels"] if ch["channel"] == code]
-            assert (published["available"], published["status"]) == (a.available, a.status)
-            assert published["derivation"]["pool"] == a.pool
-        for loc in view["locations"]:
-            f = location_figures(item, policies, loc["location"], now)
-            for name in ("on_hand", "allocated", "held", "damaged", "in_transit", "incoming"):
-                assert loc[name] == getattr(f, name), (sku, loc["location"], name)
-            assert (loc["safety_stock"], loc["sellable"]) == (f.safety_stock, f.sellable)
-
-
 def meta_position(r: redis.Redis, prefix: str) -> int:
     return int(r.hget(f"{prefix}:meta", "position") or 0)
 
@@ -146,17 +94,6 @@ def figures(r: redis.Redis, prefix: str, sku: str) -> dict[str, Any]:
         out[ch["channel"]] = ch["available"]
         out[f"{ch['channel']}.status"] = ch["status"]
     return out
-
-
-def define_catalogue(service: CommandService) -> None:
-    for command in (
-        c.DefineLocation(code="WH1", name="Main", kind="warehouse"),
-        c.DefineLocation(code="ST1", name="Store", kind="store"),
-        c.DefineChannel(code="web", locations=("WH1", "ST1")),
-        c.DefineChannel(code="pos", locations=("ST1",), buffer=1, share_percent=50),
-        c.DefineChannel(code="bo", locations=("WH1",), backorder_limit=10),
-    ):
-        run(service, command)
 
 
 # --- every event kind ------------------------------------------------------------------------
@@ -941,17 +878,6 @@ def test_rebuild_equals_incremental_and_readers_never_see_partial_data(pg_real: 
 
 
 # --- dropped connections -------------------------------------------------------------------------
-
-
-def _terminate_backends(database_url: str) -> int:
-    name = database_url.rsplit("/", 1)[1]
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        ).fetchall()
-    return len(rows)
 
 
 def _kill_redis_clients(r: redis.Redis, db: int) -> int:

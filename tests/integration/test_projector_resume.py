@@ -12,7 +12,7 @@ from atp.world import fold
 from projections.projector import Projector
 from projections.readmodel import MemoryReadModel
 from tests.integration.conftest import Backend, Clock, run
-from tests.integration.test_ledger import setup_catalogue
+from tests.support.catalogue import setup_catalogue
 
 pytestmark = pytest.mark.integration
 

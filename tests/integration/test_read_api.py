@@ -8,13 +8,10 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,10 +24,13 @@ import redis
 from adapters.ledger import Ledger, ledger_env
 from atp.decide import POLICIES
 from projections.views import sku_documents
-from tests.integration.test_projection import ledger_truth
 from tests.support.pg import fresh_database
+from tests.support.projection import ledger_truth
 from tests.support.redis_db import TcpProxy, prefixed, redis_url
-from tests.support.server import ADMIN_TOKEN, Server, running_service, service_env
+from tests.support.server import ADMIN_TOKEN, running_service, service_env
+from tests.support.stack import (
+    Stack,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -45,56 +45,6 @@ ODD_SKU = "Case/01:x.y-z"
 
 def quantity(i: int) -> int:
     return i % 9 + 1
-
-
-@dataclass
-class Stack:
-    server: Server
-    redis: redis.Redis
-    prefix: str
-    env: dict[str, str]
-    database_url: str
-    projector: subprocess.Popen[bytes] | None = None
-
-    def start_projector(self) -> None:
-        assert self.projector is None or self.projector.poll() is not None
-        self.projector = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "project"],
-            env=self.env,
-            cwd=ROOT,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-        )
-
-    def stop_projector(self) -> None:
-        p = self.projector
-        if p is not None and p.poll() is None:
-            os.killpg(p.pid, signal.SIGCONT)
-            os.killpg(p.pid, signal.SIGTERM)
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-
-    def ledger(self) -> Ledger:
-        return Ledger(env=ledger_env(self.database_url, "/nonexistent", create_table=False))
-
-    def ats(self, sku: str, channel: str) -> bytes | None:
-        value: bytes | None = self.redis.hget(f"{self.prefix}:{{{sku}}}:ats", channel)
-        return value
-
-    def meta_position(self) -> int:
-        return int(self.redis.hget(f"{self.prefix}:meta", "position") or 0)
-
-    def wait_caught_up(self, timeout: float = 20) -> int:
-        with self.ledger() as ledger:
-            head = ledger.ping()
-        deadline = time.monotonic() + timeout
-        while self.meta_position() < head:
-            assert time.monotonic() < deadline, (self.meta_position(), head)
-            time.sleep(0.02)
-        return head
 
 
 def _ok(response: httpx.Response, status: int = 200) -> Any:

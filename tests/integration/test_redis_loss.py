@@ -27,32 +27,22 @@ from atp.decide import POLICIES
 from atp.state import ItemState, Policies
 from projections.readmodel import RedisStore
 from tests.integration.conftest import Backend, Clock, run
-from tests.integration.test_projection import assert_matches_domain, define_catalogue
-from tests.integration.test_read_api import Stack
 from tests.support.pg import fresh_database
+from tests.support.projection import assert_matches_domain, define_catalogue
 from tests.support.redis_db import client, delete_prefix, prefixed, redis_url, scratch_databases
-from tests.support.server import ADMIN_TOKEN, atp, running_service, service_env
+from tests.support.server import atp, running_service, service_env
+from tests.support.stack import (
+    HEADERS,
+    PREFIX,
+    Stack,
+    wait_complete,
+)
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-PREFIX = "fl"
 SKUS = [f"F{i:03d}" for i in range(60)]
 CHANNELS = ("web", "pos")
-HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def wait_complete(stack: Stack, timeout: float = 30) -> int:
-    """Until the model is complete (a build is recorded) and includes the ledger head."""
-    with stack.ledger() as ledger:
-        head = ledger.ping()
-    deadline = time.monotonic() + timeout
-    while True:
-        meta = stack.redis.hgetall(f"{PREFIX}:meta")
-        if b"build" in meta and int(meta.get(b"position", 0)) >= head:
-            return head
-        assert time.monotonic() < deadline, meta
-        time.sleep(0.05)
 
 
 def _ok(response: httpx.Response, status: int = 200) -> Any:
