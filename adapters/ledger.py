@@ -200,8 +200,18 @@ def _check_all_when_one_is_dead(pool: Any) -> Callable[[Any], None]:
     return check
 
 
-def ledger_env(database_url: str | None, data_dir: str, create_table: bool) -> dict[str, str]:
-    """eventsourcing settings for PostgreSQL (when a URL is given) or the embedded SQLite file."""
+def ledger_env(
+    database_url: str | None,
+    data_dir: str,
+    create_table: bool,
+    *,
+    pool_size: int = 5,
+    connect_timeout: int = 2,
+) -> dict[str, str]:
+    """eventsourcing settings for PostgreSQL (when a URL is given) or the embedded SQLite file.
+
+    `pool_size` is PostgreSQL connections per process; `connect_timeout` the seconds to
+    wait for a connection (api.settings: ATP_DB_POOL_SIZE, ATP_DB_CONNECT_TIMEOUT)."""
     env = {"CREATE_TABLE": "y" if create_table else "n", "IS_SNAPSHOTTING_ENABLED": "y"}
     if database_url:
         url = urlparse(database_url)
@@ -212,11 +222,11 @@ def ledger_env(database_url: str | None, data_dir: str, create_table: bool) -> d
             POSTGRES_PORT=str(url.port or 5432),
             POSTGRES_USER=unquote(url.username or "postgres"),
             POSTGRES_PASSWORD=unquote(url.password or ""),
-            POSTGRES_POOL_SIZE=os.environ.get("ATP_DB_POOL_SIZE", "5"),
+            POSTGRES_POOL_SIZE=str(pool_size),
             POSTGRES_LOCK_TIMEOUT="5",
             # Fail fast (503 + Retry-After) when the database is unreachable, rather than
             # holding requests for the pool's default 30 s.
-            POSTGRES_CONNECT_TIMEOUT=os.environ.get("ATP_DB_CONNECT_TIMEOUT", "2"),
+            POSTGRES_CONNECT_TIMEOUT=str(connect_timeout),
             # Check a pooled connection before lending it (psycopg_pool's check_connection):
             # after PostgreSQL drops connections (restart, failover, pg_terminate_backend)
             # the dead ones are replaced instead of failing one request each.

@@ -10,6 +10,8 @@ from datetime import datetime
 
 import msgspec
 
+from atp.streams import Stream
+
 
 class Record(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     """Base of service records kept in the ledger."""
@@ -92,7 +94,7 @@ class IntegrationListed(Record, frozen=True):
     store: str
 
 
-INTEGRATION_INDEX = ("integration", "index")
+INTEGRATION_INDEX: Stream = ("integration", "index")
 """The stream listing every integration (no store key has that form: theirs are kind:store)."""
 
 

@@ -1,4 +1,6 @@
-"""WooCommerce order webhooks: signature check, and what an order snapshot means for stock.
+"""WooCommerce order webhooks: signature check and the mapping of an order to a snapshot.
+
+The snapshot rule below is applied by api.service.order_snapshots.
 
 A webhook (or a polled order) is a snapshot of the order when it was built, not a record of
 each change: deliveries are coalesced, repeated, lost or late. Each snapshot is the desired
@@ -32,7 +34,6 @@ import msgspec
 from adapters.records import WebhookOrderApplied
 from atp import commands as cmd
 from atp import events as ev
-from atp.decide import decide, reads
 
 log = logging.getLogger("atp.webhooks")
 SALE = frozenset({"processing", "on-hold", "completed"})
@@ -238,75 +239,3 @@ def refunded_units(refunds: Iterable[Mapping[str, Any]]) -> dict[str, int]:
 def needs_refunds(snap: OrderSnapshot, last: WebhookOrderApplied | None) -> bool:
     """Whether the store must be asked for the order's refunds: its refund list changed."""
     return bool(snap.refunds) and (last is None or tuple(last.refunds) != snap.refunds)
-
-
-def skip_reason(snap: OrderSnapshot, last: WebhookOrderApplied | None) -> str | None:
-    """Why a snapshot is not applied (the snapshot rule above), or None to apply it."""
-    if snap.status not in SALE and snap.status not in NOT_SALE:
-        return f"status {snap.status!r} is not one atp knows; the order is left as it is"
-    if last is None:
-        return None
-    if snap.modified and snap.modified < last.modified:  # no time: a deletion, the newest
-        return f"older ({snap.modified}) than the last applied snapshot ({last.modified})"
-    if snap.modified == last.modified and snap.state == last.state:
-        return "the same state as the last applied snapshot"
-    return None
-
-
-def last_applied(records: Iterable[Any]) -> WebhookOrderApplied | None:
-    applied = [r for r in records if isinstance(r, WebhookOrderApplied)]
-    return applied[-1] if applied else None
-
-
-def revision(snap: OrderSnapshot, channel: str) -> cmd.ReviseOrder:
-    return cmd.ReviseOrder(
-        order_id=snap.order_id,
-        channel=channel,
-        lines=snap.lines,
-        open=snap.status in SALE,
-        unmapped=snap.unmapped,
-    )
-
-
-def decide_snapshot(
-    snap: OrderSnapshot, channel: str, last: WebhookOrderApplied | None, world: Any, now: datetime
-) -> tuple[list[tuple[Any, Any]], str | None]:
-    """The events a snapshot decides (the order's revision plus the record of the snapshot)
-    and, when it changes nothing, why. Pure: `world` is an `atp.decide.World`."""
-    reason = skip_reason(snap, last)
-    if reason is not None:
-        return [], reason
-    events = decide(revision(snap, channel), world, now)
-    record = WebhookOrderApplied(
-        order_id=snap.order_id,
-        modified=snap.modified,
-        status=snap.status,
-        state=snap.state,
-        refunds=snap.refunds,
-        refunded=snap.refunded,
-    )
-    return [*events, (applied_stream(snap.order_id), record)], (
-        None if events else "the ledger already holds this state"
-    )
-
-
-def applied_stream(order_id: str) -> tuple[str, str]:
-    return ("webhook-order", order_id)
-
-
-class OrderDecider:
-    """Decides an order snapshot as one job: its revision's events plus the record of the
-    snapshot, in one transaction. `reason` says why a decided snapshot changed nothing."""
-
-    def __init__(self, snap: OrderSnapshot, channel: str) -> None:
-        self.snap = snap
-        self.channel = channel
-        self.stream = applied_stream(snap.order_id)
-        self.reads = [self.stream, *reads(revision(snap, channel))]
-        self.fresh: list[Any] = []
-        self.reason: str | None = None
-
-    def __call__(self, world: Any, now: datetime) -> list[tuple[Any, Any]]:
-        last = last_applied(world.records(self.stream))
-        events, self.reason = decide_snapshot(self.snap, self.channel, last, world, now)
-        return events

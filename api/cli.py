@@ -1,8 +1,9 @@
 """The `atp` command line: migrate, serve, sweep, demo, project, webhooks, push, dlq.
 
-Settings come from ATP_* environment variables (api/settings.py); an option given on the
-command line overrides its variable. A variable that does not convert ends the command with
-one line naming it (exit status 2), never a traceback."""
+Settings come from ATP_* environment variables (api/settings.py), read once here; an option
+given on the command line overrides its variable. A variable that does not convert ends the
+command with one line naming it (exit status 2), never a traceback. Every command asks the
+composition root (api.bootstrap) for the ledger, the command service and the clients."""
 
 from __future__ import annotations
 
@@ -17,24 +18,23 @@ import threading
 import time
 from collections.abc import Iterator
 
-from adapters.ledger import Ledger, ledger_env
+from adapters.ledger import Ledger
+from api.bootstrap import Services, bootstrap
 from api.log import configure as configure_logging
 from api.settings import SecretKeyMissing, Settings, SettingsError
 
 log = logging.getLogger("atp")
 
 
-def _ledger(settings: Settings, create: bool) -> Ledger:
-    return Ledger(env=ledger_env(settings.database_url, settings.data_dir, create))
-
-
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
-    from api.auth import adopt_legacy_tokens
+    from api.service.tokens import adopt_legacy_tokens
 
-    ledger = _ledger(settings, create=True)
-    adopted = adopt_legacy_tokens(ledger)
-    head = ledger.head()
-    ledger.close()
+    services = bootstrap(settings, create_tables=True)
+    try:
+        adopted = adopt_legacy_tokens(services.ledger)
+        head = services.ledger.head()
+    finally:
+        services.close()
     if adopted:
         print(f"{adopted} token(s) issued before the token registry entered into it")
     where = "PostgreSQL" if settings.database_url else f"SQLite in {settings.data_dir}"
@@ -53,7 +53,8 @@ def _registered_pushers(settings: Settings) -> list[tuple[str, str, str]]:
     from adapters.ledger import decode_payload
     from adapters.records import IntegrationConfigured
 
-    ledger = _ledger(settings, create=False)
+    services = bootstrap(settings, create_tables=False)
+    ledger = services.ledger
     found: dict[tuple[str, str], str] = {}
     start = 1
     try:
@@ -66,7 +67,7 @@ def _registered_pushers(settings: Settings) -> list[tuple[str, str, str]]:
                 found[(record.kind, record.store)] = record.channel
             start = batch[-1].id + 1
     finally:
-        ledger.close()
+        services.close()
     return [(kind, store, channel) for (kind, store), channel in found.items()]
 
 
@@ -83,18 +84,19 @@ async def _declare_topology(url: str, pushers: list[tuple[str, str, str]]) -> No
 def _check_migrated(settings: Settings) -> None:
     if settings.embedded:
         return
+    services = bootstrap(settings, create_tables=False)
     try:
-        ledger = _ledger(settings, create=False)
-        ledger.head()
-        ledger.close()
+        services.ledger.head()
     except Exception as exc:
         sys.exit(f"atp: the ledger is not ready ({type(exc).__name__}: {exc}); run `atp migrate`")
+    finally:
+        services.close()
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.httpserver import HTTP_LIMITS
+    from api.http.httpserver import HTTP_LIMITS
 
     host = args.host or settings.host
     port = args.port or settings.port
@@ -113,11 +115,13 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             "ATP_ADMIN_TOKEN=<a secret of your choice>, use it as `Authorization: Bearer "
             "<secret>` and create scoped tokens with POST /v1/tokens"
         )
-    os.environ.update(ATP_HOST=host, ATP_PORT=str(port))
-    with _metrics_directory():
+    # Each worker reads the ATP_* settings itself (api.http.app:asgi_factory); host, port and
+    # workers are uvicorn's own options.
+    with _metrics_directory() as env_file:
         uvicorn.run(
-            "api.app:asgi_factory",
+            "api.http.app:asgi_factory",
             factory=True,
+            env_file=env_file,
             host=host,
             port=port,
             workers=workers,
@@ -130,11 +134,13 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _metrics_directory() -> Iterator[None]:
+def _metrics_directory() -> Iterator[str | None]:
     """prometheus-client's multiprocess mode for the workers of `atp serve`: every worker
     writes its samples under PROMETHEUS_MULTIPROC_DIR, and /metrics adds them all up. The
     variable may name a directory (emptied first); unset, a temporary one is used and
-    removed afterwards."""
+    removed afterwards, named to the workers by an env file this command owns (uvicorn's
+    `env_file`, loaded before the app is imported and inherited by every worker), never
+    by writing this process's environment. Yields that file (None when the variable is set)."""
     import shutil
     import tempfile
     from pathlib import Path
@@ -144,24 +150,24 @@ def _metrics_directory() -> Iterator[None]:
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):
         stale.unlink()
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    if given:
+        yield None
+        return
+    env_file = directory.with_name(directory.name + ".env")
+    env_file.write_text(f"PROMETHEUS_MULTIPROC_DIR={directory}\n")
     try:
-        yield
+        yield str(env_file)
     finally:
-        if not given:
-            shutil.rmtree(directory, ignore_errors=True)
+        env_file.unlink(missing_ok=True)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def cmd_sweep(settings: Settings, args: argparse.Namespace) -> int:
-    from api.service import CommandService
-    from api.sweeper import Sweeper
+    from api.service.sweeper import Sweeper
 
     _check_migrated(settings)
-    ledger = _ledger(settings, create=settings.embedded)
-    service = CommandService(ledger)
-    service.start()
-    sweeper = Sweeper(ledger, service)
-    try:
+    with bootstrap(settings).running() as services:
+        sweeper = Sweeper(services.ledger, services.commands)
         if args.once:
             print(f"expired {sweeper.sweep_once()} reservation(s)")
             return 0
@@ -171,9 +177,6 @@ def cmd_sweep(settings: Settings, args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             stop.set()
         return 0
-    finally:
-        service.stop()
-        ledger.close()
 
 
 def cmd_project(settings: Settings, args: argparse.Namespace) -> int:
@@ -187,18 +190,14 @@ def cmd_project(settings: Settings, args: argparse.Namespace) -> int:
     if args.check:
         return _check_projector(settings)
     _check_migrated(settings)
-    ledger = _ledger(settings, create=settings.embedded)
-    publisher = None
-    if settings.amqp_url:
-        from adapters.amqp import Publisher
-
-        publisher = Publisher(settings.amqp_url)
+    services = bootstrap(settings)
     projection = RedisProjection(
-        ledger,
+        services.ledger,
         settings.redis_url,
         settings.redis_prefix,
         settings.redis_rebuild_db,
-        publisher=publisher,
+        publisher=services.publisher(),
+        client=services.redis(),
     )
     try:
         if args.rebuild:
@@ -227,9 +226,7 @@ def cmd_project(settings: Settings, args: argparse.Namespace) -> int:
             stop.set()
         return 0
     finally:
-        if publisher is not None:
-            publisher.close()
-        ledger.close()
+        services.close()
 
 
 CHECK_STALE_SECONDS = 30.0
@@ -239,15 +236,15 @@ CHECK_STALE_SECONDS = 30.0
 def _check_projector(settings: Settings) -> int:
     """`atp project --check` (a container healthcheck): 0 when the projector's heartbeat in
     the read model (written every 2 s, idle or not) is younger than CHECK_STALE_SECONDS."""
-    import redis
+    from adapters.redis_keys import RedisKeys
 
-    from projections.readmodel import RedisKeys
-
-    client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
+    services = bootstrap(settings)
     try:
-        raw = client.hget(RedisKeys(settings.redis_prefix).meta, "heartbeat")
+        raw = services.redis(socket_timeout=5).hget(
+            RedisKeys(settings.redis_prefix).meta, "heartbeat"
+        )
     finally:
-        client.close()
+        services.close()
     age = None if raw is None else time.time() - float(raw)
     if age is None or age > CHECK_STALE_SECONDS:
         print(f"atp: no projector heartbeat for {'ever' if age is None else f'{age:.0f}s'}")
@@ -281,22 +278,18 @@ def _check_consumed(url: str, queue: str) -> int:
 
 
 def cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
-    import redis.asyncio as aioredis
-
     from adapters.amqp import WEBHOOK_QUEUE
-    from api.order_poller import OrderPoller
-    from api.order_sync import report_loop
-    from api.service import CommandService
-    from api.webhook_consumer import WebhookConsumer
+    from api.service.order_sync import report_loop
+    from api.workers.order_poller import OrderPoller
+    from api.workers.webhook_consumer import WebhookConsumer
 
     if not settings.amqp_url:
         sys.exit("atp: `atp webhooks` consumes RabbitMQ; set ATP_AMQP_URL")
     if args.check:
         return _check_consumed(settings.amqp_url, WEBHOOK_QUEUE)
     _check_migrated(settings)
-    ledger = _ledger(settings, create=settings.embedded)
-    service = CommandService(ledger)
-    service.start()
+    services = bootstrap(settings).open()
+    ledger, service = services.ledger, services.commands
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     consumer = WebhookConsumer(ledger, service, settings.amqp_url, settings.token_secret)
@@ -311,7 +304,7 @@ def cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
             )
         reporter = None
         if settings.redis_url:
-            client = aioredis.Redis.from_url(settings.redis_url)
+            client = services.async_redis()
             reporter = asyncio.create_task(report_loop(client, settings.redis_prefix))
         try:
             await asyncio.gather(*tasks)
@@ -326,8 +319,7 @@ def cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        service.stop()
-        ledger.close()
+        services.close()
     return 0
 
 
@@ -343,7 +335,8 @@ def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
 
         return _check_consumed(settings.amqp_url, push_queue(args.kind, args.store))
     _check_migrated(settings)
-    ledger = _ledger(settings, create=settings.embedded)
+    services = bootstrap(settings)
+    ledger = services.ledger
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -355,9 +348,10 @@ def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
         if args.metrics_port:
             server = await serve_metrics(metrics, port=args.metrics_port)
         try:
-            if not await _wait_for_integration(
-                ledger, args.kind, args.store, settings.token_secret, stop, args.poll
-            ):
+            waited = await _wait_for_integration(
+                ledger, args.kind, args.store, stop, args.poll, settings.token_secret
+            )
+            if not waited:
                 return
             await run_pusher(
                 args.kind,
@@ -381,23 +375,24 @@ def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
     except LookupError as exc:
         sys.exit(f"atp: {exc}")
     finally:
-        ledger.close()
+        services.close()
     return 0
 
 
 async def _wait_for_integration(
-    ledger: Ledger, kind: str, store: str, secret_key: bytes, stop: asyncio.Event, interval: float
+    ledger: Ledger, kind: str, store: str, stop: asyncio.Event, interval: float, key: bytes
 ) -> bool:
     """Wait until `kind`/`store` is registered (PUT /v1/integrations/{kind}/{store}),
     checking every `interval` seconds and saying why at the first check and every minute;
     False when `stop` is set first. A pusher started before its store exists thus waits
-    instead of exiting (and being restarted in a loop by its supervisor)."""
+    instead of exiting (and being restarted in a loop by its supervisor). `key` opens the
+    store's sealed secrets (a SealError when they do not open ends the command)."""
     from adapters.pushers.runner import load_integration
 
     said_at: float | None = None
     while not stop.is_set():
         try:
-            await asyncio.to_thread(load_integration, ledger, kind, store, secret_key)
+            await asyncio.to_thread(load_integration, ledger, kind, store, key)
         except LookupError:
             now = time.monotonic()
             if said_at is None or now - said_at >= 60:
@@ -434,32 +429,28 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from api.demo import demo_skus, load_demo
-    from api.service import CommandService
-
     _check_migrated(settings)
-    ledger = _ledger(settings, create=settings.embedded)
-    head = ledger.head()
-    if head and not args.force:
-        ledger.close()
+    with bootstrap(settings).running() as services:
+        return _load_demo(services, args.force)
+
+
+def _load_demo(services: Services, force: bool) -> int:
+    from api.service.demo import demo_skus, load_demo
+
+    head = services.ledger.head()
+    if head and not force:
         print(
             f"the ledger already holds events (head position {head}): demo not loaded "
             "(`atp demo --force` loads it anyway, setting the demo SKUs' counts again)"
         )
         return 0
-    service = CommandService(ledger)
-    service.start()
-    try:
-        started = time.monotonic()
-        changed = load_demo(service)
-        took = time.monotonic() - started
-        print(
-            f"demo catalogue loaded: 3 locations, 3 channels, {len(demo_skus())} SKUs "
-            f"({changed} command(s) recorded changes, {took:.2f}s)"
-        )
-    finally:
-        service.stop()
-        ledger.close()
+    started = time.monotonic()
+    changed = load_demo(services.commands)
+    took = time.monotonic() - started
+    print(
+        f"demo catalogue loaded: 3 locations, 3 channels, {len(demo_skus())} SKUs "
+        f"({changed} command(s) recorded changes, {took:.2f}s)"
+    )
     return 0
 
 

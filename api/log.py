@@ -50,6 +50,6 @@ def configure(level: str, fmt: str = "text") -> None:
         # uvicorn's loggers write through the root handler, in the same format.
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    # The request line is atp's own (api.metrics), with the route and correlation id.
+    # The request line is atp's own (api.http.metrics), with the route and correlation id.
     logging.getLogger("uvicorn.access").handlers[:] = []
     logging.getLogger("uvicorn.access").propagate = False

@@ -38,6 +38,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_rebuild_db: int | None = None
     """ATP_REDIS_REBUILD_DB: the Redis database `atp project --rebuild` builds into before it
     swaps it with the live one (default: the live database number + 1)."""
+    db_pool_size: Annotated[int, msgspec.Meta(ge=1)] = 5
+    """ATP_DB_POOL_SIZE: PostgreSQL connections per process."""
+    db_connect_timeout: Annotated[int, msgspec.Meta(ge=1)] = 2
+    """ATP_DB_CONNECT_TIMEOUT: seconds to wait for a database connection before answering
+    503."""
     read_wait: Annotated[float, msgspec.Meta(ge=0)] = 1.0
     """ATP_READ_WAIT: how long a read with `min_position` waits for the read model (then 409)."""
     push_alert_seconds: float = 300.0

@@ -11,7 +11,9 @@ from typing import Literal
 DomainKind = Literal["policies", "item", "order", "reservation", "transfer"]
 """Kinds of stream the domain decides on and folds (`atp.world.evolve`)."""
 
-RecordKind = Literal["token", "tokens", "idempotency", "integration", "webhook-order", "order-poll"]
+RecordKind = Literal[
+    "token", "token-use", "tokens", "idempotency", "integration", "webhook-order", "order-poll"
+]
 """Kinds of stream holding the service's own records (`adapters.records`), never decided on."""
 
 StreamKind = DomainKind | RecordKind

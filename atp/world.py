@@ -63,7 +63,15 @@ def evolve(stream: Stream, state: StreamState, event: ev.Event) -> StreamState:
             assert state is None or isinstance(state, TransferState)
             if isinstance(event, ev.TransferEvent):
                 return evolve_transfer(state, event)
-        case "token" | "tokens" | "idempotency" | "integration" | "webhook-order" | "order-poll":
+        case (
+            "token"
+            | "token-use"
+            | "tokens"
+            | "idempotency"
+            | "integration"
+            | "webhook-order"
+            | "order-poll"
+        ):
             raise ValueError(f"{stream} holds service records, not domain events")
         case _:
             assert_never(kind)

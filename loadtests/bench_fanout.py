@@ -17,8 +17,7 @@ from typing import Any
 import redis
 
 from adapters.ledger import Ledger, ledger_env
-from api.gateway import command_decider
-from api.service import CommandService, Job, Outcome, Reply
+from api.service.commands import CommandService, Job, Rejected, command_decider
 from atp import commands as c
 from projections.projector import Projector
 from projections.readmodel import RedisStore
@@ -26,12 +25,9 @@ from tests.support.pg import fresh_database
 
 
 def run(service: CommandService, command: c.Command) -> None:
-    def render(outcome: Outcome) -> Reply:
-        if outcome.error is not None:
-            raise outcome.error
-        return Reply(200, b"")
-
-    service.run_sync(Job(command_decider(command), render, correlation_id="bench"))
+    result = service.run_sync(Job(command_decider(command), correlation_id="bench"))
+    if isinstance(result, Rejected):
+        raise result.error
 
 
 def main() -> None:

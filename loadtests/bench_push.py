@@ -1,6 +1,6 @@
 """Channel push benchmark: an ATS change in the ledger -> the fake WooCommerce store updated.
 
-Runs the whole pipeline on loopback, as `tests/e2e/test_channels.py` does: a fresh
+Runs the whole pipeline on loopback, as `tests/e2e/test_channels.py` does (tests/support/channel_stack.py): a fresh
 PostgreSQL database, RabbitMQ vhost and Redis key prefix; `atp migrate`, `atp serve
 --workers 2`, `atp project` and `atp push woocommerce --store shop` as subprocesses; a
 FakeWooCommerce (in this process) holding a catalogue of simple products (and, with
@@ -167,16 +167,12 @@ def _send_ledger(
     """Client process: every sender as a thread submitting AdjustStock to a CommandService
     of its own (group commit over the threads), no HTTP."""
     from adapters.ledger import Ledger, ledger_env
-    from api.gateway import command_decider
-    from api.service import CommandService, Job, Outcome, Reply
+    from api.service.commands import Applied, CommandService, Job, command_decider
     from atp import commands as c
 
     ledger = Ledger(env=ledger_env(database_url, tempfile.gettempdir(), create_table=False))
     service = CommandService(ledger)
     service.start()
-
-    def render(outcome: Outcome) -> Reply:
-        return Reply(409 if outcome.error is not None else 201, b"")
 
     def run(sender: int) -> tuple[list[Change], int]:
         figure = dict.fromkeys(skus[sender::senders], INITIAL)
@@ -187,16 +183,16 @@ def _send_ledger(
             command = c.AdjustStock(location=LOCATION, sku=sku, delta=delta, reason="bench")
             sent = time.time()
             try:
-                reply = service.run_sync(Job(command_decider(command), render, "bench"))
+                result = service.run_sync(Job(command_decider(command), "bench"))
             except Exception:
                 failed += 1
                 continue
             answered = time.time()
-            if reply.status_code != 201 or reply.position is None:
+            if not isinstance(result, Applied) or result.position is None:
                 failed += 1
                 continue
             figure[sku] += delta
-            out.append((k, sku, figure[sku], sent, answered, reply.position))
+            out.append((k, sku, figure[sku], sent, answered, result.position))
         return out, failed
 
     cpu = time.process_time()

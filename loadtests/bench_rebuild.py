@@ -35,8 +35,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from adapters.ledger import Ledger, ledger_env
-from api.gateway import command_decider
-from api.service import CommandService, Job, Outcome, Reply
+from api.service.commands import CommandService, Job, Rejected, command_decider
 from atp import commands as c
 from projections.projector import Projector
 from projections.readmodel import RedisStore
@@ -50,14 +49,8 @@ L = c.Line
 
 def submit(service: CommandService, command: c.Command) -> bool:
     """Decide and append one command; False when the domain refused it."""
-    refused: list[bool] = []
-
-    def render(outcome: Outcome) -> Reply:
-        refused.append(outcome.error is not None)
-        return Reply(200, b"")
-
-    service.run_sync(Job(command_decider(command), render, correlation_id="bench"))
-    return not refused[-1]
+    result = service.run_sync(Job(command_decider(command), correlation_id="bench"))
+    return not isinstance(result, Rejected)
 
 
 class Generator:

@@ -74,10 +74,11 @@ class RedisProjection:
         rebuild_db: int | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         publisher: Publisher | None = None,
+        client: Any = None,
     ) -> None:
         self.ledger = ledger
         self.redis_url = redis_url
-        self.client: Any = redis.Redis.from_url(redis_url)
+        self.client: Any = redis.Redis.from_url(redis_url) if client is None else client
         self.prefix = prefix
         self.store = RedisStore(self.client, prefix)
         self.clock = clock

@@ -12,7 +12,8 @@ import redis.exceptions
 from litestar import get
 from litestar.testing import TestClient
 
-from api.app import create_app
+from api.bootstrap import bootstrap
+from api.http.app import create_app
 from api.settings import Settings
 from tests.e2e.route_helpers import (
     Env,
@@ -417,7 +418,7 @@ def test_a_bug_is_a_logged_500_and_only_an_outage_is_a_503(
     `/metrics`; an unreachable backing service is a 503 with `Retry-After`, counted apart.
     """
     settings = Settings(data_dir=str(tmp_path), admin_token="t", sweep_interval=0)
-    app = create_app(settings)
+    app = create_app(bootstrap(settings))
     app.register(_a_bug)
     app.register(_an_outage)
     auth = {"Authorization": "Bearer t"}

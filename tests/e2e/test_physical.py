@@ -5,11 +5,9 @@ Each test is a story a retailer lived; its docstring states the invariant it kee
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.e2e.route_helpers import (
@@ -24,7 +22,11 @@ from tests.e2e.route_helpers import (
     own,
     unchanged,
 )
-from tests.support.fakes import webhook_signature
+from tests.support.physical import (
+    deliver,
+    item_at_head,
+    register_store,
+)
 from tests.support.server import Server
 
 pytestmark = pytest.mark.e2e
@@ -59,43 +61,6 @@ def metric(env: Env, name: str) -> int:
     text = env.client.get("/metrics").text
     value = next(line.split()[-1] for line in text.splitlines() if line.startswith(name))
     return int(float(value))
-
-
-SECRET = "whsec-physical"
-
-
-def register_store(c: httpx.Client, store: str, channel: str) -> None:
-    integration = {
-        "url": "http://127.0.0.1:9/shop",
-        "channel": channel,
-        "consumer_key": "ck",
-        "consumer_secret": "cs",
-        "webhook_secrets": [SECRET],
-    }
-    created(c.put(f"/v1/integrations/woocommerce/{store}", json=integration), 200)
-
-
-def deliver(c: httpx.Client, store: str, order_id: int, **quantities: int) -> None:
-    """A signed `processing` order webhook (applied before the answer: no RabbitMQ here)."""
-    order = {
-        "id": order_id,
-        "status": "processing",
-        "date_modified_gmt": "2026-11-30T00:00:00",
-        "line_items": [{"sku": sku, "quantity": q} for sku, q in quantities.items()],
-    }
-    body = json.dumps(order).encode()
-    headers = {
-        "X-WC-Webhook-Signature": webhook_signature(body, SECRET),
-        "X-WC-Webhook-Topic": "order.created",
-        "Content-Type": "application/json",
-    }
-    created(c.post(f"/v1/webhooks/woocommerce/{store}", content=body, headers=headers), 200)
-
-
-def item_at_head(c: httpx.Client, sku: str) -> dict[str, Any]:
-    """The item view including every write so far (a webhook answer carries no position)."""
-    head = created(c.get("/ready"), 200)["checks"]["ledger"]["head"]
-    return created(c.get(f"/v1/items/{sku}", params={"min_position": head}), 200)
 
 
 OVER_PROMISED = 'atp_stock_exceptions_total{type="OverPromised"}'

@@ -9,22 +9,22 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e import test_concurrency
-from tests.e2e.test_concurrency import (
+from tests.support.concurrency import (
     Call,
     describe,
     history_types,
     ok,
+    pool,
     race,
     receive,
     setup_channel,
     statuses,
 )
-from tests.e2e.test_physical import deliver, item_at_head, register_store
+from tests.support.physical import deliver, item_at_head, register_store
 from tests.support.server import Server
 
 pytestmark = pytest.mark.e2e
-pool = test_concurrency.pool  # the module's client processes, shared as a fixture
+__all__ = ["pool"]  # the client processes fixture (tests.support.concurrency)
 
 
 def entries(client: httpx.Client, sku: str) -> list[dict[str, Any]]:
@@ -96,8 +96,8 @@ def test_receipts_racing_a_flash_sale_fill_owed_webhook_sales_first(
         assert item["shortfall"] == 0
         assert (figures["on_hand"], figures["allocated"]) == (30, 20 + sold)
         assert figures["sellable"] == 10 - sold
-        for n in range(1, 6):
-            owed = ok(admin.get(f"/v1/orders/woocommerce:{store}:{n}"))
+        for n in range(5):
+            owed = ok(admin.get(f"/v1/orders/woocommerce:{store}:{n + 1}"))
             assert (owed["status"], owed["lines"][0]["allocated"]) == ("allocated", 4)
         assert history_types(admin, sku)["ShortfallFilled"] >= 3
 

@@ -397,10 +397,12 @@ def test_random_webhook_store_names_do_not_grow_memory(tmp_path: Path) -> None:
     within its bound."""
     from litestar.testing import TestClient
 
-    from api.app import create_app
+    from api.bootstrap import bootstrap
+    from api.http.app import create_app
     from api.settings import Settings
 
-    app = create_app(Settings(data_dir=str(tmp_path), admin_token=ADMIN_TOKEN, log_level="error"))
+    settings = Settings(data_dir=str(tmp_path), admin_token=ADMIN_TOKEN, log_level="error")
+    app = create_app(bootstrap(settings))
     with TestClient(app) as client:
         for i in range(1100):
             r = client.post(f"/v1/webhooks/woocommerce/bot{i}", content=b"{}")

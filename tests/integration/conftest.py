@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from adapters.ledger import Ledger, ledger_env
-from api.gateway import command_decider
-from api.service import CommandService, Job, Outcome, Reply
+from api.service.commands import CommandService, Job, Rejected, Result, command_decider
 from atp.commands import Command
 from atp.errors import DomainError
 from tests.support.pg import fresh_database
@@ -55,21 +54,12 @@ class Backend:
             ledger.close()
 
 
-def run(service: CommandService, command: Command) -> Reply:
+def run(service: CommandService, command: Command) -> Result:
     """Decide and append one command; raises the DomainError if it was rejected."""
-
-    errors: list[DomainError] = []
-
-    def render(outcome: Outcome) -> Reply:
-        if outcome.error is not None:
-            errors.append(outcome.error)
-            return Reply(409, b"")
-        return Reply(200, b"")
-
-    reply = service.run_sync(Job(command_decider(command), render, correlation_id="test"))
-    if errors:
-        raise errors[-1]
-    return reply
+    result = service.run_sync(Job(command_decider(command), correlation_id="test"))
+    if isinstance(result, Rejected):
+        raise result.error
+    return result
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -94,5 +84,5 @@ def pg_backend(tmp_path: Path) -> Iterator[Backend]:
         b.close()
 
 
-RunFn = Callable[[CommandService, Command], Reply]
+RunFn = Callable[[CommandService, Command], Result]
 __all__ = ["Backend", "Clock", "DomainError", "run"]

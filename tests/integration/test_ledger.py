@@ -7,14 +7,16 @@ import threading
 import pytest
 
 from adapters.ledger import history
-from api.service import Idempotency, Job, Outcome, Reply
-from api.sweeper import Sweeper
+from api.service.commands import Applied, Idempotency, Job, Receipt, Replayed, decider
+from api.service.sweeper import Sweeper
 from atp import commands as c
 from atp.ats import channel_availability
 from atp.errors import InsufficientStock, NotFound
 from atp.world import fold
 from tests.integration.conftest import Backend, run
-from tests.support.catalogue import setup_catalogue
+from tests.support.catalogue import (
+    setup_catalogue,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -134,18 +136,20 @@ def test_idempotency_record_commits_with_the_effect(pg_backend: Backend) -> None
 
     def job() -> Job:
         return Job(
-            decide=lambda world, now: __import__("atp.decide", fromlist=["decide"]).decide(
-                command, world, now
+            decide=decider(
+                lambda world, now: __import__("atp.decide", fromlist=["decide"]).decide(
+                    command, world, now
+                )
             ),
-            render=lambda outcome: Reply(201, b'{"ok":true}'),
             correlation_id="t",
+            receipt=lambda result: Receipt(201, b'{"ok":true}'),
             idempotency=idem,
         )
 
     one = first.run_sync(job())
     two = second.run_sync(job())
-    assert (one.replayed, two.replayed) == (False, True)
-    assert two.body == one.body and two.status_code == 201
+    assert isinstance(one, Applied) and isinstance(two, Replayed)
+    assert two.receipt == Receipt(201, b'{"ok":true}')
     assert second.conflicts >= 1  # it learnt of the key through the version conflict
     ledger = pg_backend.ledger()
     item, _ = ledger.load(("item", "A"))
@@ -265,6 +269,3 @@ def test_unknown_resources(backend: Backend) -> None:
         run(service, c.ReleaseReservation(reservation_id="nope"))
     with pytest.raises(NotFound):
         run(service, c.ReceiveTransfer(transfer_id="nope"))
-
-
-_ = Outcome

@@ -19,9 +19,8 @@ import pytest
 
 from adapters.ledger import Ledger, LedgerEvent, ledger_env, stream_id
 from adapters.records import IntegrationConfigured
-from api.demo import load_demo
-from api.gateway import command_decider
-from api.service import CommandService, Job, Reply
+from api.service.commands import CommandService, Job, command_decider, decider
+from api.service.demo import load_demo
 from atp import commands as c
 from tests.support.amqp import fresh_vhost
 from tests.support.fakes import FakeWooCommerce
@@ -111,10 +110,6 @@ def test_a_pusher_started_before_its_store_is_registered_waits_then_pushes(
             assert pusher.poll() is None, log.read_text()
 
 
-def _reply(_: object) -> Reply:
-    return Reply(200, b"")
-
-
 def on_hand(service: CommandService, sku: str, location: str) -> int:
     """The ledger's on_hand of `sku` at `location`, read through the writer's own state."""
     seen: list[int] = []
@@ -123,7 +118,7 @@ def on_hand(service: CommandService, sku: str, location: str) -> int:
         seen.append(world.item(sku).at(location).on_hand)
         return []
 
-    service.run_sync(Job(decide=look, render=_reply, correlation_id="test"))
+    service.run_sync(Job(decider(look), correlation_id="test"))
     return seen[-1]
 
 
@@ -141,7 +136,7 @@ def test_make_run_again_after_trading_keeps_the_stock(tmp_path: Path) -> None:
     try:
         before = on_hand(service, "TEE-BLK-S", "WH1")
         sale = c.AdjustStock(location="WH1", sku="TEE-BLK-S", delta=-5, reason="sold in store")
-        service.run_sync(Job(decide=command_decider(sale), render=_reply, correlation_id="t"))
+        service.run_sync(Job(command_decider(sale), correlation_id="t"))
         assert on_hand(service, "TEE-BLK-S", "WH1") == before - 5
         head = ledger.head()
     finally:

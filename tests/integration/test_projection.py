@@ -21,7 +21,7 @@ import msgspec
 import pytest
 import redis
 
-from api.service import CommandService
+from api.service.commands import CommandService
 from atp import commands as c
 from atp.errors import DomainError
 from projections.projector import Projector

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api.service import CommandService
+from api.service.commands import CommandService
 from atp import commands as c
 from atp.errors import DomainError
 from projections.projector import Projector

@@ -13,10 +13,17 @@ import pytest
 
 from adapters.ledger import sync_streams
 from adapters.records import TokenIssued, TokenRevoked, TokensAdopted
-from api import auth
-from api.auth import REGISTRY, active_tokens, adopt_legacy_tokens, token_hash, token_stream
-from api.problems import ApiProblem
-from api.service import Job, Reply, ServiceWorld
+from api.http import auth
+from api.http.problems import ApiProblem
+from api.service.commands import Job, ServiceWorld, decider
+from api.service.tokens import (
+    REGISTRY,
+    Principal,
+    active_tokens,
+    adopt_legacy_tokens,
+    token_hash,
+    token_stream,
+)
 from tests.integration.conftest import Backend, Clock
 
 pytestmark = pytest.mark.integration
@@ -38,7 +45,7 @@ def legacy_issue_token(
         record = TokenIssued(name=name, scopes=scopes, token_hash=digest)
         return [(token_stream(digest), record)]
 
-    backend.service().run_sync(Job(decide, lambda _: Reply(201, b""), "legacy"))
+    backend.service().run_sync(Job(decider(decide), "legacy"))
     return digest
 
 
@@ -142,7 +149,7 @@ def test_a_busy_token_costs_one_lookup_a_second_per_process(
     ledger = backend.ledger()
     store = auth.TokenStore(ledger, None)
 
-    async def poll(n: int) -> list[auth.Principal | None]:
+    async def poll(n: int) -> list[Principal | None]:
         return [await store.resolve(token, "10.0.0.1") for _ in range(n)]
 
     try:
@@ -154,7 +161,7 @@ def test_a_busy_token_costs_one_lookup_a_second_per_process(
         def decide(_: ServiceWorld, __: datetime) -> list[tuple[Any, Any]]:
             return [(token_stream(digest), revoke)]
 
-        backend.service().run_sync(Job(decide, lambda _: Reply(200, b""), "revoke"))
+        backend.service().run_sync(Job(decider(decide), "revoke"))
         time.sleep(auth.CHECK_SECONDS)
         assert asyncio.run(poll(1)) == [None]
         assert len(lookups) == 2

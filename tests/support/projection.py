@@ -12,7 +12,7 @@ import psycopg
 import redis
 
 from adapters.ledger import Ledger, history, stream_id
-from api.service import CommandService
+from api.service.commands import CommandService
 from atp import commands as c
 from atp.ats import channel_availability, location_figures
 from atp.decide import POLICIES

@@ -19,13 +19,13 @@ from adapters.records import WebhookOrderApplied
 from adapters.webhooks import (
     NotAnOrder,
     WooOrder,
-    decide_snapshot,
     parse_order,
     refunded_units,
     signature,
     snapshot,
     verify,
 )
+from api.service.order_snapshots import decide_snapshot
 from atp import commands as cmd
 from atp import events as ev
 from atp.decide import decide

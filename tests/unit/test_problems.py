@@ -10,7 +10,7 @@ import pytest
 import redis.exceptions
 from eventsourcing import persistence
 
-from api.problems import backing_service_unreachable
+from api.http.problems import backing_service_unreachable
 
 
 def _raised_from(outer: Exception, cause: BaseException) -> Exception:

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.records import TokenIssued, TokenRevoked
-from api.auth import active_tokens, new_token, principal_of, sealer
+from api.service.tokens import active_tokens, new_token, principal_of, sealer
 from api.settings import SECRET_FILE, SecretKeyMissing, Settings, _embedded_secret
 
 PG = "postgresql://postgres@127.0.0.1:5432/x"

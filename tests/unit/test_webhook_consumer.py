@@ -11,8 +11,8 @@ import json
 from typing import Any
 
 from adapters.webhooks import WooOrder
-from api.order_sync import IN_ORDER
-from api.webhook_consumer import WebhookConsumer
+from api.service.order_sync import IN_ORDER
+from api.workers.webhook_consumer import WebhookConsumer
 
 
 class Message:

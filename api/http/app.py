@@ -1,0 +1,242 @@
+"""The Litestar application: `create_app(services)` over what api.bootstrap wired."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import quote, unquote_to_bytes
+
+from cachetools import TTLCache
+from litestar import Litestar
+from litestar.enums import ScopeType
+from litestar.openapi import OpenAPIConfig
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from adapters.webhook_queue import WebhookQueue
+from api.bootstrap import Services, bootstrap
+from api.http.auth import TokenStore, auth_middleware
+from api.http.controllers import admin, checkout, integrations, policies, reads, stock, webhooks
+from api.http.decoding import strict_input
+from api.http.gateway import Gateway
+from api.http.metrics import WriterSampler, request_middleware, worker_exit
+from api.http.problems import EXCEPTION_HANDLERS, domain_problem, problem_response
+from api.log import configure as configure_logging
+from api.service.queries import ReadSide
+from api.service.sweeper import Sweeper
+from api.service.tokens import use_recorder
+from api.settings import Settings
+from api.workers.order_poller import OrderPoller
+from atp.errors import DomainError
+from projections.projector import Nudge, Projector
+from projections.readmodel import MemoryReadModel, RedisReader
+
+log = logging.getLogger("atp")
+POSITION_HEADER = b"atp-position"
+
+
+def _keep_encoded_slashes(app: ASGIApp) -> ASGIApp:
+    """Route on the raw path with %2F kept, so codes may contain '/' (percent-encoded).
+
+    Every escaped path is re-quoted from the raw bytes, so handlers decode each segment
+    exactly once: `TEE%252FBLK` names the code `TEE%2FBLK`, never `TEE/BLK`.
+    """
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path")
+        if scope["type"] == ScopeType.HTTP and raw and b"%" in raw.split(b"?", 1)[0]:
+            path = raw.split(b"?", 1)[0]
+            segments = [
+                quote(unquote_to_bytes(seg), safe="!$&'()*+,;=:@-._~") for seg in path.split(b"/")
+            ]
+            scope = {**scope, "path": "/".join(segments)}
+        await app(scope, receive, send)
+
+    return middleware
+
+
+def _read_your_writes(app: ASGIApp) -> ASGIApp:
+    """Embedded mode: hold a write's answer (it carries ATP-Position) until the in-process
+    read model includes that position, so a read sent after the answer sees the write. The
+    projector is woken at once; past ATP_READ_WAIT the answer goes anyway (a read can still
+    ask for `min_position`)."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        is_http = scope["type"] == ScopeType.HTTP
+        nudge = getattr(scope["app"].state, "nudge", None) if is_http else None
+        if nudge is None or scope["method"] in ("GET", "HEAD"):  # type: ignore[typeddict-item]
+            await app(scope, receive, send)
+            return
+
+        async def settle_then_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                position = next(
+                    (v for k, v in message.get("headers", ()) if k.lower() == POSITION_HEADER),
+                    None,
+                )
+                if position is not None:
+                    nudge.nudge()
+                    state = scope["app"].state
+                    if not await _includes(state.read, int(position), state.settings.read_wait):
+                        log.warning("the read model did not reach position %s in time", position)
+            await send(message)
+
+        await app(scope, receive, settle_then_send)
+
+    return middleware
+
+
+async def _includes(read: ReadSide, position: int, seconds: float) -> bool:
+    """Wait until the in-process read model includes `position` (checked every millisecond:
+    the projector needs about one after a nudge); False after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while (await read.meta(fresh=True)).position < position:
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.001)
+    return True
+
+
+def _on_domain_error(_: Any, exc: DomainError) -> Any:
+    status, _body = domain_problem(exc)
+    return problem_response(status, exc.kind, exc.detail, **exc.data)
+
+
+def create_app(services: Services | None = None) -> Litestar:
+    """The Litestar app over `services` (api.bootstrap; default: bootstrapped from the
+    ATP_* environment). Its lifespan opens them, builds the read side (the Redis reader, or
+    the in-process read model and its projector in embedded mode), the webhook queue and
+    the background tasks, and closes everything on shutdown."""
+    services = services or bootstrap(Settings.from_env())
+    settings = services.settings
+    clock = services.clock
+    configure_logging(settings.log_level, settings.log_format)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        settings.token_secret  # noqa: B018 - no key, no start (SecretKeyMissing)
+        services.open()
+        ledger = services.ledger
+        service = services.commands
+        app.state.settings = settings
+        app.state.ledger = ledger
+        app.state.service = service
+        app.state.gateway = Gateway(service)
+        app.state.tokens = TokenStore(
+            ledger, settings.admin_token, settings.unknown_token_rate, use_recorder(service)
+        )
+        app.state.writer_sampler = WriterSampler(service)
+        # Keyed by store names from unauthenticated webhook URLs: bounded.
+        app.state.integrations = TTLCache(maxsize=1024, ttl=60)
+        app.state.webhook_queue = services.bus
+        own_queue = services.bus is None and bool(settings.amqp_url)
+        if own_queue:
+            app.state.webhook_queue = WebhookQueue(settings.amqp_url or "")
+            await app.state.webhook_queue.start()
+        stop = threading.Event()
+        threads = []
+        redis_client = None
+        app.state.redis = None
+        app.state.nudge = None
+        if settings.redis_url:
+            # The projector runs on its own (`atp project`); this process only reads.
+            redis_client = services.async_redis()
+            app.state.redis = redis_client
+            reader = services.read_model or RedisReader(redis_client, settings.redis_prefix)
+            app.state.read = ReadSide(reader, settings.read_wait)
+            app.state.projector = None
+        else:
+            # Embedded: the same projection code keeps an in-process read model.
+            memory = services.read_model or MemoryReadModel()
+            projector = Projector(ledger, memory, clock)
+            await asyncio.to_thread(projector.catch_up)
+            app.state.nudge = Nudge()
+            threads.append(
+                threading.Thread(
+                    target=projector.run, args=(stop, 0.5, app.state.nudge), daemon=True
+                )
+            )
+            app.state.read = ReadSide(memory, settings.read_wait)
+            app.state.projector = projector
+        if settings.sweep_interval > 0:
+            sweeper = Sweeper(ledger, service)
+            threads.append(
+                threading.Thread(
+                    target=sweeper.run, args=(settings.sweep_interval, stop), daemon=True
+                )
+            )
+        for thread in threads:
+            thread.start()
+        polling = None
+        if not settings.amqp_url and settings.order_poll_seconds > 0:
+            # Embedded: this process applies the webhooks, so it also catches up on them.
+            poller = OrderPoller(ledger, service, settings.token_secret, clock)
+            polling = asyncio.create_task(poller.run(settings.order_poll_seconds, stop))
+        # Start-up objects live as long as the process: keep them out of the collector's
+        # full passes (they were most of its pause time under load).
+        gc.collect()
+        gc.freeze()
+        sampling = asyncio.create_task(_sample_writer(app.state.writer_sampler))
+        try:
+            yield
+        finally:
+            sampling.cancel()
+            worker_exit()
+            stop.set()
+            if polling is not None:
+                polling.cancel()
+                await asyncio.gather(polling, return_exceptions=True)
+            for thread in threads:
+                thread.join(timeout=5)
+            if redis_client is not None:
+                await redis_client.aclose()
+            if own_queue:
+                await app.state.webhook_queue.close()
+            services.close()
+
+    route_handlers = [
+        *policies.ROUTES,
+        *stock.ROUTES,
+        *checkout.ROUTES,
+        *reads.ROUTES,
+        *admin.ROUTES,
+        *integrations.ROUTES,
+        *webhooks.ROUTES,
+    ]
+    app = Litestar(
+        route_handlers=route_handlers,
+        lifespan=[lifespan],
+        exception_handlers={**EXCEPTION_HANDLERS, DomainError: _on_domain_error},
+        openapi_config=OpenAPIConfig(title="atp", version="0.1.0", path="/schema"),
+        middleware=[_read_your_writes, auth_middleware],
+        before_request=strict_input,
+        logging_config=None,  # api.log configures the process (text or JSON)
+        debug=False,
+    )
+    # Outside Litestar's exception handling and routing, so that the answers they produce
+    # (401/403/429 raised by auth, 404 of the router, 500) are counted and carry the id too.
+    app.asgi_handler = request_middleware(app.asgi_handler)
+    return app
+
+
+async def _sample_writer(sampler: WriterSampler, every: float = 1.0) -> None:
+    """Carry this worker's writer counts into the shared metrics until cancelled."""
+    while True:
+        sampler.sample()
+        await asyncio.sleep(every)
+
+
+def asgi(services: Services | None = None) -> ASGIApp:
+    """The ASGI callable served by `atp serve` (adds raw-path routing in front)."""
+    return _keep_encoded_slashes(create_app(services))
+
+
+def asgi_factory() -> ASGIApp:
+    """uvicorn's factory (`api.http.app:asgi_factory`): each worker reads the settings
+    once from the environment and bootstraps its own services."""
+    return asgi(bootstrap(Settings.from_env()))

@@ -1,0 +1,198 @@
+"""Reservations at checkout and orders."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from litestar import Request, Response, get, post
+
+from api.http import schemas as s
+from api.http.controllers.common import (
+    AVAILABILITY_READ,
+    ORDERS_WRITE,
+    RESERVATIONS_WRITE,
+    check_lines,
+    gateway,
+    handle,
+    ledger,
+    operations,
+    path_code,
+    service,
+)
+from api.http.decoding import decode_body
+from api.http.views import order_view, reservation_view
+from api.service.commands import ServiceWorld
+from atp import commands as cmd
+from atp.errors import NotFound
+
+RES = {"scopes": (RESERVATIONS_WRITE,)}
+ORD = {"scopes": (ORDERS_WRITE,)}
+
+
+def _lines(lines: list[s.LineIn]) -> tuple[cmd.Line, ...]:
+    check_lines(lines)
+    return tuple(cmd.Line(line.sku, line.quantity) for line in lines)
+
+
+def _reservation(reservation_id: str) -> Any:
+    def render(world: ServiceWorld, now: datetime) -> tuple[int, Any]:
+        reservation = world.reservation(reservation_id)
+        assert reservation is not None
+        return 200, reservation_view(reservation, now)
+
+    return render
+
+
+def _order(order_id: str, status: int) -> Any:
+    def render(world: ServiceWorld, _: datetime) -> tuple[int, Any]:
+        order = world.order(order_id)
+        assert order is not None
+        return status, order_view(order)
+
+    return render
+
+
+@post("/v1/reservations", opt=RES, status_code=201)
+async def reserve(request: Request[Any, Any, Any], data: s.ReservationRequest) -> Response[bytes]:
+    reservation_id = uuid.uuid4().hex
+    command = cmd.ReserveStock(
+        reservation_id=reservation_id,
+        channel=data.channel,
+        lines=_lines(data.lines),
+        ttl_seconds=data.ttl_seconds,
+        reference=data.reference,
+    )
+
+    def render(world: ServiceWorld, now: datetime) -> tuple[int, Any]:
+        return 201, _reservation(reservation_id)(world, now)[1]
+
+    # The id was minted here, so the stream cannot exist yet: the operation does not read it.
+    reserve = partial(operations(request).reserve, command)
+    return await gateway(request).execute(request, reserve, render, require_key=True)
+
+
+@get(
+    "/v1/reservations/{reservation_id:str}", opt={"scopes": (RESERVATIONS_WRITE, AVAILABILITY_READ)}
+)
+async def get_reservation(
+    request: Request[Any, Any, Any], reservation_id: str
+) -> s.ReservationView:
+    reservation_id = path_code(reservation_id, "reservation")
+    state, _ = await asyncio.to_thread(ledger(request).load, ("reservation", reservation_id))
+    if state is None:
+        raise NotFound("reservation", reservation_id)
+    return reservation_view(state, service(request).clock())
+
+
+@post("/v1/reservations/{reservation_id:str}/extend", opt=RES, status_code=200)
+async def extend(
+    request: Request[Any, Any, Any], reservation_id: str, data: s.ExtendRequest
+) -> Response[bytes]:
+    reservation_id = path_code(reservation_id, "reservation")
+    command = cmd.ExtendReservation(reservation_id=reservation_id, ttl_seconds=data.ttl_seconds)
+    return await gateway(request).execute(
+        request, handle(request, command), _reservation(reservation_id), require_key=True
+    )
+
+
+@post("/v1/reservations/{reservation_id:str}/release", opt=RES, status_code=200)
+async def release(request: Request[Any, Any, Any], reservation_id: str) -> Response[bytes]:
+    reservation_id = path_code(reservation_id, "reservation")
+    command = cmd.ReleaseReservation(reservation_id=reservation_id)
+    return await gateway(request).execute(
+        request, handle(request, command), _reservation(reservation_id), require_key=True
+    )
+
+
+@post("/v1/reservations/{reservation_id:str}/commit", opt=RES, status_code=201)
+async def commit(
+    request: Request[Any, Any, Any], reservation_id: str, data: s.CommitRequest
+) -> Response[bytes]:
+    reservation_id = path_code(reservation_id, "reservation")
+    command = cmd.CommitReservation(reservation_id=reservation_id, order_id=data.order_id)
+
+    def render(world: ServiceWorld, now: datetime) -> tuple[int, Any]:
+        return 201, _reservation(reservation_id)(world, now)[1]
+
+    commit = partial(operations(request).commit, command)
+    return await gateway(request).execute(request, commit, render, require_key=True)
+
+
+@post("/v1/orders", opt=ORD, status_code=201)
+async def place_order(request: Request[Any, Any, Any], data: s.OrderRequest) -> Response[bytes]:
+    command = cmd.PlaceOrder(order_id=data.order_id, channel=data.channel, lines=_lines(data.lines))
+    return await gateway(request).execute(
+        request, handle(request, command), _order(data.order_id, 201), require_key=True
+    )
+
+
+@get("/v1/orders/{order_id:str}", opt={"scopes": (ORDERS_WRITE, AVAILABILITY_READ)})
+async def get_order(request: Request[Any, Any, Any], order_id: str) -> s.OrderView:
+    order_id = path_code(order_id, "order")
+    state, _ = await asyncio.to_thread(ledger(request).load, ("order", order_id))
+    if state is None:
+        raise NotFound("order", order_id)
+    return order_view(state)
+
+
+@post("/v1/orders/{order_id:str}/cancel", opt=ORD, status_code=200)
+async def cancel_order(request: Request[Any, Any, Any], order_id: str) -> Response[bytes]:
+    order_id = path_code(order_id, "order")
+    raw = await request.body()
+    data = decode_body(raw, s.CancelRequest) if raw.strip() else s.CancelRequest()
+    lines = _lines(data.lines) if data.lines is not None else None
+    command = cmd.CancelOrder(order_id=order_id, lines=lines)
+    return await gateway(request).execute(
+        request, handle(request, command), _order(order_id, 200), require_key=True
+    )
+
+
+@post("/v1/orders/{order_id:str}/shipments", opt=ORD, status_code=201)
+async def ship_order(
+    request: Request[Any, Any, Any], order_id: str, data: s.ShipmentRequest
+) -> Response[bytes]:
+    order_id = path_code(order_id, "order")
+    command = cmd.ShipOrder(
+        order_id=order_id,
+        shipment_id=data.shipment_id,
+        location=data.location,
+        lines=_lines(data.lines),
+    )
+    return await gateway(request).execute(
+        request, handle(request, command), _order(order_id, 201), require_key=True
+    )
+
+
+@post("/v1/orders/{order_id:str}/returns", opt=ORD, status_code=201)
+async def return_order(
+    request: Request[Any, Any, Any], order_id: str, data: s.ReturnRequest
+) -> Response[bytes]:
+    order_id = path_code(order_id, "order")
+    check_lines(data.lines)
+    command = cmd.ReturnOrder(
+        order_id=order_id,
+        return_id=data.return_id,
+        location=data.location,
+        lines=tuple(cmd.ReturnLine(x.sku, x.quantity, x.disposition) for x in data.lines),
+    )
+    return await gateway(request).execute(
+        request, handle(request, command), _order(order_id, 201), require_key=True
+    )
+
+
+ROUTES = [
+    reserve,
+    get_reservation,
+    extend,
+    release,
+    commit,
+    place_order,
+    get_order,
+    cancel_order,
+    ship_order,
+    return_order,
+]

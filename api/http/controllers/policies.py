@@ -1,0 +1,98 @@
+"""Master data and planners' policies: locations, channels, safety stock."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from litestar import Request, Response, get, put
+
+from api.http import schemas as s
+from api.http.controllers.common import (
+    AVAILABILITY_READ,
+    POLICY_WRITE,
+    gateway,
+    handle,
+    ledger,
+    path_code,
+)
+from api.service.commands import ServiceWorld
+from atp import commands as cmd
+from atp.decide import POLICIES
+from atp.state import Channel, Location
+
+
+def location_view(loc: Location) -> s.LocationView:
+    return s.LocationView(loc.code, loc.name, loc.kind, loc.active)
+
+
+def channel_view(ch: Channel) -> s.ChannelView:
+    return s.ChannelView(
+        ch.code,
+        list(ch.locations),
+        ch.buffer,
+        ch.share_percent,
+        ch.backorder_limit,
+        ch.low_stock_threshold,
+    )
+
+
+@put("/v1/locations/{code:str}", opt={"scopes": (POLICY_WRITE,)}, status_code=200)
+async def put_location(
+    request: Request[Any, Any, Any], code: str, data: s.LocationRequest
+) -> Response[bytes]:
+    code = path_code(code, "location", creating=True)
+    command = cmd.DefineLocation(code=code, name=data.name, kind=data.kind, active=data.active)
+
+    def render(world: ServiceWorld, _: datetime) -> tuple[int, Any]:
+        return 200, location_view(world.policies().locations[code])
+
+    return await gateway(request).execute(request, handle(request, command), render)
+
+
+@put("/v1/channels/{code:str}", opt={"scopes": (POLICY_WRITE,)}, status_code=200)
+async def put_channel(
+    request: Request[Any, Any, Any], code: str, data: s.ChannelRequest
+) -> Response[bytes]:
+    code = path_code(code, "channel", creating=True)
+    command = cmd.DefineChannel(
+        code=code,
+        locations=tuple(data.locations),
+        buffer=data.buffer,
+        share_percent=data.share_percent,
+        backorder_limit=data.backorder_limit,
+        low_stock_threshold=data.low_stock_threshold,
+    )
+
+    def render(world: ServiceWorld, _: datetime) -> tuple[int, Any]:
+        return 200, channel_view(world.policies().channels[code])
+
+    return await gateway(request).execute(request, handle(request, command), render)
+
+
+@put("/v1/safety-stock", opt={"scopes": (POLICY_WRITE,)}, status_code=200)
+async def put_safety_stock(
+    request: Request[Any, Any, Any], data: s.SafetyStockRequest
+) -> Response[bytes]:
+    command = cmd.SetSafetyStock(sku=data.sku, location=data.location, quantity=data.quantity)
+
+    def render(_: ServiceWorld, __: datetime) -> tuple[int, Any]:
+        return 200, s.SafetyStockView(data.sku, data.location, data.quantity)
+
+    return await gateway(request).execute(request, handle(request, command), render)
+
+
+@get("/v1/locations", opt={"scopes": (POLICY_WRITE, AVAILABILITY_READ)})
+async def list_locations(request: Request[Any, Any, Any]) -> list[s.LocationView]:
+    policies, _ = await asyncio.to_thread(ledger(request).load, POLICIES)
+    return [location_view(loc) for loc in policies.locations.values()]
+
+
+@get("/v1/channels", opt={"scopes": (POLICY_WRITE, AVAILABILITY_READ)})
+async def list_channels(request: Request[Any, Any, Any]) -> list[s.ChannelView]:
+    policies, _ = await asyncio.to_thread(ledger(request).load, POLICIES)
+    return [channel_view(ch) for ch in policies.channels.values()]
+
+
+ROUTES = [put_location, put_channel, put_safety_stock, list_locations, list_channels]

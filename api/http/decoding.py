@@ -1,0 +1,164 @@
+"""Strict decoding of request bodies and typed query parameters (contract: "Errors").
+
+`"5"` is not an integer, `1.5` is not a quantity, a code matches its pattern in full (no
+trailing newline), a body that is not UTF-8 or is nested too deeply is malformed: each is a
+4xx problem naming the field, raised before the request can change anything.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, TypeVar
+
+import msgspec
+from litestar import Request
+
+from api.http.problems import ApiProblem
+
+T = TypeVar("T")
+_WHERE = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")
+_NEWLINES = (b"\\n", b"\\u000a", b"\\u000A")
+_INTEGER = re.compile(r"\A-?[0-9]{1,20}\Z")  # ASCII digits only: `²` is not a digit here
+
+
+def _field(path: str, name: str = "") -> str:
+    joined = path.removeprefix(".")
+    if name:
+        joined = f"{joined}.{name}" if joined else name
+    return joined
+
+
+def decode_body(raw: bytes, type_: type[T]) -> T:
+    """Decode a JSON body into `type_` strictly (no coercion from strings, no truncation).
+
+    Raises `ApiProblem`: 400 `bad-request` for an empty body or a missing required field,
+    400 `malformed-json` for bytes that are not JSON (invalid UTF-8 and nesting deeper than
+    the decoder's recursion limit included), 422 `validation-failed` with `field` (a path
+    such as `lines[0].quantity`) for a well-formed body that breaks the schema.
+    """
+    if not raw.strip():
+        raise ApiProblem(400, "bad-request", "a JSON body is required")
+    try:
+        if not raw.isascii():
+            raw.decode()  # JSON is UTF-8 (RFC 8259 section 8.1), in ignored fields too
+        value: T = _decoder(type_).decode(raw)  # type: ignore[arg-type]
+    except msgspec.ValidationError as exc:
+        found = _WHERE.match(str(exc))
+        message, path = (found["message"], found["path"] or "") if found else (str(exc), "")
+        if missing := _MISSING.search(message):
+            field = _field(path, missing["name"])
+            raise ApiProblem(400, "bad-request", message, field=field) from None
+        field = _field(path)
+        raise ApiProblem(422, "validation-failed", f"{field}: {message}", field=field) from None
+    except msgspec.DecodeError as exc:
+        raise ApiProblem(400, "malformed-json", f"the body is not JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise ApiProblem(400, "malformed-json", "the body is not valid UTF-8") from None
+    except RecursionError:
+        raise ApiProblem(400, "malformed-json", "the body is nested too deeply") from None
+    # A `^...$` pattern passes where a full match fails only for a string ending in a newline,
+    # which JSON can only carry escaped: without one, there is nothing to walk.
+    if not any(escape in raw for escape in _NEWLINES):
+        return value
+    if (wrong := _unmatched(value, _type_info(type_), "")) is not None:  # type: ignore[arg-type]
+        field, pattern = wrong
+        raise ApiProblem(
+            422, "validation-failed", f"{field}: must match {pattern} in full", field=field
+        )
+    return value
+
+
+@cache
+def _decoder(type_: Any) -> msgspec.json.Decoder[Any]:
+    return msgspec.json.Decoder(type_, strict=True)
+
+
+@cache
+def _type_info(type_: Any) -> msgspec.inspect.Type:
+    return msgspec.inspect.type_info(type_)
+
+
+def _unmatched(value: Any, info: msgspec.inspect.Type, path: str) -> tuple[str, str] | None:
+    """The first string under a `pattern` constraint that the pattern does not match in full.
+
+    msgspec searches patterns (`re.search`), where `$` also matches before a final newline:
+    `"WH\\n"` would pass `^...$`.
+    """
+    match info:
+        case msgspec.inspect.StrType(pattern=str(pattern)) if isinstance(value, str):
+            return None if _compiled(pattern).fullmatch(value) else (path, pattern)
+        case msgspec.inspect.StructType() if isinstance(value, info.cls):
+            for f in info.fields:
+                name = f"{path}.{f.encode_name}" if path else f.encode_name
+                if (wrong := _unmatched(getattr(value, f.name), f.type, name)) is not None:
+                    return wrong
+        case msgspec.inspect.ListType() | msgspec.inspect.VarTupleType() if isinstance(
+            value, list | tuple
+        ):
+            for i, item in enumerate(value):
+                if (wrong := _unmatched(item, info.item_type, f"{path}[{i}]")) is not None:
+                    return wrong
+        case msgspec.inspect.UnionType():
+            for option in info.types:
+                if (wrong := _unmatched(value, option, path)) is not None:
+                    return wrong
+    return None
+
+
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one route handler decodes: its body's type and its integer query parameters."""
+
+    body: Any
+    integers: tuple[str, ...]
+    body_optional: bool = False
+
+
+_plans: dict[Any, _Plan] = {}
+
+
+def _plan(handler: Any) -> _Plan:
+    plan = _plans.get(handler)
+    if plan is None:
+        params = handler.parsed_fn_signature.parameters
+        body = params["data"].annotation if "data" in params else None
+        integers = tuple(
+            getattr(f.kwarg_definition, "query", None) or name
+            for name, f in params.items()
+            if name != "data" and f.annotation in (int, int | None)
+        )
+        optional = type(None) in typing.get_args(body)
+        plan = _plans[handler] = _Plan(body, integers, optional)
+    return plan
+
+
+async def strict_input(request: Request[Any, Any, Any]) -> None:
+    """Litestar `before_request` hook: decode the body and integer query parameters strictly.
+
+    Litestar's own parameter parsing converts leniently (`"1"` becomes 1); this runs first
+    and refuses what a strict decoder refuses, so a handler only sees strict input.
+    """
+    plan = _plan(request.route_handler)
+    for name in plan.integers:
+        for raw in request.query_params.getall(name, ()):
+            if not _INTEGER.match(raw):
+                raise ApiProblem(
+                    422,
+                    "validation-failed",
+                    f"{name}: must be a decimal integer (ASCII digits, at most 20)",
+                    field=name,
+                )
+    if plan.body is not None:
+        raw = await request.body()
+        if plan.body_optional and not raw.strip():
+            return  # an optional body left out (e.g. a transfer receipt of everything)
+        decode_body(raw, plan.body)

@@ -1,0 +1,203 @@
+"""The API's Prometheus metrics (prometheus-client) and the outermost request middleware.
+
+With several uvicorn workers, `atp serve` points PROMETHEUS_MULTIPROC_DIR at a directory of
+its own before any worker starts (prometheus-client's multiprocess mode): every worker writes
+its samples there and `/metrics`, answered by any worker, reads them all, so one scrape
+covers the whole service. Without the variable (a single process) the process's own
+registry is exposed.
+
+`request_middleware` wraps the whole Litestar application (outside its exception handling):
+every answer, 401/403/404/429 and 500 included, carries X-Correlation-ID, is counted with
+its status code, and is logged as one line: method, route, status, duration, correlation id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from api.log import correlation_id
+
+# No `_created` series next to each counter and histogram.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+CORRELATION_HEADER = b"x-correlation-id"
+
+REQUEST_DURATION = Histogram(
+    "atp_http_request_duration_seconds",
+    "Time to answer a request, by method, route template and status code.",
+    ["method", "route", "status"],
+    buckets=BUCKETS,
+)
+WRITER_BATCHES = Counter("atp_writer_batches", "Transactions committed by the writers.")
+WRITER_JOBS = Counter("atp_writer_jobs", "Commands decided by the writers.")
+WRITER_CONFLICTS = Counter(
+    "atp_writer_conflicts", "Batches decided again after a version conflict."
+)
+STOCK_EXCEPTIONS = Counter(
+    "atp_stock_exceptions",
+    "Stock exceptions the writers recorded, by event type.",
+    ["type"],
+)
+STOCK_EXCEPTION_EVENTS = (
+    "OverPromised",  # a physical fact left on-hand below what was allocated and held
+    "ShortfallRecorded",  # a channel sold units atp could not cover
+    "ShortfallFilled",  # arriving units filled an owed order
+    "AllocationMoved",  # a shipment moved an order's allocation to another location
+    "TransferLost",  # a closed transfer wrote units off as lost
+)
+for _kind in STOCK_EXCEPTION_EVENTS:
+    STOCK_EXCEPTIONS.labels(type=_kind)  # every series exists from the start, at 0
+HTTP_ERRORS = Counter(
+    "atp_http_errors",
+    "Requests answered 500 (kind=unhandled: a fault of this service) or 503 "
+    "(kind=unavailable: a backing service could not be reached).",
+    ["kind"],
+)
+for _kind in ("unhandled", "unavailable"):
+    HTTP_ERRORS.labels(kind=_kind)
+WRITER_QUEUE = Gauge(
+    "atp_writer_queue_depth",
+    "Commands waiting for the writers (sum over the live workers).",
+    multiprocess_mode="livesum",
+)
+
+log = logging.getLogger("atp.request")
+
+
+class WriterSampler:
+    """Carries one process's writer counts (CommandService.batches/jobs/conflicts, its queue)
+    into the shared metrics; call `sample()` now and then (each call adds what is new)."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+        self.seen = (0, 0, 0)
+        self.seen_exceptions: dict[str, int] = {}
+
+    def sample(self) -> None:
+        svc = self.service
+        now = (svc.batches, svc.jobs, svc.conflicts)
+        for counter, new, old in zip(
+            (WRITER_BATCHES, WRITER_JOBS, WRITER_CONFLICTS), now, self.seen, strict=True
+        ):
+            if new > old:
+                counter.inc(new - old)
+        self.seen = now
+        for kind in STOCK_EXCEPTION_EVENTS:
+            count = svc.recorded[kind]
+            new = count - self.seen_exceptions.get(kind, 0)
+            if new > 0:
+                STOCK_EXCEPTIONS.labels(type=kind).inc(new)
+            self.seen_exceptions[kind] = count
+        WRITER_QUEUE.set(svc.queue.qsize())
+
+
+def exposition() -> bytes:
+    """The Prometheus text of every worker (multiprocess mode) or of this process."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+class _Snapshot(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+def gauges_now(values: list[tuple[str, str, float]]) -> bytes:
+    """Prometheus text of gauges measured at scrape time ((name, help, value) each), such as
+    the projector's lag, which every worker sees alike (so not kept per process)."""
+    registry = CollectorRegistry()
+    registry.register(_Snapshot([GaugeMetricFamily(n, h, value=v) for n, h, v in values]))
+    return generate_latest(registry)
+
+
+def worker_exit() -> None:
+    """Drop this process's live gauges from the shared directory (graceful shutdown)."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+def _given_correlation_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == CORRELATION_HEADER:
+            given = value.decode("latin-1")
+            if 0 < len(given) <= 128 and given.isprintable():
+                return given
+            break
+    return os.urandom(12).hex()
+
+
+def request_middleware(app: ASGIApp) -> ASGIApp:
+    """Accept or generate X-Correlation-ID (exposed to handlers as
+    `request.state.correlation_id` and to logs), return it on every answer, time and count
+    the request by its route template and status, and log one line for it."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        cid = _given_correlation_id(scope)
+        scope.setdefault("state", {})["correlation_id"] = cid
+        token = correlation_id.set(cid)
+        header = (CORRELATION_HEADER, cid.encode())
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_id)
+        finally:
+            took = time.perf_counter() - started
+            route = scope.get("path_template") or "unmatched"
+            method = scope["method"]
+            REQUEST_DURATION.labels(method, route, str(status)).observe(took)
+            log.info(
+                "%s %s %d %.1fms",
+                method,
+                route,
+                status,
+                took * 1000,
+                extra={
+                    "method": method,
+                    "route": route,
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(took * 1000, 3),
+                },
+            )
+            correlation_id.reset(token)
+
+    return middleware

@@ -1,0 +1,96 @@
+"""Read-side queries: the read model's documents, its position, and waiting for a position.
+
+Errors are application errors (api.service.errors), never HTTP problems."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from api.service.errors import ChannelNotFound, ReadModelBehind, ReadModelRebuilding
+from atp.state import Policies
+from projections.readmodel import ReadModelReader
+
+META_TTL = 0.5
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Meta:
+    """The read model's meta document: its ledger `position`, the policies it was built
+    with, when its last event happened and its projector's heartbeat (epoch seconds)."""
+
+    position: int
+    policies: Policies
+    last_event_time: float | None
+    heartbeat: float | None
+    build: str | None = None
+    """The complete build the model holds; None while it is lost or being rebuilt."""
+
+
+class ReadSide:
+    """The read model as the API reads it: `meta` cached for META_TTL seconds, reads
+    that tell a truly absent document from a model being rebuilt, and waiting for a
+    ledger position (read-your-writes, at most `wait_seconds`)."""
+
+    def __init__(self, model: ReadModelReader, wait_seconds: float = 1.0) -> None:
+        self.model = model
+        self.wait_seconds = wait_seconds
+        self._meta: tuple[float, Meta] | None = None
+
+    async def meta(self, fresh: bool = False) -> Meta:
+        """The read model's Meta, cached for META_TTL seconds unless `fresh`."""
+        now = time.monotonic()
+        if fresh or self._meta is None or now - self._meta[0] > META_TTL:
+            raw: dict[str, Any] = await self.model.meta()
+            meta = Meta(
+                raw["position"],
+                raw["policies"],
+                raw["last_event_time"],
+                raw["heartbeat"],
+                raw.get("build"),
+            )
+            self._meta = (now, meta)
+        return self._meta[1]
+
+    async def absent(
+        self, read: Callable[[], Awaitable[T]], missing: Callable[[T], bool]
+    ) -> tuple[T, Meta]:
+        """A read found a document missing: read again inside one complete build.
+
+        Returns the new read and the meta of the build it was made in: a document still
+        missing then is truly absent (an unknown SKU). Raises ReadModelRebuilding when the
+        model is lost or incomplete (Redis flushed or restarted empty), or was replaced
+        during the read, since a missing document then says nothing about the stock.
+        """
+        meta = await self.meta(fresh=True)
+        if meta.build is None:
+            raise ReadModelRebuilding
+        value = await read()
+        if missing(value):
+            after = await self.meta(fresh=True)
+            if after.build != meta.build:
+                raise ReadModelRebuilding
+        return value, meta
+
+    @staticmethod
+    def check_channel(meta: Meta, channel: str) -> None:
+        """Raises ChannelNotFound when `channel` is unknown to the (complete) model."""
+        if channel not in meta.policies.channels:
+            raise ChannelNotFound(channel)
+
+    async def wait_for(self, position: int) -> None:
+        """Return once the (complete) read model includes `position`; raises
+        ReadModelBehind past `wait_seconds` (ReadModelRebuilding while it is rebuilt)."""
+        deadline = time.monotonic() + self.wait_seconds
+        delay = 0.002
+        while (meta := await self.meta(fresh=True)).position < position or meta.build is None:
+            if time.monotonic() >= deadline:
+                if meta.build is None:
+                    raise ReadModelRebuilding
+                raise ReadModelBehind(meta.position, position)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)

@@ -1,0 +1,84 @@
+"""Expires holds: follows reservation events in the ledger and records HoldExpired.
+
+An expired hold already stops counting at `expires_at` (the ATS function ignores it); the
+sweeper makes that a fact in the ledger so projections and histories show it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime
+
+from eventsourcing.utils import get_topic
+
+from adapters.ledger import Ledger, decode_payload
+from api.service.commands import CommandService, Job, command_decider
+from atp import commands as cmd
+from atp import events as ev
+
+log = logging.getLogger("atp.sweeper")
+TOPICS = [
+    get_topic(t)
+    for t in (
+        ev.ReservationPlaced,
+        ev.ReservationExtended,
+        ev.ReservationReleased,
+        ev.ReservationExpired,
+        ev.ReservationCommitted,
+    )
+]
+
+
+class Sweeper:
+    """Records expiry of held reservations past their expires_at: it follows the ledger
+    for live reservations and submits ExpireReservation for each one due."""
+
+    def __init__(self, ledger: Ledger, service: CommandService) -> None:
+        self.ledger = ledger
+        self.service = service
+        self.position = 0
+        self.live: dict[str, datetime] = {}
+
+    def catch_up(self) -> None:
+        """Read the ledger's new reservation events into the live set."""
+        while True:
+            batch = self.ledger.recorder.select_notifications(
+                self.position + 1, 1000, topics=TOPICS
+            )
+            for notification in batch:
+                self.position = max(self.position, notification.id)
+                event, _, _ = decode_payload(notification.topic, notification.state)
+                match event:
+                    case ev.ReservationPlaced() | ev.ReservationExtended():
+                        self.live[event.reservation_id] = event.expires_at
+                    case (
+                        ev.ReservationReleased()
+                        | ev.ReservationExpired()
+                        | ev.ReservationCommitted()
+                    ):
+                        self.live.pop(event.reservation_id, None)
+            if len(batch) < 1000:
+                return
+
+    def sweep_once(self) -> int:
+        """Record expiry of every held reservation past its expiry; returns how many."""
+        self.catch_up()
+        now = self.service.clock()
+        due = [rid for rid, expires_at in self.live.items() if expires_at <= now]
+        for reservation_id in due:
+            command = cmd.ExpireReservation(reservation_id=reservation_id)
+            job = Job(decide=command_decider(command), correlation_id=f"sweep:{reservation_id}")
+            self.service.run_sync(job)
+            self.live.pop(reservation_id, None)
+        return len(due)
+
+    def run(self, interval: float, stop: threading.Event) -> None:
+        """Sweep every `interval` seconds until `stop` is set (a failed sweep is logged)."""
+        while not stop.wait(interval):
+            try:
+                swept = self.sweep_once()
+                if swept:
+                    log.info("expired %d reservation(s)", swept)
+            except Exception:
+                log.exception("sweep failed; retrying")
