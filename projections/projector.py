@@ -18,12 +18,13 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from eventsourcing.utils import get_topic
 
 from adapters.amqp import AvailabilityChanged, Publisher
 from adapters.ledger import Ledger, decode_payload, notification_page
+from adapters.ledger_notify import NotificationListener
 from atp import events as ev
 from atp.state import ItemState, Policies, evolve_item, evolve_policies
 from projections.readmodel import ReadModelStore, SkuWrite
@@ -376,52 +377,10 @@ class Nudge:
         pass
 
 
-class _Listener:
-    """Wakes on the ledger's NOTIFY (every write notifies); times out to poll anyway."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self.conn = self._listen()
-
-    def _listen(self) -> Any:
-        import psycopg
-        from psycopg import sql
-
-        datastore = self.ledger.recorder.datastore  # type: ignore[attr-defined]
-        conn = psycopg.connect(
-            dbname=datastore.pool.kwargs.get("dbname")
-            if hasattr(datastore.pool, "kwargs")
-            else None,
-            conninfo=datastore.pool.conninfo,
-            autocommit=True,
-        )
-        channel = self.ledger.recorder.channel_name  # type: ignore[attr-defined]
-        conn.execute(sql.SQL("LISTEN {0}").format(sql.Identifier(channel)))
-        return conn
-
-    def wait(self, timeout: float) -> None:
-        import psycopg
-
-        try:
-            for _ in self.conn.notifies(timeout=timeout, stop_after=1):
-                break
-        except psycopg.OperationalError:
-            # The connection was dropped (restart, pg_terminate_backend): listen again at
-            # once and return, so the projector polls for what it may have missed. If the
-            # database is really down, connecting raises and the projector backs off.
-            log.warning("the LISTEN connection dropped; listening again")
-            self.close()
-            self.conn = self._listen()
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.conn.close()
-
-
 def waiter_for(ledger: Ledger) -> Waiter:
     if ledger.is_postgres:
         try:
-            return _Listener(ledger)
+            return NotificationListener(ledger)
         except Exception:
             log.exception("LISTEN failed; polling the ledger instead")
     return _Poller(0.05)
