@@ -30,6 +30,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
     multiprocess,
+    values,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -112,9 +113,19 @@ class WriterSampler:
         WRITER_QUEUE.set(svc.queue.qsize())
 
 
+def _multiprocess_directory() -> str | None:
+    """The shared directory when this process's metrics live there: prometheus-client picks
+    its value class when it is first imported, so a single-worker `atp serve` (which imports
+    it before uvicorn loads the variable) keeps its metrics in memory even with the variable
+    set, and must expose its own registry."""
+    if values.ValueClass is values.MutexValue:
+        return None
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
 def exposition() -> bytes:
     """The Prometheus text of every worker (multiprocess mode) or of this process."""
-    directory = os.environ.get(MULTIPROC_ENV)
+    directory = _multiprocess_directory()
     if not directory:
         return generate_latest(REGISTRY)
     registry = CollectorRegistry()
@@ -140,7 +151,7 @@ def gauges_now(values: list[tuple[str, str, float]]) -> bytes:
 
 def worker_exit() -> None:
     """Drop this process's live gauges from the shared directory (graceful shutdown)."""
-    if os.environ.get(MULTIPROC_ENV):
+    if _multiprocess_directory():
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 

@@ -46,6 +46,21 @@ def path_code(value: str, name: str, creating: bool = False) -> str:
     return code
 
 
+def query_code(value: str, name: str) -> str:
+    """A code given as a query parameter: decoded once by the server, so taken as it is; one
+    that does not match the code pattern in full is the client's input error (422 naming the
+    parameter), not an unknown resource."""
+    if not _CODE.fullmatch(value):
+        raise ApiProblem(
+            422,
+            "validation-failed",
+            f"{name} {value!r:.80} does not match {CODE_PATTERN} (one code per parameter: "
+            f"repeat it, ?{name}=A&{name}=B)",
+            field=name,
+        )
+    return value
+
+
 def check_lines(lines: Sequence[Any] | None, field: str = "lines") -> None:
     if lines is not None and len(lines) > MAX_LINES:
         raise ApiProblem(

@@ -15,7 +15,13 @@ from litestar.params import Parameter
 
 from adapters.ledger import history
 from api.http import schemas as s
-from api.http.controllers.common import AVAILABILITY_READ, ledger, path_code, service
+from api.http.controllers.common import (
+    AVAILABILITY_READ,
+    ledger,
+    path_code,
+    query_code,
+    service,
+)
 from api.http.problems import ApiProblem
 from api.http.views import history_entry
 from api.service.queries import ReadSide
@@ -83,7 +89,7 @@ async def availability_many(
     channel = path_code(channel, "channel")
     if len(sku) > s.MAX_LINES:
         raise ApiProblem(413, "too-many-skus", f"at most {s.MAX_LINES} SKUs per request")
-    skus = [path_code(x, "sku") for x in dict.fromkeys(sku)]
+    skus = [query_code(x, "sku") for x in dict.fromkeys(sku)]
     if min_position is not None:
         await read.wait_for(min_position)
     bodies = await read.model.availability(channel, skus)
