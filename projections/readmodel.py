@@ -74,6 +74,8 @@ class ReadModelReader(Protocol):
     async def item(self, sku: str) -> bytes | None: ...
     async def meta(self) -> dict[str, Any]: ...
     async def ping(self) -> bool: ...
+    async def lost(self, skus: list[str]) -> list[str]: ...
+    async def mark_incomplete(self) -> None: ...
 
 
 # --- in process ----------------------------------------------------------------------------
@@ -141,6 +143,13 @@ class MemoryReadModel:
 
     async def item(self, sku: str) -> bytes | None:
         return self.items.get(sku)
+
+    async def lost(self, skus: list[str]) -> list[str]:
+        """None: documents kept in this process are never lost on their own."""
+        return []
+
+    async def mark_incomplete(self) -> None:
+        """Nothing to do: see `lost`."""
 
     async def meta(self) -> dict[str, Any]:
         return {
@@ -319,6 +328,25 @@ class RedisReader:
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())
+
+    async def lost(self, skus: list[str]) -> list[str]:
+        """SKUs the model lists (`skus`) whose documents are gone (evicted under `maxmemory`,
+        a partial restore, a half-done flush): the model is then incomplete. One round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for sku in skus:
+            pipe.sismember(self.keys.skus, sku)
+            pipe.exists(self.keys.ats(sku), self.keys.item(sku))
+        answers = await pipe.execute()
+        return [
+            sku
+            for sku, listed, present in zip(skus, answers[::2], answers[1::2], strict=True)
+            if listed and present < 2
+        ]
+
+    async def mark_incomplete(self) -> None:
+        """Drop the complete build's id, so the projector rebuilds the model (see
+        `projections.projector`: a model without a build id is lost or incomplete)."""
+        await self.client.hdel(self.keys.meta, "build")
 
 
 def _chunks(items: list[Any] | Iterable[Any], size: int) -> Iterable[list[Any]]:

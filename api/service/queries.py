@@ -5,8 +5,9 @@ Errors are application errors (api.service.errors), never HTTP problems."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -15,6 +16,7 @@ from atp.state import Policies
 from projections.readmodel import ReadModelReader
 
 META_TTL = 0.5
+log = logging.getLogger("atp.read")
 T = TypeVar("T")
 
 
@@ -57,12 +59,16 @@ class ReadSide:
         return self._meta[1]
 
     async def absent(
-        self, read: Callable[[], Awaitable[T]], missing: Callable[[T], bool]
+        self,
+        read: Callable[[], Awaitable[T]],
+        missing: Callable[[T], bool],
+        skus: Sequence[str] = (),
     ) -> tuple[T, Meta]:
         """A read found a document missing: read again inside one complete build.
 
         Returns the new read and the meta of the build it was made in: a document still
-        missing then is truly absent (an unknown SKU). Raises ReadModelRebuilding when the
+        missing then is truly absent (an unknown SKU), unless the model lists one of `skus`
+        (their documents were lost: evicted, half restored), which marks the model incomplete. Raises ReadModelRebuilding when the
         model is lost or incomplete (Redis flushed or restarted empty), or was replaced
         during the read, since a missing document then says nothing about the stock.
         """
@@ -73,6 +79,12 @@ class ReadSide:
         if missing(value):
             after = await self.meta(fresh=True)
             if after.build != meta.build:
+                raise ReadModelRebuilding
+            if skus and (gone := await self.model.lost(list(skus))):
+                # The model lists these SKUs but their documents are gone: it is incomplete,
+                # and a missing document would be answered as 0. Have it rebuilt.
+                log.warning("read model documents lost for %s: rebuilding", gone[:10])
+                await self.model.mark_incomplete()
                 raise ReadModelRebuilding
         return value, meta
 

@@ -69,7 +69,7 @@ async def availability_one(
     body = (await read.model.availability(channel, [sku]))[0]
     if body is None:
         bodies, meta = await read.absent(
-            lambda: read.model.availability(channel, [sku]), lambda b: b[0] is None
+            lambda: read.model.availability(channel, [sku]), lambda b: b[0] is None, [sku]
         )
         body = bodies[0]
         if body is None:
@@ -95,7 +95,9 @@ async def availability_many(
     bodies = await read.model.availability(channel, skus)
     if any(b is None for b in bodies):
         bodies, meta = await read.absent(
-            lambda: read.model.availability(channel, skus), lambda b: None in b
+            lambda: read.model.availability(channel, skus),
+            lambda b: None in b,
+            [x for x, b in zip(skus, bodies, strict=True) if b is None],
         )
         if None in bodies:
             read.check_channel(meta, channel)
@@ -116,7 +118,7 @@ async def get_item(
         await read.wait_for(min_position)
     body = await read.model.item(sku)
     if body is None:
-        body, meta = await read.absent(lambda: read.model.item(sku), lambda b: b is None)
+        body, meta = await read.absent(lambda: read.model.item(sku), lambda b: b is None, [sku])
         if body is None:
             body = empty_item(sku, meta.policies, service(request).clock(), meta.position)
     return Response(body, media_type=JSON)
