@@ -84,6 +84,11 @@ class WebhookOrderApplied(Record, frozen=True):
     """Ids of the order's refunds the snapshot listed."""
     refunded: dict[str, int] = {}
     """Units per SKU those refunds gave back (fetched from the store)."""
+    deliveries: tuple[str, ...] = ()
+    """`<delivery id>:<state>` of the deliveries applied with this `modified` time, so a
+    redelivery (RabbitMQ after a crash, a proxy retry) of an earlier state in the same
+    second is known as such. WooCommerce derives X-WC-Webhook-Delivery-ID from the webhook
+    and the second it was sent, so the id alone does not tell two states apart."""
 
 
 class IntegrationListed(Record, frozen=True):

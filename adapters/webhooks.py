@@ -175,6 +175,13 @@ class OrderSnapshot:
     """Ids of the order's refunds, as listed in the snapshot."""
     refunded: dict[str, int] = field(default_factory=dict)
     """Units per SKU refunded (from the store's refunds endpoint)."""
+    delivery: str = ""
+    """The delivery's X-WC-Webhook-Delivery-ID ("" for a polled order)."""
+
+    @property
+    def delivery_key(self) -> str:
+        """What tells this delivery apart from another of the same second: id and state."""
+        return f"{self.delivery}:{self.state}" if self.delivery else ""
 
     @property
     def lines(self) -> tuple[cmd.Line, ...]:

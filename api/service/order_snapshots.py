@@ -26,7 +26,21 @@ def skip_reason(snap: OrderSnapshot, last: WebhookOrderApplied | None) -> str | 
         return f"older ({snap.modified}) than the last applied snapshot ({last.modified})"
     if snap.modified == last.modified and snap.state == last.state:
         return "the same state as the last applied snapshot"
+    if snap.modified == last.modified and snap.delivery_key in last.deliveries:
+        return f"delivery {snap.delivery} was applied already (a redelivery)"
     return None
+
+
+MAX_DELIVERIES = 50
+"""Deliveries of one second remembered per order (a bound: one second holds few)."""
+
+
+def deliveries_after(snap: OrderSnapshot, last: WebhookOrderApplied | None) -> tuple[str, ...]:
+    """The `deliveries` to record once `snap` is applied: those of its second, plus its own."""
+    kept = last.deliveries if last is not None and last.modified == snap.modified else ()
+    if not snap.delivery_key:
+        return kept
+    return (*kept, snap.delivery_key)[-MAX_DELIVERIES:]
 
 
 def last_applied(records: Iterable[Any]) -> WebhookOrderApplied | None:
@@ -62,6 +76,7 @@ def decide_snapshot(
         state=snap.state,
         refunds=snap.refunds,
         refunded=snap.refunded,
+        deliveries=deliveries_after(snap, last),
     )
     return [*events, (applied_stream(snap.order_id), record)], (
         None if events else "the ledger already holds this state"

@@ -167,6 +167,7 @@ class OrderSync:
         order: WooOrder,
         cid: str,
         source: str = "webhook",
+        delivery: str = "",
     ) -> SnapshotApplied:
         """Apply one snapshot of a store's order (from a "webhook" or a "poll") and say
         what it came to (a domain rejection included). Raises what the command service
@@ -175,7 +176,7 @@ class OrderSync:
             METRICS.last_webhook[store] = datetime.now(UTC)
             if f'store="{store}"' in METRICS.quiet:
                 METRICS.quiet[f'store="{store}"'] = 0  # the store's webhooks arrive again
-        snap = snapshot(store, order)
+        snap = replace(snapshot(store, order), delivery=delivery[:200])
         if source != "webhook":  # a webhook's lines are counted where it arrives
             METRICS.count_unmapped(snap, store, source)
         records, _ = await asyncio.to_thread(self.ledger.load, applied_stream(snap.order_id))

@@ -38,14 +38,14 @@ class WebhookConsumer:
         self.applied = 0
         self.dead_lettered = 0
 
-    async def apply(self, store: str, order: WooOrder, cid: str) -> None:
+    async def apply(self, store: str, order: WooOrder, cid: str, delivery: str = "") -> None:
         records, _ = await asyncio.to_thread(
             self.ledger.load, integration_stream("woocommerce", store)
         )
         record = current(records)
         if record is None:
             raise LookupError(f"no WooCommerce store {store!r}")
-        await self.sync.apply_order_snapshot(store, record, order, cid)
+        await self.sync.apply_order_snapshot(store, record, order, cid, delivery=delivery)
         self.applied += 1
 
     async def handle(self, message: Any) -> None:
@@ -65,7 +65,7 @@ class WebhookConsumer:
         # order and take the order's lock before their first await.
         try:
             async with IN_ORDER(store, order.id):
-                await self.apply(store, order, cid)
+                await self.apply(store, order, cid, str(headers.get("delivery_id") or ""))
         except Exception:
             log.exception("delivery for store %r failed; RabbitMQ will redeliver it", store)
             await message.nack(requeue=True)

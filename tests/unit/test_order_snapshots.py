@@ -7,6 +7,7 @@ A and B received (3 of C, to make shortfalls).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import msgspec
@@ -25,7 +26,7 @@ from adapters.webhooks import (
     snapshot,
     verify,
 )
-from api.service.order_snapshots import decide_snapshot
+from api.service.order_snapshots import decide_snapshot, deliveries_after, skip_reason
 from atp import commands as cmd
 from atp import events as ev
 from atp.decide import decide
@@ -354,3 +355,40 @@ def test_any_snapshot_sequence_leaves_what_the_last_applied_one_demands(
             for stream, event in decide(shipment, shop.world, NOW):
                 shop.world.apply(stream, event)
             shipped["A"] = shipped.get("A", 0) + 1
+
+
+def _snap(status: str, modified: str, delivery: str) -> Any:
+    body = {"id": 7, "status": status, "date_modified_gmt": modified, "line_items": []}
+    return replace(snapshot("shop", parse_order(msgspec.json.encode(body))), delivery=delivery)
+
+
+def test_a_redelivery_in_the_same_second_is_known_by_its_id_and_state() -> None:
+    """A RabbitMQ redelivery (or a proxy's retry) of `processing` after `cancelled`, both in
+    one second. Invariant: the same delivery of the same state is applied once; another
+    state under the same id (WooCommerce derives the id from the webhook and the second) is
+    still applied, and a newer second forgets the old ids."""
+    first = _snap("processing", "2026-11-30T10:00:00", "d1")
+    second = _snap("cancelled", "2026-11-30T10:00:00", "d2")
+    applied: WebhookOrderApplied | None = None
+    for snap in (first, second):
+        assert skip_reason(snap, applied) is None
+        applied = WebhookOrderApplied(
+            order_id=snap.order_id,
+            modified=snap.modified,
+            status=snap.status,
+            state=snap.state,
+            deliveries=deliveries_after(snap, applied),
+        )
+    assert applied is not None
+    assert "redelivery" in (skip_reason(first, applied) or "")
+    assert skip_reason(_snap("on-hold", "2026-11-30T10:00:00", "d1"), applied) is None
+    later = _snap("processing", "2026-11-30T10:00:01", "d1")
+    assert skip_reason(later, applied) is None
+    assert deliveries_after(later, applied) == (later.delivery_key,)
+
+
+def test_snapshot_times_compare_as_instants() -> None:
+    """`date_modified_gmt` in any ISO form: a space separator, an offset. Invariant: the
+    snapshot rule compares instants (an offset is converted to GMT)."""
+    assert _snap("processing", "2026-11-30 11:00:00", "").modified == "2026-11-30T11:00:00"
+    assert _snap("processing", "2026-11-30T12:00:00+05:00", "").modified == "2026-11-30T07:00:00"

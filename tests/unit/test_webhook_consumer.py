@@ -41,7 +41,7 @@ class Recording(WebhookConsumer):
         super().__init__(None, None, "amqp://unused", b"k" * 32)  # type: ignore[arg-type]
         self.seen: list[tuple[int, str]] = []
 
-    async def apply(self, store: str, order: WooOrder, cid: str) -> None:
+    async def apply(self, store: str, order: WooOrder, cid: str, delivery: str = "") -> None:
         await asyncio.sleep(0.05 if order.status == "pending" else 0)
         self.seen.append((order.id, order.status))
 

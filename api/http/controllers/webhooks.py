@@ -107,7 +107,11 @@ async def woocommerce_webhook(request: Request[Any, Any, Any], store: str) -> Re
     sync = OrderSync(ledger(request), service(request), request.app.state.settings.token_secret)
     async with IN_ORDER(store, order.id):  # same-second states: arrival order decides
         applied = await sync.apply_order_snapshot(
-            store, record, order, request.state.correlation_id
+            store,
+            record,
+            order,
+            request.state.correlation_id,
+            delivery=headers["delivery_id"],
         )
     position = {POSITION_HEADER: str(applied.position)} if applied.position is not None else {}
     if applied.error is not None:
