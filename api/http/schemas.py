@@ -40,8 +40,10 @@ class LineIn(msgspec.Struct):
 # --- tokens --------------------------------------------------------------------------------
 
 
-TOKEN_NAME_PATTERN = r"^[^/\x00-\x1f\x7f]+$"
-"""Token names are path segments (DELETE /v1/tokens/{name}): no '/', no control characters."""
+TOKEN_NAME_PATTERN = r"^[^/#\x00-\x1f\x7f]+$"
+"""Token names are path segments (DELETE /v1/tokens/{name}): no '/', no control characters;
+no '#', which `atp migrate` keeps for the names it gives clashing older tokens
+(`name#<8 hex>`), so no token issued later can take one."""
 
 
 class TokenRequest(msgspec.Struct):

@@ -166,7 +166,7 @@ def test_two_admins_racing_for_one_name_get_one_token(server: Server, unique: st
     with server.client(token) as shop:
         assert shop.get("/v1/locations").status_code == 200
     with server.client() as c:
-        for bad in ("admin", "Admin", "shop/eu", "shop\nfront", ""):
+        for bad in ("admin", "Admin", "shop/eu", "shop\nfront", "", "admin#1234abcd"):
             assert_problem(issue(c, bad, ["reservations:write"]), 422, field="name")
         assert "admin" not in listed(c)
 
