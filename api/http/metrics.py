@@ -82,6 +82,11 @@ WRITER_QUEUE = Gauge(
     "Commands waiting for the writers (sum over the live workers).",
     multiprocess_mode="livesum",
 )
+WORKER_JOBS = Gauge(
+    "atp_worker_writer_jobs",
+    "Commands decided by each live worker's writer (label pid): shows the load is shared.",
+    multiprocess_mode="liveall",
+)
 
 log = logging.getLogger("atp.request")
 
@@ -111,6 +116,7 @@ class WriterSampler:
                 STOCK_EXCEPTIONS.labels(type=kind).inc(new)
             self.seen_exceptions[kind] = count
         WRITER_QUEUE.set(svc.queue.qsize())
+        WORKER_JOBS.set(svc.jobs)
 
 
 def _multiprocess_directory() -> str | None:

@@ -172,21 +172,15 @@ def held_by_sku(result: dict) -> dict[str, int]:
     }
 
 
-def writer_counters(server: Server, workers: int = 2) -> list[dict[str, int]]:
-    """Each worker process's writer counters (/metrics is per process; fresh connections
-    land on either worker, so sample until `workers` distinct counter sets were seen)."""
-    seen: dict[tuple[int, int], dict[str, int]] = {}
-    for _ in range(50):
-        text = httpx.get(f"{server.url}/metrics", timeout=10).text
-        values = {
-            name: int(float(value))
-            for name, value in (line.rsplit(" ", 1) for line in text.splitlines())
-            if name.startswith("atp_writer_")
-        }
-        seen[(values["atp_writer_batches_total"], values["atp_writer_jobs_total"])] = values
-        if len(seen) >= workers:
-            break
-    return list(seen.values())
+def writer_counters(server: Server) -> list[dict[str, int]]:
+    """Each live worker process's writer jobs, from the one scrape that covers them all
+    (`atp_worker_writer_jobs{pid=...}`, prometheus-client's multiprocess mode)."""
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    return [
+        {"pid": int(line.split('pid="')[1].split('"')[0]), "atp_writer_jobs_total": int(float(v))}
+        for line, v in (row.rsplit(" ", 1) for row in text.splitlines() if " " in row)
+        if line.startswith("atp_worker_writer_jobs{")
+    ]
 
 
 def statuses(results: list[dict]) -> Counter[int]:
