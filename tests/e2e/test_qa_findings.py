@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from tests.e2e.route_helpers import Env, chan, created, loc
-from tests.support.read_stack import ROOT, Stack
 from tests.support.fakes import webhook_signature
 from tests.support.pg import fresh_database
+from tests.support.read_stack import ROOT, Stack
 from tests.support.redis_db import prefixed, redis_url
 from tests.support.server import ADMIN_TOKEN, Server, running_service, service_env
 
