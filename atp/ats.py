@@ -223,6 +223,25 @@ def channel_availability(
     )
 
 
+def _place(figures: tuple[LocationFigures, ...], on_hand: int, backorder: int) -> tuple[Hold, ...]:
+    """Holds for `on_hand` units out of the locations' sellable units, then `backorder`
+    units out of their unpromised incoming supply (marked backorder), in sourcing order.
+    The caller bounds both by what the locations have."""
+    holds: list[Hold] = []
+    for figure in figures:
+        take = min(on_hand, figure.sellable)
+        if take > 0:
+            holds.append(Hold(figure.location, take))
+            on_hand -= take
+    for figure in figures:
+        take = min(backorder, figure.unpromised_incoming)
+        if take > 0:
+            holds.append(Hold(figure.location, take, backorder=True))
+            backorder -= take
+    assert on_hand == backorder == 0, (figures, on_hand, backorder)
+    return tuple(holds)
+
+
 def plan_holds(
     item: ItemState, policies: Policies, channel: Channel, quantity: int, now: datetime
 ) -> tuple[Hold, ...] | ShortLine:
@@ -234,19 +253,21 @@ def plan_holds(
     availability = channel_availability(item, policies, channel, now)
     if quantity > availability.available:
         return ShortLine(item.sku, quantity, availability.available)
-    holds: list[Hold] = []
-    remaining = min(quantity, availability.on_hand_available)
-    for figures in availability.locations:
-        take = min(remaining, figures.sellable)
-        if take > 0:
-            holds.append(Hold(figures.location, take))
-            remaining -= take
-    remaining += quantity - min(quantity, availability.on_hand_available)
-    for figures in availability.locations:
-        take = min(remaining, figures.unpromised_incoming)
-        if take > 0:
-            holds.append(Hold(figures.location, take, backorder=True))
-            remaining -= take
-    # availability.available bounds both passes, so everything was placed.
-    assert remaining == 0, (item.sku, quantity, availability)
-    return tuple(holds)
+    on_hand = min(quantity, availability.on_hand_available)
+    return _place(availability.locations, on_hand, quantity - on_hand)
+
+
+def plan_sale(
+    item: ItemState, policies: Policies, channel: Channel, quantity: int, now: datetime
+) -> tuple[Hold, ...]:
+    """Where up to `quantity` units of a sale `channel` already made (an order a channel
+    took, never refused) come from, in sourcing order: every sellable unit of the channel's
+    locations first, then unpromised incoming supply up to the channel's backorder limit.
+    The channel's share and buffer are selling margins on the figure shown to shoppers,
+    not stock kept from a sale already made, so they do not apply; safety stock does (it
+    is not sellable). Returns fewer units than `quantity` when that is all there is (the
+    caller records the rest as a shortfall)."""
+    availability = channel_availability(item, policies, channel, now)
+    on_hand = min(quantity, sum(f.sellable for f in availability.locations))
+    backorder = min(quantity - on_hand, availability.backorder_available)
+    return _place(availability.locations, on_hand, backorder)

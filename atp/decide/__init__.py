@@ -103,7 +103,7 @@ def decide(command: cmd.Command, world: World, now: datetime) -> Decision:
         case cmd.AcceptOrder():
             return _accept_order(command, world, now)
         case cmd.CancelOrder():
-            return _cancel_order(command, world)
+            return _cancel_order(command, world, now)
         case cmd.ShipOrder():
             return _ship_order(command, world, now)
         case cmd.ReturnOrder():

@@ -9,9 +9,8 @@ from datetime import datetime
 from atp import commands as cmd
 from atp import events as ev
 from atp.ats import (
-    channel_availability,
     location_figures,
-    plan_holds,
+    plan_sale,
 )
 from atp.decide.base import (
     DISPOSITIONS,
@@ -24,7 +23,7 @@ from atp.decide.base import (
     _location,
 )
 from atp.decide.reservations import _plan
-from atp.decide.stock import _fact, _over_promise
+from atp.decide.stock import _fact, _fill_freed, _over_promise
 from atp.errors import (
     AlreadyExists,
     IllegalState,
@@ -124,7 +123,7 @@ def _take_back(allocations: tuple[Hold, ...], quantity: int) -> tuple[Hold, ...]
     return tuple(taken)
 
 
-def _cancel_order(c: cmd.CancelOrder, world: World) -> Decision:
+def _cancel_order(c: cmd.CancelOrder, world: World, now: datetime) -> Decision:
     order = _existing_order(world, c.order_id)
     if c.lines is None:
         wanted = [cmd.Line(line.sku, line.open) for line in order.lines if line.open > 0]
@@ -144,7 +143,7 @@ def _cancel_order(c: cmd.CancelOrder, world: World) -> Decision:
     items = world.items(line.sku for line in wanted)
     decision: Decision = []
     for line in wanted:
-        decision += _release_units(items[line.sku], c.order_id, line.quantity)[0]
+        decision += _release_units(world, items[line.sku], c.order_id, line.quantity, now)[0]
     canceled = ev.OrderCanceled(
         order_id=c.order_id, lines=tuple(ev.OrderLine(line.sku, line.quantity) for line in wanted)
     )
@@ -283,6 +282,10 @@ def _ship_order(c: cmd.ShipOrder, world: World, now: datetime) -> Decision:
                 decision.append((("item", line.sku), swap))
                 after = evolve_item(after, swap)
         decision += _over_promise(policies, before, after, c.location, now)
+        if moved is not None:
+            # What the moved allocations left at their locations fills shortfalls first.
+            sources = [h.location for h in moved.moved]
+            decision += _fill_freed(world, before, after, sources, now)
     order_shipped = ev.OrderShipped(
         order_id=c.order_id,
         shipment_id=c.shipment_id,
@@ -356,13 +359,12 @@ def _allocate_or_owe(
 ) -> tuple[Decision, int]:
     """Units of a sale already made (never refused): what the channel can cover is allocated,
     the rest is recorded as the order's shortfall on the item. Returns the events and the
-    shortfall (units)."""
-    available = channel_availability(item, policies, channel, now).available
-    take = min(quantity, max(0, available))
+    shortfall (units). Every sellable unit of the channel's locations is taken before a
+    shortfall is recorded, past the channel's share and buffer (see `plan_sale`)."""
+    holds = plan_sale(item, policies, channel, quantity, now)
+    take = sum(h.quantity for h in holds)
     decision: Decision = []
     if take:
-        holds = plan_holds(item, policies, channel, take, now)
-        assert not isinstance(holds, ShortLine)
         allocated = ev.StockAllocated(
             sku=item.sku, order_id=order_id, channel=channel.code, allocations=holds
         )
@@ -374,19 +376,25 @@ def _allocate_or_owe(
     return decision, missing
 
 
-def _release_units(item: ItemState, order_id: str, quantity: int) -> tuple[Decision, int]:
+def _release_units(
+    world: World, item: ItemState, order_id: str, quantity: int, now: datetime
+) -> tuple[Decision, int]:
     """Give back `quantity` unshipped units of an order: its shortfall first (units never
-    covered), then its allocations (see `_take_back`). Returns the events and the shortfall
-    units resolved."""
+    covered), then its allocations (see `_take_back`); the released units fill other
+    orders' open shortfalls first (`_fill_freed`). Returns the events and the shortfall
+    units resolved. Raises NeedStreams when the owed orders are not loaded."""
     decision: Decision = []
     unallocated = min(quantity, item.shortfalls.get(order_id, 0))
     if unallocated:
         resolved = ev.ShortfallResolved(sku=item.sku, order_id=order_id, quantity=unallocated)
         decision.append((("item", item.sku), resolved))
+        item = evolve_item(item, resolved)
     released = _take_back(item.allocations.get(order_id, ()), quantity - unallocated)
     if released:
         event = ev.AllocationReleased(sku=item.sku, order_id=order_id, allocations=released)
         decision.append((("item", item.sku), event))
+        where = [h.location for h in released]
+        decision += _fill_freed(world, item, evolve_item(item, event), where, now)
     return decision, unallocated
 
 
@@ -430,7 +438,7 @@ def _revise_order(c: cmd.ReviseOrder, world: World, now: datetime) -> Decision:
             )
             shortfall += missing
         else:
-            events, resolved = _release_units(items[sku], c.order_id, now_open - target)
+            events, resolved = _release_units(world, items[sku], c.order_id, now_open - target, now)
             shortfall -= resolved
             if now_open > target:
                 canceled.append(ev.OrderLine(sku, now_open - target))

@@ -3,7 +3,7 @@ expire and commit (a commit places the order)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from atp import commands as cmd
@@ -12,6 +12,7 @@ from atp.ats import (
     plan_holds,
 )
 from atp.decide.base import Decision, World, _channel, _lines
+from atp.decide.stock import _fill_freed
 from atp.errors import (
     AlreadyExists,
     IllegalState,
@@ -23,6 +24,7 @@ from atp.errors import (
 from atp.events import Hold
 from atp.state import (
     ReservationState,
+    evolve_item,
 )
 
 
@@ -111,12 +113,38 @@ def _extend(c: cmd.ExtendReservation, world: World, now: datetime) -> Decision:
     return decision
 
 
+def _give_back(
+    world: World,
+    reservation: ReservationState,
+    event: Callable[[str], ev.HoldReleased | ev.HoldExpired],
+    now: datetime,
+) -> Decision:
+    """The item events giving back `reservation`'s holds (`event` of each SKU), each
+    followed by the open shortfalls the freed units fill first (`_fill_freed`). Reads the
+    items (and the owed orders), so it may raise NeedStreams."""
+    items = world.items(line.sku for line in reservation.lines)
+    decision: Decision = []
+    for line in reservation.lines:
+        item = items[line.sku]
+        given = event(line.sku)
+        decision.append((("item", line.sku), given))
+        hold = item.holds.get(reservation.reservation_id)
+        if hold is None:
+            continue
+        where = [h.location for h in hold.holds]
+        # Counted while the hold was live: an expired one freed its units only now.
+        live = min(now, hold.expires_at - timedelta(microseconds=1))
+        decision += _fill_freed(world, item, evolve_item(item, given), where, now, live)
+    return decision
+
+
 def _release(c: cmd.ReleaseReservation, world: World, now: datetime) -> Decision:
     reservation = _held_reservation(world, c.reservation_id, now, "release")
-    decision: Decision = [
-        (("item", line.sku), ev.HoldReleased(sku=line.sku, reservation_id=c.reservation_id))
-        for line in reservation.lines
-    ]
+
+    def released_hold(sku: str) -> ev.HoldReleased:
+        return ev.HoldReleased(sku=sku, reservation_id=c.reservation_id)
+
+    decision = _give_back(world, reservation, released_hold, now)
     released = ev.ReservationReleased(reservation_id=c.reservation_id)
     decision.append((("reservation", c.reservation_id), released))
     return decision
@@ -126,10 +154,11 @@ def _expire(c: cmd.ExpireReservation, world: World, now: datetime) -> Decision:
     reservation = world.reservation(c.reservation_id)
     if reservation is None or reservation.status != "held" or now < reservation.expires_at:
         return []
-    decision: Decision = [
-        (("item", line.sku), ev.HoldExpired(sku=line.sku, reservation_id=c.reservation_id))
-        for line in reservation.lines
-    ]
+
+    def expired_hold(sku: str) -> ev.HoldExpired:
+        return ev.HoldExpired(sku=sku, reservation_id=c.reservation_id)
+
+    decision = _give_back(world, reservation, expired_hold, now)
     expired = ev.ReservationExpired(reservation_id=c.reservation_id)
     decision.append((("reservation", c.reservation_id), expired))
     return decision

@@ -3,6 +3,7 @@ incoming supply, and the shortfalls and over-promises each one settles or reveal
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from atp import commands as cmd
@@ -53,12 +54,17 @@ def _fact(
 ) -> Decision:
     """A physical fact about `item` at `location` and what it implies: units that appeared
     there (`arrived` > 0: a receipt, a transfer arrival or call-off, a restocked return,
-    units found by a count or an adjustment) fill owed orders first; a fact that takes
-    units away may leave the location over-promised, which is recorded."""
+    units found by a count or an adjustment) fill owed orders first, and so do on-hand units
+    the fact frees (more expected supply covering backorder promises that had fallen on
+    them); a fact that takes units away may leave the location over-promised, which is
+    recorded."""
     after = evolve_item(item, event)
     decision: Decision = [(("item", item.sku), event)]
     if arrived > 0:
         return decision + _fill_shortfalls(world, after, location, arrived, now)
+    filled = _fill_freed(world, item, after, [location], now)
+    if filled:
+        return decision + filled
     return decision + _over_promise(world.policies(), item, after, location, now)
 
 
@@ -99,6 +105,38 @@ def _fill_shortfalls(
             order_id=order_id, sku=item.sku, location=location, quantity=take
         )
         decision.append((("order", order_id), order_filled))
+    return decision
+
+
+def _fill_freed(
+    world: World,
+    before: ItemState,
+    after: ItemState,
+    locations: Iterable[str],
+    now: datetime,
+    as_of: datetime | None = None,
+) -> Decision:
+    """Units a decision freed at `locations` (`before` and `after` it: an order's released
+    allocations, a released or expired hold, more expected supply covering backorder
+    promises that had fallen on on-hand units) fill open shortfalls there exactly as
+    arrivals do (`_fill_shortfalls`), location by location; only the rest becomes sellable.
+    The units freed at a location are how many more nothing claims there, so an
+    over-promise is covered first; `as_of` (default `now`) is when they are counted, so a
+    hold swept after it expired counts as the claim it was. Raises NeedStreams for the
+    owed orders' streams when they are not loaded."""
+    policies = world.policies()
+    when = now if as_of is None else as_of
+    decision: Decision = []
+    for location in dict.fromkeys(locations):
+        freed = _free_to_leave(after, policies, location, when)
+        freed -= _free_to_leave(before, policies, location, when)
+        if freed <= 0:
+            continue
+        filled = _fill_shortfalls(world, after, location, freed, now)
+        for _, event in filled:
+            if isinstance(event, ev.ShortfallFilled):
+                after = evolve_item(after, event)
+        decision += filled
     return decision
 
 

@@ -232,10 +232,12 @@ def evolve_item(state: ItemState, event: ev.ItemEvent) -> ItemState:
             shortfalls = {**state.shortfalls, order_id: state.shortfalls.get(order_id, 0) + q}
             return msgspec.structs.replace(state, shortfalls=shortfalls)
         case ev.ShortfallResolved(order_id=order_id, quantity=q):
-            left = state.shortfalls.get(order_id, 0) - q
-            shortfalls = {k: v for k, v in state.shortfalls.items() if k != order_id}
-            if left > 0:
-                shortfalls[order_id] = left
+            # An order partly filled keeps its place: the oldest order is filled first.
+            shortfalls = {
+                k: v - q if k == order_id else v
+                for k, v in state.shortfalls.items()
+                if k != order_id or v > q
+            }
             return msgspec.structs.replace(state, shortfalls=shortfalls)
         case ev.ShortfallFilled(order_id=order_id, location=loc, quantity=q):
             resolved = evolve_item(

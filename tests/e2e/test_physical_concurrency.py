@@ -175,3 +175,50 @@ def test_split_shipments_racing_a_rush_never_free_units_twice(
         assert sum(f["sellable"] for f in figures) == 20 - sold
         for order_id in first:
             assert ok(admin.get(f"/v1/orders/{order_id}"))["status"] == "shipped"
+
+
+def test_cancellations_racing_a_rush_fill_owed_webhook_sales_first(
+    server: Server, pool: ProcessPoolExecutor, unique: str
+) -> None:
+    """10 on hand, all allocated to five orders of 2; three webhook sales of 4 are then owed
+    12. During a rush of 60 one-unit orders the five orders are cancelled. Invariant: units
+    freed while sales are owed fill those sales first (oldest first), so the rush sells
+    none of them: the owed sales end with 10 allocated and 2 still owed, the rush sells 0,
+    and nothing is sellable."""
+    sku, store = f"{unique}-FREED", f"{unique}-shop"
+    with server.client() as admin:
+        location, channel = setup_channel(admin, unique)
+        receive(admin, location, {sku: 10})
+        register_store(admin, store, channel)
+        first = [f"{unique}-first{n}" for n in range(5)]
+        for order_id in first:
+            line = [{"sku": sku, "quantity": 2}]
+            body = {"order_id": order_id, "channel": channel, "lines": line}
+            ok(admin.post("/v1/orders", json=body, headers={"Idempotency-Key": order_id}), 201)
+        for n in range(3):
+            deliver(admin, store, n + 1, **{sku: 4})
+        assert item_at_head(admin, sku)["shortfall"] == 12
+
+        facts = {
+            12 * n + 5: (f"/v1/orders/{order_id}/cancel", {}) for n, order_id in enumerate(first)
+        }
+        calls = rush(unique, channel, sku, 65, facts)
+        results = race(pool, server, calls)
+
+        paths = [path for _, path, _, _ in sorted(calls)]
+        by_path = list(zip(paths, results, strict=True))
+        assert [r["status"] for p, r in by_path if p.endswith("/cancel")] == [200] * 5
+        rush_statuses = {r["status"] for p, r in by_path if p == "/v1/orders"}
+        assert rush_statuses <= {201, 409}, describe(results)
+        sold = sum(1 for p, r in by_path if p == "/v1/orders" and r["status"] == 201)
+        assert sold == 0
+        item = item_at_head(admin, sku)
+        (figures,) = [f for f in item["locations"] if f["location"] == location]
+        assert item["shortfall"] == 2
+        assert (figures["on_hand"], figures["allocated"], figures["sellable"]) == (10, 10, 0)
+        allocated = [
+            ok(admin.get(f"/v1/orders/woocommerce:{store}:{n}"))["lines"][0]["allocated"]
+            for n in range(1, 4)
+        ]
+        assert allocated == [4, 4, 2]
+        assert history_types(admin, sku)["ShortfallFilled"] >= 3

@@ -295,10 +295,12 @@ class Ledger:
         event(f"accepted {type(command).__name__}" + ("" if decision else " (no-op)"))
         wanted = self.availability_before(command)
         over = self.over_promised(command)
+        owed_on_sale = self.owed_on_sale()
         for stream, e in decision:
             if isinstance(e, DERIVED):
                 event(f"recorded {type(e).__name__}")
             self.apply(stream, e)
+        self.check_owed_units_are_not_on_sale(command, owed_on_sale)
         self.check_shipment_displaces_only_holds(command, over)
         self.check_decision_respects_availability(command, decision, wanted)
 
@@ -405,7 +407,33 @@ class Ledger:
             for line in command.lines
         }
 
+    def owed_on_sale(self) -> set[tuple[str, str, str]]:
+        """(sku, location, order) where the order's open shortfall and units sellable to its
+        channel at one of the channel's locations coexist."""
+        policies = self.world.policies()
+        found: set[tuple[str, str, str]] = set()
+        for item in self.items():
+            for order_id in item.shortfalls:
+                order = self.world.order(order_id)
+                channel = policies.channels.get(order.channel) if order else None
+                for code in channel.locations if channel else ():
+                    if location_figures(item, policies, code, self.now).sellable > 0:
+                        found.add((item.sku, code, order_id))
+        return found
+
     # --- invariants --------------------------------------------------------------------
+
+    def check_owed_units_are_not_on_sale(
+        self, command: cmd.Command, before: set[tuple[str, str, str]]
+    ) -> None:
+        """After a stock command (anything but a policy change, which moves no units), an
+        open shortfall and units its channel could take never coexist at a location where
+        they did not already: a sale already made takes every sellable unit before it is
+        owed, and units arriving or freed (a cancel, a revision, a released or expired hold)
+        fill what is owed first."""
+        if isinstance(command, cmd.DefineChannel | cmd.DefineLocation | cmd.SetSafetyStock):
+            return
+        assert self.owed_on_sale() <= before, (command, self.owed_on_sale() - before)
 
     def check_shipment_displaces_only_holds(
         self, command: cmd.Command, before: dict[str, int]
