@@ -204,22 +204,29 @@ def _swap_displaced(
     for other_id, allocations in reversed(item.allocations.items()):
         if other_id == order_id:
             continue
-        here = sum(h.quantity for h in allocations if h.location == location and not h.backorder)
-        while here > 0 and excess > 0 and freed:
-            source = freed[0]
-            take = min(here, excess, source.quantity)
-            swaps.append(
-                ev.AllocationMoved(
-                    sku=item.sku,
-                    order_id=other_id,
-                    to_location=source.location,
-                    moved=(Hold(location, take),),
-                )
+        # On-hand allocations first, then promises against incoming supply that the units
+        # on hand were covering (arrived units cover backorders before anything is sellable).
+        for backorder in (False, True):
+            here = sum(
+                h.quantity
+                for h in allocations
+                if h.location == location and h.backorder == backorder
             )
-            here, excess = here - take, excess - take
-            freed[0] = Hold(source.location, source.quantity - take)
-            if not freed[0].quantity:
-                freed.pop(0)
+            while here > 0 and excess > 0 and freed:
+                source = freed[0]
+                take = min(here, excess, source.quantity)
+                swaps.append(
+                    ev.AllocationMoved(
+                        sku=item.sku,
+                        order_id=other_id,
+                        to_location=source.location,
+                        moved=(Hold(location, take, backorder),),
+                    )
+                )
+                here, excess = here - take, excess - take
+                freed[0] = Hold(source.location, source.quantity - take)
+                if not freed[0].quantity:
+                    freed.pop(0)
     return swaps
 
 

@@ -205,6 +205,32 @@ class TestSplitShipment:
         assert not any(isinstance(e, ev.OverPromised) for e in shipped)
         assert available(world, "A", "web").available == 0
 
+    def test_units_covering_a_backorder_swap_the_promise_to_the_freed_shelf(self):
+        """A drop-shipper DS1 expects 3 units; a pre-order channel promised all 3 (backorder).
+        One unit arrives at DS1 without a reference (it covers one promise). The WMS ships a
+        web order, allocated at WH1, from DS1 instead. Invariant (found by the property
+        test): the pre-order takes over the unit freed at WH1, so nothing is over-promised and
+        every promise stays covered (WH1 1 allocated; DS1 2 promised against 2 expected)."""
+        world = run(
+            location("WH1"),
+            location("DS1"),
+            cmd.DefineChannel(code="web", locations=("WH1", "DS1")),
+            cmd.DefineChannel(code="pre", locations=("DS1",), backorder_limit=3),
+            receive("WH1", L("A", 1)),
+            cmd.ExpectIncoming(location="DS1", lines=(L("A", 3),)),
+            place("o0", L("A", 1)),
+            place("o1", L("A", 3), chan="pre"),
+            receive("DS1", L("A", 1)),
+        )
+        assert world.item("A").allocations["o1"] == (Hold("DS1", 3, True),)
+        shipped = events_of(world, ship("o0", "s0", "DS1", L("A", 1)))
+        assert not any(isinstance(e, ev.OverPromised) for e in shipped), shipped
+        state = world.item("A")
+        assert state.allocations == {"o1": (Hold("DS1", 2, True), Hold("WH1", 1))}
+        assert state.at("WH1") == LocationStock(on_hand=1, allocated=1)
+        assert (state.at("DS1").on_hand, state.at("DS1").incoming) == (0, 2)
+        assert state.at("DS1").backordered == 2
+
     def test_refused_when_the_other_warehouse_has_not_the_units(self):
         """WH2 holds only 6: shipping 8 from it is refused (409) and nothing changes."""
         world = self.story(6)
