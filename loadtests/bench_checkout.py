@@ -40,7 +40,6 @@ import multiprocessing
 import os
 import random
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,6 +58,7 @@ import psycopg
 
 from loadtests.bench_reservations import CHANNEL, percentile, seed
 from loadtests.bench_reservations import _Connection as KeepAlive
+from loadtests.harness import results
 from loadtests.harness.cpu import cpu_snapshot
 from loadtests.harness.services import served
 from tests.support.pg import fresh_database
@@ -366,8 +366,8 @@ def pgbench(database: str, clients: int, duration: float, skus: int) -> dict[str
 
 
 def median(values: list[float]) -> float:
-    values = [v for v in values if v == v]
-    return statistics.median(values) if values else float("nan")
+    """The harness's median of the values that are not nan (nan when none is)."""
+    return results.median([v for v in values if v == v])
 
 
 def report(
