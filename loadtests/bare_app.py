@@ -11,7 +11,6 @@ no fallback for unknown SKUs. Served by uvicorn exactly as `atp serve` serves at
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +19,8 @@ from typing import Annotated, Any
 import redis.asyncio as aioredis
 from litestar import Litestar, Request, Response, get
 from litestar.params import Parameter
+
+from loadtests.harness import serving
 
 JSON = "application/json"
 
@@ -60,24 +61,8 @@ def create_app() -> Litestar:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import uvicorn
-
-    p = argparse.ArgumentParser(prog="python -m loadtests.bare_app", description=__doc__)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8100)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--log-level", default="warning")
-    args = p.parse_args(argv)
-    # The same call `atp serve` makes (api/cli.py), so the server side is identical.
-    uvicorn.run(
-        "loadtests.bare_app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        access_log=False,
-    )
+    p = serving.server_parser("python -m loadtests.bare_app", __doc__, port=8100, workers=1)
+    serving.run("loadtests.bare_app:create_app", p.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,6 @@ import multiprocessing
 import os
 import random
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,16 +56,13 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 
-from loadtests.bench_reservations import CHANNEL, cpu_snapshot, percentile, seed
+from loadtests.bench_reservations import CHANNEL, percentile, seed
 from loadtests.bench_reservations import _Connection as KeepAlive
+from loadtests.harness import results
+from loadtests.harness.cpu import cpu_snapshot
+from loadtests.harness.services import served
 from tests.support.pg import fresh_database
-from tests.support.server import (
-    ADMIN_TOKEN,
-    free_port,
-    running_service,
-    service_env,
-    stop,
-)
+from tests.support.server import ADMIN_TOKEN, running_service, service_env
 
 HOT = "HOT-1"
 HOLDS_FEW = "HOLDS-10"
@@ -207,36 +203,10 @@ class Service:
 @contextmanager
 def plain_service(database: str, workers: int, log: Path) -> Iterator[Service]:
     """`python -m loadtests.plain_service --migrate` on a free port; waits for /health."""
-    port = free_port()
     env = {**os.environ, "PLAIN_DATABASE_URL": database}
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "loadtests.plain_service", "--migrate"),
-                *("--port", str(port), "--workers", str(workers)),
-            ],
-            env=env,
-            start_new_session=True,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"plain service exited: {log.read_text()[-2000:]}")
-                try:
-                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the plain service did not start")
-                time.sleep(0.1)
-            yield Service("plain", url, process.pid, database)
-        finally:
-            stop(process)
+    args = ["--migrate", "--workers", str(workers)]
+    with served("loadtests.plain_service", args, env, "/health", log) as plain:
+        yield Service("plain", plain.url, plain.pid, database)
 
 
 def seed_plain(database: str, stock: dict[str, int]) -> None:
@@ -396,8 +366,8 @@ def pgbench(database: str, clients: int, duration: float, skus: int) -> dict[str
 
 
 def median(values: list[float]) -> float:
-    values = [v for v in values if v == v]
-    return statistics.median(values) if values else float("nan")
+    """The harness's median of the values that are not nan (nan when none is)."""
+    return results.median([v for v in values if v == v])
 
 
 def report(

@@ -50,7 +50,8 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from loadtests.bench_reservations import _proc_stat, cpu_snapshot, percentile
+from loadtests.bench_reservations import percentile
+from loadtests.harness.cpu import cpu_snapshot, processes
 from tests.support.channel_stack import CHANNEL, STORE, Catalogue, ChannelStack, metric, samples
 from tests.support.server import ADMIN_TOKEN
 
@@ -454,9 +455,9 @@ SERVERS = {"beam.smp": "rabbitmq", "redis-server": "redis"}
 def cpu_by_name() -> dict[str, float]:
     """CPU seconds used so far by RabbitMQ and Redis (by process name)."""
     out = dict.fromkeys(SERVERS.values(), 0.0)
-    for pid in os.listdir("/proc"):
-        if pid.isdigit() and (stat := _proc_stat(pid)) is not None and stat[0] in SERVERS:
-            out[SERVERS[stat[0]]] += stat[2]
+    for name, _, seconds in processes().values():
+        if name in SERVERS:
+            out[SERVERS[name]] += seconds
     return out
 
 

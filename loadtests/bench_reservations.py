@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import math
 import multiprocessing
-import os
 import random
 import sys
 import time
@@ -38,6 +36,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from loadtests.harness.cpu import Cpu, cpu_snapshot
+from loadtests.harness.results import pct as nearest_rank
+from loadtests.harness.tables import render_table
 from tests.support.pg import fresh_database
 from tests.support.server import ADMIN_TOKEN, Server, running_service, service_env
 
@@ -137,66 +138,6 @@ def _drive(
     return samples, dict(won), sum(part[2] for part in parts), cpu_used
 
 
-# --- CPU accounting (Linux /proc) ---------------------------------------------------------
-
-TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _proc_stat(pid: str) -> tuple[str, int, float] | None:
-    """(command name, parent pid, CPU seconds) of a process, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    name = raw[raw.index("(") + 1 : raw.rindex(")")]
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return name, int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK
-
-
-@dataclass
-class Cpu:
-    """CPU seconds used so far: the machine, the atp server tree, PostgreSQL."""
-
-    busy: float = 0.0
-    wall: float = 0.0
-    server: float = 0.0
-    postgres: float = 0.0
-
-    def __sub__(self, other: Cpu) -> Cpu:
-        return Cpu(
-            self.busy - other.busy,
-            self.wall - other.wall,
-            self.server - other.server,
-            self.postgres - other.postgres,
-        )
-
-
-def cpu_snapshot(server_pid: int) -> Cpu:
-    cpu = Cpu(wall=time.monotonic())
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(x) for x in f.readline().split()[1:]]
-    except OSError:
-        return cpu
-    cpu.busy = (sum(ticks[:8]) - ticks[3] - ticks[4]) / TICK  # minus idle and iowait
-    procs = {}
-    for pid in os.listdir("/proc"):
-        if pid.isdigit() and (stat := _proc_stat(pid)) is not None:
-            procs[int(pid)] = stat
-    tree = {server_pid}
-    grew = True
-    while grew:
-        grew = False
-        for pid, (_, ppid, _) in procs.items():
-            if ppid in tree and pid not in tree:
-                tree.add(pid)
-                grew = True
-    cpu.server = sum(procs[pid][2] for pid in tree if pid in procs)
-    cpu.postgres = sum(seconds for name, _, seconds in procs.values() if name == "postgres")
-    return cpu
-
-
 # --- the server side ---------------------------------------------------------------------
 
 
@@ -293,10 +234,8 @@ class Result:
 
 
 def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+    """Nearest-rank percentile, q in 0..1 (the harness's `pct`); nan when empty."""
+    return nearest_rank(values, q * 100)
 
 
 def run_scenario(
@@ -424,15 +363,7 @@ def table(results: list[Result], args: argparse.Namespace) -> str:
     )
     row("OVERSELL (units)", lambda r: str(r.oversell))
     row("SKUs held != 201s seen", lambda r: str(r.mismatched))
-    widths = [max(len(x[i]) for x in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, cells in enumerate(rows):
-        first = cells[0].ljust(widths[0])
-        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
-        lines.append("  ".join([first, *rest]))
-        if n == 0:
-            lines.append("-" * len(lines[0]))
-    return "\n".join(lines)
+    return render_table([list(r) for r in rows])
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -24,7 +24,6 @@ what a correct checkout costs with a row lock per SKU. `Idempotency-Key` is requ
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime as dt
 import os
@@ -36,6 +35,8 @@ from typing import Any
 import asyncpg
 import msgspec
 from litestar import Litestar, Request, Response, get, post
+
+from loadtests.harness import serving
 
 LOCATION = "BENCH-WH"
 PROBLEM = "application/problem+json"
@@ -384,29 +385,14 @@ async def migrate(url: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import uvicorn
-
-    p = argparse.ArgumentParser(prog="python -m loadtests.plain_service", description=__doc__)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8200)
-    p.add_argument("--workers", type=int, default=2)
+    p = serving.server_parser("python -m loadtests.plain_service", __doc__, port=8200, workers=2)
     p.add_argument("--migrate", action="store_true", help="create the tables first")
-    p.add_argument("--log-level", default="warning")
     args = p.parse_args(argv)
     if args.migrate:
         asyncio.run(
             migrate(os.environ.get("PLAIN_DATABASE_URL", "postgresql://postgres@127.0.0.1/plain"))
         )
-    # The same call `atp serve` makes (api/cli.py), so the server side is identical.
-    uvicorn.run(
-        "loadtests.plain_service:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        access_log=False,
-    )
+    serving.run("loadtests.plain_service:create_app", args)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _procs() -> dict[int, tuple[str, int, float]]:
-    """pid -> (command name, parent pid, CPU seconds) for every process."""
+def processes() -> dict[int, tuple[str, int, float]]:
+    """pid -> (command name, parent pid, CPU seconds) for every process; this process's own
+    figure includes its waited-for children."""
     out = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -82,7 +83,10 @@ class Cpu:
         return self.busy - self.steal - parts
 
 
-def cpu_snapshot(server_pid: int | None, projector_pid: int | None) -> Cpu:
+def cpu_snapshot(server_pid: int | None, projector_pid: int | None = None) -> Cpu:
+    """The CPU seconds so far (subtract two snapshots for a load's share): `server` is the
+    process tree of `server_pid`, `projector` that of `projector_pid`, `postgres` every
+    PostgreSQL process, `bench` this process's tree; all zeros but `wall` without /proc."""
     cpu = Cpu(wall=time.monotonic())
     try:
         with open("/proc/stat") as f:
@@ -91,7 +95,7 @@ def cpu_snapshot(server_pid: int | None, projector_pid: int | None) -> Cpu:
         return cpu
     cpu.busy = (sum(ticks[:8]) - ticks[3] - ticks[4]) / TICK
     cpu.steal = ticks[7] / TICK
-    procs = _procs()
+    procs = processes()
     server, projector = _tree(procs, server_pid), _tree(procs, projector_pid)
     bench = _tree(procs, os.getpid()) - server - projector
     cpu.server = sum(procs[p][2] for p in server if p in procs)

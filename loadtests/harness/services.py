@@ -3,32 +3,21 @@ app), and the catalogue seeded through the API."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
 import uuid
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import redis
 
 from loadtests.harness.catalogue import CHANNELS, LOCATIONS, RECEIPT_LINES
-from tests.support.server import ADMIN_TOKEN, free_port, running_service
-
-
-def _stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+from tests.support.server import ADMIN_TOKEN, free_port, running_service, stop
 
 
 @contextmanager
@@ -40,7 +29,7 @@ def projector(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield process
     finally:
-        _stop(process)
+        stop(process)
 
 
 @dataclass
@@ -50,38 +39,51 @@ class Served:
 
 
 @contextmanager
-def bare_app(env: dict[str, str], workers: int, probe: str) -> Iterator[Served]:
+def served(
+    module: str,
+    args: list[str],
+    env: dict[str, str],
+    probe: str,
+    log: Path | None = None,
+) -> Iterator[Served]:
+    """`python -m <module> --port <free port> <args>` in its own session, ready once `probe`
+    answers 200 (60 s at most; RuntimeError if it exits first, with the tail of `log` when
+    its output goes there); stopped, with its whole process group, on exit."""
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "loadtests.bare_app",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],
-        env=env,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"bare app exited with {process.returncode}")
-            try:
-                if httpx.get(url + probe, timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("the bare app did not start")
-            time.sleep(0.1)
-        yield Served(url, process.pid)
-    finally:
-        _stop(process)
+    with ExitStack() as stack:
+        output = None if log is None else stack.enter_context(log.open("wb"))
+        process = subprocess.Popen(
+            [sys.executable, "-m", module, "--port", str(port), *args],
+            env=env,
+            start_new_session=True,
+            stdout=output,
+            stderr=None if log is None else subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if process.poll() is not None:
+                    tail = "" if log is None else f": {log.read_text()[-2000:]}"
+                    raise RuntimeError(f"{module} exited with {process.returncode}{tail}")
+                try:
+                    if httpx.get(url + probe, timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{module} did not start")
+                time.sleep(0.1)
+            yield Served(url, process.pid)
+        finally:
+            stop(process)
+
+
+@contextmanager
+def bare_app(env: dict[str, str], workers: int, probe: str) -> Iterator[Served]:
+    """The bare Litestar app (`loadtests.bare_app`), the baseline of the read benchmark."""
+    with served("loadtests.bare_app", ["--workers", str(workers)], env, probe) as app:
+        yield app
 
 
 @contextmanager

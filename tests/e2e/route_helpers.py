@@ -143,3 +143,22 @@ class Env:
         lines = [{"sku": self.sku(name), "quantity": q} for name, q in quantities.items()]
         body = {"order_id": order_id, "channel": channel or self.web, "lines": lines}
         return self.client.post("/v1/orders", json=body, headers=self.idem())
+
+
+def make_env(
+    c: httpx.Client,
+    prefix: str,
+    st_kind: str = "store",
+    sources: tuple[str, ...] = ("WH", "ST"),
+    **channel: Any,
+) -> Env:
+    """A test's master data: location `<prefix>-WH` (a warehouse), `<prefix>-ST` (of kind
+    `st_kind`), and channel `<prefix>-web` sourcing `sources` ("WH", "ST") in that order,
+    with the further channel fields `channel` (e.g. buffer=2)."""
+    wh, st, web = f"{prefix}-WH", f"{prefix}-ST", f"{prefix}-web"
+    created(c.put(f"/v1/locations/{wh}", json={"name": "WH", "kind": "warehouse"}), 200)
+    created(c.put(f"/v1/locations/{st}", json={"name": "ST", "kind": st_kind}), 200)
+    codes = {"WH": wh, "ST": st}
+    body = {"locations": [codes[s] for s in sources], **channel}
+    created(c.put(f"/v1/channels/{web}", json=body), 200)
+    return Env(c, prefix, wh, st, web)

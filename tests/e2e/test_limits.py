@@ -22,6 +22,7 @@ from tests.e2e.route_helpers import (
     get_item,
     history,
     loc,
+    make_env,
     own,
     seg,
     unchanged,
@@ -79,11 +80,7 @@ def env(request: pytest.FixtureRequest, unique: str) -> Iterator[Env]:
         "server" if request.param == "postgres" else "embedded_server"
     )
     with srv.client() as c:
-        wh, st, web = f"{unique}-WH", f"{unique}-ST", f"{unique}-web"
-        created(c.put(f"/v1/locations/{wh}", json={"name": "WH", "kind": "warehouse"}), 200)
-        created(c.put(f"/v1/locations/{st}", json={"name": "ST", "kind": "store"}), 200)
-        created(c.put(f"/v1/channels/{web}", json={"locations": [wh, st]}), 200)
-        yield Env(c, unique, wh, st, web)
+        yield make_env(c, unique)
 
 
 def _line(env: Env, quantity: Any) -> list[dict[str, Any]]:

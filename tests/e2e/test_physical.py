@@ -19,6 +19,7 @@ from tests.e2e.route_helpers import (
     get_item,
     history,
     loc,
+    make_env,
     own,
     unchanged,
 )
@@ -36,11 +37,7 @@ pytestmark = pytest.mark.e2e
 def env(server: Server, unique: str) -> Iterator[Env]:
     """Warehouses WH and ST (here a second warehouse), channel `web` sourcing WH then ST."""
     with server.client() as c:
-        wh, st, web = f"{unique}-WH", f"{unique}-ST", f"{unique}-web"
-        created(c.put(f"/v1/locations/{wh}", json={"name": "WH", "kind": "warehouse"}), 200)
-        created(c.put(f"/v1/locations/{st}", json={"name": "ST", "kind": "warehouse"}), 200)
-        created(c.put(f"/v1/channels/{web}", json={"locations": [wh, st]}), 200)
-        yield Env(c, unique, wh, st, web)
+        yield make_env(c, unique, st_kind="warehouse")
 
 
 def lines(env: Env, **quantities: int) -> list[dict[str, Any]]:

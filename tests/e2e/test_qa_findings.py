@@ -6,7 +6,6 @@ with the shared `server` fixture. Each docstring states the invariant the story 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,9 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.route_helpers import Env, chan, created, loc
-from tests.support.fakes import webhook_signature
+from tests.e2e.route_helpers import Env, chan, created, loc, make_env
+from tests.support import physical
 from tests.support.pg import fresh_database
+from tests.support.physical import item_at_head, register_store
+from tests.support.physical import order_payload as order
 from tests.support.read_stack import ROOT, Stack
 from tests.support.redis_db import prefixed, redis_url
 from tests.support.server import ADMIN_TOKEN, Server, running_service, service_env
@@ -30,19 +31,9 @@ SECRET = "whsec-qa"
 def env(server: Server, unique: str) -> Iterator[Env]:
     """Warehouse WH, channel `web` sourcing it, and a WooCommerce store `shop` selling it."""
     with server.client() as c:
-        wh, st, web = f"{unique}-WH", f"{unique}-ST", f"{unique}-web"
-        created(c.put(f"/v1/locations/{wh}", json={"name": "WH", "kind": "warehouse"}), 200)
-        created(c.put(f"/v1/locations/{st}", json={"name": "ST", "kind": "warehouse"}), 200)
-        created(c.put(f"/v1/channels/{web}", json={"locations": [wh, st]}), 200)
-        integration = {
-            "url": "http://127.0.0.1:9/shop",
-            "channel": web,
-            "consumer_key": "ck",
-            "consumer_secret": "cs",
-            "webhook_secrets": [SECRET],
-        }
-        created(c.put(f"/v1/integrations/woocommerce/{unique}-shop", json=integration), 200)
-        yield Env(c, unique, wh, st, web)
+        env = make_env(c, unique, st_kind="warehouse")
+        register_store(c, store(env), env.web, SECRET)
+        yield env
 
 
 def store(env: Env) -> str:
@@ -51,29 +42,7 @@ def store(env: Env) -> str:
 
 def post_webhook(env: Env, payload: Any, topic: str = "order.updated") -> httpx.Response:
     """A correctly signed WooCommerce delivery of `payload` (applied before the answer)."""
-    body = json.dumps(payload).encode()
-    headers = {
-        "X-WC-Webhook-Signature": webhook_signature(body, SECRET),
-        "X-WC-Webhook-Topic": topic,
-        "X-WC-Webhook-Resource": topic.split(".")[0],
-        "X-WC-Webhook-Event": topic.split(".")[-1],
-        "Content-Type": "application/json",
-    }
-    return env.client.post(f"/v1/webhooks/woocommerce/{store(env)}", content=body, headers=headers)
-
-
-def order(woo_id: int, status: str, modified: str, **quantities: int) -> dict[str, Any]:
-    return {
-        "id": woo_id,
-        "status": status,
-        "date_modified_gmt": modified,
-        "line_items": [{"sku": sku, "quantity": q} for sku, q in quantities.items()],
-    }
-
-
-def item_at_head(c: httpx.Client, sku: str) -> dict[str, Any]:
-    head = created(c.get("/ready"), 200)["checks"]["ledger"]["head"]
-    return created(c.get(f"/v1/items/{sku}", params={"min_position": head}), 200)
+    return physical.post_webhook(env.client, store(env), payload, topic, SECRET)
 
 
 def allocated_at_wh(env: Env, sku: str) -> int:
@@ -215,19 +184,9 @@ def test_a_sku_whose_documents_were_evicted_is_never_answered_as_zero(
 def buffered(server: Server, unique: str) -> Iterator[Env]:
     """Warehouse WH, channel `web` over it with a buffer of 2, WooCommerce store `shop`."""
     with server.client() as c:
-        wh, st, web = f"{unique}-WH", f"{unique}-ST", f"{unique}-web"
-        created(c.put(f"/v1/locations/{wh}", json={"name": "WH", "kind": "warehouse"}), 200)
-        created(c.put(f"/v1/locations/{st}", json={"name": "ST", "kind": "warehouse"}), 200)
-        created(c.put(f"/v1/channels/{web}", json={"locations": [wh], "buffer": 2}), 200)
-        integration = {
-            "url": "http://127.0.0.1:9/shop",
-            "channel": web,
-            "consumer_key": "ck",
-            "consumer_secret": "cs",
-            "webhook_secrets": [SECRET],
-        }
-        created(c.put(f"/v1/integrations/woocommerce/{unique}-shop", json=integration), 200)
-        yield Env(c, unique, wh, st, web)
+        env = make_env(c, unique, st_kind="warehouse", sources=("WH",), buffer=2)
+        register_store(c, store(env), env.web, SECRET)
+        yield env
 
 
 def test_a_webhook_sale_takes_every_unit_on_the_shelf_before_a_shortfall(
@@ -287,15 +246,10 @@ def test_a_redelivered_webhook_does_not_undo_a_later_one(env: Env) -> None:
     second = order(4801, "cancelled", "2026-11-30T10:00:00", **{sku: 2})
 
     def send(payload: dict[str, Any], delivery: str) -> None:
-        body = json.dumps(payload).encode()
-        headers = {
-            "X-WC-Webhook-Signature": webhook_signature(body, SECRET),
-            "X-WC-Webhook-Topic": "order.updated",
-            "X-WC-Webhook-Delivery-ID": delivery,
-            "Content-Type": "application/json",
-        }
-        path = f"/v1/webhooks/woocommerce/{store(env)}"
-        created(env.client.post(path, content=body, headers=headers), 200)
+        r = physical.post_webhook(
+            env.client, store(env), payload, "order.updated", SECRET, delivery=delivery
+        )
+        created(r, 200)
 
     send(first, "9001")
     send(second, "9002")

@@ -24,6 +24,7 @@ from tests.e2e.route_helpers import (
     get_item,
     history,
     loc,
+    make_env,
     own,
     seg,
     unchanged,
@@ -40,12 +41,7 @@ JSON = {"Content-Type": "application/json"}
 def env(server: Server, unique: str) -> Iterator[Env]:
     """Locations WH (warehouse) and ST (store), channel `web` sourcing WH then ST."""
     with server.client() as c:
-        wh, st, web = f"{unique}-WH", f"{unique}-ST", f"{unique}-web"
-        created(c.put(f"/v1/locations/{wh}", json={"name": "WH", "kind": "warehouse"}), 200)
-        created(c.put(f"/v1/locations/{st}", json={"name": "ST", "kind": "store"}), 200)
-        body = {"locations": [wh, st], "low_stock_threshold": 2}
-        created(c.put(f"/v1/channels/{web}", json=body), 200)
-        yield Env(c, unique, wh, st, web)
+        yield make_env(c, unique, low_stock_threshold=2)
 
 
 def make_token(c: httpx.Client, name: str, scopes: list[str]) -> str:

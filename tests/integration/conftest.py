@@ -1,4 +1,6 @@
-"""Backends for integration tests: every scenario runs on SQLite and on PostgreSQL."""
+"""Backends for integration tests: every scenario runs on SQLite and on PostgreSQL. The
+pusher tests' fixtures (a RabbitMQ vhost, a ledger, a Redis prefix) come from
+tests.support.pushers."""
 
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ from api.service.commands import CommandService, Job, Rejected, Result, command_
 from atp.commands import Command
 from atp.errors import DomainError
 from tests.support.pg import fresh_database
+from tests.support.pushers import amqp_url, ledger, rds
+
+__all__ = ["amqp_url", "ledger", "rds"]  # fixtures of the pusher tests
 
 
 class Clock:
@@ -49,9 +54,9 @@ class Backend:
         return service
 
     def close(self) -> None:
-        for service, ledger in self.opened:
+        for service, opened in self.opened:
             service.stop()
-            ledger.close()
+            opened.close()
 
 
 def run(service: CommandService, command: Command) -> Result:

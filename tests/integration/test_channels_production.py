@@ -27,15 +27,12 @@ from adapters.pushers.runner import Pusher, PusherMetrics, build_pusher, push_qu
 from tests.support.fakes import FakeAmazon, FakeEbay, FakeWooCommerce
 from tests.support.pushers import (
     FAST,
-    amqp_url,
     change,
     configure,
     eventually,
-    ledger,
     max_in_any_second,
     publish,
     queue_counts,
-    rds,
     running,
     set_figures,
     settled,
@@ -43,8 +40,6 @@ from tests.support.pushers import (
 from tests.support.redis_db import redis_url
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["amqp_url", "ledger", "rds"]  # fixtures from tests.support.pushers
 
 HOOKS = ClientHooks()
 

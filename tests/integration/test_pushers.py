@@ -43,17 +43,14 @@ from tests.support.pg import fresh_database
 from tests.support.pushers import (
     FAST,
     LISTINGS,
-    amqp_url,
     batch_posts,
     change,
     configure,
     configure_wc,
     eventually,
-    ledger,
     max_in_any_second,
     publish,
     queue_counts,
-    rds,
     running,
     set_figures,
     settled,
@@ -62,8 +59,6 @@ from tests.support.pushers import (
 from tests.support.redis_db import redis_url
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["amqp_url", "ledger", "rds"]  # fixtures from tests.support.pushers
 
 
 # --- WooCommerce ---------------------------------------------------------------------------------

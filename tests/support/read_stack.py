@@ -14,7 +14,7 @@ from pathlib import Path
 import redis
 
 from adapters.ledger import Ledger, ledger_env
-from tests.support.server import Server
+from tests.support.server import Server, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,13 +41,8 @@ class Stack:
     def stop_projector(self) -> None:
         p = self.projector
         if p is not None and p.poll() is None:
-            os.killpg(p.pid, signal.SIGCONT)
-            os.killpg(p.pid, signal.SIGTERM)
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+            os.killpg(p.pid, signal.SIGCONT)  # a test may have paused it
+            stop(p)
 
     def ledger(self) -> Ledger:
         return Ledger(env=ledger_env(self.database_url, "/nonexistent", create_table=False))
