@@ -344,6 +344,7 @@ def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         metrics = PusherMetrics()
+        redis_client = services.async_redis() if settings.redis_url else None
         server = None
         if args.metrics_port:
             server = await serve_metrics(metrics, port=args.metrics_port)
@@ -358,15 +359,17 @@ def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
                 args.store,
                 ledger=ledger,
                 amqp_url=settings.amqp_url or "",
-                redis_url=settings.redis_url,
                 redis_prefix=settings.redis_prefix,
                 stop_event=stop,
                 metrics=metrics,
                 secret_key=settings.token_secret,
+                redis=redis_client,
             )
         finally:
             if server is not None:
                 server.close()
+            if redis_client is not None:
+                await redis_client.aclose()
 
     try:
         asyncio.run(main())

@@ -71,15 +71,19 @@ async def build_pusher(
     metrics: PusherMetrics | None = None,
     options: PushOptions | None = None,
     secret_key: bytes | None = None,
+    redis: Any = None,
 ) -> Pusher:
     """A pusher for the store registered under `kind`/`store` (call `aclose()` after);
-    `secret_key` (Settings.token_secret) opens the integration's sealed secrets."""
+    `secret_key` (Settings.token_secret) opens the integration's sealed secrets. `redis`
+    (an asyncio client the caller owns, e.g. from api.bootstrap) is used as it is; else
+    one is made for `redis_url` and closed with the pusher."""
     record = await asyncio.to_thread(load_integration, ledger, kind, store, secret_key)
     options = options or PushOptions()
     metrics = metrics or PusherMetrics()
     labels = metrics.labels(kind, store, record.channel)
-    redis_client = None
-    if redis_url:
+    redis_client = redis
+    owned = redis is None and redis_url is not None
+    if redis is None and redis_url is not None:
         import redis.asyncio as aioredis
 
         redis_client = aioredis.Redis.from_url(redis_url)
@@ -101,7 +105,7 @@ async def build_pusher(
     try:
         client = create_client(record, hooks)
     except Exception:
-        if redis_client is not None:
+        if owned:
             await redis_client.aclose()
         raise
     pusher = Pusher(
@@ -115,7 +119,8 @@ async def build_pusher(
         options=options,
     )
     if redis_client is not None:
-        pusher._closers.append(redis_client.aclose)
+        if owned:
+            pusher._closers.append(redis_client.aclose)
         pusher.report_to = (redis_client, report_key(redis_prefix, kind, store))
     return pusher
 
@@ -136,6 +141,7 @@ async def run_pusher(
     metrics: PusherMetrics | None = None,
     options: PushOptions | None = None,
     secret_key: bytes | None = None,
+    redis: Any = None,
 ) -> None:
     """`atp push <kind> --store NAME`: reconcile the store, then push changes until
     `stop_event` is set (graceful: held figures are written first) or the task is
@@ -150,6 +156,7 @@ async def run_pusher(
         metrics=metrics,
         options=options,
         secret_key=secret_key,
+        redis=redis,
     )
     try:
         await pusher.run(stop_event)
