@@ -300,3 +300,17 @@ class OrderView(msgspec.Struct, omit_defaults=True):
 class HistoryPage(msgspec.Struct):
     entries: list[dict[str, Any]]
     next_after: int | None
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """An RFC 9457 problem (media type application/problem+json), the body of every 4xx
+    and 5xx answer. `code` is the stable machine name (also the last segment of `type`);
+    `field` names the offending request member when one is at fault. Some problems carry
+    extra members (e.g. `shortfall` lines, `retry_after` seconds); clients ignore unknown ones."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    field: str | None = None

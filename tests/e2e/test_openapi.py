@@ -1,0 +1,139 @@
+"""The API describes itself (issue 10 section 3): `/schema/openapi.json` is a valid
+OpenAPI document that declares the bearer scheme, every problem a route can answer, the
+headers atp reads and sends, and `/schema` renders from assets atp serves itself."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from openapi_spec_validator import validate
+
+from tests.support.server import ADMIN_TOKEN, Server, running_service, service_env
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_service(service_env(None, str(tmp_path_factory.mktemp("openapi")))) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def document(service: Server) -> dict[str, Any]:
+    answer = httpx.get(f"{service.url}/schema/openapi.json", timeout=30)
+    assert answer.status_code == 200
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def _operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method in ("get", "put", "post", "delete"):
+                yield path, method, operation
+
+
+def test_the_document_is_valid_openapi(document: dict[str, Any]) -> None:
+    """Invariant: a client generator gets a document that passes the OpenAPI validator."""
+    validate(document)
+
+
+def test_every_v1_route_but_the_webhook_needs_a_bearer_token(document: dict[str, Any]) -> None:
+    """Invariant: the bearer scheme is declared, every /v1 route requires it (the webhook
+    route instead documents its HMAC headers), and each documents its 401 problem."""
+    scheme = document["components"]["securitySchemes"]["bearer"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    v1 = [(p, m, o) for p, m, o in _operations(document) if p.startswith("/v1/")]
+    assert len(v1) >= 30
+    for path, method, operation in v1:
+        assert "401" in operation["responses"], (method, path)
+        if path.startswith("/v1/webhooks/"):
+            assert "security" not in operation
+            headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+            assert "X-WC-Webhook-Signature" in headers
+        else:
+            assert operation["security"] == [{"bearer": []}], (method, path)
+
+
+def test_problems_are_one_typed_schema(document: dict[str, Any]) -> None:
+    """Invariant: every 4xx/5xx a route documents is an application/problem+json `Problem`
+    (type, title, status, detail, code, field?), and every route documents 500 and 503."""
+    problem = document["components"]["schemas"]["Problem"]
+    assert set(problem["required"]) == {"type", "title", "status", "detail", "code"}
+    assert "field" in problem["properties"]
+    for path, method, operation in _operations(document):
+        responses = operation["responses"]
+        assert {"500", "503"} <= set(responses), (method, path)
+        for status, response in responses.items():
+            if int(status) >= 400:
+                schema = response["content"]["application/problem+json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/Problem"}, (status, path)
+                assert "X-Correlation-ID" in response["headers"]
+            if int(status) in (429, 503):
+                assert "Retry-After" in response["headers"], (status, path)
+
+
+def test_headers_and_query_parameters_read_by_hand_are_declared(
+    document: dict[str, Any],
+) -> None:
+    """Invariant: a stock write requires `Idempotency-Key` and says it answers with
+    `ATP-Position` and `Idempotent-Replayed`; an availability read declares `min_position`
+    as a bounded integer."""
+    receipts = document["paths"]["/v1/receipts"]["post"]
+    key = next(p for p in receipts["parameters"] if p["name"] == "Idempotency-Key")
+    assert key["in"] == "header" and key["required"] is True
+    created = receipts["responses"]["201"]["headers"]
+    assert {"ATP-Position", "Idempotent-Replayed", "X-Correlation-ID"} <= set(created)
+    reads = document["paths"]["/v1/availability/{channel}/{sku}"]["get"]
+    position = next(p for p in reads["parameters"] if p["name"] == "min_position")
+    assert position["in"] == "query"
+    assert position["schema"]["type"] == "integer" and position["schema"]["minimum"] == 0
+
+
+def test_the_docs_page_works_offline(service: Server) -> None:
+    """Story: an operator opens /schema on a machine with no internet access. Invariant:
+    the page references no other host, and every script, stylesheet and icon it names is
+    served by atp itself (200, non-empty)."""
+    page = httpx.get(f"{service.url}/schema", timeout=30)
+    assert page.status_code == 200
+    assert "http://" not in page.text and "https://" not in page.text
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+    assert len(assets) >= 3, assets
+    for asset in assets:
+        answer = httpx.get(f"{service.url}{asset}", timeout=30)
+        assert answer.status_code == 200 and answer.content, asset
+    bundle = httpx.get(f"{service.url}/schema-assets/swagger-ui-bundle.js", timeout=30)
+    assert "SwaggerUIBundle" in bundle.text
+
+
+def test_a_token_is_accepted_as_documented(service: Server, document: dict[str, Any]) -> None:
+    """Story: a client written from the document alone sends `Authorization: Bearer` and
+    a receipt with its Idempotency-Key. Invariant: the receipt is counted (on_hand 5) and
+    the answer carries the ATP-Position header the document promises."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with httpx.Client(base_url=service.url, headers=headers, timeout=30) as client:
+        assert (
+            client.put(
+                "/v1/locations/DOC-WH", json={"name": "Doc WH", "kind": "warehouse"}
+            ).status_code
+            == 200
+        )
+        answer = client.post(
+            "/v1/receipts",
+            json={"location": "DOC-WH", "lines": [{"sku": "DOC-SKU", "quantity": 5}]},
+            headers={"Idempotency-Key": "doc-1"},
+        )
+        assert answer.status_code == 201, answer.text
+        assert "201" in document["paths"]["/v1/receipts"]["post"]["responses"]
+        assert int(answer.headers["ATP-Position"]) > 0
+        item = client.get(
+            "/v1/items/DOC-SKU", params={"min_position": answer.headers["ATP-Position"]}
+        )
+        assert item.status_code == 200
+        [location] = item.json()["locations"]
+        assert (location["location"], location["on_hand"]) == ("DOC-WH", 5), item.text
