@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
@@ -84,6 +85,15 @@ def assets_router() -> ControllerRouterHandler:
     )
 
 
+def returns(status: int, body: Any, description: str) -> dict[int, ResponseSpec]:
+    """`responses=` for a route whose handler answers pre-encoded bytes (a replay, or a
+    read model document): the document shows `body` (a msgspec struct) as the JSON of the
+    `status` answer, the wire keeps its bytes."""
+    return {
+        status: ResponseSpec(data_container=body, description=description, generate_examples=False)
+    }
+
+
 def _problems(handler: HTTPRouteHandler, path: str) -> list[int]:
     """The problem statuses `handler` can answer (contract: docs/contract.md, Errors)."""
     methods = set(handler.http_methods)
@@ -121,6 +131,7 @@ def annotate(handlers: Iterable[ControllerRouterHandler]) -> None:
                         data_container=s.Problem,
                         description=TITLES[status],
                         media_type=PROBLEM,
+                        generate_examples=False,
                     ),
                 )
             handler.responses = declared

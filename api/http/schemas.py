@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from projections.views import AvailabilityView
+
 CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$"
 Code = Annotated[str, msgspec.Meta(pattern=CODE_PATTERN)]
 Quantity = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
@@ -314,3 +316,17 @@ class Problem(msgspec.Struct, omit_defaults=True):
     detail: str
     code: str
     field: str | None = None
+
+
+class AvailabilityList(msgspec.Struct):
+    """GET /v1/availability/{channel}?sku=...: one read model document per SKU asked."""
+
+    items: list[AvailabilityView]
+
+
+class WebhookAnswer(msgspec.Struct, omit_defaults=True):
+    """A webhook's answer: `status` is applied, unchanged (with `reason`), queued, pong,
+    ignored (not an order topic) or echo (a product change atp made itself)."""
+
+    status: str
+    reason: str | None = None

@@ -137,3 +137,27 @@ def test_a_token_is_accepted_as_documented(service: Server, document: dict[str, 
         assert item.status_code == 200
         [location] = item.json()["locations"]
         assert (location["location"], location["on_hand"]) == ("DOC-WH", 5), item.text
+
+
+def test_every_success_body_is_a_typed_struct(document: dict[str, Any]) -> None:
+    """Invariant: no /v1 answer that carries JSON is typed `string` (as pre-encoded bytes
+    used to be): each 2xx body is a named schema, and an availability read's figures are
+    integers a generated client can compare."""
+    for path, method, operation in _operations(document):
+        if not path.startswith("/v1/"):
+            continue
+        for status, response in operation["responses"].items():
+            if int(status) >= 300 or "content" not in response:
+                continue
+            [(media, content)] = response["content"].items()
+            assert media == "application/json", (method, path)
+            schema = content["schema"]
+            assert schema.get("type") != "string", (method, path, status)
+            if schema.get("type") == "array":
+                schema = schema["items"]
+            assert "$ref" in schema or schema.get("type") == "object", (method, path, schema)
+    schemas = document["components"]["schemas"]
+    one = document["paths"]["/v1/availability/{channel}/{sku}"]["get"]["responses"]["200"]
+    name = one["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert schemas[name]["properties"]["available"]["type"] == "integer"
+    assert set(schemas[name]["required"]) >= {"sku", "channel", "available", "status"}
