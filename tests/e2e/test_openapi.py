@@ -4,15 +4,20 @@ headers atp reads and sends, and `/schema` renders from assets atp serves itself
 
 from __future__ import annotations
 
+import importlib
+import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from openapi_spec_validator import validate
 
-from tests.support.server import ADMIN_TOKEN, Server, running_service, service_env
+from tests.support.server import ADMIN_TOKEN, Server, atp, running_service, service_env
 
 pytestmark = pytest.mark.e2e
 
@@ -161,3 +166,156 @@ def test_every_success_body_is_a_typed_struct(document: dict[str, Any]) -> None:
     name = one["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
     assert schemas[name]["properties"]["available"]["type"] == "integer"
     assert set(schemas[name]["required"]) >= {"sku", "channel", "available", "status"}
+
+
+def _generated_client(
+    document: dict[str, Any], where: Path, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    """`openapi-python-client` run on the served document; the generated package imported."""
+    (where / "openapi.json").write_text(json.dumps(document))
+    (where / "config.yaml").write_text("post_hooks: []\n")
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "openapi-python-client"),
+            "generate",
+            "--path=openapi.json",
+            "--config=config.yaml",
+            "--meta=none",
+            "--output-path=atp_client",
+        ],
+        cwd=where,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    monkeypatch.syspath_prepend(str(where))
+    return importlib.import_module("atp_client")
+
+
+def test_the_walkthrough_through_a_generated_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Story: a storefront team generates its client from /schema/openapi.json and runs the
+    README walk-through with it (demo data loaded). Invariant: every call type-checks
+    against the generated models and shows the README's figures: web may sell 8 after the
+    receipt of 10, 5 after the hold of 3; after shipping 3 and a return of 1 restocked and
+    1 damaged, WH1 has 9 on hand, 1 damaged, 8 sellable, and the web 6."""
+    env = service_env(None, str(tmp_path / "data"), ATP_ADMIN_TOKEN="dev-admin-token")
+    atp("migrate", env=env)
+    atp("demo", env=env)
+    with running_service(env) as server:
+        document = httpx.get(f"{server.url}/schema/openapi.json", timeout=30).json()
+        generated = tmp_path / "client"
+        generated.mkdir()
+        _generated_client(document, generated, monkeypatch)
+        from atp_client import AuthenticatedClient  # type: ignore[import-not-found]
+        from atp_client import models as m  # type: ignore[import-not-found]
+        from atp_client.api.default import (  # type: ignore[import-not-found]
+            v1_availability_channel_sku_availability_one as availability,
+        )
+        from atp_client.api.default import (
+            v1_items_sku_get_item as item,
+        )
+        from atp_client.api.default import (
+            v1_orders_order_id_returns_return_order as return_order,
+        )
+        from atp_client.api.default import (
+            v1_orders_order_id_shipments_ship_order as ship,
+        )
+        from atp_client.api.default import (
+            v1_receipts_post_receipt as receipt,
+        )
+        from atp_client.api.default import (
+            v1_reservations_reservation_id_commit_commit as commit,
+        )
+        from atp_client.api.default import (
+            v1_reservations_reserve as reserve,
+        )
+        from atp_client.api.default import (
+            v1_tokens_create_token as create_token,
+        )
+
+        client = AuthenticatedClient(base_url=server.url, token="dev-admin-token")
+        token = create_token.sync(
+            client=client,
+            body=m.TokenRequest.from_dict(
+                {"name": "webshop", "scopes": ["availability:read", "reservations:write"]}
+            ),
+        )
+        assert isinstance(token, m.TokenView) and token.token, token
+        moved = receipt.sync(
+            client=client,
+            idempotency_key="rcpt-1",
+            body=m.ReceiptRequest.from_dict(
+                {
+                    "location": "WH1",
+                    "lines": [{"sku": "SOCK-RED-42", "quantity": 10}],
+                    "reference": "PO-1",
+                }
+            ),
+        )
+        assert isinstance(moved, m.MovementView), moved
+        assert (moved.lines[0].location, moved.lines[0].on_hand) == ("WH1", 10)
+        shop = AuthenticatedClient(base_url=server.url, token=token.token)
+        web = availability.sync("web", "SOCK-RED-42", client=shop)
+        assert isinstance(web, m.AvailabilityView) and (web.available, web.status) == (
+            8,
+            "in_stock",
+        )
+        held = reserve.sync(
+            client=shop,
+            idempotency_key="cart-1001",
+            body=m.ReservationRequest.from_dict(
+                {
+                    "channel": "web",
+                    "lines": [{"sku": "SOCK-RED-42", "quantity": 3}],
+                    "ttl_seconds": 900,
+                }
+            ),
+        )
+        assert isinstance(held, m.ReservationView) and held.status == "held", held
+        web = availability.sync("web", "SOCK-RED-42", client=shop)
+        assert (web.available, web.status) == (5, "low_stock")
+        committed = commit.sync(
+            held.reservation_id,
+            client=shop,
+            idempotency_key="commit-1001",
+            body=m.CommitRequest.from_dict({"order_id": "o-1001"}),
+        )
+        assert isinstance(committed, m.ReservationView) and committed.status == "committed"
+        shipped = ship.sync(
+            "o-1001",
+            client=client,
+            idempotency_key="ship-1001",
+            body=m.ShipmentRequest.from_dict(
+                {
+                    "shipment_id": "sh-1",
+                    "location": "WH1",
+                    "lines": [{"sku": "SOCK-RED-42", "quantity": 3}],
+                }
+            ),
+        )
+        assert isinstance(shipped, m.OrderView) and shipped.status == "shipped", shipped
+        returned = return_order.sync(
+            "o-1001",
+            client=client,
+            idempotency_key="rma-1001",
+            body=m.ReturnRequest.from_dict(
+                {
+                    "return_id": "rma-1",
+                    "location": "WH1",
+                    "lines": [
+                        {"sku": "SOCK-RED-42", "quantity": 1, "disposition": "restock"},
+                        {"sku": "SOCK-RED-42", "quantity": 1, "disposition": "damaged"},
+                    ],
+                }
+            ),
+        )
+        assert isinstance(returned, m.OrderView), returned
+        assert returned.status == "partially_returned"
+        assert returned.lines[0].returned == 2
+        figures = item.sync("SOCK-RED-42", client=client)
+        assert isinstance(figures, m.ItemView), figures
+        wh1 = next(f for f in figures.locations if f.location == "WH1")
+        assert (wh1.on_hand, wh1.allocated, wh1.held, wh1.damaged, wh1.sellable) == (9, 0, 0, 1, 8)
+        assert next(c for c in figures.channels if c.channel == "web").available == 6
