@@ -5,7 +5,8 @@ Litestar cannot see them. `annotate(handlers)` documents, before the app is buil
 bearer security of every /v1 route but the public ones, and the RFC 9457 problems each
 route can answer (one `Problem` schema, media type application/problem+json).
 `complete(app)` then adds what Litestar's models have no handler-level field for: the
-`Idempotency-Key` request header, `min_position`, and the `ATP-Position`,
+`Idempotency-Key` request header, `min_position`, a body decoded by hand (a route's
+`opt["body"]`: the msgspec structs it accepts), and the `ATP-Position`,
 `Idempotent-Replayed`, `Retry-After` and `X-Correlation-ID` response headers.
 The docs page (`/schema`) is Swagger UI served from `api/http/static/swagger-ui`
 (npm `swagger-ui-dist`, Apache-2.0, licence alongside): no CDN, so it works offline.
@@ -18,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
@@ -25,9 +27,12 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import (
     Components,
     OpenAPIHeader,
+    OpenAPIMediaType,
     OpenAPIResponse,
     Operation,
     Parameter,
+    Reference,
+    RequestBody,
     Schema,
     SecurityScheme,
 )
@@ -145,6 +150,50 @@ def _parameter(name: str, where: str, required: bool, schema: Schema, text: str)
     return Parameter(name=name, param_in=where, required=required, schema=schema, description=text)
 
 
+SNAKE = {
+    "anyOf": "any_of",
+    "additionalProperties": "additional_properties",
+    "exclusiveMinimum": "exclusive_minimum",
+    "exclusiveMaximum": "exclusive_maximum",
+    "maxLength": "max_length",
+    "minLength": "min_length",
+    "maxItems": "max_items",
+    "minItems": "min_items",
+}
+
+
+def _schema(json_schema: Any) -> Any:
+    """A msgspec JSON schema (dict) as Litestar's OpenAPI model (Schema or Reference)."""
+    if not isinstance(json_schema, dict):
+        return json_schema
+    if "$ref" in json_schema:
+        return Reference(ref=json_schema["$ref"])
+    fields: dict[str, Any] = {}
+    for key, value in json_schema.items():
+        name = SNAKE.get(str(key), str(key))
+        if name == "type":
+            value = OpenAPIType(value)
+        elif name == "properties":
+            value = {k: _schema(v) for k, v in value.items()}
+        elif name in ("any_of", "items", "additional_properties"):
+            value = [_schema(v) for v in value] if isinstance(value, list) else _schema(value)
+        fields[name] = value
+    return Schema(**fields)
+
+
+def _request_body(structs: tuple[type, ...], components: Components) -> RequestBody:
+    """The JSON body of a route that decodes it by hand: one of `structs` (registered as
+    components under their class names)."""
+    refs, defined = msgspec.json.schema_components(
+        structs, ref_template="#/components/schemas/{name}"
+    )
+    schemas = dict(components.schemas or {})
+    schemas.update({name: _schema(schema) for name, schema in defined.items()})
+    components.schemas = schemas
+    body = _schema(refs[0]) if len(refs) == 1 else Schema(any_of=[_schema(r) for r in refs])
+    return RequestBody(content={"application/json": OpenAPIMediaType(schema=body)}, required=True)
+
+
 def _complete_operation(
     path: str, method: str, operation: Operation, handler: HTTPRouteHandler
 ) -> None:
@@ -210,3 +259,7 @@ def complete(app: Litestar, handlers: Iterable[ControllerRouterHandler]) -> None
             route = by_route.get((path, method.upper()))
             if operation is not None and route is not None:
                 _complete_operation(path, method.upper(), operation, route)
+                if route.opt.get("body") and operation.request_body is None:
+                    components = document.components
+                    assert isinstance(components, Components)
+                    operation.request_body = _request_body(route.opt["body"], components)
