@@ -304,11 +304,22 @@ class HistoryPage(msgspec.Struct):
     next_after: int | None
 
 
+class ShortLineView(msgspec.Struct):
+    """A line a reservation or order could not cover (problem `insufficient-stock`)."""
+
+    sku: str
+    requested: int
+    available: int
+
+
 class Problem(msgspec.Struct, omit_defaults=True):
     """An RFC 9457 problem (media type application/problem+json), the body of every 4xx
     and 5xx answer. `code` is the stable machine name (also the last segment of `type`);
-    `field` names the offending request member when one is at fault. Some problems carry
-    extra members (e.g. `shortfall` lines, `retry_after` seconds); clients ignore unknown ones."""
+    `field` names the offending request member when one is at fault (`errors`: every
+    validation error). The other members are carried by some domain problems (atp.errors):
+    `lines` (shortfall per SKU), `resource`/`id`/`current_status` (not found, conflict,
+    illegal state), `sku`/`location`/`quantity`/`current`/`change` (a figure that would go
+    negative). Clients ignore members they do not know."""
 
     type: str
     title: str
@@ -316,6 +327,16 @@ class Problem(msgspec.Struct, omit_defaults=True):
     detail: str
     code: str
     field: str | None = None
+    errors: list[dict[str, Any]] | None = None
+    lines: list[ShortLineView] | None = None
+    resource: str | None = None
+    id: str | None = None
+    current_status: str | None = None
+    sku: str | None = None
+    location: str | None = None
+    quantity: str | None = None
+    current: int | None = None
+    change: int | None = None
 
 
 class AvailabilityList(msgspec.Struct):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 from openapi_spec_validator import validate
 
@@ -334,3 +335,41 @@ def test_a_body_decoded_by_hand_is_declared(document: dict[str, Any]) -> None:
     woo = document["components"]["schemas"]["WooCommerceIn"]
     assert woo["required"] == ["url", "channel"] and woo["additionalProperties"] is False
     assert woo["properties"]["max_requests_per_second"]["exclusiveMinimum"] == 0
+
+
+def test_a_shortfall_problem_matches_the_documented_problem(
+    service: Server, document: dict[str, Any]
+) -> None:
+    """Story: the last 2 units of a SKU, a cart asks for 3. Invariant: the 409 names the
+    shortfall (requested 3, available 2), its body validates against the document's
+    `Problem` schema, and the refused hold changes nothing (web still sells 2)."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with httpx.Client(base_url=service.url, headers=headers, timeout=30) as client:
+        for code, body in (
+            ("/v1/locations/LAST-WH", {"name": "Last", "kind": "warehouse"}),
+            ("/v1/channels/last-web", {"locations": ["LAST-WH"], "low_stock_threshold": 0}),
+        ):
+            assert client.put(code, json=body).status_code == 200
+        receipt = {"location": "LAST-WH", "lines": [{"sku": "LAST-1", "quantity": 2}]}
+        stocked = client.post(
+            "/v1/receipts", json=receipt, headers={"Idempotency-Key": "last-receipt"}
+        )
+        assert stocked.status_code == 201
+        cart = {"channel": "last-web", "lines": [{"sku": "LAST-1", "quantity": 3}]}
+        refused = client.post(
+            "/v1/reservations", json=cart, headers={"Idempotency-Key": "last-cart"}
+        )
+        assert refused.status_code == 409
+        assert refused.headers["content-type"] == "application/problem+json"
+        problem = refused.json()
+        assert problem["lines"] == [{"sku": "LAST-1", "requested": 3, "available": 2}]
+        documented = document["paths"]["/v1/reservations"]["post"]["responses"]["409"]
+        schema = documented["content"]["application/problem+json"]["schema"]
+        jsonschema.validate(problem, {**schema, "components": document["components"]})
+        properties = document["components"]["schemas"]["Problem"]["properties"]
+        assert set(problem) <= set(properties), set(problem) - set(properties)
+        left = client.get(
+            "/v1/availability/last-web/LAST-1",
+            params={"min_position": stocked.headers["ATP-Position"]},
+        )
+        assert left.json()["available"] == 2
