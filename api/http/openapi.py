@@ -6,7 +6,7 @@ bearer security of every /v1 route but the public ones, and the RFC 9457 problem
 route can answer (one `Problem` schema, media type application/problem+json).
 `complete(app)` then adds what Litestar's models have no handler-level field for: the
 `Idempotency-Key` request header, `min_position`, a body decoded by hand (a route's
-`opt["body"]`: the msgspec structs it accepts), and the `ATP-Position`,
+`opt["body"]`: the msgspec structs it accepts; `opt["body_required"]`, default True), and the `ATP-Position`,
 `Idempotent-Replayed`, `Retry-After` and `X-Correlation-ID` response headers.
 The docs page (`/schema`) is Swagger UI served from `api/http/static/swagger-ui`
 (npm `swagger-ui-dist`, Apache-2.0, licence alongside): no CDN, so it works offline.
@@ -181,7 +181,7 @@ def _schema(json_schema: Any) -> Any:
     return Schema(**fields)
 
 
-def _request_body(structs: tuple[type, ...], components: Components) -> RequestBody:
+def _request_body(structs: tuple[type, ...], components: Components, required: bool) -> RequestBody:
     """The JSON body of a route that decodes it by hand: one of `structs` (registered as
     components under their class names)."""
     refs, defined = msgspec.json.schema_components(
@@ -191,7 +191,8 @@ def _request_body(structs: tuple[type, ...], components: Components) -> RequestB
     schemas.update({name: _schema(schema) for name, schema in defined.items()})
     components.schemas = schemas
     body = _schema(refs[0]) if len(refs) == 1 else Schema(any_of=[_schema(r) for r in refs])
-    return RequestBody(content={"application/json": OpenAPIMediaType(schema=body)}, required=True)
+    content = {"application/json": OpenAPIMediaType(schema=body)}
+    return RequestBody(content=content, required=required)
 
 
 def _complete_operation(
@@ -262,4 +263,5 @@ def complete(app: Litestar, handlers: Iterable[ControllerRouterHandler]) -> None
                 if route.opt.get("body") and operation.request_body is None:
                     components = document.components
                     assert isinstance(components, Components)
-                    operation.request_body = _request_body(route.opt["body"], components)
+                    required = route.opt.get("body_required", True)
+                    operation.request_body = _request_body(route.opt["body"], components, required)

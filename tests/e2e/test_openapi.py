@@ -326,7 +326,8 @@ def test_the_walkthrough_through_a_generated_client(
 
 def test_a_body_decoded_by_hand_is_declared(document: dict[str, Any]) -> None:
     """Invariant: PUT /v1/integrations/{kind}/{store} (decoded per kind, by hand) documents
-    the body of each kind, strict as the decoder: required members, no unknown ones."""
+    the body of each kind, strict as the decoder: required members, no unknown ones; an
+    order's cancel documents its optional body (the lines to cancel)."""
     body = document["paths"]["/v1/integrations/{kind}/{store}"]["put"]["requestBody"]
     assert body["required"] is True
     kinds = body["content"]["application/json"]["schema"]["anyOf"]
@@ -335,6 +336,10 @@ def test_a_body_decoded_by_hand_is_declared(document: dict[str, Any]) -> None:
     woo = document["components"]["schemas"]["WooCommerceIn"]
     assert woo["required"] == ["url", "channel"] and woo["additionalProperties"] is False
     assert woo["properties"]["max_requests_per_second"]["exclusiveMinimum"] == 0
+    cancel = document["paths"]["/v1/orders/{order_id}/cancel"]["post"]["requestBody"]
+    assert cancel["required"] is False  # no body: the whole order
+    lines = cancel["content"]["application/json"]["schema"]
+    assert lines == {"$ref": "#/components/schemas/CancelRequest"}
 
 
 def test_a_shortfall_problem_matches_the_documented_problem(

@@ -155,7 +155,8 @@ async def get_order(request: Request[Any, Any, Any], order_id: str) -> s.OrderVi
 
 @post(
     "/v1/orders/{order_id:str}/cancel",
-    opt=ORD,
+    # No body cancels the whole order; the body (decoded by hand) names lines to cancel.
+    opt={**ORD, "body": (s.CancelRequest,), "body_required": False},
     status_code=200,
     responses=returns(200, s.OrderView, "The order"),
 )
