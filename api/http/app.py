@@ -15,7 +15,6 @@ from urllib.parse import quote, unquote_to_bytes
 from cachetools import TTLCache
 from litestar import Litestar
 from litestar.enums import ScopeType
-from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.webhook_queue import WebhookQueue
@@ -25,6 +24,7 @@ from api.http.controllers import admin, checkout, integrations, policies, reads,
 from api.http.decoding import strict_input
 from api.http.gateway import Gateway
 from api.http.metrics import WriterSampler, request_middleware, worker_exit
+from api.http.openapi import annotate, assets_router, complete, openapi_config
 from api.http.problems import EXCEPTION_HANDLERS, domain_problem, problem_response
 from api.log import configure as configure_logging
 from api.service.queries import ReadSide
@@ -208,16 +208,18 @@ def create_app(services: Services | None = None) -> Litestar:
         *integrations.ROUTES,
         *webhooks.ROUTES,
     ]
+    annotate(route_handlers)
     app = Litestar(
-        route_handlers=route_handlers,
+        route_handlers=[*route_handlers, assets_router()],
         lifespan=[lifespan],
         exception_handlers={**EXCEPTION_HANDLERS, DomainError: _on_domain_error},
-        openapi_config=OpenAPIConfig(title="atp", version="0.1.0", path="/schema"),
+        openapi_config=openapi_config(),
         middleware=[_read_your_writes, auth_middleware],
         before_request=strict_input,
         logging_config=None,  # api.log configures the process (text or JSON)
         debug=False,
     )
+    complete(app, route_handlers)
     # Outside Litestar's exception handling and routing, so that the answers they produce
     # (401/403/429 raised by auth, 404 of the router, 500) are counted and carry the id too.
     app.asgi_handler = request_middleware(app.asgi_handler)

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from projections.views import AvailabilityView
+
 CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$"
 Code = Annotated[str, msgspec.Meta(pattern=CODE_PATTERN)]
 Quantity = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
@@ -300,3 +302,52 @@ class OrderView(msgspec.Struct, omit_defaults=True):
 class HistoryPage(msgspec.Struct):
     entries: list[dict[str, Any]]
     next_after: int | None
+
+
+class ShortLineView(msgspec.Struct):
+    """A line a reservation or order could not cover (problem `insufficient-stock`)."""
+
+    sku: str
+    requested: int
+    available: int
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """An RFC 9457 problem (media type application/problem+json), the body of every 4xx
+    and 5xx answer. `code` is the stable machine name (also the last segment of `type`);
+    `field` names the offending request member when one is at fault (`errors`: every
+    validation error). The other members are carried by some domain problems (atp.errors):
+    `lines` (shortfall per SKU), `resource`/`id`/`current_status` (not found, conflict,
+    illegal state), `sku`/`location`/`quantity`/`current`/`change` (a figure that would go
+    negative). Clients ignore members they do not know."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    field: str | None = None
+    errors: list[dict[str, Any]] | None = None
+    lines: list[ShortLineView] | None = None
+    resource: str | None = None
+    id: str | None = None
+    current_status: str | None = None
+    sku: str | None = None
+    location: str | None = None
+    quantity: str | None = None
+    current: int | None = None
+    change: int | None = None
+
+
+class AvailabilityList(msgspec.Struct):
+    """GET /v1/availability/{channel}?sku=...: one read model document per SKU asked."""
+
+    items: list[AvailabilityView]
+
+
+class WebhookAnswer(msgspec.Struct, omit_defaults=True):
+    """A webhook's answer: `status` is applied, unchanged (with `reason`), queued, pong,
+    ignored (not an order topic) or echo (a product change atp made itself)."""
+
+    status: str
+    reason: str | None = None

@@ -1,5 +1,7 @@
 """Schemathesis over the running service (issue 8 section 7): whatever a client sends, the
-answer is never a 5xx. Bounded (25 generated requests per operation), on the embedded mode
+answer is never a 5xx, and (issue 10 section 3) it is one the OpenAPI document declares:
+status code, content type and body schema, and a request that breaks the document is
+refused. Bounded (25 generated requests per operation), on the embedded mode
 and on PostgreSQL + Redis (with the projector), so `make test` and CI run it in minutes.
 """
 
@@ -22,6 +24,12 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tests.support.pg import fresh_database
 from tests.support.redis_db import prefixed, redis_url
@@ -82,6 +90,35 @@ NUMBERS = ("\u00b2", "9223372036854775808", "-1", "1e3")
 """Values for each integer query parameter: a non-ASCII digit, past int64, negative, float."""
 
 
+CONFORMANCE = [
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
+"""Each answer is one the document declares (status and media type), matches its schema,
+and a request that breaks the document is refused (issue 10 section 3)."""
+
+
+def _negative_in_headers(case: Any) -> bool:
+    """A negative case whose broken parts are headers (and, at most, extra query parameters,
+    which atp ignores like any HTTP API): `authorised` replaces Authorization and
+    Idempotency-Key with valid ones, so the request sent is no longer invalid."""
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_negative:
+        return False
+    data = meta.phase.data
+    mutations = list(getattr(data, "mutations", None) or [])
+    if not mutations:
+        location = getattr(data, "parameter_location", None)
+        return location is not None and location.name == "HEADER"
+    places = [(m.parameter_location.name, m.keywords) for m in mutations]
+    return any(where == "HEADER" for where, _ in places) and all(
+        where == "HEADER" or (where == "QUERY" and "additionalProperties" in keywords)
+        for where, keywords in places
+    )
+
+
 def _integer_parameters(operation: Any) -> list[str]:
     return [p.name for p in operation.query if '"integer"' in json.dumps(p.definition)]
 
@@ -135,11 +172,17 @@ def fuzz(operation: Any, url: str, statuses: Counter[int]) -> None:
         suppress_health_check=list(HealthCheck),
     )
     def call(case: Any) -> None:
-        response = case.call(base_url=url, headers=authorised(case.method), timeout=30)
+        headers = authorised(case.method)
+        response = case.call(base_url=url, headers=headers, timeout=30)
         statuses[response.status_code] += 1
         where = f"{case.method} {case.formatted_path} -> {response.status_code}"
         assert response.status_code < 500, f"{where}: {response.text[:300]}"
         assert "Traceback" not in response.text, where
+        checks = CONFORMANCE if not _negative_in_headers(case) else CONFORMANCE[:3]
+        try:
+            case.validate_response(response, checks=checks, headers=headers)
+        except AssertionError as failure:  # schemathesis' FailureGroup is one
+            raise AssertionError(f"{where}: {str(failure).strip()[:600]}") from None
         if not mutated:
             mutated.append(True)
             _send_hostile(url, case, integers, statuses)
@@ -151,7 +194,9 @@ def test_no_generated_request_gets_a_5xx(fuzzed: Server) -> None:
     """Invariant: any request the OpenAPI document allows (positive mode), requests that
     break it (negative mode: wrong types, missing fields, values out of pattern) and
     hand-made mutations (invalid UTF-8, deep nesting, non-ASCII digits, trailing newlines,
-    double-encoded slashes) are answered below 500, with no stack trace."""
+    double-encoded slashes) are answered below 500, with no stack trace; every generated
+    request's answer has a documented status and content type and matches its schema, and
+    no negative request is accepted (schemathesis' conformance checks)."""
     schema = schemathesis.openapi.from_url(f"{fuzzed.url}/schema/openapi.json", timeout=30)
     failures: list[str] = []
     statuses: Counter[int] = Counter()

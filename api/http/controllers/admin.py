@@ -18,6 +18,7 @@ from api.http import schemas as s
 from api.http.auth import CHECK_SECONDS
 from api.http.controllers.common import ADMIN, gateway, ledger, operations, service
 from api.http.metrics import exposition, gauges_now
+from api.http.openapi import returns
 from api.http.problems import ApiProblem
 from api.service import order_sync
 from api.service.commands import ServiceWorld
@@ -38,7 +39,12 @@ REPLAY_PURPOSE = b"atp: issued tokens in idempotency records"
 SEALED = "sealed:"
 
 
-@post("/v1/tokens", opt={"scopes": (ADMIN,)}, status_code=201)
+@post(
+    "/v1/tokens",
+    opt={"scopes": (ADMIN,)},
+    status_code=201,
+    responses=returns(201, s.TokenView, "The token (its secret, shown once)"),
+)
 async def create_token(request: Request[Any, Any, Any], data: s.TokenRequest) -> Response[bytes]:
     """Issue a random token. Names are unique among live tokens (409), `admin` is reserved
     (422). The ledger keeps the token's sha256; an idempotency record keeps the token itself
@@ -107,7 +113,12 @@ async def list_tokens(request: Request[Any, Any, Any]) -> s.TokenList:
     return s.TokenList(await asyncio.to_thread(load))
 
 
-@delete("/v1/tokens/{name:str}", opt={"scopes": (ADMIN,)}, status_code=200)
+@delete(
+    "/v1/tokens/{name:str}",
+    opt={"scopes": (ADMIN,)},
+    status_code=200,
+    responses=returns(200, s.TokenDeleted, "The revoked token"),
+)
 async def delete_token(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
     """Revoke the live token `name`: every API process refuses it from the answer on (which
     comes CHECK_SECONDS after the revocation is recorded)."""

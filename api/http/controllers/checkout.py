@@ -24,13 +24,17 @@ from api.http.controllers.common import (
     service,
 )
 from api.http.decoding import decode_body
+from api.http.openapi import returns
 from api.http.views import order_view, reservation_view
 from api.service.commands import ServiceWorld
 from atp import commands as cmd
 from atp.errors import NotFound
 
-RES = {"scopes": (RESERVATIONS_WRITE,)}
-ORD = {"scopes": (ORDERS_WRITE,)}
+# Every POST here requires an Idempotency-Key (require_key=True); the opt says so to the
+# OpenAPI document.
+RES = {"scopes": (RESERVATIONS_WRITE,), "idempotency_key": "required"}
+ORD = {"scopes": (ORDERS_WRITE,), "idempotency_key": "required"}
+HELD = returns(200, s.ReservationView, "The reservation")
 
 
 def _lines(lines: list[s.LineIn]) -> tuple[cmd.Line, ...]:
@@ -56,7 +60,12 @@ def _order(order_id: str, status: int) -> Any:
     return render
 
 
-@post("/v1/reservations", opt=RES, status_code=201)
+@post(
+    "/v1/reservations",
+    opt=RES,
+    status_code=201,
+    responses=returns(201, s.ReservationView, "The reservation"),
+)
 async def reserve(request: Request[Any, Any, Any], data: s.ReservationRequest) -> Response[bytes]:
     reservation_id = uuid.uuid4().hex
     command = cmd.ReserveStock(
@@ -88,7 +97,7 @@ async def get_reservation(
     return reservation_view(state, service(request).clock())
 
 
-@post("/v1/reservations/{reservation_id:str}/extend", opt=RES, status_code=200)
+@post("/v1/reservations/{reservation_id:str}/extend", opt=RES, status_code=200, responses=HELD)
 async def extend(
     request: Request[Any, Any, Any], reservation_id: str, data: s.ExtendRequest
 ) -> Response[bytes]:
@@ -99,7 +108,7 @@ async def extend(
     )
 
 
-@post("/v1/reservations/{reservation_id:str}/release", opt=RES, status_code=200)
+@post("/v1/reservations/{reservation_id:str}/release", opt=RES, status_code=200, responses=HELD)
 async def release(request: Request[Any, Any, Any], reservation_id: str) -> Response[bytes]:
     reservation_id = path_code(reservation_id, "reservation")
     command = cmd.ReleaseReservation(reservation_id=reservation_id)
@@ -108,7 +117,12 @@ async def release(request: Request[Any, Any, Any], reservation_id: str) -> Respo
     )
 
 
-@post("/v1/reservations/{reservation_id:str}/commit", opt=RES, status_code=201)
+@post(
+    "/v1/reservations/{reservation_id:str}/commit",
+    opt=RES,
+    status_code=201,
+    responses=returns(201, s.ReservationView, "The reservation"),
+)
 async def commit(
     request: Request[Any, Any, Any], reservation_id: str, data: s.CommitRequest
 ) -> Response[bytes]:
@@ -122,7 +136,7 @@ async def commit(
     return await gateway(request).execute(request, commit, render, require_key=True)
 
 
-@post("/v1/orders", opt=ORD, status_code=201)
+@post("/v1/orders", opt=ORD, status_code=201, responses=returns(201, s.OrderView, "The order"))
 async def place_order(request: Request[Any, Any, Any], data: s.OrderRequest) -> Response[bytes]:
     command = cmd.PlaceOrder(order_id=data.order_id, channel=data.channel, lines=_lines(data.lines))
     return await gateway(request).execute(
@@ -139,7 +153,13 @@ async def get_order(request: Request[Any, Any, Any], order_id: str) -> s.OrderVi
     return order_view(state)
 
 
-@post("/v1/orders/{order_id:str}/cancel", opt=ORD, status_code=200)
+@post(
+    "/v1/orders/{order_id:str}/cancel",
+    # No body cancels the whole order; the body (decoded by hand) names lines to cancel.
+    opt={**ORD, "body": (s.CancelRequest,), "body_required": False},
+    status_code=200,
+    responses=returns(200, s.OrderView, "The order"),
+)
 async def cancel_order(request: Request[Any, Any, Any], order_id: str) -> Response[bytes]:
     order_id = path_code(order_id, "order")
     raw = await request.body()
@@ -151,7 +171,12 @@ async def cancel_order(request: Request[Any, Any, Any], order_id: str) -> Respon
     )
 
 
-@post("/v1/orders/{order_id:str}/shipments", opt=ORD, status_code=201)
+@post(
+    "/v1/orders/{order_id:str}/shipments",
+    opt=ORD,
+    status_code=201,
+    responses=returns(201, s.OrderView, "The order"),
+)
 async def ship_order(
     request: Request[Any, Any, Any], order_id: str, data: s.ShipmentRequest
 ) -> Response[bytes]:
@@ -167,7 +192,12 @@ async def ship_order(
     )
 
 
-@post("/v1/orders/{order_id:str}/returns", opt=ORD, status_code=201)
+@post(
+    "/v1/orders/{order_id:str}/returns",
+    opt=ORD,
+    status_code=201,
+    responses=returns(201, s.OrderView, "The order"),
+)
 async def return_order(
     request: Request[Any, Any, Any], order_id: str, data: s.ReturnRequest
 ) -> Response[bytes]:

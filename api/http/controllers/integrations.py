@@ -18,6 +18,7 @@ from litestar import Request, Response, get, put
 from adapters.sealing import SECRETS
 from api.http.controllers.common import ADMIN, gateway, ledger, operations, path_code
 from api.http.decoding import decode_body
+from api.http.openapi import returns
 from api.http.problems import ApiProblem
 from api.http.schemas import Code
 from api.service.commands import ServiceWorld
@@ -83,7 +84,13 @@ KINDS: dict[str, tuple[type[msgspec.Struct], tuple[str, ...]]] = {
 Kind = Literal["woocommerce", "amazon", "ebay"]
 
 
-@put("/v1/integrations/{kind:str}/{store:str}", opt={"scopes": (ADMIN,)}, status_code=200)
+@put(
+    "/v1/integrations/{kind:str}/{store:str}",
+    # body: the document shows the three kinds' bodies (decoded by hand, per `kind`).
+    opt={"scopes": (ADMIN,), "body": (WooCommerceIn, AmazonIn, EbayIn)},
+    status_code=200,
+    responses=returns(200, dict[str, Any], "The integration, secrets left out"),
+)
 async def put_integration(
     request: Request[Any, Any, Any], kind: str, store: str
 ) -> Response[bytes]:

@@ -17,6 +17,7 @@ from api.http.controllers.common import (
     ledger,
     path_code,
 )
+from api.http.openapi import returns
 from api.service.commands import ServiceWorld
 from atp import commands as cmd
 from atp.decide import POLICIES
@@ -38,7 +39,12 @@ def channel_view(ch: Channel) -> s.ChannelView:
     )
 
 
-@put("/v1/locations/{code:str}", opt={"scopes": (POLICY_WRITE,)}, status_code=200)
+@put(
+    "/v1/locations/{code:str}",
+    opt={"scopes": (POLICY_WRITE,)},
+    status_code=200,
+    responses=returns(200, s.LocationView, "The location"),
+)
 async def put_location(
     request: Request[Any, Any, Any], code: str, data: s.LocationRequest
 ) -> Response[bytes]:
@@ -51,7 +57,12 @@ async def put_location(
     return await gateway(request).execute(request, handle(request, command), render)
 
 
-@put("/v1/channels/{code:str}", opt={"scopes": (POLICY_WRITE,)}, status_code=200)
+@put(
+    "/v1/channels/{code:str}",
+    opt={"scopes": (POLICY_WRITE,)},
+    status_code=200,
+    responses=returns(200, s.ChannelView, "The channel"),
+)
 async def put_channel(
     request: Request[Any, Any, Any], code: str, data: s.ChannelRequest
 ) -> Response[bytes]:
@@ -71,7 +82,12 @@ async def put_channel(
     return await gateway(request).execute(request, handle(request, command), render)
 
 
-@put("/v1/safety-stock", opt={"scopes": (POLICY_WRITE,)}, status_code=200)
+@put(
+    "/v1/safety-stock",
+    opt={"scopes": (POLICY_WRITE,)},
+    status_code=200,
+    responses=returns(200, s.SafetyStockView, "The safety stock rule"),
+)
 async def put_safety_stock(
     request: Request[Any, Any, Any], data: s.SafetyStockRequest
 ) -> Response[bytes]:

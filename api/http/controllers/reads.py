@@ -22,11 +22,12 @@ from api.http.controllers.common import (
     query_code,
     service,
 )
+from api.http.openapi import returns
 from api.http.problems import ApiProblem
 from api.http.views import history_entry
 from api.service.queries import ReadSide
 from atp.decide import POLICIES
-from projections.views import empty_availability, empty_item
+from projections.views import AvailabilityView, ItemView, empty_availability, empty_item
 
 OPT = {"scopes": (AVAILABILITY_READ,)}
 JSON = "application/json"
@@ -55,7 +56,11 @@ def _min_position(request: Request[Any, Any, Any]) -> int | None:
     return int(raw)
 
 
-@get("/v1/availability/{channel:str}/{sku:str}", opt=OPT)
+@get(
+    "/v1/availability/{channel:str}/{sku:str}",
+    opt=OPT,
+    responses=returns(200, AvailabilityView, "What the channel may sell of the SKU"),
+)
 async def availability_one(
     request: Request[Any, Any, Any], channel: str, sku: str
 ) -> Response[bytes]:
@@ -78,7 +83,11 @@ async def availability_one(
     return Response(body, media_type=JSON)
 
 
-@get("/v1/availability/{channel:str}", opt=OPT)
+@get(
+    "/v1/availability/{channel:str}",
+    opt=OPT,
+    responses=returns(200, s.AvailabilityList, "One document per SKU asked"),
+)
 async def availability_many(
     request: Request[Any, Any, Any],
     channel: str,
@@ -108,7 +117,7 @@ async def availability_many(
     return Response(b'{"items":[' + b",".join(bodies) + b"]}", media_type=JSON)  # type: ignore[arg-type]
 
 
-@get("/v1/items/{sku:str}", opt=OPT)
+@get("/v1/items/{sku:str}", opt=OPT, responses=returns(200, ItemView, "The item's figures"))
 async def get_item(
     request: Request[Any, Any, Any], sku: str, min_position: MinPosition = None
 ) -> Response[bytes]:

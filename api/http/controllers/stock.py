@@ -17,11 +17,13 @@ from api.http.controllers.common import (
     operations,
     path_code,
 )
+from api.http.openapi import returns
 from api.http.views import movement_view
 from api.service.commands import ServiceWorld
 from atp import commands as cmd
 
 OPT = {"scopes": (STOCK_WRITE,), "idempotency_key": "required"}
+MOVED = returns(200, s.MovementView, "The transfer and the figures it left")
 
 
 def _lines(lines: list[s.LineIn] | list[s.IncomingLineIn]) -> tuple[cmd.Line, ...]:
@@ -29,7 +31,12 @@ def _lines(lines: list[s.LineIn] | list[s.IncomingLineIn]) -> tuple[cmd.Line, ..
     return tuple(cmd.Line(line.sku, line.quantity) for line in lines)
 
 
-@post("/v1/receipts", opt=OPT, status_code=201)
+@post(
+    "/v1/receipts",
+    opt=OPT,
+    status_code=201,
+    responses=returns(201, s.MovementView, "The movement and the figures it left"),
+)
 async def post_receipt(request: Request[Any, Any, Any], data: s.ReceiptRequest) -> Response[bytes]:
     command = cmd.ReceiveStock(
         location=data.location, lines=_lines(data.lines), reference=data.reference
@@ -45,7 +52,12 @@ async def post_receipt(request: Request[Any, Any, Any], data: s.ReceiptRequest) 
     )
 
 
-@post("/v1/adjustments", opt=OPT, status_code=201)
+@post(
+    "/v1/adjustments",
+    opt=OPT,
+    status_code=201,
+    responses=returns(201, s.MovementView, "The movement and the figures it left"),
+)
 async def post_adjustment(
     request: Request[Any, Any, Any], data: s.AdjustmentRequest
 ) -> Response[bytes]:
@@ -64,7 +76,12 @@ async def post_adjustment(
     return await gateway(request).execute(request, handle(request, command), render)
 
 
-@post("/v1/counts", opt=OPT, status_code=201)
+@post(
+    "/v1/counts",
+    opt=OPT,
+    status_code=201,
+    responses=returns(201, s.MovementView, "The movement and the figures it left"),
+)
 async def post_count(request: Request[Any, Any, Any], data: s.CountRequest) -> Response[bytes]:
     check_lines(data.lines)
     command = cmd.CountStock(
@@ -79,7 +96,12 @@ async def post_count(request: Request[Any, Any, Any], data: s.CountRequest) -> R
     return await gateway(request).execute(request, handle(request, command), render)
 
 
-@post("/v1/transfers", opt=OPT, status_code=201)
+@post(
+    "/v1/transfers",
+    opt=OPT,
+    status_code=201,
+    responses=returns(201, s.MovementView, "The movement and the figures it left"),
+)
 async def post_transfer(
     request: Request[Any, Any, Any], data: s.TransferRequest
 ) -> Response[bytes]:
@@ -118,7 +140,7 @@ def _transfer_view(transfer_id: str, kind: str, with_source: bool = False) -> An
     return render
 
 
-@post("/v1/transfers/{transfer_id:str}/receive", opt=OPT, status_code=200)
+@post("/v1/transfers/{transfer_id:str}/receive", opt=OPT, status_code=200, responses=MOVED)
 async def receive_transfer(
     request: Request[Any, Any, Any],
     transfer_id: str,
@@ -131,7 +153,7 @@ async def receive_transfer(
     return await gateway(request).execute(request, handle(request, command), render)
 
 
-@post("/v1/transfers/{transfer_id:str}/close", opt=OPT, status_code=200)
+@post("/v1/transfers/{transfer_id:str}/close", opt=OPT, status_code=200, responses=MOVED)
 async def close_transfer(
     request: Request[Any, Any, Any], transfer_id: str, data: s.TransferCloseRequest
 ) -> Response[bytes]:
@@ -142,7 +164,7 @@ async def close_transfer(
     return await gateway(request).execute(request, decider, render)
 
 
-@post("/v1/transfers/{transfer_id:str}/cancel", opt=OPT, status_code=200)
+@post("/v1/transfers/{transfer_id:str}/cancel", opt=OPT, status_code=200, responses=MOVED)
 async def cancel_transfer(request: Request[Any, Any, Any], transfer_id: str) -> Response[bytes]:
     transfer_id = path_code(transfer_id, "transfer")
     command = cmd.CancelTransfer(transfer_id=transfer_id)
@@ -151,7 +173,12 @@ async def cancel_transfer(request: Request[Any, Any, Any], transfer_id: str) -> 
     return await gateway(request).execute(request, decider, render)
 
 
-@post("/v1/incoming", opt=OPT, status_code=201)
+@post(
+    "/v1/incoming",
+    opt=OPT,
+    status_code=201,
+    responses=returns(201, s.MovementView, "The movement and the figures it left"),
+)
 async def post_incoming(
     request: Request[Any, Any, Any], data: s.IncomingRequest
 ) -> Response[bytes]:

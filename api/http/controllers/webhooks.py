@@ -23,8 +23,10 @@ from adapters.pushers.woocommerce import is_echo
 from adapters.records import IntegrationConfigured
 from adapters.sealing import unseal
 from adapters.webhooks import NotAnOrder, deleted_order, is_ping, parse_order, snapshot, verify
+from api.http import schemas as s
 from api.http.controllers.common import ledger, path_code, service
 from api.http.gateway import POSITION_HEADER
+from api.http.openapi import returns
 from api.http.problems import PROBLEM, ApiProblem, domain_problem
 from api.service.integrations import current, integration_stream
 from api.service.order_sync import IN_ORDER, METRICS, OrderSync
@@ -47,7 +49,15 @@ async def integration(request: Request[Any, Any, Any], store: str) -> Integratio
     return record
 
 
-@post("/v1/webhooks/woocommerce/{store:str}", opt={"public": True}, status_code=200)
+@post(
+    "/v1/webhooks/woocommerce/{store:str}",
+    opt={"public": True},
+    status_code=200,
+    responses={
+        **returns(200, s.WebhookAnswer, "Applied, unchanged (with the reason) or pong"),
+        **returns(202, s.WebhookAnswer, "Queued: applied by `atp webhooks`"),
+    },
+)
 async def woocommerce_webhook(request: Request[Any, Any, Any], store: str) -> Response[bytes]:
     store = path_code(store, "store")
     record = await integration(request, store)
