@@ -99,7 +99,11 @@ def test_single_sku_checkout_rush_sells_exactly_the_sellable_units(
             assert got["lines"] == r["body"]["lines"]
         # Both worker processes took writes, so two writers really raced.
         deadline = time.monotonic() + 5  # each worker samples its writer every second
-        while len(workers := writer_counters(server)) < 2 and time.monotonic() < deadline:
+
+        def sampled(workers: list[dict[str, int]]) -> bool:
+            return len(workers) == 2 and all(w["atp_writer_jobs_total"] > 0 for w in workers)
+
+        while not sampled(workers := writer_counters(server)) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert len(workers) == 2, workers
         assert all(w["atp_writer_jobs_total"] > 0 for w in workers), workers
