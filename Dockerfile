@@ -1,4 +1,7 @@
-FROM python:3.11-slim
+# The base image can be pinned by digest where a registry is reachable:
+#   docker build --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:<digest> .
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE}
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY atp ./atp
