@@ -24,6 +24,8 @@ from atp import commands as cmd
 
 OPT = {"scopes": (STOCK_WRITE,), "idempotency_key": "required"}
 MOVED = returns(200, s.MovementView, "The transfer and the figures it left")
+MOVEMENT = returns(201, s.MovementView, "The movement and the figures it left")
+"""What every stock movement answers (201), for the OpenAPI document."""
 
 
 def _lines(lines: list[s.LineIn] | list[s.IncomingLineIn]) -> tuple[cmd.Line, ...]:
@@ -35,7 +37,7 @@ def _lines(lines: list[s.LineIn] | list[s.IncomingLineIn]) -> tuple[cmd.Line, ..
     "/v1/receipts",
     opt=OPT,
     status_code=201,
-    responses=returns(201, s.MovementView, "The movement and the figures it left"),
+    responses=MOVEMENT,
 )
 async def post_receipt(request: Request[Any, Any, Any], data: s.ReceiptRequest) -> Response[bytes]:
     command = cmd.ReceiveStock(
@@ -56,7 +58,7 @@ async def post_receipt(request: Request[Any, Any, Any], data: s.ReceiptRequest) 
     "/v1/adjustments",
     opt=OPT,
     status_code=201,
-    responses=returns(201, s.MovementView, "The movement and the figures it left"),
+    responses=MOVEMENT,
 )
 async def post_adjustment(
     request: Request[Any, Any, Any], data: s.AdjustmentRequest
@@ -80,7 +82,7 @@ async def post_adjustment(
     "/v1/counts",
     opt=OPT,
     status_code=201,
-    responses=returns(201, s.MovementView, "The movement and the figures it left"),
+    responses=MOVEMENT,
 )
 async def post_count(request: Request[Any, Any, Any], data: s.CountRequest) -> Response[bytes]:
     check_lines(data.lines)
@@ -100,7 +102,7 @@ async def post_count(request: Request[Any, Any, Any], data: s.CountRequest) -> R
     "/v1/transfers",
     opt=OPT,
     status_code=201,
-    responses=returns(201, s.MovementView, "The movement and the figures it left"),
+    responses=MOVEMENT,
 )
 async def post_transfer(
     request: Request[Any, Any, Any], data: s.TransferRequest
@@ -177,7 +179,7 @@ async def cancel_transfer(request: Request[Any, Any, Any], transfer_id: str) -> 
     "/v1/incoming",
     opt=OPT,
     status_code=201,
-    responses=returns(201, s.MovementView, "The movement and the figures it left"),
+    responses=MOVEMENT,
 )
 async def post_incoming(
     request: Request[Any, Any, Any], data: s.IncomingRequest
