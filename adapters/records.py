@@ -108,3 +108,58 @@ class OrderPollCursor(Record, frozen=True):
 
     store: str
     modified: str
+
+
+class ReconciliationStarted(Record, frozen=True):
+    """A reconciliation with an ERP/WMS snapshot began (stream ("reconciliation", id)):
+    what it compares and how; `request_hash` tells a retry (same key, same file) from a
+    reuse of its key."""
+
+    reconciliation_id: str
+    location: str
+    as_of: datetime
+    source: str
+    complete: bool
+    apply: bool
+    tolerance: int
+    request_hash: str
+    started_at: datetime
+
+
+class DriftedLine(msgspec.Struct, frozen=True):
+    """One drifted SKU of a report (units; see atp.reconcile.ComparedLine)."""
+
+    sku: str
+    ledger_on_hand: int
+    snapshot_on_hand: int
+    drift: int
+    movements_after_as_of: int
+    applied: bool
+
+
+class ReconciliationLines(Record, frozen=True):
+    """One part (`part`, from 0) of the snapshot compared: `compared` SKUs, the drifted
+    ones in `lines`. Appended in the transaction that applied its corrections, so the
+    report is exactly what was applied."""
+
+    part: int
+    compared: int
+    lines: tuple[DriftedLine, ...]
+
+
+class ReconciliationFinished(Record, frozen=True):
+    """Every part is recorded; the totals are the sums over the parts."""
+
+    skus_compared: int
+    skus_drifted: int
+    units_drifted: int
+    finished_at: datetime
+
+
+class ReconciliationListed(Record, frozen=True):
+    """A finished reconciliation, on its location's index stream
+    ("reconciliation", "location:<code>"), oldest first."""
+
+    reconciliation_id: str
+    as_of: datetime
+    finished_at: datetime

@@ -66,6 +66,21 @@ class Services:
             self._commands = CommandService(self.ledger, clock=self.clock)
         return self._commands
 
+    def reconciliations(self, on_finished: Callable[[Any], None] = lambda _: None) -> Any:
+        """The reconciliation use cases (api.service.reconciliation) over `commands` and
+        the ledger's read-side SQL (asyncpg on PostgreSQL, SQLite embedded);
+        `on_finished(report)` is told of each finished reconciliation."""
+        from adapters.ledger_sql import reader_for
+        from api.service.reconciliation import Reconciliations
+
+        return Reconciliations(
+            self.commands,
+            reader_for(self.ledger, self.settings.database_url),
+            self.clock,
+            self.settings.drift_alert_units,
+            on_finished,
+        )
+
     def open(self) -> Services:
         """Open the ledger and start the command service's writer; returns self."""
         self.commands.start()

@@ -48,6 +48,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     push_alert_seconds: float = 300.0
     """ATP_PUSH_ALERT_SECONDS: /ready flags (and the log warns about) a channel whose
     pusher holds a change older than this."""
+    drift_alert_units: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """ATP_DRIFT_ALERT_UNITS: a reconciliation that finds more units of drift than this
+    logs a warning (0: never)."""
     amqp_url: str | None = None
     """ATP_AMQP_URL: RabbitMQ (unset: in-process bus)."""
     admin_token: str | None = None

@@ -102,6 +102,23 @@ class CountStock(Command, frozen=True):
     lines: tuple[CountLine, ...]
 
 
+class DriftLine(msgspec.Struct, frozen=True):
+    """One SKU's drift in units: the snapshot's on-hand minus atp's as of the snapshot."""
+
+    sku: str
+    drift: int
+
+
+class ReconcileStock(Command, frozen=True):
+    """Correct on-hand at `location` by each line's drift found by reconciliation
+    `reconciliation_id` against a snapshot taken at `as_of` (issue 13 §3)."""
+
+    location: str
+    reconciliation_id: str
+    as_of: datetime
+    lines: tuple[DriftLine, ...]
+
+
 class ShipTransfer(Command, frozen=True):
     """Send units from one location to another: they leave `from_location` at once and
     are in transit until received."""

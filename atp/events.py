@@ -90,6 +90,18 @@ class StockCounted(Event, frozen=True):
     previous: int
 
 
+class StockReconciled(Event, frozen=True):
+    """A reconciliation with an ERP/WMS snapshot found `drift` units (snapshot minus atp's
+    on-hand at the location as of `as_of`) and moved today's on-hand by it, so movements
+    after `as_of` survive; `reconciliation_id` names the report (issue 13 §3)."""
+
+    sku: str
+    location: str
+    drift: int
+    as_of: datetime
+    reconciliation_id: str
+
+
 class Uncovered(msgspec.Struct, frozen=True):
     """Units of one order's allocation (kind "order") or one reservation's hold (kind
     "hold") that on-hand stock at a location no longer covers."""
@@ -466,6 +478,7 @@ ItemEvent = (
     StockReceived
     | StockAdjusted
     | StockCounted
+    | StockReconciled
     | TransferDispatched
     | TransferArrived
     | IncomingExpected
@@ -512,6 +525,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     StockReceived,
     StockAdjusted,
     StockCounted,
+    StockReconciled,
     TransferDispatched,
     TransferArrived,
     IncomingExpected,

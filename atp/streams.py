@@ -12,7 +12,14 @@ DomainKind = Literal["policies", "item", "order", "reservation", "transfer"]
 """Kinds of stream the domain decides on and folds (`atp.world.evolve`)."""
 
 RecordKind = Literal[
-    "token", "token-use", "tokens", "idempotency", "integration", "webhook-order", "order-poll"
+    "token",
+    "token-use",
+    "tokens",
+    "idempotency",
+    "integration",
+    "webhook-order",
+    "order-poll",
+    "reconciliation",
 ]
 """Kinds of stream holding the service's own records (`adapters.records`), never decided on."""
 

@@ -71,6 +71,7 @@ def evolve(stream: Stream, state: StreamState, event: ev.Event) -> StreamState:
             | "integration"
             | "webhook-order"
             | "order-poll"
+            | "reconciliation"
         ):
             raise ValueError(f"{stream} holds service records, not domain events")
         case _:

@@ -40,6 +40,7 @@ ITEM_EVENTS: tuple[type[ev.Event], ...] = (
     ev.StockReceived,
     ev.StockAdjusted,
     ev.StockCounted,
+    ev.StockReconciled,
     ev.TransferDispatched,
     ev.TransferArrived,
     ev.IncomingExpected,

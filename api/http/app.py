@@ -20,10 +20,24 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from adapters.webhook_queue import WebhookQueue
 from api.bootstrap import Services, bootstrap
 from api.http.auth import TokenStore, auth_middleware
-from api.http.controllers import admin, checkout, integrations, policies, reads, stock, webhooks
+from api.http.controllers import (
+    admin,
+    checkout,
+    integrations,
+    policies,
+    reads,
+    reconciliations,
+    stock,
+    webhooks,
+)
 from api.http.decoding import strict_input
 from api.http.gateway import Gateway
-from api.http.metrics import WriterSampler, request_middleware, worker_exit
+from api.http.metrics import (
+    WriterSampler,
+    record_reconciliation,
+    request_middleware,
+    worker_exit,
+)
 from api.http.openapi import annotate, assets_router, complete, openapi_config
 from api.http.problems import EXCEPTION_HANDLERS, domain_problem, problem_response
 from api.log import configure as configure_logging
@@ -131,6 +145,7 @@ def create_app(services: Services | None = None) -> Litestar:
             ledger, settings.admin_token, settings.unknown_token_rate, use_recorder(service)
         )
         app.state.writer_sampler = WriterSampler(service)
+        app.state.reconciliations = services.reconciliations(record_reconciliation)
         # Keyed by store names from unauthenticated webhook URLs: bounded.
         app.state.integrations = TTLCache(maxsize=1024, ttl=60)
         app.state.webhook_queue = services.bus
@@ -197,6 +212,7 @@ def create_app(services: Services | None = None) -> Litestar:
                 await redis_client.aclose()
             if own_queue:
                 await app.state.webhook_queue.close()
+            await app.state.reconciliations.reader.close()
             services.close()
 
     route_handlers = [
@@ -207,6 +223,7 @@ def create_app(services: Services | None = None) -> Litestar:
         *admin.ROUTES,
         *integrations.ROUTES,
         *webhooks.ROUTES,
+        *reconciliations.ROUTES,
     ]
     annotate(route_handlers)
     app = Litestar(

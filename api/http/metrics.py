@@ -88,6 +88,34 @@ WORKER_JOBS = Gauge(
     multiprocess_mode="liveall",
 )
 
+RECONCILIATION_TIME = Gauge(
+    "atp_reconciliation_last_timestamp_seconds",
+    "When the last reconciliation of each location finished (Unix time).",
+    ["location"],
+    multiprocess_mode="mostrecent",
+)
+RECONCILIATION_SKUS = Gauge(
+    "atp_reconciliation_skus_drifted",
+    "SKUs the last reconciliation of each location found drifted.",
+    ["location"],
+    multiprocess_mode="mostrecent",
+)
+RECONCILIATION_UNITS = Gauge(
+    "atp_reconciliation_units_drifted",
+    "Units of drift (sum of |drift|) the last reconciliation of each location found.",
+    ["location"],
+    multiprocess_mode="mostrecent",
+)
+
+
+def record_reconciliation(report: Any) -> None:
+    """Carry a finished reconciliation (api.service.reconciliation.Report) into /metrics."""
+    finished = report.finished_at or report.started_at
+    RECONCILIATION_TIME.labels(location=report.location).set(finished.timestamp())
+    RECONCILIATION_SKUS.labels(location=report.location).set(report.skus_drifted)
+    RECONCILIATION_UNITS.labels(location=report.location).set(report.units_drifted)
+
+
 log = logging.getLogger("atp.request")
 
 

@@ -34,7 +34,7 @@ from atp.decide.orders import (
 )
 from atp.decide.policies import _define_channel, _define_location, _set_safety_stock
 from atp.decide.reservations import _commit, _expire, _extend, _release, _reserve
-from atp.decide.stock import _adjust, _count, _expect_incoming, _receive
+from atp.decide.stock import _adjust, _count, _expect_incoming, _receive, _reconcile
 from atp.decide.transfers import (
     _cancel_transfer,
     _close_transfer,
@@ -78,6 +78,8 @@ def decide(command: cmd.Command, world: World, now: datetime) -> Decision:
             return _adjust(command, world, now)
         case cmd.CountStock():
             return _count(command, world, now)
+        case cmd.ReconcileStock():
+            return _reconcile(command, world, now)
         case cmd.ShipTransfer():
             return _ship_transfer(command, world, now)
         case cmd.ReceiveTransfer():

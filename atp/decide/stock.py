@@ -202,6 +202,42 @@ def _count(c: cmd.CountStock, world: World, now: datetime) -> Decision:
     return decision
 
 
+def _reconcile(c: cmd.ReconcileStock, world: World, now: datetime) -> Decision:
+    """Each line's drift moves today's on-hand at the location by the drift (not to the
+    snapshot's figure, so movements after the snapshot survive), as `StockReconciled`,
+    through `_fact`: units found fill open shortfalls oldest order first, units lost may
+    leave the location over-promised, which is recorded (docs/contract.md, over-promise).
+    A drift below today's on-hand is applied down to 0 on hand, never below. Raises
+    InvalidCommand for an unknown location, an `as_of` without a UTC offset, a SKU listed
+    twice or a drift of 0."""
+    _location(world.policies(), c.location, "location")
+    if c.as_of.utcoffset() is None:
+        raise InvalidCommand("as_of", "as_of must carry a UTC offset")
+    seen: set[str] = set()
+    for i, line in enumerate(c.lines):
+        if line.sku in seen:
+            raise InvalidCommand(f"lines[{i}].sku", f"SKU {line.sku!r} appears more than once")
+        if line.drift == 0:
+            raise InvalidCommand(f"lines[{i}].drift", "drift must not be 0")
+        seen.add(line.sku)
+    items = world.items(seen)
+    decision: Decision = []
+    for line in c.lines:
+        item = items[line.sku]
+        drift = max(line.drift, -item.at(c.location).on_hand)
+        if drift == 0:
+            continue
+        event = ev.StockReconciled(
+            sku=line.sku,
+            location=c.location,
+            drift=drift,
+            as_of=c.as_of.astimezone(UTC),
+            reconciliation_id=c.reconciliation_id,
+        )
+        decision += _fact(world, item, event, c.location, drift, now)
+    return decision
+
+
 def _free_to_leave(item: ItemState, policies: Policies, location: str, now: datetime) -> int:
     """Units physically at the location that nothing has claimed (safety stock may leave)."""
     f = location_figures(item, policies, location, now)

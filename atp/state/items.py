@@ -149,6 +149,13 @@ def evolve_item(state: ItemState, event: ev.ItemEvent) -> ItemState:
                 stock, on_hand=counted, damaged=min(stock.damaged, counted)
             )
             return _with_locations(state, {**state.locations, loc: new})
+        case ev.StockReconciled(location=loc, drift=drift):
+            stock = state.at(loc)
+            on_hand = stock.on_hand + drift
+            new = msgspec.structs.replace(
+                stock, on_hand=on_hand, damaged=min(stock.damaged, on_hand)
+            )
+            return _with_locations(state, {**state.locations, loc: new})
         case ev.TransferDispatched(from_location=src, to_location=dst, quantity=q):
             moved = _with_locations(state, _bump(state, src, on_hand=-q))
             return _with_locations(moved, _bump(moved, dst, in_transit=q))

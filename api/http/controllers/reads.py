@@ -8,8 +8,10 @@ model includes it: read-your-writes across processes.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Request, Response, get
 from litestar.params import Parameter
 
@@ -119,10 +121,18 @@ async def availability_many(
 
 @get("/v1/items/{sku:str}", opt=OPT, responses=returns(200, ItemView, "The item's figures"))
 async def get_item(
-    request: Request[Any, Any, Any], sku: str, min_position: MinPosition = None
+    request: Request[Any, Any, Any],
+    sku: str,
+    min_position: MinPosition = None,
+    as_of: datetime | None = None,
 ) -> Response[bytes]:
+    """The item's figures from the read model; `?as_of=<RFC 3339>` computes them from the
+    ledger as they stood at that time (policies as of then too; a future time is 422)."""
     read = _read_side(request)
     sku = path_code(sku, "sku")
+    if as_of is not None:
+        view = await request.app.state.reconciliations.item_as_of(sku, as_of)
+        return Response(msgspec.json.encode(view), media_type=JSON)
     if min_position is not None:
         await read.wait_for(min_position)
     body = await read.model.item(sku)

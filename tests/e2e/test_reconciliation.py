@@ -1,0 +1,218 @@
+"""Reconciliation with ERP/WMS snapshots over HTTP, on the embedded SQLite ledger and on
+PostgreSQL (issue 13). Each story is one a retailer lived; its docstring states the invariant.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.route_helpers import Env, assert_problem, created, get_item, loc, make_env
+from tests.support.physical import deliver, item_at_head, register_store
+from tests.support.server import Server, running_service, service_env
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data = tmp_path_factory.mktemp("recon")
+    with running_service(service_env(None, str(Path(data)))) as srv:
+        yield srv
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def env(request: pytest.FixtureRequest, unique: str) -> Iterator[Env]:
+    """Warehouses WH and ST, channel `web` sourcing WH then ST, on either backend."""
+    srv: Server = request.getfixturevalue("embedded" if request.param == "sqlite" else "server")
+    with srv.client() as c:
+        yield make_env(c, unique)
+
+
+def moment() -> datetime:
+    """A time strictly between the writes before and after it (the server shares our clock)."""
+    time.sleep(0.02)
+    at = datetime.now(UTC)
+    time.sleep(0.02)
+    return at
+
+
+def reconcile(env: Env, as_of: datetime, key: str | None = None, **body: Any) -> httpx.Response:
+    payload = {"location": env.wh, "as_of": as_of.isoformat(), "source": "erp", **body}
+    return env.client.post(
+        "/v1/reconciliations", json=payload, headers={"Idempotency-Key": key or env.key()}
+    )
+
+
+def on_hand(env: Env, name: str = "A") -> int:
+    return int(loc(get_item(env.client, env.sku(name)), env.wh)["on_hand"])
+
+
+def test_movements_while_the_erp_exports_are_not_drift(env: Env) -> None:
+    """The ERP exports at 02:00 (10 on hand), the warehouse receives 3 and adjusts -1 until
+    02:10, the file arrives at 02:15: compared as of 02:00 there is no drift, and the two
+    later movements show as `movements_after_as_of`, never as drift."""
+    env.receive(env.wh, A=10)
+    exported = moment()
+    env.receive(env.wh, A=3)
+    adjust = {"location": env.wh, "sku": env.sku(), "delta": -1, "reason": "broken"}
+    created(env.client.post("/v1/adjustments", json=adjust))
+    report = created(reconcile(env, exported, lines=[{"sku": env.sku(), "on_hand": 10}]))
+    assert (report["skus_compared"], report["skus_drifted"], report["units_drifted"]) == (1, 0, 0)
+    assert report["lines"] == [] and report["status"] == "finished"
+    before = created(
+        env.client.get(f"/v1/items/{env.sku()}", params={"as_of": exported.isoformat()}), 200
+    )
+    assert loc(before, env.wh)["on_hand"] == 10
+    assert on_hand(env) == 12
+
+
+def test_a_missed_receipt_is_found_applied_and_fills_the_backorder_first(env: Env) -> None:
+    """A receipt of 5 never reached atp before the 02:00 export; an order of 2 sold meanwhile
+    is owed (shortfall). Applied, the drift of +5 moves today's on-hand by 5 (movements after
+    the export survive), the owed order is filled first, and a retry of the same cron job
+    (same key) changes nothing and answers the same report."""
+    store = f"{env.prefix}-shop"
+    created(env.client.put(f"/v1/channels/{env.web}", json={"locations": [env.wh]}), 200)
+    register_store(env.client, store, env.web)
+    env.receive(env.wh, A=1)
+    deliver(env.client, store, 7, **{env.sku(): 3})
+    assert item_at_head(env.client, env.sku())["shortfall"] == 2
+    exported = moment()
+    env.receive(env.wh, A=2)  # after the export: not drift
+    key = env.key()
+    lines = [{"sku": env.sku(), "on_hand": 6}]
+    first = reconcile(env, exported, key=key, apply=True, lines=lines)
+    report = created(first)
+    (line,) = report["lines"]
+    assert (line["ledger_on_hand"], line["snapshot_on_hand"], line["drift"]) == (1, 6, 5)
+    assert (line["movements_after_as_of"], line["applied"]) == (2, True)
+    item = get_item(env.client, env.sku())
+    wh = loc(item, env.wh)
+    assert (wh["on_hand"], wh["allocated"]) == (8, 3)
+    assert item["shortfall"] == 0
+    again = reconcile(env, exported, key=key, apply=True, lines=lines)
+    assert created(again) == report and again.headers["idempotent-replayed"] == "true"
+    other = created(reconcile(env, exported, apply=True, lines=lines))
+    assert other["skus_drifted"] == 0  # the correction counts as of the export: not twice
+    assert get_item(env.client, env.sku()) == item
+    history = created(env.client.get(line["history"]), 200)
+    assert [e["type"] for e in history["entries"]][-1] == "ShortfallRecorded"
+    page = created(env.client.get(f"/v1/reconciliations/{report['reconciliation_id']}"), 200)
+    assert page["lines"] == report["lines"]
+    listed = created(env.client.get(f"/v1/reconciliations?location={env.wh}&limit=5"), 200)
+    ids = [r["reconciliation_id"] for r in listed["reconciliations"]]
+    assert ids == [other["reconciliation_id"], report["reconciliation_id"]]
+
+
+def test_a_count_during_a_flash_sale_records_the_over_promise_and_never_oversells(
+    env: Env,
+) -> None:
+    """10 on hand, 6 sold in a flash sale; the WMS snapshot says 4. Applied: on-hand 4 with
+    6 allocated: 2 over-promised (recorded, the order named), nothing left to sell."""
+    env.receive(env.wh, A=10)
+    created(env.client.put(f"/v1/channels/{env.web}", json={"locations": [env.wh]}), 200)
+    created(env.order(f"{env.prefix}-o1", A=6))
+    counted = moment()
+    report = created(reconcile(env, counted, apply=True, lines=[{"sku": env.sku(), "on_hand": 4}]))
+    assert report["units_drifted"] == 6
+    wh = loc(get_item(env.client, env.sku()), env.wh)
+    assert (wh["on_hand"], wh["allocated"], wh["over_promised"], wh["sellable"]) == (4, 6, 2, 0)
+    sold = env.client.get(f"/v1/availability/{env.web}/{env.sku()}")
+    assert created(sold, 200)["available"] == 0
+
+
+def test_complete_csv_report_with_tolerance(env: Env) -> None:
+    """A complete CSV snapshot omits SKU B (atp has 4): B counts as 0 there; A drifts by 1,
+    within a tolerance of 1, so only B is applied; the CSV report lists both."""
+    env.receive(env.wh, A=5, B=4)
+    at = moment()
+    body = f"sku,on_hand\n{env.sku('A')}, 6\n"
+    params = {
+        "location": env.wh,
+        "as_of": at.isoformat(),
+        "complete": "true",
+        "apply": "true",
+        "tolerance": "1",
+    }
+    r = env.client.post(
+        "/v1/reconciliations",
+        params=params,
+        content=body,
+        headers={"content-type": "text/csv", "Idempotency-Key": env.key()},
+    )
+    report = created(r)
+    lines = {line["sku"]: line for line in report["lines"]}
+    assert lines[env.sku("A")]["applied"] is False and lines[env.sku("B")]["applied"] is True
+    assert (on_hand(env, "A"), on_hand(env, "B")) == (5, 0)
+    rid = report["reconciliation_id"]
+    text = env.client.get(f"/v1/reconciliations/{rid}", headers={"accept": "text/csv"}).text
+    assert text.splitlines()[0].startswith("sku,ledger_on_hand,snapshot_on_hand,drift")
+    assert len(text.splitlines()) == 3
+
+
+def test_bad_input_changes_nothing(env: Env) -> None:
+    """Unknown location 422, a bad CSV line 400 naming it, a SKU listed twice 422, an as_of
+    in the future 422, no key 400: nothing is recorded, no figure moves."""
+    env.receive(env.wh, A=5)
+    now = moment()
+    before = get_item(env.client, env.sku())
+    line = [{"sku": env.sku(), "on_hand": 1}]
+    r = env.client.post(
+        "/v1/reconciliations",
+        json={
+            "location": f"{env.prefix}-XX",
+            "as_of": now.isoformat(),
+            "apply": True,
+            "lines": line,
+        },
+    )
+    assert_problem(r, 422, field="location")
+    assert_problem(reconcile(env, now, apply=True, lines=line * 2), 422, field="lines[1].sku")
+    future = now + timedelta(hours=1)
+    assert_problem(reconcile(env, future, apply=True, lines=line), 422, field="as_of")
+    assert_problem(reconcile(env, now, apply=True, lines=[{"sku": env.sku(), "on_hand": "1"}]), 422)
+    bad = f"sku,on_hand\n{env.sku()},1\n{env.sku('B')},x\n"
+    r = env.client.post(
+        "/v1/reconciliations",
+        params={"location": env.wh, "as_of": now.isoformat(), "apply": "true"},
+        content=bad,
+        headers={"content-type": "text/csv", "Idempotency-Key": env.key()},
+    )
+    assert "line 3" in assert_problem(r, 400)["detail"]
+    dup = f"sku,on_hand\n{env.sku()},1\n{env.sku()},2\n"
+    r = env.client.post(
+        "/v1/reconciliations",
+        params={"location": env.wh, "as_of": now.isoformat(), "apply": "true"},
+        content=dup,
+        headers={"content-type": "text/csv", "Idempotency-Key": env.key()},
+    )
+    assert_problem(r, 422, field="line 3")
+    r = env.client.get(f"/v1/items/{env.sku()}", params={"as_of": future.isoformat()})
+    assert_problem(r, 422, field="as_of")
+    assert_problem(env.client.get("/v1/reconciliations/nope"), 404)
+    assert get_item(env.client, env.sku()) == before
+    listed = created(env.client.get(f"/v1/reconciliations?location={env.wh}"), 200)
+    assert listed["reconciliations"] == []
+
+
+def test_as_of_reads_policies_as_they_were(env: Env) -> None:
+    """A channel's buffer set after a time does not change that time's figures."""
+    env.receive(env.wh, A=10)
+    created(env.client.put(f"/v1/channels/{env.web}", json={"locations": [env.wh]}), 200)
+    before = moment()
+    body = {"locations": [env.wh], "buffer": 4}
+    created(env.client.put(f"/v1/channels/{env.web}", json=body), 200)
+    then = created(
+        env.client.get(f"/v1/items/{env.sku()}", params={"as_of": before.isoformat()}), 200
+    )
+    web = next(c for c in then["channels"] if c["channel"] == env.web)
+    assert web["available"] == 10
+    now = get_item(env.client, env.sku())
+    assert next(c for c in now["channels"] if c["channel"] == env.web)["available"] == 6
