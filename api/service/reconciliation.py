@@ -85,13 +85,14 @@ class Report(msgspec.Struct, kw_only=True):
     as_of: datetime
     source: str
     complete: bool
-    apply: bool
+    applied: bool
+    """Whether drifts beyond `tolerance` were applied (the request's `apply`)."""
     tolerance: int
     status: str
     skus_compared: int
     skus_drifted: int
     units_drifted: int
-    applied: int
+    skus_applied: int
     started_at: datetime
     finished_at: datetime | None
     lines: list[DriftedLine]
@@ -124,13 +125,13 @@ def report_of(records: Sequence[Any]) -> Report | None:
         as_of=start.as_of,
         source=start.source,
         complete=start.complete,
-        apply=start.apply,
+        applied=start.apply,
         tolerance=start.tolerance,
         status="finished" if finished else "in_progress",
         skus_compared=sum(p.compared for p in parts),
         skus_drifted=len(lines),
         units_drifted=sum(abs(line.drift) for line in lines),
-        applied=sum(1 for line in lines if line.applied),
+        skus_applied=sum(1 for line in lines if line.applied),
         started_at=start.started_at,
         finished_at=finished.finished_at if finished else None,
         lines=lines,

@@ -64,33 +64,17 @@ class ReconciliationRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=
     lines: Annotated[list[SnapshotLineIn], msgspec.Meta(max_length=MAX_JSON_LINES)] = []
 
 
-class DriftedLineView(msgspec.Struct):
-    sku: str
-    ledger_on_hand: int
-    snapshot_on_hand: int
-    drift: int
-    movements_after_as_of: int
-    applied: bool
+class DriftedLineView(DriftedLine, frozen=True):
+    """A drifted line and the link to the SKU's ledger events since the location's previous
+    reconciliation (`history`)."""
+
     history: str
-    """The SKU's ledger events since the location's previous reconciliation."""
 
 
-class ReconciliationView(msgspec.Struct):
-    reconciliation_id: str
-    location: str
-    as_of: datetime
-    source: str
-    complete: bool
-    apply: bool
-    tolerance: int
-    status: str
-    skus_compared: int
-    skus_drifted: int
-    units_drifted: int
-    applied: int
-    started_at: datetime
-    finished_at: datetime | None
-    lines: list[DriftedLineView]
+class ReconciliationView(Report, kw_only=True):
+    """The report with a page of its drifted lines; `next_after` the `after` of the next."""
+
+    lines: list[DriftedLineView]  # type: ignore[assignment]
     next_after: int | None = None
 
 
