@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 
 from adapters.ledger import Ledger
+from api import cli_reconcile
 from api.bootstrap import Services, bootstrap
 from api.log import configure as configure_logging
 from api.settings import SecretKeyMissing, Settings, SettingsError
@@ -540,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_sub = dlq.add_subparsers(dest="action", required=True)
     replay = dlq_sub.add_parser("replay", help="move dead-lettered messages back to their queue")
     replay.add_argument("queue", help="e.g. atp.push.woocommerce.shop (or its .dlq)")
+    cli_reconcile.add_parser(sub)
     return parser
 
 
@@ -552,6 +554,7 @@ COMMANDS = {
     "webhooks": cmd_webhooks,
     "push": cmd_push,
     "dlq": cmd_dlq,
+    "reconcile": cli_reconcile.command,
 }
 
 

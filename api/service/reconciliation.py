@@ -92,6 +92,7 @@ class Report(msgspec.Struct, kw_only=True):
     skus_compared: int
     skus_drifted: int
     units_drifted: int
+    skus_beyond_tolerance: int
     skus_applied: int
     started_at: datetime
     finished_at: datetime | None
@@ -131,6 +132,7 @@ def report_of(records: Sequence[Any]) -> Report | None:
         skus_compared=sum(p.compared for p in parts),
         skus_drifted=len(lines),
         units_drifted=sum(abs(line.drift) for line in lines),
+        skus_beyond_tolerance=sum(1 for line in lines if abs(line.drift) > start.tolerance),
         skus_applied=sum(1 for line in lines if line.applied),
         started_at=start.started_at,
         finished_at=finished.finished_at if finished else None,

@@ -4,6 +4,8 @@ PostgreSQL (issue 13). Each story is one a retailer lived; its docstring states 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +17,7 @@ import pytest
 
 from tests.e2e.route_helpers import Env, assert_problem, created, get_item, loc, make_env
 from tests.support.physical import deliver, item_at_head, register_store
-from tests.support.server import Server, running_service, service_env
+from tests.support.server import ADMIN_TOKEN, Server, running_service, service_env
 
 pytestmark = pytest.mark.e2e
 
@@ -216,3 +218,47 @@ def test_as_of_reads_policies_as_they_were(env: Env) -> None:
     assert web["available"] == 10
     now = get_item(env.client, env.sku())
     assert next(c for c in now["channels"] if c["channel"] == env.web)["available"] == 6
+
+
+def test_the_cli_streams_a_generated_file_and_exits_3_on_drift(
+    embedded: Server, unique: str, tmp_path: Path
+) -> None:
+    """A nightly cron job: `atp reconcile --apply` on a 2,500-line file (three parts) where
+    7 SKUs drifted exits 3 and prints them; the retried job (same file, same derived key)
+    applies nothing again; a clean file exits 0."""
+    with embedded.client() as c:
+        env = make_env(c, unique)
+        skus = [f"{unique}-{i}" for i in range(2500)]
+        for start in range(0, len(skus), 100):
+            lines = [{"sku": sku, "quantity": 5} for sku in skus[start : start + 100]]
+            created(c.post("/v1/receipts", json={"location": env.wh, "lines": lines}))
+        at = moment()
+        drifted = set(skus[::400])
+        rows = [f"{sku},{7 if sku in drifted else 5}" for sku in skus]
+        path = tmp_path / "snapshot.csv"
+        path.write_text("sku,on_hand\n" + "\n".join(rows) + "\n")
+        cli_env = {**embedded.env, "ATP_URL": embedded.url, "ATP_TOKEN": ADMIN_TOKEN}
+        args = ["reconcile", "--location", env.wh, "--as-of", at.isoformat(), "--apply", str(path)]
+        first = cli(args, cli_env)
+        assert first.returncode == 3, first.stderr
+        assert "2500 SKUs compared, 7 drifted (14 units)" in first.stdout
+        again = cli(args, cli_env)
+        assert again.returncode == 3 and again.stdout == first.stdout
+        embedded.catch_up()
+        assert sum(on_hand(env, sku.removeprefix(f"{unique}-")) for sku in drifted) == 49
+        clean = tmp_path / "clean.csv"
+        clean.write_text("sku,on_hand\n" + "\n".join(f"{sku},5" for sku in skus[1:10]) + "\n")
+        ok = cli(
+            ["reconcile", "--location", env.wh, "--as-of", at.isoformat(), str(clean)], cli_env
+        )
+        assert ok.returncode == 0, ok.stderr
+
+
+def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
