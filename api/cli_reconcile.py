@@ -37,7 +37,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--apply", action="store_true", help="correct drift beyond the tolerance")
     p.add_argument("--tolerance", type=int, default=0, help="units of drift ignored (default 0)")
     p.add_argument("--key", help="Idempotency-Key (default: from location, time and file)")
-    p.add_argument("--url", default=os.environ.get("ATP_URL", "http://127.0.0.1:8000"))
+    p.add_argument(
+        "--url",
+        default=os.environ.get("ATP_URL", "http://127.0.0.1:8000"),
+        help="the running service (overrides ATP_URL; default http://127.0.0.1:8000)",
+    )
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the answer")
 
 

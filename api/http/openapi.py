@@ -6,7 +6,8 @@ bearer security of every /v1 route but the public ones, and the RFC 9457 problem
 route can answer (one `Problem` schema, media type application/problem+json).
 `complete(app)` then adds what Litestar's models have no handler-level field for: the
 `Idempotency-Key` request header, `min_position`, a body decoded by hand (a route's
-`opt["body"]`: the msgspec structs it accepts; `opt["body_required"]`, default True), and the `ATP-Position`,
+`opt["body"]`: the msgspec structs it accepts; `opt["body_required"]`, default True;
+`opt["body_csv"]`: a description of the `text/csv` body it also takes), and the `ATP-Position`,
 `Idempotent-Replayed`, `Retry-After` and `X-Correlation-ID` response headers.
 The docs page (`/schema`) is Swagger UI served from `api/http/static/swagger-ui`
 (npm `swagger-ui-dist`, Apache-2.0, licence alongside): no CDN, so it works offline.
@@ -265,3 +266,6 @@ def complete(app: Litestar, handlers: Iterable[ControllerRouterHandler]) -> None
                     assert isinstance(components, Components)
                     required = route.opt.get("body_required", True)
                     operation.request_body = _request_body(route.opt["body"], components, required)
+                    if route.opt.get("body_csv"):  # a text/csv body is taken too
+                        text = Schema(type=OpenAPIType.STRING, description=route.opt["body_csv"])
+                        operation.request_body.content["text/csv"] = OpenAPIMediaType(schema=text)

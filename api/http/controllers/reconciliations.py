@@ -39,7 +39,10 @@ from api.service.reconciliation import (
     Request as Reconcile,
 )
 
-OPT_WRITE = {"scopes": (STOCK_WRITE,), "idempotency_key": "required"}
+CSV_BODY = (
+    "A snapshot of any size: header `sku,on_hand`, one SKU a line (RFC 4180); the other "
+    "fields are the query parameters (location and as_of required)."
+)
 OPT_READ = {"scopes": (STOCK_WRITE,)}
 MAX_JSON_LINES = 10_000
 _CODE = re.compile(s.CODE_PATTERN)
@@ -194,11 +197,24 @@ def _rows(spool: IO[bytes]) -> Iterator[SnapshotLine]:
 
 @post(
     "/v1/reconciliations",
-    opt=OPT_WRITE,
+    opt={
+        "scopes": (STOCK_WRITE,),
+        "idempotency_key": "required",
+        "body": (ReconciliationRequest,),
+        "body_csv": CSV_BODY,
+    },
     status_code=201,
     responses=returns(201, ReconciliationView, "The reconciliation's report (first lines)"),
 )
-async def post_reconciliation(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def post_reconciliation(
+    request: Request[Any, Any, Any],
+    location: str | None = None,
+    as_of: str | None = None,
+    source: str | None = None,
+    complete: Annotated[str | None, Parameter(description="true or false")] = None,
+    apply: Annotated[str | None, Parameter(description="true or false")] = None,
+    tolerance: Annotated[int | None, Parameter(ge=0, le=s.MAX_UNITS)] = None,
+) -> Response[bytes]:
     """Compare a snapshot with atp's on-hand as of its time; with `apply`, correct the
     drifts beyond `tolerance`. A retry with the same Idempotency-Key answers the same
     report and applies nothing again."""
