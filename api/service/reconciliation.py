@@ -13,8 +13,9 @@ finished by the retry, nothing is applied twice); a finished one answers its rep
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -213,18 +214,19 @@ class Reconciliations:
             started_at=self.clock(),
         )
         position = await self._submit(rid, lambda world, _: self._start(world, started), [])
+        # Part n+1 is read and compared while part n is being written (other SKUs: the
+        # as-of figures do not depend on it); parts are still recorded in order.
+        writing: asyncio.Task[int | None] | None = None
         part = 0
-        async for lines in parts():
+        async for lines in self._all_parts(request, parts, skus):
             if part not in done:
-                position = await self._part(rid, request, part, lines) or position
+                write = await self._part(rid, request, part, lines)
+                if writing is not None:
+                    position = await writing or position
+                writing = asyncio.create_task(write)
             part += 1
-        if request.complete:
-            omitted = sorted((await self.reader.skus_at(request.location)) - skus)
-            for start in range(0, len(omitted), PART):
-                if part not in done:
-                    chunk = [(sku, 0) for sku in omitted[start : start + PART]]
-                    position = await self._part(rid, request, part, chunk) or position
-                part += 1
+        if writing is not None:
+            position = await writing or position
         finish = await self._submit(
             rid, lambda world, now: self._finish(world, now, rid, request), []
         )
@@ -232,6 +234,21 @@ class Reconciliations:
         assert report is not None
         self._finished(report)
         return report, False, finish or position
+
+    async def _all_parts(
+        self,
+        request: Request,
+        parts: Callable[[], AsyncIterator[list[SnapshotLine]]],
+        skus: set[str],
+    ) -> AsyncIterator[list[SnapshotLine]]:
+        """The snapshot's parts, then (`complete`) the SKUs atp has had at the location
+        that it omits, as 0."""
+        async for lines in parts():
+            yield lines
+        if request.complete:
+            omitted = sorted((await self.reader.skus_at(request.location)) - skus)
+            for start in range(0, len(omitted), PART):
+                yield [(sku, 0) for sku in omitted[start : start + PART]]
 
     def _check_same(self, records: Sequence[Any], request_hash: str) -> set[int]:
         first = records[0] if records else None
@@ -248,7 +265,9 @@ class Reconciliations:
 
     async def _part(
         self, rid: str, request: Request, part: int, lines: list[SnapshotLine]
-    ) -> int | None:
+    ) -> Coroutine[Any, Any, int | None]:
+        """Read and compare one part; returns its write (the report record and, with
+        `apply`, its corrections, in one writer job), not yet awaited."""
         streams: list[Stream] = [("item", sku) for sku, _ in lines]
         folded = await self.reader.as_of(streams, request.as_of, later=True)
         drifted: list[DriftedLine] = []
@@ -276,7 +295,7 @@ class Reconciliations:
             return [*applied, (_stream(rid), record)]
 
         reads = [_stream(rid), POLICIES, *(("item", line.sku) for line in command.lines)]
-        return await self._submit(rid, decision, reads)
+        return self._submit(rid, decision, reads)
 
     def _finish(self, world: ServiceWorld, now: datetime, rid: str, request: Request) -> Decision:
         report = report_of(world.get(_stream(rid)))
