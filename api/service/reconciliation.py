@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
@@ -56,6 +56,7 @@ PART = 1000
 FIRST_LINES = 1000
 """Drifted lines a POST answers with; the rest through the report's pages."""
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SnapshotLine = tuple[str, int]
 """(sku, on_hand) as the snapshot lists it."""
 
@@ -163,15 +164,21 @@ class Reconciliations:
         """Refuse, before anything is recorded, a request that cannot be reconciled:
         InvalidCommand for an `as_of` without offset or in the future or a negative
         tolerance, UnknownLocation for a location atp does not have."""
-        now = self.clock()
-        if request.as_of.utcoffset() is None:
-            raise InvalidCommand("as_of", "as_of must carry a UTC offset")
-        if request.as_of > now:
-            raise InvalidCommand("as_of", f"as_of {request.as_of.isoformat()} is in the future")
+        self._check_time(request.as_of)
         if request.tolerance < 0:
             raise InvalidCommand("tolerance", "tolerance must be >= 0")
-        if request.location not in (await self.policies(now)).locations:
+        if request.location not in (await self.policies(self.clock())).locations:
             raise UnknownLocation("location", request.location)
+
+    def _check_time(self, when: datetime) -> None:
+        """InvalidCommand (`as_of`) for a time without offset, in the future, or before
+        1970 (no ledger event is older)."""
+        if when.utcoffset() is None:
+            raise InvalidCommand("as_of", "as_of must carry a UTC offset")
+        if when > self.clock():
+            raise InvalidCommand("as_of", f"as_of {when.isoformat()} is in the future")
+        if when < EPOCH:
+            raise InvalidCommand("as_of", "as_of must not be before 1970-01-01T00:00:00Z")
 
     @staticmethod
     def check_unique(lines: Iterable[SnapshotLine], field: Callable[[int], str]) -> set[str]:
@@ -378,10 +385,7 @@ class Reconciliations:
         """The item view (per location and channel, with derivation) as it stood at `when`:
         the SKU and the policies folded from the ledger as of then. InvalidCommand for a
         future `when`."""
-        if when.utcoffset() is None:
-            raise InvalidCommand("as_of", "as_of must carry a UTC offset")
-        if when > self.clock():
-            raise InvalidCommand("as_of", f"as_of {when.isoformat()} is in the future")
+        self._check_time(when)
         folded = await self.reader.as_of([("item", sku), POLICIES], when)
         item, policies = folded[("item", sku)], folded[POLICIES]
         assert isinstance(item.state, ItemState) and isinstance(policies.state, Policies)

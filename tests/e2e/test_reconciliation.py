@@ -26,7 +26,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data = tmp_path_factory.mktemp("recon")
-    with running_service(service_env(None, str(Path(data)))) as srv:
+    env = service_env(None, str(Path(data)), ATP_DRIFT_ALERT_UNITS="5")
+    with running_service(env, log=data / "service.log") as srv:
         yield srv
 
 
@@ -129,6 +130,23 @@ def test_a_count_during_a_flash_sale_records_the_over_promise_and_never_oversell
     assert (wh["on_hand"], wh["allocated"], wh["over_promised"], wh["sellable"]) == (4, 6, 2, 0)
     sold = env.client.get(f"/v1/availability/{env.web}/{env.sku()}")
     assert created(sold, 200)["available"] == 0
+    metrics = env.client.get("/metrics").text
+    assert f'atp_reconciliation_units_drifted{{location="{env.wh}"}} 6.0' in metrics
+    assert f'atp_reconciliation_skus_drifted{{location="{env.wh}"}} 1.0' in metrics
+
+
+def test_drift_above_the_alert_threshold_is_logged(embedded: Server, unique: str) -> None:
+    """With ATP_DRIFT_ALERT_UNITS=5, a reconciliation finding 6 units of drift logs a
+    warning naming the location; one finding 1 does not."""
+    with embedded.client() as c:
+        env = make_env(c, unique)
+        env.receive(env.wh, A=10, B=10)
+        at = moment()
+        created(reconcile(env, at, lines=[{"sku": env.sku("A"), "on_hand": 9}]))
+        created(reconcile(env, at, lines=[{"sku": env.sku("B"), "on_hand": 4}]))
+    log = (Path(embedded.env["ATP_DATA_DIR"]) / "service.log").read_text()
+    alerts = [line for line in log.splitlines() if "units of drift" in line and env.wh in line]
+    assert len(alerts) == 1 and "found 6 units of drift" in alerts[0]
 
 
 def test_complete_csv_report_with_tolerance(env: Env) -> None:
