@@ -225,15 +225,25 @@ class Reconciliations:
         # as-of figures do not depend on it); parts are still recorded in order.
         writing: asyncio.Task[int | None] | None = None
         part = 0
-        async for lines in self._all_parts(request, parts, skus):
-            if part not in done:
-                write = await self._part(rid, request, part, lines)
-                if writing is not None:
-                    position = await writing or position
-                writing = asyncio.create_task(write)
-            part += 1
-        if writing is not None:
-            position = await writing or position
+        try:
+            async for lines in self._all_parts(request, parts, skus):
+                if part not in done:
+                    write = await self._part(rid, request, part, lines)
+                    try:
+                        if writing is not None:
+                            position = await writing or position
+                    except BaseException:
+                        write.close()  # never started: nothing of this part is written
+                        raise
+                    writing = asyncio.create_task(write)
+                part += 1
+        finally:
+            if writing is not None:
+                # A part handed to the writer is awaited whatever failed after it.
+                last = (await asyncio.gather(writing, return_exceptions=True))[0]
+                if isinstance(last, BaseException):
+                    raise last
+                position = last or position
         finish = await self._submit(
             rid, lambda world, now: self._finish(world, now, rid, request), []
         )
