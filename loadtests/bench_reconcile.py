@@ -1,7 +1,8 @@
 """Reconciliation at scale (issue 13 §7): a 100,000-line snapshot through the real path, and
-as-of reads of a SKU with 10,000 events, on PostgreSQL (asyncpg read side).
+as-of reads of a SKU with 10,000 events, on PostgreSQL (asyncpg read side) or embedded
+(SQLite, `--backend sqlite`).
 
-On a fresh PostgreSQL database it seeds, straight into the ledger (the library's own
+On a fresh PostgreSQL database (or SQLite file) it seeds, straight into the ledger (the library's own
 append, one event per SKU: a receipt of 10 at WH1), --skus SKUs, and one hot SKU with
 --history events (adjustments of +1/-1, a snapshot every 100 as the writer takes them, one
 millisecond apart). Then, side by side in one run:
@@ -18,6 +19,7 @@ millisecond apart). Then, side by side in one run:
              without snapshots), for the ratio.
 
     python -m loadtests.bench_reconcile --skus 100000 --small 10000 --history 10000
+    python -m loadtests.bench_reconcile --backend sqlite    # the embedded ledger
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -54,9 +57,9 @@ def sku(i: int) -> str:
     return f"RC-{i:06d}"
 
 
-def seed(url: str, skus: int, history: int, start: datetime) -> datetime:
+def seed(url: str | None, data: str, skus: int, history: int, start: datetime) -> datetime:
     """The catalogue and the hot SKU, appended directly; returns the hot SKU's middle time."""
-    ledger = Ledger(env=ledger_env(url, tempfile.gettempdir(), False))
+    ledger = Ledger(env=ledger_env(url, data, False))
     try:
         policies = [
             ev.LocationDefined(code=WH, name=WH, kind="warehouse", active=True),
@@ -192,7 +195,9 @@ def timed_gets(client: httpx.Client, path: str, params: dict[str, str], n: int) 
     return times
 
 
-def as_of_run(env: dict[str, str], url: str, middle: datetime, reads: int) -> list[list[str]]:
+def as_of_run(
+    env: dict[str, str], url: str | None, data: str, middle: datetime, reads: int
+) -> list[list[str]]:
     rows = []
     with running_service(env) as server, httpx.Client(base_url=server.url, headers=AUTH) as c:
         now = datetime.now(UTC).isoformat()
@@ -205,7 +210,7 @@ def as_of_run(env: dict[str, str], url: str, middle: datetime, reads: int) -> li
             timed_gets(c, f"/v1/items/{HOT}", params, 10)  # warm up
             times = timed_gets(c, f"/v1/items/{HOT}", params, reads)
             rows.append([name, f"{pct(times, 50):.2f}", f"{pct(times, 99):.2f}"])
-    ledger = Ledger(env=ledger_env(url, tempfile.gettempdir(), False))
+    ledger = Ledger(env=ledger_env(url, data, False))
     try:
         times = []
         for _ in range(5):
@@ -224,15 +229,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--history", type=int, default=10_000)
     parser.add_argument("--reads", type=int, default=200)
+    parser.add_argument(
+        "--backend", choices=["postgres", "sqlite"], default="postgres", help="the ledger"
+    )
     args = parser.parse_args(argv)
-    url = create_database("atp_bench_recon")
+    url = create_database("atp_bench_recon") if args.backend == "postgres" else None
+    data = tempfile.mkdtemp(prefix="atp-bench-recon-")
     try:
-        env = service_env(url, ATP_LOG_LEVEL="warning")
+        env = service_env(url, data, ATP_LOG_LEVEL="warning")
         with running_service(env):
             pass  # `atp migrate`: the tables
         start = datetime.now(UTC) - timedelta(hours=1)
         t0 = time.perf_counter()
-        middle = seed(url, args.skus, args.history, start)
+        middle = seed(url, data, args.skus, args.history, start)
         print(
             f"  seeded {args.skus:,} SKUs and {args.history:,} events of {HOT} "
             f"in {time.perf_counter() - t0:.1f}s",
@@ -258,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                 csv_file(path, lines)
                 rows.append(reconcile_run(env, path, lines, as_of))
         print(render_table(rows))
-        as_of_rows = as_of_run(env, url, middle, args.reads)
+        as_of_rows = as_of_run(env, url, data, middle, args.reads)
         print(
             render_table(
                 [
@@ -270,7 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         with open("/proc/loadavg") as f:
             print(f"load average: {f.read().split()[:3]}")
     finally:
-        drop_database(url)
+        if url is not None:
+            drop_database(url)
+        shutil.rmtree(data, ignore_errors=True)
     return 0
 
 
