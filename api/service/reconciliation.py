@@ -181,13 +181,13 @@ class Reconciliations:
             raise InvalidCommand("as_of", "as_of must not be before 1970-01-01T00:00:00Z")
 
     @staticmethod
-    def check_unique(lines: Iterable[SnapshotLine], field: Callable[[int], str]) -> set[str]:
-        """The snapshot's SKUs; InvalidCommand naming the line (`field(i)`) of a SKU listed
-        twice."""
+    def check_unique(skus: Iterable[tuple[str, str]]) -> set[str]:
+        """The snapshot's SKUs, given as (field naming the line, sku); InvalidCommand
+        naming the line of a SKU listed twice."""
         seen: set[str] = set()
-        for i, (sku, _) in enumerate(lines):
+        for field, sku in skus:
             if sku in seen:
-                raise InvalidCommand(field(i), f"SKU {sku!r} appears more than once")
+                raise InvalidCommand(field, f"SKU {sku!r} appears more than once")
             seen.add(sku)
         return seen
 

@@ -5,6 +5,7 @@ checked whole, then compared part by part (api.service.reconciliation)."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import io
@@ -185,14 +186,23 @@ async def _spool(request: Request[Any, Any, Any], digest: Any) -> IO[bytes]:
     return spool
 
 
-def _rows(spool: IO[bytes]) -> Iterator[SnapshotLine]:
-    """The spooled CSV's lines, read again from its start (the file stays open)."""
+def _read(spool: IO[bytes]) -> Iterator[tuple[int, SnapshotLine]]:
+    """The spooled CSV's numbered lines, read again from its start (the file stays open)."""
     spool.seek(0)
     text = io.TextIOWrapper(spool, encoding="utf-8", newline="")
     try:
-        yield from (line for _, line in csv_lines(text))
+        yield from csv_lines(text)
     finally:
         text.detach()
+
+
+def _rows(spool: IO[bytes]) -> Iterator[SnapshotLine]:
+    return (line for _, line in _read(spool))
+
+
+def _numbered(spool: IO[bytes]) -> Iterator[tuple[str, str]]:
+    """(`line N`, sku) of each line, for the duplicate check."""
+    return ((f"line {n}", sku) for n, (sku, _) in _read(spool))
 
 
 @post(
@@ -231,13 +241,14 @@ async def post_reconciliation(
             field = "location" if "location" not in request.query_params else "as_of"
             raise ApiProblem(400, "bad-request", f"{field} is required", field=field)
         await recon.check(_domain(data))
-        skus = recon.check_unique(_rows(spool), lambda i: f"line {i + 2}")
+        # A whole file's check is CPU work: off the event loop.
+        skus = await asyncio.to_thread(recon.check_unique, _numbered(spool))
     else:
         raw = await request.body()
         data = decode_body(raw, ReconciliationRequest)
         digest.update(msgspec.json.encode(data))
         await recon.check(_domain(data))
-        skus = recon.check_unique(((x.sku, x.on_hand) for x in data.lines), _json_field)
+        skus = recon.check_unique((f"lines[{i}].sku", x.sku) for i, x in enumerate(data.lines))
 
     async def parts() -> AsyncIterator[list[SnapshotLine]]:
         if spool is not None:
@@ -272,10 +283,6 @@ async def post_reconciliation(
         headers[POSITION_HEADER] = str(position)
     body = msgspec.json.encode(_view(report))
     return Response(body, status_code=201, media_type="application/json", headers=headers)
-
-
-def _json_field(i: int) -> str:
-    return f"lines[{i}].sku"
 
 
 def _domain(data: ReconciliationRequest) -> Reconcile:
