@@ -176,6 +176,11 @@ def test_complete_csv_report_with_tolerance(env: Env) -> None:
     text = env.client.get(f"/v1/reconciliations/{rid}", headers={"accept": "text/csv"}).text
     assert text.splitlines()[0].startswith("sku,ledger_on_hand,snapshot_on_hand,drift")
     assert len(text.splitlines()) == 3
+    first = created(env.client.get(f"/v1/reconciliations/{rid}", params={"limit": 1}), 200)
+    assert (len(first["lines"]), first["next_after"]) == (1, 1)
+    rest = created(env.client.get(f"/v1/reconciliations/{rid}", params={"after": 1}), 200)
+    assert rest["next_after"] is None
+    assert first["lines"] + rest["lines"] == report["lines"]
 
 
 def test_bad_input_changes_nothing(env: Env) -> None:
@@ -218,9 +223,15 @@ def test_bad_input_changes_nothing(env: Env) -> None:
     r = env.client.get(f"/v1/items/{env.sku()}", params={"as_of": future.isoformat()})
     assert_problem(r, 422, field="as_of")
     assert_problem(env.client.get("/v1/reconciliations/nope"), 404)
+    body = {"location": env.wh, "as_of": now.isoformat(), "apply": True, "lines": line}
+    assert_problem(env.post_without_key("/v1/reconciliations", json=body), 400)
+    key = env.key()
+    created(reconcile(env, now, key=key, lines=[{"sku": env.sku(), "on_hand": 5}]))
+    reused = reconcile(env, now, key=key, apply=True, lines=line)
+    assert_problem(reused, 422, "idempotency-key-reused")
     assert get_item(env.client, env.sku()) == before
     listed = created(env.client.get(f"/v1/reconciliations?location={env.wh}"), 200)
-    assert listed["reconciliations"] == []
+    assert [r["skus_drifted"] for r in listed["reconciliations"]] == [0]
 
 
 def test_as_of_reads_policies_as_they_were(env: Env) -> None:
