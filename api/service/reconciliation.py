@@ -32,6 +32,7 @@ from adapters.records import (
     ReconciliationListed,
     ReconciliationStarted,
 )
+from api.log import correlation_id
 from api.service.commands import (
     Applied,
     CommandService,
@@ -333,7 +334,9 @@ class Reconciliations:
         function: Callable[[ServiceWorld, datetime], Decision],
         reads: Sequence[Stream],
     ) -> int | None:
-        job = Job(decide=decider(function, [_stream(rid), *reads]), correlation_id=rid)
+        # The request's correlation id (api.log) goes into the ledger metadata, as for any write.
+        cid = correlation_id.get()
+        job = Job(decider(function, [_stream(rid), *reads]), cid if cid != "-" else rid)
         result = await self.commands.submit(job)
         if isinstance(result, Rejected):
             raise result.error

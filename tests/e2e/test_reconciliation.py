@@ -106,6 +106,10 @@ def test_a_missed_receipt_is_found_applied_and_fills_the_backorder_first(env: En
     other = created(reconcile(env, exported, apply=True, lines=lines))
     assert other["skus_drifted"] == 0  # the correction counts as of the export: not twice
     assert get_item(env.client, env.sku()) == item
+    cid = first.headers["x-correlation-id"]
+    everything = created(env.client.get(f"/v1/items/{env.sku()}/history"), 200)["entries"]
+    fixed = [e for e in everything if e["type"] == "StockReconciled"]
+    assert [(e["drift"], e["correlation_id"]) for e in fixed] == [(5, cid)]
     history = created(env.client.get(line["history"]), 200)
     assert [e["type"] for e in history["entries"]][-1] == "ShortfallRecorded"
     page = created(env.client.get(f"/v1/reconciliations/{report['reconciliation_id']}"), 200)
