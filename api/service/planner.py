@@ -41,6 +41,7 @@ from atp import commands as cmd
 from atp import events as ev
 from atp.ats import channel_availability
 from atp.decide import POLICIES, decide
+from atp.errors import InvalidCommand
 from atp.state import (
     GLOBAL,
     Channel,
@@ -223,11 +224,12 @@ class PolicyChange(msgspec.Struct, frozen=True):
     channels: tuple[cmd.DefineChannel, ...] = ()
     safety_stock: tuple[cmd.SetSafetyStock, ...] = ()
 
-    def commands(self) -> Iterator[cmd.Command]:
-        """The change's commands in the order they apply."""
-        yield from self.locations
-        yield from self.channels
-        yield from self.safety_stock
+    def commands(self) -> Iterator[tuple[str, cmd.Command]]:
+        """The change's commands in the order they apply, each with where it is in the
+        change (`locations.<code>`, `channels.<code>`, `safety_stock[<i>]`)."""
+        yield from ((f"locations.{c.code}", c) for c in self.locations)
+        yield from ((f"channels.{c.code}", c) for c in self.channels)
+        yield from ((f"safety_stock[{i}]", c) for i, c in enumerate(self.safety_stock))
 
 
 # --- cursors ------------------------------------------------------------------------------
@@ -294,11 +296,17 @@ def apply_change(
     change: PolicyChange, policies: Policies, items: dict[str, ItemState], now: datetime
 ) -> tuple[Policies, dict[str, ItemState]]:
     """The policies and SKU states (those `change` touches) after `change`, decided by
-    atp.decide as the PUTs would. Raises what they raise (InvalidCommand, UnknownLocation)."""
+    atp.decide as the PUTs would. Raises what they raise (InvalidCommand and its kinds),
+    its `field` prefixed with where the command is in the change (`channels.web.buffer`)."""
     changed: dict[str, ItemState] = {}
-    for command in change.commands():
+    for where, command in change.commands():
         world = _PreviewWorld(policies, {**items, **changed})
-        for stream, event in decide(command, world, now):
+        try:
+            decided = decide(command, world, now)
+        except InvalidCommand as error:
+            error.field = error.data["field"] = f"{where}.{error.field}"
+            raise
+        for stream, event in decided:
             if stream == POLICIES:
                 assert isinstance(event, ev.PolicyEvent)
                 policies = evolve_policies(policies, event)
