@@ -422,9 +422,12 @@ class Planner:
         self.ledger = ledger
         self.clock = clock
 
-    async def _complete_meta(self) -> Meta:
-        """The read model's meta, fresh; raises ReadModelRebuilding while it is incomplete
-        (its indexes would then miss SKUs)."""
+    async def _complete_meta(self, min_position: int | None = None) -> Meta:
+        """The read model's meta, fresh, once it includes ledger position `min_position`
+        (ReadSide.wait_for: ReadModelBehind past the wait); raises ReadModelRebuilding
+        while it is incomplete (its indexes would then miss SKUs)."""
+        if min_position is not None:
+            await self.read.wait_for(min_position)
         meta = await self.read.meta(fresh=True)
         if meta.build is None:
             raise ReadModelRebuilding
@@ -468,6 +471,7 @@ class Planner:
         prefix: str = "",
         limit: int = 100,
         cursor: str | None = None,
+        min_position: int | None = None,
     ) -> ItemPage:
         """Projected SKUs in SKU order, up to `limit` (1..1000) per page from `cursor`:
         those starting with `prefix`, with a stock record at `location`, whose figure on
@@ -475,15 +479,17 @@ class Planner:
         `channel`). `status=low_stock` is the low-stock report (atp.ats.status_for: at
         or under the channel's `low_stock_threshold`).
 
+        `min_position` (a write's ledger position) waits until the read model includes it.
+
         Raises InvalidQuery (`limit`, `status`, `channel` missing for a status, `cursor`),
-        ChannelNotFound, LocationNotFound, ReadModelRebuilding."""
+        ChannelNotFound, LocationNotFound, ReadModelBehind, ReadModelRebuilding."""
         _check_limit(limit)
         after = decode_cursor(cursor, "items")
         if status is not None and status not in STATUSES:
             raise InvalidQuery("status", f"status must be one of {', '.join(STATUSES)}")
         if status is not None and channel is None:
             raise InvalidQuery("channel", "a status filter needs a channel")
-        meta = await self._complete_meta()
+        meta = await self._complete_meta(min_position)
         if channel is not None and channel not in meta.policies.channels:
             raise ChannelNotFound(channel)
         if location is not None and location not in meta.policies.locations:
@@ -514,19 +520,22 @@ class Planner:
         status: str = "held",
         limit: int = 100,
         cursor: str | None = None,
+        min_position: int | None = None,
     ) -> ReservationPage:
         """Live holds (one row per reservation and SKU) in (SKU, reservation id) order, up
         to `limit` (1..1000) per page from `cursor`, of `channel` and `sku` when given.
         Only `status="held"` is listed: the read model keeps live holds; a released,
         expired or committed reservation is read by its id.
 
+        `min_position` as in `list_items`.
+
         Raises InvalidQuery (`limit`, `status`, `cursor`), ChannelNotFound,
-        ReadModelRebuilding."""
+        ReadModelBehind, ReadModelRebuilding."""
         _check_limit(limit)
         after = decode_cursor(cursor, "reservations")
         if status != "held":
             raise InvalidQuery("status", "only held reservations are listed (status=held)")
-        meta = await self._complete_meta()
+        meta = await self._complete_meta(min_position)
         if channel is not None and channel not in meta.policies.channels:
             raise ChannelNotFound(channel)
         prefix = hold_member(sku, "") if sku is not None else ""
@@ -558,15 +567,17 @@ class Planner:
         return ReservationPage(rows, encode_cursor("reservations", members[-1]) if more else None)
 
     async def safety_stock_rules(
-        self, limit: int = MAX_LIMIT, cursor: str | None = None
+        self, limit: int = MAX_LIMIT, cursor: str | None = None, min_position: int | None = None
     ) -> SafetyStockPage:
         """Every safety-stock rule: the location-wide and global ones (first page), then
         those of up to `limit` (1..1000) SKUs per page in SKU order, from `cursor`.
 
-        Raises InvalidQuery (`limit`, `cursor`), ReadModelRebuilding."""
+        `min_position` as in `list_items`.
+
+        Raises InvalidQuery (`limit`, `cursor`), ReadModelBehind, ReadModelRebuilding."""
         _check_limit(limit)
         after = decode_cursor(cursor, "safety-stock")
-        meta = await self._complete_meta()
+        meta = await self._complete_meta(min_position)
         rules: list[SafetyStockRule] = []
         if after is None:
             rules += [
@@ -606,17 +617,23 @@ class Planner:
         return dict((await self._policies()).safety_stock)
 
     async def preview(
-        self, change: PolicyChange, limit: int = 100, cursor: str | None = None
+        self,
+        change: PolicyChange,
+        limit: int = 100,
+        cursor: str | None = None,
+        min_position: int | None = None,
     ) -> Preview:
         """What `change` would do to every projected SKU's figures, computed by the one ATS
         function on the read model's current state, the change decided as the policy PUTs
-        decide it. Writes nothing. `limit` (1..1000) changes per page from `cursor`.
+        decide it. Writes nothing. `limit` (1..1000) changes per page from `cursor`;
+        `min_position` as in `list_items`.
 
         Raises InvalidQuery (`limit`, `cursor`), what the PUTs raise for the change
-        (atp.errors.InvalidCommand and its kinds, field named), ReadModelRebuilding."""
+        (atp.errors.InvalidCommand and its kinds, field named), ReadModelBehind,
+        ReadModelRebuilding."""
         _check_limit(limit)
         after = decode_cursor(cursor, "preview", tuple[int, str, str])
-        meta = await self._complete_meta()
+        meta = await self._complete_meta(min_position)
         now = self.clock()
         named = sorted({c.sku for c in change.safety_stock if c.sku is not None})
         loaded = await self.read.model.item_states(named)

@@ -32,6 +32,16 @@ Cursor = Annotated[
     ),
 ]
 Filter = Annotated[str | None, Parameter(max_length=64, required=False)]
+MinPosition = Annotated[
+    int | None,
+    Parameter(
+        ge=0,
+        le=s.MAX_POSITION,
+        required=False,
+        description="Wait until the read model includes this ledger position (a write's "
+        "ATP-Position), else 409.",
+    ),
+]
 
 
 def _planner(request: Request[Any, Any, Any]) -> p.Planner:
@@ -60,6 +70,7 @@ async def list_items(
     prefix: Annotated[str, Parameter(max_length=64, description="SKUs starting with it.")] = "",
     limit: Limit = 100,
     cursor: Cursor = None,
+    min_position: MinPosition = None,
 ) -> p.ItemPage:
     """Projected SKUs in SKU order with their figures, from the read model's indexes."""
     return await _planner(request).list_items(
@@ -69,6 +80,7 @@ async def list_items(
         prefix=query_code(prefix, "prefix") if prefix else "",
         limit=limit,
         cursor=cursor,
+        min_position=min_position,
     )
 
 
@@ -82,6 +94,7 @@ async def list_reservations(
     ] = "held",
     limit: Limit = 100,
     cursor: Cursor = None,
+    min_position: MinPosition = None,
 ) -> p.ReservationPage:
     """Live holds, one row per reservation and SKU, in (SKU, reservation id) order."""
     return await _planner(request).list_reservations(
@@ -90,15 +103,20 @@ async def list_reservations(
         status=status,
         limit=limit,
         cursor=cursor,
+        min_position=min_position,
     )
 
 
 @get("/v1/safety-stock", opt=READ)
 async def list_safety_stock(
-    request: Request[Any, Any, Any], limit: Limit = p.MAX_LIMIT, cursor: Cursor = None
+    request: Request[Any, Any, Any],
+    limit: Limit = p.MAX_LIMIT,
+    cursor: Cursor = None,
+    min_position: MinPosition = None,
 ) -> p.SafetyStockPage:
     """Every safety-stock rule: location-wide and global first, then per SKU."""
-    return await _planner(request).safety_stock_rules(limit=limit, cursor=cursor)
+    planner = _planner(request)
+    return await planner.safety_stock_rules(limit, cursor, min_position)
 
 
 @get("/v1/policies/history", opt=READ)
@@ -134,10 +152,12 @@ async def preview(
     data: s.PreviewRequest,
     limit: Limit = 100,
     cursor: Cursor = None,
+    min_position: MinPosition = None,
 ) -> p.Preview:
     """What the policy PUTs in the body would do to every SKU's figures, computed by the
     one ATS function on the current state. Writes nothing."""
-    return await _planner(request).preview(policy_change(data), limit=limit, cursor=cursor)
+    change = policy_change(data)
+    return await _planner(request).preview(change, limit, cursor, min_position)
 
 
 ROUTES = [list_items, list_reservations, list_safety_stock, policy_history, preview]
