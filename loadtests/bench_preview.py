@@ -1,15 +1,17 @@
 """Policy preview: how long `POST /v1/policies/preview` takes over 100,000 SKUs (target 5 s).
 
-    python -m loadtests.bench_preview [--skus 100000] [--repeat 3]
+    python -m loadtests.bench_preview [--skus 100000] [--repeat 3] [--write-costs]
 
 Writes N SKUs (stock at three locations, a live hold on every tenth) into a Redis read
 model under a prefix of its own and into the embedded read model, with the projector's own
 write path (documents and list indexes from `projections.views.sku_documents`), then times
 `Planner.preview` of one change (the web channel's buffer 2 -> 5) on each, side by side with
 its two parts measured alone: reading every SKU's state from the read model, and running
-the ATS function over them (before and after). Prints wall time, this process's CPU time,
-Redis's CPU time (the server is shared: it includes others' commands) and the ratio to the
-5 s target; checks the preview's totals against the ATS function run directly.
+the ATS function over them (before and after). With --write-costs, also the list indexes'
+share of the projector's Redis writes (with and without them, side by side). Prints wall
+time, this process's CPU time, Redis's CPU time (the server is shared: it includes others'
+commands) and the ratio to the 5 s target; checks the preview's totals against the ATS
+function run directly.
 """
 
 from __future__ import annotations
@@ -74,24 +76,54 @@ def item(i: int) -> ItemState:
     return state
 
 
-def seed(store: Any, states: list[ItemState], rules: Policies) -> float:
-    """Write every SKU's documents and indexes as the projector does; returns seconds."""
-    started = time.perf_counter()
-    for first in range(0, len(states), 1000):
-        writes = [
-            SkuWrite(sku_documents(s, rules, NOW, first + 1), s)
-            for s in states[first : first + 1000]
-        ]
-        store.write(writes, len(POLICY_EVENTS) + first + 1000, rules, None)
-    return time.perf_counter() - started
-
-
 @dataclass
 class Measure:
     name: str
     wall: float
     cpu: float
     redis_cpu: float | None = None
+
+
+def documents(states: list[ItemState], rules: Policies) -> list[SkuWrite]:
+    """Every SKU's documents and index memberships, as the projector computes them."""
+    return [SkuWrite(sku_documents(s, rules, NOW, i + 1), s) for i, s in enumerate(states)]
+
+
+def write(store: Any, writes: list[SkuWrite], rules: Policies) -> Measure:
+    """Write every SKU as the projector does (1,000 a batch); wall and CPU seconds."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    for first in range(0, len(writes), 1000):
+        store.write(writes[first : first + 1000], len(POLICY_EVENTS) + first + 1000, rules, None)
+    return Measure("", time.perf_counter() - wall, time.process_time() - cpu)
+
+
+class NoIndexRedisStore(RedisStore):
+    """The Redis store as it was before the list indexes: the baseline of their cost."""
+
+    def write_indexes(self, writes: list[SkuWrite], pipe: Any) -> None:
+        pass
+
+
+def write_costs(client: Any, writes: list[SkuWrite], rules: Policies) -> list[Measure]:
+    """The list indexes' share of the projector's Redis writes, side by side: every SKU
+    written to an empty model (first projection), then every SKU rewritten with the same
+    figures (what a policy fan-out does when few statuses move)."""
+    forced = [SkuWrite(w.documents, w.state, force=True) for w in writes]
+    measures = []
+    for label, kind in (
+        ("with list indexes", RedisStore),
+        ("without (baseline)", NoIndexRedisStore),
+    ):
+        with prefixed(tag="preview-write") as (_, prefix):
+            store = kind(client, prefix)
+            before = redis_cpu(client)
+            first = write(store, writes, rules)
+            first.name, first.redis_cpu = f"first write, {label}", redis_cpu(client) - before
+            before = redis_cpu(client)
+            again = write(store, forced, rules)
+            again.name, again.redis_cpu = f"rewrite all, {label}", redis_cpu(client) - before
+            measures += [first, again]
+    return measures
 
 
 def redis_cpu(client: Any) -> float:
@@ -113,14 +145,19 @@ async def timed(
 async def bench(args: argparse.Namespace, ledger: Ledger) -> list[Measure]:
     rules = policies()
     states = [item(i) for i in range(args.skus)]
+    started = time.perf_counter()
+    writes = documents(states, rules)
+    print(f"  computing every SKU's documents {time.perf_counter() - started:6.1f} s")
     measures: list[Measure] = []
     memory = MemoryReadModel()
-    print(f"  seeding the embedded read model {seed(memory, states, rules):6.1f} s")
+    print(f"  writing the embedded read model {write(memory, writes, rules).wall:6.1f} s")
     with prefixed(tag="preview") as (client, prefix):
         store = RedisStore(client, prefix)
         store.begin_build("bench")
-        print(f"  seeding the Redis read model    {seed(store, states, rules):6.1f} s")
+        print(f"  writing the Redis read model    {write(store, writes, rules).wall:6.1f} s")
         store.complete_build("bench")
+        if args.write_costs:
+            measures += write_costs(client, writes, rules)
         async_client = aioredis.Redis.from_url(redis_url(0))
         try:
             planners = {
@@ -167,6 +204,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--skus", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--write-costs",
+        action="store_true",
+        help="also time the projector's Redis writes with and without the list indexes",
+    )
     args = parser.parse_args()
     load = os.getloadavg()
     print(

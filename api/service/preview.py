@@ -12,7 +12,7 @@ import msgspec
 
 from atp import commands as cmd
 from atp import events as ev
-from atp.ats import channel_availability
+from atp.ats import LocationFigures, availability_from, channel_availability, sourcing_figures
 from atp.decide import POLICIES, decide
 from atp.errors import InvalidCommand
 from atp.state import (
@@ -181,10 +181,19 @@ class _Tally:
         return Totals(self.available, self.out_of_stock, self.low_stock)
 
 
+_NOTHING = (0, "out_of_stock")
+"""A channel's figure before it exists."""
+
+
 def _figure(
     item: ItemState, policies: Policies, channel: Channel, now: datetime
 ) -> tuple[int, str]:
     a = channel_availability(item, policies, channel, now)
+    return a.available, a.status
+
+
+def _from(channel: Channel, figures: tuple[LocationFigures, ...]) -> tuple[int, str]:
+    a = availability_from(channel, figures)
     return a.available, a.status
 
 
@@ -223,6 +232,17 @@ def preview_states(
         channels = set(after.channels) if changed else by_policy
     shown = {code: after.channels[code] for code in after.channels if code in channels}
     tallies = {code: (_Tally(), _Tally()) for code in shown}
+    # Location figures depend on the policies only through locations and safety stock:
+    # when neither changes, a channel that keeps its sourcing is weighed before and after
+    # over the same figures (computed once).
+    same_figures = {
+        code
+        for code, channel in shown.items()
+        if before.locations == after.locations
+        and before.safety_stock == after.safety_stock
+        and (old := before.channels.get(code)) is not None
+        and old.locations == channel.locations
+    }
     changes: list[Change] = []
     seen = 0
     for item in states:
@@ -236,8 +256,12 @@ def preview_states(
                 tally_before.add(*figure)
                 tally_after.add(*figure)
                 continue
-            was = _figure(item, before, old, now) if old is not None else (0, "out_of_stock")
-            now_is = _figure(new_item or item, after, channel, now)
+            if old is not None and new_item is None and code in same_figures:
+                figures = sourcing_figures(item, before, channel.locations, now)
+                was, now_is = _from(old, figures), _from(channel, figures)
+            else:
+                was = _figure(item, before, old, now) if old is not None else _NOTHING
+                now_is = _figure(new_item or item, after, channel, now)
             tally_before.add(*was)
             tally_after.add(*now_is)
             if was != now_is:
