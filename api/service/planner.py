@@ -251,6 +251,13 @@ class Planner:
             after = batch[-1]
         return found[:count]
 
+    async def _page(
+        self, index: str, after: str | None, prefix: str, limit: int, also: str | None = None
+    ) -> tuple[list[str], bool]:
+        """A page of `_members` and whether more follow it."""
+        members = await self._members(index, after, prefix, limit + 1, also)
+        return members[:limit], len(members) > limit
+
     async def _lost(self) -> ReadModelRebuilding:
         """An indexed SKU's documents are gone: have the model rebuilt."""
         await self.read.model.mark_incomplete()
@@ -293,9 +300,7 @@ class Planner:
             indexes.insert(0, status_index(channel, status))
         primary = indexes[0] if indexes else CATALOG
         also = indexes[1] if len(indexes) > 1 else None
-        skus = await self._members(primary, after, prefix, limit + 1, also)
-        more = len(skus) > limit
-        skus = skus[:limit]
+        skus, more = await self._page(primary, after, prefix, limit, also)
         documents = await self.read.model.item_documents(skus)
         if any(d is None for d in documents):
             raise await self._lost()
@@ -332,9 +337,7 @@ class Planner:
         if channel is not None and channel not in meta.policies.channels:
             raise ChannelNotFound(channel)
         prefix = hold_member(sku, "") if sku is not None else ""
-        members = await self._members(holds_index(channel), after, prefix, limit + 1)
-        more = len(members) > limit
-        members = members[:limit]
+        members, more = await self._page(holds_index(channel), after, prefix, limit)
         pairs = [split_hold(m) for m in members]
         skus = list(dict.fromkeys(s for s, _ in pairs))
         states = dict(zip(skus, await self.read.model.item_states(skus), strict=True))
@@ -377,9 +380,7 @@ class Planner:
                 SafetyStockRule(None, None if key == GLOBAL else key, quantity)
                 for key, quantity in sorted(meta.policies.safety_stock.items())
             ]
-        skus = await self._members(SAFETY, after, "", limit + 1)
-        more = len(skus) > limit
-        skus = skus[:limit]
+        skus, more = await self._page(SAFETY, after, "", limit)
         for sku, item in zip(skus, await self.read.model.item_states(skus), strict=True):
             if item is None:
                 raise await self._lost()
