@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from adapters.ledger import Ledger
+from adapters.ledger import HistoryRow, Ledger, item_history
 from api.service.errors import (
     ChannelNotFound,
     InvalidQuery,
@@ -394,6 +394,25 @@ class Planner:
         policies, _ = await asyncio.to_thread(self.ledger.load, POLICIES)
         assert isinstance(policies, Policies)
         return policies
+
+    async def item(self, sku: str, min_position: int | None = None) -> ItemView:
+        """The SKU's figures as `GET /v1/items/{sku}` serves them: per location (on_hand,
+        allocated, held, damaged, in transit, incoming, safety stock, sellable) and each
+        channel's figure with its derivation; an unknown SKU's are zeros. Raises
+        ReadModelBehind (`min_position` not reached), ReadModelRebuilding."""
+        body = await self.read.item_document(sku, self.clock(), min_position)
+        return _item_decoder.decode(body)
+
+    async def item_history(
+        self, sku: str, after: int = 0, limit: int = 100
+    ) -> tuple[list[HistoryRow], int | None]:
+        """The ledger events behind the SKU's figures after position `after`, oldest first,
+        up to `limit` (1..1000) (its own events and every policy change), and the `after`
+        of the next page (None on the last): what `GET /v1/items/{sku}/history` lists.
+        Raises InvalidQuery (`limit`)."""
+        _check_limit(limit)
+        rows = await asyncio.to_thread(item_history, self.ledger, sku, after, limit)
+        return rows, rows[-1].position if len(rows) == limit else None
 
     async def channels(self) -> list[Channel]:
         """Every channel with its policy (sourcing locations in order, buffer, share
