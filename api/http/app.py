@@ -24,6 +24,7 @@ from api.http.controllers import (
     admin,
     checkout,
     integrations,
+    planner,
     policies,
     reads,
     reconciliations,
@@ -178,6 +179,7 @@ def create_app(services: Services | None = None) -> Litestar:
             )
             app.state.read = ReadSide(memory, settings.read_wait)
             app.state.projector = projector
+        app.state.planner = services.planner(app.state.read)
         if settings.sweep_interval > 0:
             sweeper = Sweeper(ledger, service)
             threads.append(
@@ -217,6 +219,7 @@ def create_app(services: Services | None = None) -> Litestar:
 
     route_handlers = [
         *policies.ROUTES,
+        *planner.ROUTES,
         *stock.ROUTES,
         *checkout.ROUTES,
         *reads.ROUTES,

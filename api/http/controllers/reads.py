@@ -15,7 +15,7 @@ import msgspec
 from litestar import Request, Response, get
 from litestar.params import Parameter
 
-from adapters.ledger import history
+from adapters.ledger import item_history
 from api.http import schemas as s
 from api.http.controllers.common import (
     AVAILABILITY_READ,
@@ -28,8 +28,7 @@ from api.http.openapi import returns
 from api.http.problems import ApiProblem
 from api.http.views import history_entry
 from api.service.queries import ReadSide
-from atp.decide import POLICIES
-from projections.views import AvailabilityView, ItemView, empty_availability, empty_item
+from projections.views import AvailabilityView, ItemView, empty_availability
 
 OPT = {"scopes": (AVAILABILITY_READ,)}
 JSON = "application/json"
@@ -128,18 +127,12 @@ async def get_item(
 ) -> Response[bytes]:
     """The item's figures from the read model; `?as_of=<RFC 3339>` computes them from the
     ledger as they stood at that time (policies as of then too; a future time is 422)."""
-    read = _read_side(request)
     sku = path_code(sku, "sku")
     if as_of is not None:
         view = await request.app.state.reconciliations.item_as_of(sku, as_of)
         return Response(msgspec.json.encode(view), media_type=JSON)
-    if min_position is not None:
-        await read.wait_for(min_position)
-    body = await read.model.item(sku)
-    if body is None:
-        body, meta = await read.absent(lambda: read.model.item(sku), lambda b: b is None, [sku])
-        if body is None:
-            body = empty_item(sku, meta.policies, service(request).clock(), meta.position)
+    now = service(request).clock()
+    body = await _read_side(request).item_document(sku, now, min_position)
     return Response(body, media_type=JSON)
 
 
@@ -151,11 +144,7 @@ async def get_history(
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
 ) -> s.HistoryPage:
     sku = path_code(sku, "sku")
-    rows = await asyncio.to_thread(
-        history, ledger(request), [("item", sku), POLICIES], after, limit
-    )
-    # Every policy event (channels, locations, location and global safety stock) bears on
-    # the SKU's figures; its own safety-stock rules are on its own stream.
+    rows = await asyncio.to_thread(item_history, ledger(request), sku, after, limit)
     entries = [history_entry(r.position, r.occurred_at, r.metadata, r.event) for r in rows]
     next_after = rows[-1].position if len(rows) == limit else None
     return s.HistoryPage(entries=entries, next_after=next_after)
