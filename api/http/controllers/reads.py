@@ -121,16 +121,23 @@ async def availability_many(
 async def get_item(
     request: Request[Any, Any, Any], sku: str, min_position: MinPosition = None
 ) -> Response[bytes]:
-    read = _read_side(request)
     sku = path_code(sku, "sku")
     if min_position is not None:
-        await read.wait_for(min_position)
+        await _read_side(request).wait_for(min_position)
+    return Response(await item_document(request, sku), media_type=JSON)
+
+
+async def item_document(request: Request[Any, Any, Any], sku: str) -> bytes:
+    """The SKU's ItemView JSON from the read model (zeros for an unknown SKU); raises
+    ReadModelRebuilding when the model cannot tell (also read by the planner page)."""
+    read = _read_side(request)
     body = await read.model.item(sku)
     if body is None:
         body, meta = await read.absent(lambda: read.model.item(sku), lambda b: b is None, [sku])
         if body is None:
             body = empty_item(sku, meta.policies, service(request).clock(), meta.position)
-    return Response(body, media_type=JSON)
+    document: bytes = body
+    return document
 
 
 @get("/v1/items/{sku:str}/history", opt=OPT)
