@@ -14,6 +14,15 @@ class RedisKeys:
         self.prefix = prefix
         self.skus = f"{prefix}:skus"
         self.meta = f"{prefix}:meta"
+        self.index_base = f"{prefix}:{{index}}:"
+        """Every list index shares the `{index}` hash tag (one Cluster slot), so one script
+        can update them all."""
+        self.index_of = f"{self.index_base}of"
+        """Hash: sku -> its memberships and their position (projections.indexes)."""
+
+    def index(self, name: str) -> str:
+        """Sorted set: the list index `name` (projections.indexes), every score 0."""
+        return f"{self.index_base}{name}"
 
     def ats(self, sku: str) -> str:
         """Hash: channel -> the figure document, and `_position` (ledger position reflected)."""

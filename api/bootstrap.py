@@ -17,6 +17,8 @@ from typing import Any
 
 from adapters.ledger import Ledger, ledger_env
 from api.service.commands import CommandService
+from api.service.planner import Planner
+from api.service.queries import ReadSide
 from api.settings import Settings
 
 Clock = Callable[[], datetime]
@@ -65,6 +67,12 @@ class Services:
         if self._commands is None:
             self._commands = CommandService(self.ledger, clock=self.clock)
         return self._commands
+
+    def planner(self, read: ReadSide) -> Planner:
+        """The planner's queries (lists, preview, policy history) over the read side
+        `read` (built by the process: the Redis reader or the in-process read model) and
+        `ledger`."""
+        return Planner(read, self.ledger, self.clock)
 
     def open(self) -> Services:
         """Open the ledger and start the command service's writer; returns self."""

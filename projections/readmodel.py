@@ -9,6 +9,10 @@ one SKU sits in one Redis Cluster slot:
     <prefix>:{<sku>}:state  string the projector's folded item state (msgspec JSON)
     <prefix>:{<sku>}:published hash <channel> -> "available|status" last published on RabbitMQ
     <prefix>:skus           set    every projected SKU
+    <prefix>:{index}:<name> zset   a list index (projections.indexes), members scored 0
+                                   so they sort by their bytes
+    <prefix>:{index}:of     hash   <sku> -> {"p": position, "m": [[name, member], ...]}: the
+                                   SKU's memberships, replaced as a whole
     <prefix>:meta           hash   position, policies, head_time, generation, heartbeat,
                                    build (set when a complete build ends: absent means the
                                    model is lost or incomplete), building (a build under way)
@@ -18,14 +22,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
+from sortedcontainers import SortedList
 
 from adapters.redis_keys import RedisKeys as RedisKeys  # re-exported for importers
 from atp.state import ItemState, Policies
+from projections.indexes import Membership, prefix_end
 from projections.views import SkuDocuments
 
 _encoder = msgspec.json.Encoder()
@@ -76,6 +82,12 @@ class ReadModelReader(Protocol):
     async def ping(self) -> bool: ...
     async def lost(self, skus: list[str]) -> list[str]: ...
     async def mark_incomplete(self) -> None: ...
+    async def index_page(
+        self, name: str, after: str | None, prefix: str, count: int
+    ) -> list[str]: ...
+    async def index_has(self, name: str, members: Sequence[str]) -> list[bool]: ...
+    async def item_documents(self, skus: Sequence[str]) -> list[bytes | None]: ...
+    async def item_states(self, skus: Sequence[str]) -> list[ItemState | None]: ...
 
 
 # --- in process ----------------------------------------------------------------------------
@@ -90,6 +102,8 @@ class MemoryReadModel:
         self.items: dict[str, bytes] = {}
         self.states: dict[str, tuple[ItemState, int]] = {}
         self.published: dict[tuple[str, str], tuple[int, str]] = {}
+        self.indexes: dict[str, SortedList] = {}
+        self.memberships: dict[str, tuple[Membership, ...]] = {}
         self.position = 0
         self.policies = Policies()
         self.last_event_time: float | None = None
@@ -121,12 +135,23 @@ class MemoryReadModel:
                 self.ats[docs.sku] = dict(docs.availability)
                 self.items[docs.sku] = docs.item
                 self.states[docs.sku] = (w.state, docs.position)
+                self._index(docs.sku, docs.index)
             if policies is not None:
                 self.policies = policies
             self.position = max(self.position, position)
             if last_event_time is not None:
                 self.last_event_time = last_event_time
             self.heartbeat_at = time.time()
+
+    def _index(self, sku: str, memberships: tuple[Membership, ...]) -> None:
+        """Replace the SKU's memberships (under the lock)."""
+        old = set(self.memberships.get(sku, ()))
+        new = set(memberships)
+        for name, member in old - new:
+            self.indexes[name].discard(member)
+        for name, member in new - old:
+            self.indexes.setdefault(name, SortedList()).add(member)
+        self.memberships[sku] = memberships
 
     def heartbeat(self) -> None:
         self.heartbeat_at = time.time()
@@ -143,6 +168,33 @@ class MemoryReadModel:
 
     async def item(self, sku: str) -> bytes | None:
         return self.items.get(sku)
+
+    async def index_page(self, name: str, after: str | None, prefix: str, count: int) -> list[str]:
+        """Up to `count` members of index `name` after `after` (exclusive) that start with
+        `prefix`, in order."""
+        start = max(after or "", prefix)
+        end = prefix_end(prefix) or None
+        with self.lock:
+            members = self.indexes.get(name)
+            if members is None:
+                return []
+            found = members.irange(start, end, inclusive=(after is None or start != after, False))
+            return [m for _, m in zip(range(count), found, strict=False)]
+
+    async def index_has(self, name: str, members: Sequence[str]) -> list[bool]:
+        """Whether each of `members` is in index `name`."""
+        with self.lock:
+            index = self.indexes.get(name) or SortedList()
+            return [m in index for m in members]
+
+    async def item_documents(self, skus: Sequence[str]) -> list[bytes | None]:
+        """The item documents of `skus` (None where absent)."""
+        return [self.items.get(sku) for sku in skus]
+
+    async def item_states(self, skus: Sequence[str]) -> list[ItemState | None]:
+        """The projector's folded states of `skus` (None where absent)."""
+        states = self.states
+        return [found[0] if (found := states.get(sku)) else None for sku in skus]
 
     async def lost(self, skus: list[str]) -> list[str]:
         """None: documents kept in this process are never lost on their own."""
@@ -205,6 +257,42 @@ return 1
 """
 
 
+# Replace each SKU's memberships of the list indexes unless the stored ones are newer (the
+# rule of _WRITE_SKU): ARGV[1] is the indexes' key prefix, then (sku, position, force,
+# memberships as a JSON array of [name, member]) per SKU. Members of an index score 0, so
+# the index sorts them by their bytes.
+_WRITE_INDEX = """
+local base = ARGV[1]
+for i = 2, #ARGV, 4 do
+  local sku, position, force, raw = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
+  local stored = redis.call('HGET', KEYS[1], sku)
+  local old = {}
+  local skip = false
+  if stored then
+    local o = cjson.decode(stored)
+    if o.p > position or (o.p == position and force ~= '1') then
+      skip = true
+    else
+      for _, m in ipairs(o.m) do old[m[1] .. '\31' .. m[2]] = m end
+    end
+  end
+  if not skip then
+    local seen = {}
+    for _, m in ipairs(cjson.decode(raw)) do
+      local k = m[1] .. '\31' .. m[2]
+      seen[k] = true
+      if not old[k] then redis.call('ZADD', base .. m[1], 0, m[2]) end
+    end
+    for k, m in pairs(old) do
+      if not seen[k] then redis.call('ZREM', base .. m[1], m[2]) end
+    end
+    redis.call('HSET', KEYS[1], sku, '{"p":' .. ARGV[i + 1] .. ',"m":' .. raw .. '}')
+  end
+end
+return 1
+"""
+
+
 class RedisStore:
     """The projector's synchronous Redis writer (pipelined: one round trip per batch)."""
 
@@ -214,6 +302,7 @@ class RedisStore:
         self.script = client.register_script(_WRITE_SKU)
         self.meta_script = client.register_script(_WRITE_META)
         self.complete_script = client.register_script(_COMPLETE_BUILD)
+        self.index_script = client.register_script(_WRITE_INDEX)
 
     def build(self) -> str | None:
         """The id of the complete build the model holds; None when it is lost or incomplete
@@ -274,6 +363,12 @@ class RedisStore:
                 args = [docs.position, "1" if w.force else "0", docs.item, _encoder.encode(w.state)]
                 self.script(keys=keys, args=args + pairs, client=pipe)
             pipe.sadd(self.keys.skus, *[w.documents.sku for w in chunk])
+            indexes: list[Any] = [self.keys.index_base]
+            for w in chunk:
+                docs = w.documents
+                indexes += [docs.sku, docs.position, "1" if w.force else "0"]
+                indexes.append(_encoder.encode(docs.index))
+            self.index_script(keys=[self.keys.index_of], args=indexes, client=pipe)
             pipe.execute()
         meta: list[Any] = ["heartbeat", time.time()]
         if policies is not None:
@@ -310,6 +405,38 @@ class RedisReader:
     async def item(self, sku: str) -> bytes | None:
         value: bytes | None = await self.client.get(self.keys.item(sku))
         return value
+
+    async def index_page(self, name: str, after: str | None, prefix: str, count: int) -> list[str]:
+        """Up to `count` members of index `name` after `after` (exclusive) that start with
+        `prefix`, in order: one ZRANGEBYLEX."""
+        if after is not None and after >= prefix:
+            low = "(" + after
+        else:
+            low = "[" + prefix if prefix else "-"
+        high = "(" + prefix_end(prefix) if prefix else "+"
+        found = await self.client.zrangebylex(self.keys.index(name), low, high, 0, count)
+        return [m.decode() for m in found]
+
+    async def index_has(self, name: str, members: Sequence[str]) -> list[bool]:
+        """Whether each of `members` is in index `name`: one ZMSCORE."""
+        if not members:
+            return []
+        scores = await self.client.zmscore(self.keys.index(name), list(members))
+        return [score is not None for score in scores]
+
+    async def item_documents(self, skus: Sequence[str]) -> list[bytes | None]:
+        """The item documents of `skus` (None where absent): one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for sku in skus:
+            pipe.get(self.keys.item(sku))
+        return list(await pipe.execute())
+
+    async def item_states(self, skus: Sequence[str]) -> list[ItemState | None]:
+        """The projector's folded states of `skus` (None where absent): one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for sku in skus:
+            pipe.get(self.keys.state(sku))
+        return [None if raw is None else _item_decoder.decode(raw) for raw in await pipe.execute()]
 
     async def meta(self) -> dict[str, Any]:
         raw = await self.client.hgetall(self.keys.meta)

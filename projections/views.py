@@ -13,6 +13,7 @@ import msgspec
 
 from atp.ats import Availability, all_location_figures, channel_availability, uncovered_claims
 from atp.state import ItemState, Policies
+from projections.indexes import Membership, memberships
 
 
 class AvailabilityView(msgspec.Struct):
@@ -79,6 +80,8 @@ class SkuDocuments(msgspec.Struct, frozen=True):
     next_expiry: datetime | None
     figures: dict[str, tuple[int, str]] = {}
     """Channel code -> (available, status) on ledger time, for publishing changes."""
+    index: tuple[Membership, ...] = ()
+    """The list indexes the SKU belongs to (projections.indexes), from the same figures."""
 
 
 _encoder = msgspec.json.Encoder()
@@ -172,6 +175,7 @@ def sku_documents(
         item=_encoder.encode(view),
         next_expiry=min(live, default=None),
         figures=_ledger_figures(item, policies) if figures else {},
+        index=memberships(item, {c.channel: c.status for c in view.channels}, now),
     )
 
 

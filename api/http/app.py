@@ -165,6 +165,7 @@ def create_app(services: Services | None = None) -> Litestar:
             )
             app.state.read = ReadSide(memory, settings.read_wait)
             app.state.projector = projector
+        app.state.planner = services.planner(app.state.read)
         if settings.sweep_interval > 0:
             sweeper = Sweeper(ledger, service)
             threads.append(

@@ -103,6 +103,7 @@ class Gateway:
             idempotency=idem,
             view=lambda world, _: Receipt(*encoded(render(world, self.service.clock()))),
             receipt=receipt,
+            token_name=principal.name,
         )
         if idem is None:
             return self._response(await operation(call), None)

@@ -19,6 +19,8 @@ from api.http.metrics import HTTP_ERRORS
 from api.service.errors import (
     ApplicationError,
     ChannelNotFound,
+    InvalidQuery,
+    LocationNotFound,
     ReadModelBehind,
     ReadModelRebuilding,
 )
@@ -114,6 +116,8 @@ APPLICATION_STATUS: dict[type[ApplicationError], tuple[int, dict[str, str]]] = {
     ReadModelRebuilding: (503, {"Retry-After": "1"}),
     ReadModelBehind: (409, {}),
     ChannelNotFound: (404, {}),
+    LocationNotFound: (404, {}),
+    InvalidQuery: (422, {}),
 }
 """The status (and headers) of each application error; anything else is a 409."""
 

@@ -179,6 +179,9 @@ class Job:
     receipt: Callable[[Applied[Any] | Rejected], Receipt | None] | None = None
     idempotency: Idempotency | None = None
     done: Callable[[Result | BaseException], None] = field(default=lambda _: None)
+    token_name: str = ""
+    """The name of the token the work is done for (kept in each event's metadata as
+    `token_name`: who changed a policy); "" for the system's own work."""
 
 
 class ServiceWorld(StateSet):
@@ -478,6 +481,8 @@ class CommandService:
             metadata = {"correlation_id": job.correlation_id}
             if job.idempotency is not None:
                 metadata["idempotency_key"] = job.idempotency.key
+            if job.token_name:
+                metadata["token_name"] = job.token_name
             events.append(LedgerEvent(stream_id(stream), version, now, event, metadata))
         written = {stream for stream, _, _ in pending}
         snapshots = [

@@ -50,3 +50,22 @@ class ChannelNotFound(ApplicationError):
 
     def __init__(self, channel: str) -> None:
         super().__init__(f"channel {channel!r} not found")
+
+
+class LocationNotFound(ApplicationError):
+    """The location named by the caller is not in the (complete) read model's policies."""
+
+    kind = "not-found"
+
+    def __init__(self, location: str) -> None:
+        super().__init__(f"location {location!r} not found")
+
+
+class InvalidQuery(ApplicationError):
+    """A query's parameter is out of its range or is not one the query gave (a cursor):
+    `field` names it."""
+
+    kind = "validation-failed"
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(detail, field=field)

@@ -32,14 +32,16 @@ from atp.streams import Stream
 
 @dataclass(frozen=True)
 class Call:
-    """How a caller wants an operation run: `correlation_id` (logs, ledger metadata), an
-    optional `idempotency` key, `view(world, now)` for the Applied value, and `receipt`,
+    """How a caller wants an operation run: `correlation_id` (logs, ledger metadata), the
+    `token_name` it acts for (ledger metadata), an optional `idempotency` key, `view(world, now)` for the Applied value, and `receipt`,
     what the idempotency record keeps of an Applied or Rejected result (see Job)."""
 
     correlation_id: str
     idempotency: Idempotency | None = None
     view: Callable[[ServiceWorld, datetime], Any] | None = None
     receipt: Callable[[Applied[Any] | Rejected], Receipt | None] | None = None
+    token_name: str = ""
+    """The name of the token the caller acts for (ledger metadata `token_name`)."""
 
 
 Operation = Callable[[Call], Awaitable[Result]]
@@ -56,7 +58,14 @@ class Operations:
 
     async def run(self, decider: Decider, call: Call) -> Result:
         """Decide and append `decider`'s events as one job."""
-        job = Job(decider, call.correlation_id, call.view, call.receipt, call.idempotency)
+        job = Job(
+            decider,
+            call.correlation_id,
+            call.view,
+            call.receipt,
+            call.idempotency,
+            token_name=call.token_name,
+        )
         return await self.commands.submit(job)
 
     async def handle(self, command: cmd.Command, call: Call) -> Result:
