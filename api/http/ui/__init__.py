@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from jinja2 import StrictUndefined
 from litestar import Router
@@ -18,15 +19,28 @@ HERE = Path(__file__).parent
 HTMX_VERSION = "2.0.11"
 
 
-def _strict(engine: JinjaTemplateEngine) -> None:
+def policy_text(policy: dict[str, Any] | None) -> str:
+    """A policy (as the policy history gives it) on one line: `buffer 2, share_percent
+    100, locations WH1 WH2`; "none" when it did not exist."""
+    if policy is None:
+        return "none"
+    parts = []
+    for name, value in policy.items():
+        shown = " ".join(map(str, value)) if isinstance(value, list | tuple) else value
+        parts.append(f"{name} {shown}")
+    return ", ".join(parts)
+
+
+def _configure(engine: JinjaTemplateEngine) -> None:
     # A misspelt name in a template fails loudly (tests catch it) instead of rendering "".
     engine.engine.undefined = StrictUndefined
+    engine.engine.filters["policy"] = policy_text
 
 
 def template_config() -> TemplateConfig[JinjaTemplateEngine]:
     """The app's template engine: Jinja over api/http/ui/templates, autoescaping on."""
     return TemplateConfig(
-        directory=HERE / "templates", engine=JinjaTemplateEngine, engine_callback=_strict
+        directory=HERE / "templates", engine=JinjaTemplateEngine, engine_callback=_configure
     )
 
 

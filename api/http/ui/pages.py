@@ -31,9 +31,10 @@ from api.http.controllers.common import (
     ledger,
     operations,
     path_code,
+    query_code,
 )
 from api.http.controllers.reads import item_document
-from api.http.problems import ApiProblem, domain_problem
+from api.http.problems import APPLICATION_STATUS, ApiProblem, domain_problem
 from api.http.ui.forms import FormError, channel_request, location_request, safety_stock_request
 from api.http.ui.session import (
     CSRF_FIELD,
@@ -46,16 +47,24 @@ from api.http.ui.session import (
 )
 from api.http.views import history_entry
 from api.service.commands import Applied, Rejected
-from api.service.errors import ApplicationError
+from api.service.errors import ApplicationError, InvalidQuery
 from api.service.operations import Call
+from api.service.planner import STATUSES, Planner, PolicyChange
 from api.service.pushstatus import dead_letters, reports
 from atp import commands as cmd
 from atp.decide import POLICIES
-from atp.state import Policies
+from atp.errors import DomainError
+from atp.state import Channel, Location
 
 SIGN_IN = "/ui/sign-in"
 HOME = "/ui/channels"
 HISTORY_PAGE = 100
+CHANGES_SHOWN = 20
+"""Policy changes on the channels page (the newest)."""
+PREVIEW_PAGE = 50
+"""Changed SKUs per page of a preview."""
+LIST_PAGE = 50
+"""SKUs per page of the low-stock list."""
 
 
 class SignInRequired(Exception):
@@ -100,7 +109,7 @@ def render(
     request: Request[Any, Any, Any],
     who: Visitor,
     template: str,
-    status: int = 200,
+    status_code: int = 200,
     **context: Any,
 ) -> Template:
     """`template` with the visitor's context (its name, whether it may save, the CSRF
@@ -114,7 +123,7 @@ def render(
             "csrf": who.session.csrf,
             **context,
         },
-        status_code=status,
+        status_code=status_code,
         cookies=[session_cookie(request, who.session)],
         media_type="text/html",
     )
@@ -149,10 +158,10 @@ def _may_save(who: Visitor) -> None:
         raise Refused(403, "this token lacks the scope policy:write: it cannot save")
 
 
-async def _policies(request: Request[Any, Any, Any]) -> Policies:
-    policies: Policies
-    policies, _ = await asyncio.to_thread(ledger(request).load, POLICIES)
-    return policies
+def planner(request: Request[Any, Any, Any]) -> Planner:
+    """The planner's queries (api.service.planner), as the JSON routes use them."""
+    found: Planner = request.app.state.planner
+    return found
 
 
 # --- signing in and out --------------------------------------------------------------------
@@ -214,15 +223,18 @@ async def sign_out(request: Request[Any, Any, Any]) -> Redirect:
 
 @get("/channels")
 async def channels_page(request: Request[Any, Any, Any]) -> Template:
+    """Every channel and location with its policy, in definition order, and the latest
+    policy changes (who made them, before and after)."""
     who = await reader(request)
-    policies = await _policies(request)
+    changes = await planner(request).policy_history(limit=CHANGES_SHOWN)
     return render(
         request,
         who,
         "channels.html",
         nav="channels",
-        channels=sorted(policies.channels.values(), key=lambda c: c.code),
-        locations=sorted(policies.locations.values(), key=lambda loc: loc.code),
+        channels=await planner(request).channels(),
+        locations=await planner(request).locations(),
+        changes=changes.items,
     )
 
 
@@ -234,11 +246,12 @@ class PolicyPage:
     template: str
     read: Callable[[dict[str, str]], Any]
     command: Callable[[str, Any], cmd.Command]
-    preview_body: Callable[[str, Any], dict[str, Any]]
+    change: Callable[[cmd.Command], PolicyChange]
+    """The command as the change the preview computes."""
 
 
-def _channel_form(policies: Policies, code: str) -> dict[str, str]:
-    ch = policies.channels.get(code)
+def _channel_form(channels: list[Channel], code: str) -> dict[str, str]:
+    ch = next((c for c in channels if c.code == code), None)
     if ch is None:
         return {
             "locations": "",
@@ -256,8 +269,8 @@ def _channel_form(policies: Policies, code: str) -> dict[str, str]:
     }
 
 
-def _location_form(policies: Policies, code: str) -> dict[str, str]:
-    loc = policies.locations.get(code)
+def _location_form(locations: list[Location], code: str) -> dict[str, str]:
+    loc = next((x for x in locations if x.code == code), None)
     if loc is None:
         return {"name": "", "kind": "warehouse", "active": "on"}
     return {"name": loc.name, "kind": loc.kind, "active": "on" if loc.active else ""}
@@ -274,19 +287,19 @@ CHANNEL = PolicyPage(
         backorder_limit=r.backorder_limit,
         low_stock_threshold=r.low_stock_threshold,
     ),
-    lambda code, r: {"channels": {code: msgspec.to_builtins(r)}},
+    lambda c: PolicyChange(channels=(c,)),  # type: ignore[arg-type]
 )
 LOCATION = PolicyPage(
     "location.html",
     location_request,
     lambda code, r: cmd.DefineLocation(code=code, name=r.name, kind=r.kind, active=r.active),
-    lambda code, r: {"locations": {code: msgspec.to_builtins(r)}},
+    lambda c: PolicyChange(locations=(c,)),  # type: ignore[arg-type]
 )
 SAFETY_STOCK = PolicyPage(
     "safety_stock.html",
     safety_stock_request,
     lambda _, r: cmd.SetSafetyStock(sku=r.sku, location=r.location, quantity=r.quantity),
-    lambda _, r: {"safety_stock": [msgspec.to_builtins(r)]},
+    lambda c: PolicyChange(safety_stock=(c,)),  # type: ignore[arg-type]
 )
 
 
@@ -299,7 +312,7 @@ def _saved(request: Request[Any, Any, Any]) -> str:
 async def channel_page(request: Request[Any, Any, Any], code: str) -> Template:
     who = await reader(request)
     code = path_code(code, "channel")
-    form = _channel_form(await _policies(request), code)
+    form = _channel_form(await planner(request).channels(), code)
     return render(
         request,
         who,
@@ -316,7 +329,7 @@ async def channel_page(request: Request[Any, Any, Any], code: str) -> Template:
 async def location_page(request: Request[Any, Any, Any], code: str) -> Template:
     who = await reader(request)
     code = path_code(code, "location")
-    form = _location_form(await _policies(request), code)
+    form = _location_form(await planner(request).locations(), code)
     return render(
         request,
         who,
@@ -330,24 +343,36 @@ async def location_page(request: Request[Any, Any, Any], code: str) -> Template:
 
 
 async def _preview(request: Request[Any, Any, Any], page: PolicyPage, code: str) -> Template:
-    """The what-if of the submitted form: a fragment for htmx (the preview region), the
-    whole page otherwise; a bad field re-renders the form naming it (422)."""
+    """The what-if of the submitted form (`api.service.planner.Planner.preview`: the one
+    ATS function over every SKU, nothing written): a fragment for htmx (the preview
+    region), the whole page otherwise. A bad field re-renders the form naming it (422); a
+    change the PUT would refuse shows why (its status). `cursor` pages the changed SKUs."""
     who = await reader(request)
     form = await form_of(request, who)
     form.pop(CSRF_FIELD, None)
-    fragment = request.headers.get("hx-request") == "true"
-    context: dict[str, Any] = {"code": code, "form": form, "errors": {}, "proposal": form}
+    cursor = form.pop("cursor", None) or None
+    context: dict[str, Any] = {"code": code, "form": form, "proposal": form}
     status = 200
     try:
-        proposal = page.read(form)
+        command = page.command(code, page.read(form))
+        preview = await planner(request).preview(page.change(command), PREVIEW_PAGE, cursor)
     except FormError as error:
-        context["errors"] = {error.field: error.message}
-        context["error"] = f"{error.field}: {error.message}"
+        context |= {
+            "errors": {error.field: error.message},
+            "error": f"{error.field}: {error.message}",
+        }
+        status = 422
+    except DomainError as error:
+        status, _ = domain_problem(error)
+        context["error"] = error.detail
+    except InvalidQuery as error:
+        context["error"] = str(error)
         status = 422
     else:
-        context["preview"] = await _what_if(request, page.preview_body(code, proposal))
+        context["preview"] = preview
         context["save_action"] = request.url.path.removesuffix("/preview")
-    if fragment:
+        context["preview_action"] = request.url.path
+    if request.headers.get("hx-request") == "true":
         return render(request, who, "_preview.html", status, **context)
     return await _full_page(request, who, page, status, context)
 
@@ -384,7 +409,8 @@ async def _save(
             "error": f"{error.field}: {error.message}",
         }
         return await _full_page(request, who, page, 422, context)
-    call = Call(correlation_id=request.state.correlation_id)
+    assert who.principal is not None
+    call = Call(correlation_id=request.state.correlation_id, token_name=who.principal.name)
     result = await operations(request).handle(page.command(code, proposal), call)
     if isinstance(result, Rejected):
         status, _ = domain_problem(result.error)
@@ -424,13 +450,10 @@ async def location_save(request: Request[Any, Any, Any], code: str) -> Response[
 
 
 async def _rules(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    """The safety-stock rules for the page: every rule, most general first."""
-    policies = await _policies(request)
-    rules = [
-        {"sku": None, "location": None if loc == "*" else loc, "quantity": qty}
-        for loc, qty in sorted(policies.safety_stock.items())
-    ]
-    return {"rules": rules, "rules_next": None}
+    """One page of the safety-stock rules (`?cursor=`): location-wide first, then by SKU."""
+    cursor = request.query_params.get("cursor") or None
+    rules = await planner(request).safety_stock_rules(limit=LIST_PAGE, cursor=cursor)
+    return {"rules": rules.items, "rules_next": rules.next_cursor}
 
 
 @get("/safety-stock")
@@ -457,6 +480,36 @@ async def safety_stock_preview(request: Request[Any, Any, Any]) -> Template:
 @post("/safety-stock", status_code=303)
 async def safety_stock_save(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _save(request, SAFETY_STOCK, "", "/ui/safety-stock")
+
+
+# --- low and out of stock -----------------------------------------------------------------
+
+
+@get("/stock")
+async def stock_page(request: Request[Any, Any, Any]) -> Template:
+    """The SKUs of one channel with one status (low_stock by default: the low-stock
+    report), LIST_PAGE per page in SKU order, paged by the list's cursor
+    (`Planner.list_items`, the read model's indexes)."""
+    who = await reader(request)
+    channels = [c.code for c in await planner(request).channels()]
+    channel = request.query_params.get("channel") or (channels[0] if channels else "")
+    status = request.query_params.get("status") or "low_stock"
+    context: dict[str, Any] = {
+        "channels": channels,
+        "channel": channel,
+        "status": status,
+        "items": [],
+    }
+    if status not in STATUSES:
+        raise Refused(422, f"status: must be one of {', '.join(STATUSES)}")
+    if channel:
+        cursor = request.query_params.get("cursor") or None
+        page = await planner(request).list_items(
+            channel=query_code(channel, "channel"), status=status, limit=LIST_PAGE, cursor=cursor
+        )
+        rows = [{"sku": r.sku, **msgspec.to_builtins(r.channels[0])} for r in page.items]
+        context |= {"items": rows, "next_cursor": page.next_cursor}
+    return render(request, who, "stock.html", nav="stock", **context)
 
 
 # --- items ---------------------------------------------------------------------------------
@@ -569,6 +622,13 @@ def _on_refused(request: Request[Any, Any, Any], exc: Refused) -> Response[Any]:
     return _error_page(request, exc.status, exc.message)
 
 
+def _on_application_error(request: Request[Any, Any, Any], exc: ApplicationError) -> Response[Any]:
+    status, headers = APPLICATION_STATUS.get(type(exc), (409, {}))
+    response = _error_page(request, status, str(exc))
+    response.headers.update(headers)
+    return response
+
+
 def _on_problem(request: Request[Any, Any, Any], exc: ApiProblem) -> Response[Any]:
     response = _error_page(request, exc.status, exc.detail)
     response.headers.update(exc.headers)
@@ -579,6 +639,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     SignInRequired: _on_sign_in_required,
     Refused: _on_refused,
     ApiProblem: _on_problem,
+    ApplicationError: _on_application_error,
 }
 
 ROUTES = [
@@ -599,6 +660,7 @@ ROUTES = [
     items_page,
     item_page,
     operations_page,
+    stock_page,
 ]
 
 
