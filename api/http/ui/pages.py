@@ -154,6 +154,7 @@ async def form_of(request: Request[Any, Any, Any], who: Visitor) -> dict[str, st
 
 
 def _may_save(who: Visitor) -> None:
+    """Refused 403 unless the token holds policy:write (previews and saves need it)."""
     if not who.may(POLICY_WRITE):
         raise Refused(403, "this token lacks the scope policy:write: it cannot save")
 
@@ -344,11 +345,11 @@ async def location_page(request: Request[Any, Any, Any], code: str) -> Template:
 
 async def _preview(request: Request[Any, Any, Any], page: PolicyPage, code: str) -> Template:
     """The what-if of the submitted form (`api.service.planner.Planner.preview`: the one
-    ATS function over every SKU, nothing written): a fragment for htmx (the preview
-    region), the whole page otherwise. A bad field re-renders the form naming it (422); a
+    ATS function over every SKU, nothing written), shown under the form. A bad field re-renders the form naming it (422); a
     change the PUT would refuse shows why (its status). `cursor` pages the changed SKUs."""
     who = await reader(request)
     form = await form_of(request, who)
+    _may_save(who)  # as POST /v1/policies/preview: a change is previewed to be saved
     form.pop(CSRF_FIELD, None)
     cursor = form.pop("cursor", None) or None
     context: dict[str, Any] = {"code": code, "form": form, "proposal": form}
@@ -372,8 +373,7 @@ async def _preview(request: Request[Any, Any, Any], page: PolicyPage, code: str)
         context["preview"] = preview
         context["save_action"] = request.url.path.removesuffix("/preview")
         context["preview_action"] = request.url.path
-    if request.headers.get("hx-request") == "true":
-        return render(request, who, "_preview.html", status, **context)
+    # htmx swaps the page's #editor (the form and the preview) from this same answer.
     return await _full_page(request, who, page, status, context)
 
 
@@ -612,7 +612,10 @@ def _error_page(request: Request[Any, Any, Any], status: int, message: str) -> R
 
 
 def _on_sign_in_required(request: Request[Any, Any, Any], _: SignInRequired) -> Response[Any]:
-    target = f"{SIGN_IN}?next={quote(request.url.path, safe='/')}"
+    asked = request.url.path
+    if request.method == "GET" and request.url.query:
+        asked += f"?{request.url.query}"
+    target = f"{SIGN_IN}?next={quote(asked, safe='/')}"
     if request.headers.get("hx-request") == "true":
         return Response(b"", status_code=204, headers={"HX-Redirect": target})
     return Redirect(target, status_code=303)

@@ -1,0 +1,321 @@
+"""The planner page (/ui) in a real browser: Playwright driving Debian's Chromium, headless,
+against a real `atp serve` (embedded, demo catalogue). Every wait is on page state (a URL,
+an element), never a sleep.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from api.service.demo import demo_skus
+from tests.support.server import ADMIN_TOKEN, Server
+from tests.support.ui import launch, planner_service, sign_in
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[Server]:
+    with planner_service() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    context = browser.new_context()
+    context.set_default_timeout(20_000)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    return context.new_page()
+
+
+def api(service: Server, token: str = ADMIN_TOKEN) -> httpx.Client:
+    return service.client(token)
+
+
+def issue(service: Server, name: str, scopes: list[str]) -> str:
+    with api(service) as c:
+        r = c.post("/v1/tokens", json={"name": name, "scopes": scopes})
+        assert r.status_code == 201, r.text
+        token: str = r.json()["token"]
+        return token
+
+
+def web_figures(c: httpx.Client, position: int = 0) -> dict[str, int]:
+    """The web channel's figure of every demo SKU, as the availability route answers it."""
+    skus = demo_skus()
+    params: list[tuple[str, str | int]] = [("sku", s) for s in skus]
+    if position:
+        params.append(("min_position", position))
+    r = c.get("/v1/availability/web", params=params)
+    assert r.status_code == 200, r.text
+    return {i["sku"]: i["available"] for i in r.json()["items"]}
+
+
+def web_channel(c: httpx.Client) -> dict[str, object]:
+    channels = {ch["code"]: ch for ch in c.get("/v1/channels").json()}
+    web: dict[str, object] = channels["web"]
+    return web
+
+
+def cells(page: Page, selector: str) -> list[str]:
+    return [t.strip() for t in page.locator(selector).all_inner_texts()]
+
+
+def test_a_planner_raises_the_web_buffer_reads_the_preview_and_saves(
+    service: Server, page: Page
+) -> None:
+    """Story: a planner signs in, raises the web channel's buffer by 3, reads the preview
+    (which SKUs drop and by how much, the web's totals), saves, and the storefront's
+    availability route answers the new figures. Invariant: the preview is what the save
+    does: every figure it shows before is the figure served before, every figure it shows
+    after is the figure served after the save, its totals are the sums of those figures,
+    and the drops come largest first."""
+    with api(service) as c:
+        before = web_figures(c)
+        buffer = int(web_channel(c)["buffer"])  # type: ignore[call-overload]
+    sign_in(page, service.url, ADMIN_TOKEN)
+    page.click("tr[data-channel=web] >> text=Edit")
+    page.wait_for_url(f"{service.url}/ui/channels/web")
+    assert page.input_value("input[name=buffer]") == str(buffer)
+
+    page.fill("input[name=buffer]", str(buffer + 3))
+    page.click("#preview-button")
+    page.wait_for_selector("#preview-result")
+
+    assert page.url == f"{service.url}/ui/channels/web"  # htmx swapped the region only
+    web_totals = "#totals tr[data-channel=web]"
+    assert page.inner_text(f"{web_totals} [data-before=available]") == str(sum(before.values()))
+    rows = page.locator("#changes tbody tr[data-sku]")
+    shown = {}
+    for i in range(rows.count()):
+        row = rows.nth(i)
+        assert row.get_attribute("data-channel") == "web"
+        sku, _, was, now, *_ = [t.strip() for t in row.locator("td").all_inner_texts()]
+        shown[sku] = (int(was), int(now))
+    assert int(page.inner_text("#changed")) == len(shown) > 0
+    assert all(before[sku] == was for sku, (was, _) in shown.items())
+    drops = [was - now for was, now in shown.values()]
+    assert drops == sorted(drops, reverse=True)
+    assert all(0 < drop <= 3 for drop in drops)
+    with api(service) as c:
+        assert web_figures(c) == before  # a preview writes nothing
+
+    page.click("#save-button")
+    page.wait_for_url(re.compile(r".*/ui/channels/web\?saved=\d+$"))
+    position = int(page.get_attribute("#saved", "data-position") or 0)
+    assert page.input_value("input[name=buffer]") == str(buffer + 3)
+
+    with api(service) as c:
+        after = web_figures(c, position)
+        assert web_channel(c)["buffer"] == buffer + 3
+    assert {sku: (before[sku], after[sku]) for sku in shown} == shown
+    assert all(after[sku] == before[sku] for sku in before if sku not in shown)
+    assert page.locator("#saved").is_visible()
+
+    page.goto(f"{service.url}/ui/channels")
+    latest = page.locator("#policy-changes tbody tr").first
+    assert "admin" in latest.inner_text() and f"buffer {buffer + 3}" in latest.inner_text()
+
+
+def test_a_read_only_token_sees_every_page_but_cannot_preview_or_save(
+    service: Server, page: Page, context: BrowserContext
+) -> None:
+    """Story: an analyst signs in with an `availability:read` token. Invariant: every page
+    shows, the preview button is disabled and says why, and a save posted anyway (with the
+    session's own CSRF token) answers 403 and changes nothing."""
+    token = issue(service, "analyst", ["availability:read"])
+    sign_in(page, service.url, token, "/ui/channels/web")
+    assert page.is_disabled("#preview-button")
+    assert "lacks policy:write" in page.inner_text("#read-only")
+    assert "read only" in page.inner_text("#who")
+    csrf = page.get_attribute("input[name=_csrf]", "value") or ""
+    with api(service) as c:
+        was = web_channel(c)
+    form = {
+        "_csrf": csrf,
+        "locations": "WH1",
+        "buffer": "999",
+        "share_percent": "100",
+        "backorder_limit": "0",
+        "low_stock_threshold": "5",
+    }
+    for action in ("/ui/channels/web", "/ui/channels/web/preview"):
+        answer = context.request.post(f"{service.url}{action}", form=form, max_redirects=0)
+        assert answer.status == 403
+        assert "policy:write" in answer.text()
+    with api(service) as c:
+        assert web_channel(c) == was
+    for path, selector in [
+        ("/ui/channels", "#channels"),
+        ("/ui/safety-stock", "#rules"),
+        ("/ui/stock?channel=pos&status=low_stock", "#stock-list"),
+        ("/ui/items/TEE-BLK-M", "#item-locations"),
+        ("/ui/operations", "#projector"),
+    ]:
+        page.goto(f"{service.url}{path}")
+        assert page.locator(selector).is_visible(), path
+    assert token not in page.content()
+
+
+def test_a_signed_out_visitor_is_sent_to_sign_in_and_back(service: Server, page: Page) -> None:
+    """Story: a planner opens a bookmarked item page without a session. Invariant: every
+    page sends a visitor without a session to sign in, a wrong token is refused without
+    being echoed, and signing in returns to the page asked for; signing out ends it."""
+    url = service.url
+    for path in ("/ui/channels", "/ui/operations", "/ui/items/MUG-01", "/ui"):
+        page.goto(f"{url}{path}")
+        page.wait_for_url(f"{url}/ui/sign-in**")
+    page.goto(f"{url}/ui/items/MUG-01")
+    page.wait_for_url(f"{url}/ui/sign-in?next=/ui/items/MUG-01")
+    page.fill("input[name=token]", "not-a-token-xyz")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#error")
+    assert "unknown token" in page.inner_text("#error")
+    assert "not-a-token-xyz" not in page.content()
+    page.fill("input[name=token]", ADMIN_TOKEN)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/ui/items/MUG-01")
+    assert page.locator("#item-channels tr[data-channel=web]").is_visible()
+    assert ADMIN_TOKEN not in page.content()
+    page.click("text=Sign out")
+    page.wait_for_url(f"{url}/ui/sign-in")
+    page.goto(f"{url}/ui/channels")
+    page.wait_for_url(f"{url}/ui/sign-in**")
+
+
+def test_the_session_cookie_is_sealed_httponly_and_strict(
+    service: Server, page: Page, context: BrowserContext
+) -> None:
+    """Invariant: the session lives in an HttpOnly, SameSite=Strict cookie scripts cannot
+    read, which holds the token only sealed (never in clear)."""
+    sign_in(page, service.url, ADMIN_TOKEN)
+    (cookie,) = [c for c in context.cookies() if c["name"] == "atp_ui"]
+    assert cookie["httpOnly"] is True
+    assert cookie["sameSite"] == "Strict"
+    assert cookie["path"] == "/ui"
+    assert ADMIN_TOKEN not in cookie["value"]
+    assert page.evaluate("document.cookie") == ""
+
+
+def test_a_form_without_its_csrf_token_is_refused_and_saves_nothing(
+    service: Server, page: Page, context: BrowserContext, browser: Browser
+) -> None:
+    """Story: a page on another site makes a signed-in planner's browser post to the
+    planner page. Invariant: a POST without the session's CSRF token, or with another
+    session's, is 403 and saves nothing; a cross-site form post carries no session
+    (SameSite=Strict), so it is sent to sign in and saves nothing either."""
+    sign_in(page, service.url, ADMIN_TOKEN)
+    with api(service) as c:
+        was = web_channel(c)
+    form = {
+        "locations": "ST1",
+        "buffer": "500",
+        "share_percent": "10",
+        "backorder_limit": "0",
+        "low_stock_threshold": "5",
+    }
+    other = browser.new_context()
+    other_page = other.new_page()
+    other_page.goto(f"{service.url}/ui/sign-in")
+    other_csrf = other_page.get_attribute("input[name=_csrf]", "value") or ""
+    other.close()
+    for sent in (form, {**form, "_csrf": ""}, {**form, "_csrf": other_csrf}):
+        answer = context.request.post(f"{service.url}/ui/channels/web", form=sent, max_redirects=0)
+        assert answer.status == 403, sent
+        assert "CSRF" in answer.text()
+
+    # A form on another origin (127.0.0.1 vs localhost) that posts itself.
+    attacker = f"http://localhost:{service.url.rsplit(':', 1)[1]}/ui/sign-in"
+    page.goto(attacker)
+    page.evaluate(
+        """([action, fields]) => {
+            const f = document.createElement('form');
+            f.method = 'post'; f.action = action;
+            for (const [k, v] of Object.entries(fields)) {
+                const i = document.createElement('input'); i.name = k; i.value = v; f.append(i);
+            }
+            document.body.append(f); f.submit();
+        }""",
+        [f"{service.url}/ui/channels/web", form],
+    )
+    # The browser sent no session with it: the visitor is sent to sign in.
+    page.wait_for_url(f"{service.url}/ui/sign-in?next=/ui/channels/web")
+    with api(service) as c:
+        assert web_channel(c) == was
+
+
+def test_a_bad_field_re_renders_the_form_naming_it_and_saves_nothing(
+    service: Server, page: Page, context: BrowserContext
+) -> None:
+    """Invariant: a form is read as strictly as the JSON routes read a body: a buffer of
+    `1.5` or `"-1"`, a share of 101, an unknown field each re-render the form naming the
+    field (422), in the preview and on save, and nothing is saved."""
+    sign_in(page, service.url, ADMIN_TOKEN, "/ui/channels/web")
+    page.fill("input[name=buffer]", "1.5")
+    page.click("#preview-button")
+    page.wait_for_selector("#buffer-error")
+    assert "buffer" in page.inner_text("#buffer-error")
+    assert page.locator("#preview-result").count() == 0
+    csrf = page.get_attribute("input[name=_csrf]", "value") or ""
+    with api(service) as c:
+        was = web_channel(c)
+    good = {
+        "_csrf": csrf,
+        "locations": "WH1, WH2",
+        "buffer": "1",
+        "share_percent": "100",
+        "backorder_limit": "0",
+        "low_stock_threshold": "5",
+    }
+    for field, value in [
+        ("buffer", "-1"),
+        ("buffer", "1e3"),
+        ("share_percent", "101"),
+        ("locations", "WH1, bad code!"),
+        ("extra", "1"),
+    ]:
+        answer = context.request.post(
+            f"{service.url}/ui/channels/web", form={**good, field: value}, max_redirects=0
+        )
+        assert answer.status == 422, (field, value)
+        assert f"{field}:" in answer.text(), (field, value)
+    with api(service) as c:
+        assert web_channel(c) == was
+
+
+def test_the_low_stock_list_pages_by_cursor_without_gaps(service: Server, page: Page) -> None:
+    """Story: a planner reads the pos channel's low-stock report. Invariant: it lists
+    exactly the SKUs the availability route calls low_stock, each once, page after page."""
+    with api(service) as c:
+        r = c.get("/v1/availability/pos", params=[("sku", s) for s in demo_skus()])
+        low = sorted(i["sku"] for i in r.json()["items"] if i["status"] == "low_stock")
+    assert low
+    sign_in(page, service.url, ADMIN_TOKEN, "/ui/stock?channel=pos&status=low_stock")
+    listed = []
+    while True:
+        listed += [
+            row.get_attribute("data-sku") for row in page.locator("#stock-list tr[data-sku]").all()
+        ]
+        if page.locator("#next-page").count() == 0:
+            break
+        page.click("#next-page")
+        page.wait_for_load_state()
+    assert listed == low
