@@ -13,7 +13,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from api.http.ui.pages import EXCEPTION_HANDLERS, ROUTES
+from api.http.ui import access, policies, views
 
 HERE = Path(__file__).parent
 HTMX_VERSION = "2.0.11"
@@ -52,7 +52,7 @@ def router() -> Router:
     )
     return Router(
         path="/ui",
-        route_handlers=[*ROUTES, static],
-        exception_handlers=EXCEPTION_HANDLERS,
+        route_handlers=[*access.ROUTES, *policies.ROUTES, *views.ROUTES, static],
+        exception_handlers=access.EXCEPTION_HANDLERS,
         include_in_schema=False,
     )

@@ -1,0 +1,155 @@
+"""The planner page's read-only views: the low- and out-of-stock list per channel (the
+planner's paged lists), an item (per-location figures, each channel's derivation, its
+history) and the operations view (what /ready computes, with the pushers' dead letters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+from urllib.parse import quote
+
+import msgspec
+from litestar import Request, get
+from litestar.response import Redirect, Template
+
+from adapters.ledger import history
+from api.http import schemas as s
+from api.http.controllers.admin import readiness
+from api.http.controllers.common import (
+    ledger,
+    path_code,
+    query_code,
+)
+from api.http.controllers.reads import item_document
+from api.http.ui.access import (
+    Refused,
+    planner,
+    reader,
+    render,
+)
+from api.http.views import history_entry
+from api.service.planner import STATUSES
+from api.service.pushstatus import dead_letters, reports
+from atp.decide import POLICIES
+
+HISTORY_PAGE = 100
+"""History entries per page of the item page."""
+LIST_PAGE = 50
+"""SKUs per page of the low-stock list."""
+
+
+# --- low and out of stock -----------------------------------------------------------------
+
+
+@get("/stock")
+async def stock_page(request: Request[Any, Any, Any]) -> Template:
+    """The SKUs of one channel with one status (low_stock by default: the low-stock
+    report), LIST_PAGE per page in SKU order, paged by the list's cursor
+    (`Planner.list_items`, the read model's indexes)."""
+    who = await reader(request)
+    channels = [c.code for c in await planner(request).channels()]
+    channel = request.query_params.get("channel") or (channels[0] if channels else "")
+    status = request.query_params.get("status") or "low_stock"
+    context: dict[str, Any] = {
+        "channels": channels,
+        "channel": channel,
+        "status": status,
+        "items": [],
+    }
+    if status not in STATUSES:
+        raise Refused(422, f"status: must be one of {', '.join(STATUSES)}")
+    if channel:
+        cursor = request.query_params.get("cursor") or None
+        page = await planner(request).list_items(
+            channel=query_code(channel, "channel"), status=status, limit=LIST_PAGE, cursor=cursor
+        )
+        rows = [{"sku": r.sku, **msgspec.to_builtins(r.channels[0])} for r in page.items]
+        context |= {"items": rows, "next_cursor": page.next_cursor}
+    return render(request, who, "stock.html", nav="stock", **context)
+
+
+# --- items ---------------------------------------------------------------------------------
+
+
+@get("/items")
+async def items_page(request: Request[Any, Any, Any]) -> Template | Redirect:
+    who = await reader(request)
+    sku = request.query_params.get("sku", "")
+    if sku:
+        return Redirect(f"/ui/items/{quote(sku, safe='')}", status_code=303)
+    return render(request, who, "items.html", nav="items", sku="")
+
+
+_SHOWN = ("position", "type", "occurred_at", "location", "quantity")
+
+
+def _history_row(entry: dict[str, Any]) -> dict[str, Any]:
+    """A history entry (as `GET /v1/items/{sku}/history` gives it) as a table row: its
+    position, time, type, location and quantity, and the rest of its fields as details."""
+    hidden = {*_SHOWN, "correlation_id", "sku"}
+    details = ", ".join(
+        f"{k} {v}" for k, v in entry.items() if k not in hidden and v not in (None, [], {})
+    )
+    return {name: entry.get(name) for name in _SHOWN} | {"details": details}
+
+
+@get("/items/{sku:str}")
+async def item_page(request: Request[Any, Any, Any], sku: str) -> Template:
+    """Per-location figures and each channel's derivation (the read model's item document,
+    as `GET /v1/items/{sku}` answers it) and the item's history (as
+    `GET /v1/items/{sku}/history`), `?after=` paging on."""
+    who = await reader(request)
+    sku = path_code(sku, "sku")
+    raw_after = request.query_params.get("after", "0")
+    if not (raw_after.isascii() and raw_after.isdigit() and int(raw_after) <= s.MAX_POSITION):
+        raise Refused(422, f"after: must be a ledger position 0..{s.MAX_POSITION}")
+    item = msgspec.json.decode(await item_document(request, sku))
+    rows = await asyncio.to_thread(
+        history, ledger(request), [("item", sku), POLICIES], int(raw_after), HISTORY_PAGE
+    )
+    entries = [
+        _history_row(history_entry(r.position, r.occurred_at, r.metadata, r.event)) for r in rows
+    ]
+    next_after = rows[-1].position if len(rows) == HISTORY_PAGE else None
+    return render(
+        request, who, "item.html", nav="items", item=item, history=entries, next_after=next_after
+    )
+
+
+# --- operations ----------------------------------------------------------------------------
+
+
+@get("/operations")
+async def operations_page(request: Request[Any, Any, Any]) -> Template:
+    """The projector's lag, the backing services and each pusher's delay and dead letters:
+    what /ready computes (`readiness`), with the pushers' reported dead-letter counts."""
+    who = await reader(request)
+    _, body = await readiness(request)
+    checks = body["checks"]
+    found: list[dict[str, str]] = []
+    redis_client = request.app.state.redis
+    if redis_client is not None:
+        with contextlib.suppress(Exception):
+            found = await reports(redis_client, request.app.state.settings.redis_prefix)
+    dead = dead_letters(found)
+    pushers = [
+        {"name": name, **check, "dead_letters": f"{dead.get(name, 0):g}"}
+        for name, check in sorted(checks.get("pushers", {}).items())
+    ]
+    services = [(n, checks[n]) for n in ("ledger", "writer", "read_model") if n in checks]
+    return render(
+        request,
+        who,
+        "operations.html",
+        nav="operations",
+        health=body["status"],
+        projector=checks.get("projector"),
+        checks=services,
+        pushers=pushers,
+        embedded=request.app.state.settings.embedded,
+    )
+
+
+ROUTES = [stock_page, items_page, item_page, operations_page]
