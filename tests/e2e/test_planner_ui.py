@@ -319,3 +319,64 @@ def test_the_low_stock_list_pages_by_cursor_without_gaps(service: Server, page: 
         page.click("#next-page")
         page.wait_for_load_state()
     assert listed == low
+
+
+def test_a_planner_sets_a_safety_stock_rule_after_its_preview(service: Server, page: Page) -> None:
+    """Story: a planner keeps 5 mugs back at the central warehouse. Invariant: the preview
+    lists the SKU on every channel sourcing from WH1 with the figure the availability
+    route answers once saved, and the rule list then shows the rule."""
+    sku = "MUG-07"
+    sign_in(page, service.url, ADMIN_TOKEN, "/ui/safety-stock")
+    page.fill("input[name=sku]", sku)
+    page.fill("input[name=location]", "WH1")
+    page.fill("input[name=quantity]", "5")
+    page.click("#preview-button")
+    page.wait_for_selector("#preview-result")
+    rows = page.locator("#changes tbody tr[data-sku]")
+    after = {}
+    for i in range(rows.count()):
+        row = rows.nth(i)
+        assert row.get_attribute("data-sku") == sku
+        after[row.get_attribute("data-channel")] = int(row.locator("td").nth(3).inner_text())
+    with api(service) as c:
+        sourcing = {ch["code"] for ch in c.get("/v1/channels").json() if "WH1" in ch["locations"]}
+    assert set(after) == sourcing
+    page.click("#save-button")
+    page.wait_for_url(re.compile(r".*/ui/safety-stock\?saved=\d+$"))
+    position = int(page.get_attribute("#saved", "data-position") or 0)
+    with api(service) as c:
+        for channel, figure in after.items():
+            r = c.get(f"/v1/availability/{channel}/{sku}", params={"min_position": position})
+            assert r.json()["available"] == figure
+    assert f"{sku} WH1 5" in " ".join(page.locator("#rules").inner_text().split())
+
+
+def test_a_planner_renames_a_location_and_the_preview_says_nothing_changes(
+    service: Server, page: Page
+) -> None:
+    """Story: a planner renames the east warehouse. Invariant: a change that moves no figure
+    previews as no change, and once saved the location list says the new name."""
+    sign_in(page, service.url, ADMIN_TOKEN, "/ui/locations/WH2")
+    page.fill("input[name=name]", "East fulfilment centre (Leipzig)")
+    page.click("#preview-button")
+    page.wait_for_selector("#preview-result")
+    assert page.inner_text("#changed") == "0"
+    page.click("#save-button")
+    page.wait_for_url(re.compile(r".*/ui/locations/WH2\?saved=\d+$"))
+    with api(service) as c:
+        names = {loc["code"]: loc["name"] for loc in c.get("/v1/locations").json()}
+    assert names["WH2"] == "East fulfilment centre (Leipzig)"
+
+
+def test_a_session_holds_on_every_worker_of_the_service(server: Server) -> None:
+    """Invariant: the sealed session opens in every API worker process (the service on
+    PostgreSQL with two workers): each page answers 200, never the sign-in page."""
+    with httpx.Client(base_url=server.url, timeout=30) as browser:
+        page = browser.get("/ui/sign-in")
+        csrf = re.search(r'name="_csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        signed = browser.post("/ui/sign-in", data={"_csrf": csrf[1], "token": ADMIN_TOKEN})
+        assert signed.status_code == 303 and signed.headers["location"] == "/ui/channels"
+        for _ in range(20):
+            answer = browser.get("/ui/channels")
+            assert answer.status_code == 200 and 'id="channels"' in answer.text

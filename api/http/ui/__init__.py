@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from jinja2 import StrictUndefined
 from litestar import Router
@@ -14,21 +13,10 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from api.http.ui import access, policies, views
+from api.http.ui.access import policy_text
 
 HERE = Path(__file__).parent
 HTMX_VERSION = "2.0.11"
-
-
-def policy_text(policy: dict[str, Any] | None) -> str:
-    """A policy (as the policy history gives it) on one line: `buffer 2, share_percent
-    100, locations WH1 WH2`; "none" when it did not exist."""
-    if policy is None:
-        return "none"
-    parts = []
-    for name, value in policy.items():
-        shown = " ".join(map(str, value)) if isinstance(value, list | tuple) else value
-        parts.append(f"{name} {shown}")
-    return ", ".join(parts)
 
 
 def _configure(engine: JinjaTemplateEngine) -> None:

@@ -74,6 +74,18 @@ DEFAULTS: dict[str, Any] = {
 """What a template may leave unset (the engine refuses any other undefined name)."""
 
 
+def policy_text(policy: dict[str, Any] | None) -> str:
+    """A policy (as the policy history gives it) on one line: `buffer 2, share_percent
+    100, locations WH1 WH2`; "none" when it did not exist."""
+    if policy is None:
+        return "none"
+    parts = []
+    for name, value in policy.items():
+        shown = " ".join(map(str, value)) if isinstance(value, list | tuple) else value
+        parts.append(f"{name} {shown}")
+    return ", ".join(parts)
+
+
 def render(
     request: Request[Any, Any, Any],
     who: Visitor,

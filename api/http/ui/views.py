@@ -26,6 +26,7 @@ from api.http.controllers.reads import item_document
 from api.http.ui.access import (
     Refused,
     planner,
+    policy_text,
     reader,
     render,
 )
@@ -89,8 +90,8 @@ def _history_row(entry: dict[str, Any]) -> dict[str, Any]:
     """A history entry (as `GET /v1/items/{sku}/history` gives it) as a table row: its
     position, time, type, location and quantity, and the rest of its fields as details."""
     hidden = {*_SHOWN, "correlation_id", "sku"}
-    details = ", ".join(
-        f"{k} {v}" for k, v in entry.items() if k not in hidden and v not in (None, [], {})
+    details = policy_text(
+        {k: v for k, v in entry.items() if k not in hidden and v not in (None, [], {})}
     )
     return {name: entry.get(name) for name in _SHOWN} | {"details": details}
 
