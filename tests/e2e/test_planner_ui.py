@@ -380,3 +380,13 @@ def test_a_session_holds_on_every_worker_of_the_service(server: Server) -> None:
         for _ in range(20):
             answer = browser.get("/ui/channels")
             assert answer.status_code == 200 and 'id="channels"' in answer.text
+
+
+def test_an_htmx_request_without_a_session_is_sent_to_sign_in(server: Server) -> None:
+    """Invariant: a preview posted by htmx after the session is gone answers 204 with
+    HX-Redirect to the sign-in page (htmx then loads it), never a page swapped in."""
+    answer = httpx.post(
+        f"{server.url}/ui/channels/web/preview", headers={"HX-Request": "true"}, timeout=30
+    )
+    assert answer.status_code == 204
+    assert answer.headers["hx-redirect"] == "/ui/sign-in?next=/ui/channels/web"

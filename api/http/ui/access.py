@@ -218,7 +218,9 @@ def _error_page(request: Request[Any, Any, Any], status: int, message: str) -> R
 
 
 def _on_sign_in_required(request: Request[Any, Any, Any], _: SignInRequired) -> Response[Any]:
-    asked = request.url.path
+    # Back to the page asked for (a form's page: each form posts to its page's path, or
+    # to that path + /preview).
+    asked = request.url.path.removesuffix("/preview")
     if request.method == "GET" and request.url.query:
         asked += f"?{request.url.query}"
     target = f"{SIGN_IN}?next={quote(asked, safe='/')}"

@@ -247,6 +247,8 @@ async def _save(
     assert isinstance(result, Applied)
     position = result.position or 0
     # The page says which position was saved; past ATP_READ_WAIT the read model follows.
+    if (nudge := request.app.state.nudge) is not None:
+        nudge.nudge()  # embedded: wake the in-process projector now
     with contextlib.suppress(ApplicationError):
         await request.app.state.read.wait_for(position)
     return Redirect(f"{back}?saved={position}", status_code=303)
