@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -368,15 +369,22 @@ def test_a_planner_renames_a_location_and_the_preview_says_nothing_changes(
     assert names["WH2"] == "East fulfilment centre (Leipzig)"
 
 
-def test_a_session_holds_on_every_worker_of_the_service(server: Server) -> None:
-    """Invariant: the sealed session opens in every API worker process (the service on
-    PostgreSQL with two workers): each page answers 200, never the sign-in page."""
+@contextmanager
+def signed_in_client(server: Server) -> Iterator[httpx.Client]:
+    """An HTTP client holding a signed-in session (cookies kept, as a browser does)."""
     with httpx.Client(base_url=server.url, timeout=30) as browser:
         page = browser.get("/ui/sign-in")
         csrf = re.search(r'name="_csrf" value="([^"]+)"', page.text)
         assert csrf is not None
         signed = browser.post("/ui/sign-in", data={"_csrf": csrf[1], "token": ADMIN_TOKEN})
         assert signed.status_code == 303 and signed.headers["location"] == "/ui/channels"
+        yield browser
+
+
+def test_a_session_holds_on_every_worker_of_the_service(server: Server) -> None:
+    """Invariant: the sealed session opens in every API worker process (the service on
+    PostgreSQL with two workers): each page answers 200, never the sign-in page."""
+    with signed_in_client(server) as browser:
         for _ in range(20):
             answer = browser.get("/ui/channels")
             assert answer.status_code == 200 and 'id="channels"' in answer.text
@@ -390,3 +398,24 @@ def test_an_htmx_request_without_a_session_is_sent_to_sign_in(server: Server) ->
     )
     assert answer.status_code == 204
     assert answer.headers["hx-redirect"] == "/ui/sign-in?next=/ui/channels/web"
+
+
+@pytest.mark.parametrize(
+    ("path", "named"),
+    [
+        ("/ui/items/MUG-01?after=1e3", "after"),
+        ("/ui/items/MUG-01?after=-1", "after"),
+        ("/ui/stock?channel=web&status=sold_out", "status"),
+        ("/ui/stock?channel=web&status=low_stock&cursor=bogus", "cursor"),
+        ("/ui/stock?channel=no%20such", "channel"),
+        ("/ui/safety-stock?cursor=bogus", "cursor"),
+    ],
+)
+def test_bad_query_input_answers_a_page_naming_it(server: Server, path: str, named: str) -> None:
+    """Invariant: a page asked with a bad query parameter answers a 4xx HTML page that
+    names it (never a 5xx, never a JSON problem in the browser)."""
+    with signed_in_client(server) as browser:
+        answer = browser.get(path)
+    assert 400 <= answer.status_code < 500, answer.text
+    assert answer.headers["content-type"].startswith("text/html")
+    assert named in answer.text
