@@ -206,7 +206,8 @@ def test_the_session_cookie_is_sealed_httponly_and_strict(
     service: Server, page: Page, context: BrowserContext
 ) -> None:
     """Invariant: the session lives in an HttpOnly, SameSite=Strict cookie scripts cannot
-    read, which holds the token only sealed (never in clear)."""
+    read, which holds the token only sealed (never in clear); pages may not be framed or
+    cached."""
     sign_in(page, service.url, ADMIN_TOKEN)
     (cookie,) = [c for c in context.cookies() if c["name"] == "atp_ui"]
     assert cookie["httpOnly"] is True
@@ -214,6 +215,11 @@ def test_the_session_cookie_is_sealed_httponly_and_strict(
     assert cookie["path"] == "/ui"
     assert ADMIN_TOKEN not in cookie["value"]
     assert page.evaluate("document.cookie") == ""
+    answer = page.goto(f"{service.url}/ui/channels")
+    assert answer is not None
+    headers = answer.headers
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY" and headers["cache-control"] == "no-store"
 
 
 def test_a_form_without_its_csrf_token_is_refused_and_saves_nothing(
@@ -243,20 +249,18 @@ def test_a_form_without_its_csrf_token_is_refused_and_saves_nothing(
         assert answer.status == 403, sent
         assert "CSRF" in answer.text()
 
-    # A form on another origin (127.0.0.1 vs localhost) that posts itself.
-    attacker = f"http://localhost:{service.url.rsplit(':', 1)[1]}/ui/sign-in"
-    page.goto(attacker)
-    page.evaluate(
-        """([action, fields]) => {
-            const f = document.createElement('form');
-            f.method = 'post'; f.action = action;
-            for (const [k, v] of Object.entries(fields)) {
-                const i = document.createElement('input'); i.name = k; i.value = v; f.append(i);
-            }
-            document.body.append(f); f.submit();
-        }""",
-        [f"{service.url}/ui/channels/web", form],
+    # A page on another site whose form posts to the planner page.
+    inputs = "".join(f'<input name="{k}" value="{v}">' for k, v in form.items())
+    evil = (
+        f'<form method="post" action="{service.url}/ui/channels/web">{inputs}'
+        '<button id="go">win a prize</button></form>'
     )
+    page.route(
+        "http://attacker.test/**",
+        lambda route: route.fulfill(body=evil, content_type="text/html"),
+    )
+    page.goto("http://attacker.test/prize")
+    page.click("#go")
     # The browser sent no session with it: the visitor is sent to sign in.
     page.wait_for_url(f"{service.url}/ui/sign-in?next=/ui/channels/web")
     with api(service) as c:

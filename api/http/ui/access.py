@@ -86,6 +86,19 @@ def policy_text(policy: dict[str, Any] | None) -> str:
     return ", ".join(parts)
 
 
+PAGE_HEADERS = {
+    # Everything the page loads is atp's own (no inline script or style); no framing
+    # (clickjacking) and forms post only to atp.
+    "Content-Security-Policy": (
+        "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    # A page holds the session's CSRF token: never cached.
+    "Cache-Control": "no-store",
+}
+
+
 def render(
     request: Request[Any, Any, Any],
     who: Visitor,
@@ -106,6 +119,7 @@ def render(
         },
         status_code=status_code,
         cookies=[session_cookie(request, who.session)],
+        headers=PAGE_HEADERS,
         media_type="text/html",
     )
 
