@@ -195,10 +195,24 @@ def channel_availability(
     """What `channel` may sell of `item` at `now` (the one ATS formula): the sellable pool
     of its locations, times its share percent (rounded down), less its buffer, plus what it
     may promise against unpromised incoming supply up to its backorder limit."""
+    return availability_from(channel, sourcing_figures(item, policies, channel.locations, now))
+
+
+def sourcing_figures(
+    item: ItemState, policies: Policies, locations: tuple[str, ...], now: datetime
+) -> tuple[LocationFigures, ...]:
+    """The figures of `item` at each of `locations` (a channel's sourcing order) at `now`:
+    the first half of `channel_availability`, which depends on the policies only through
+    the locations and the safety-stock rules."""
     expired = _expired_by_location(item, now)
-    figures = tuple(
-        location_figures(item, policies, code, now, expired) for code in channel.locations
-    )
+    return tuple(location_figures(item, policies, code, now, expired) for code in locations)
+
+
+def availability_from(channel: Channel, figures: tuple[LocationFigures, ...]) -> Availability:
+    """The second half of `channel_availability`: what `channel` may sell given the
+    figures of its locations in its sourcing order (`sourcing_figures`). A caller that
+    weighs two versions of one channel over the same locations (a what-if preview)
+    computes the figures once."""
     pool = sum(f.sellable for f in figures)
     on_hand_available = max(0, pool * channel.share_percent // 100 - channel.buffer)
     backorder_available = 0

@@ -20,7 +20,16 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from adapters.webhook_queue import WebhookQueue
 from api.bootstrap import Services, bootstrap
 from api.http.auth import TokenStore, auth_middleware
-from api.http.controllers import admin, checkout, integrations, policies, reads, stock, webhooks
+from api.http.controllers import (
+    admin,
+    checkout,
+    integrations,
+    planner,
+    policies,
+    reads,
+    stock,
+    webhooks,
+)
 from api.http.decoding import strict_input
 from api.http.gateway import Gateway
 from api.http.metrics import WriterSampler, request_middleware, worker_exit
@@ -204,6 +213,7 @@ def create_app(services: Services | None = None) -> Litestar:
 
     route_handlers = [
         *policies.ROUTES,
+        *planner.ROUTES,
         *stock.ROUTES,
         *checkout.ROUTES,
         *reads.ROUTES,

@@ -19,7 +19,9 @@ from litestar import Request
 from api.http.problems import ApiProblem
 
 T = TypeVar("T")
-_WHERE = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_WHERE = re.compile(
+    r"^(?P<message>.*?)(?: - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`)?$", re.DOTALL
+)
 _MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")
 _NEWLINES = (b"\\n", b"\\u000a", b"\\u000A")
 _INTEGER = re.compile(r"\A-?[0-9]{1,20}\Z")  # ASCII digits only: `²` is not a digit here
@@ -49,10 +51,12 @@ def decode_body(raw: bytes, type_: type[T]) -> T:
     except msgspec.ValidationError as exc:
         found = _WHERE.match(str(exc))
         message, path = (found["message"], found["path"] or "") if found else (str(exc), "")
+        if found and found["key"]:  # a dict's key (a code) is at fault: name the dict
+            message = f"a key: {message}"
         if missing := _MISSING.search(message):
             field = _field(path, missing["name"])
             raise ApiProblem(400, "bad-request", message, field=field) from None
-        field = _field(path)
+        field = _field(_entry_named(raw, type_, path, str(exc)))
         raise ApiProblem(422, "validation-failed", f"{field}: {message}", field=field) from None
     except msgspec.DecodeError as exc:
         raise ApiProblem(400, "malformed-json", f"the body is not JSON: {exc}") from None
@@ -70,6 +74,40 @@ def decode_body(raw: bytes, type_: type[T]) -> T:
             422, "validation-failed", f"{field}: must match {pattern} in full", field=field
         )
     return value
+
+
+_SEGMENT = re.compile(r"\.(?P<name>[^.\[]+)|\[(?P<index>[0-9]+)\]")
+
+
+def _entry_named(raw: bytes, type_: Any, path: str, error: str) -> str:
+    """`path` with the first `[...]` (msgspec's name for an entry of a dict, such as a
+    preview's `channels`) replaced by `.<key>` of the entry at fault: found by decoding
+    the body again with that dict cut down to one entry at a time, until the same error
+    recurs. `path` as it is when that cannot be told."""
+    head, cut, tail = path.partition("[...]")
+    if not cut:
+        return path
+    document = msgspec.json.decode(raw)
+    container = document
+    for segment in _SEGMENT.finditer(head):
+        name, index = segment["name"], segment["index"]
+        if name is not None and isinstance(container, dict) and name in container:
+            container = container[name]
+        elif index is not None and isinstance(container, list) and int(index) < len(container):
+            container = container[int(index)]
+        else:
+            return path
+    if not isinstance(container, dict):
+        return path
+    for key, value in list(container.items()):
+        container.clear()
+        container[key] = value
+        try:
+            _decoder(type_).decode(msgspec.json.encode(document))
+        except msgspec.ValidationError as exc:
+            if str(exc) == error:
+                return f"{head}.{key}{tail}"
+    return path
 
 
 @cache

@@ -128,6 +128,27 @@ class SafetyStockView(msgspec.Struct):
     quantity: int
 
 
+class LocationChange(LocationRequest, forbid_unknown_fields=True):
+    """A location definition in a preview: the body of `PUT /v1/locations/{code}`."""
+
+
+class ChannelChange(ChannelRequest, forbid_unknown_fields=True):
+    """A channel definition in a preview: the body of `PUT /v1/channels/{code}`."""
+
+
+class SafetyStockChange(SafetyStockRequest, forbid_unknown_fields=True):
+    """A safety-stock rule in a preview: the body of `PUT /v1/safety-stock`."""
+
+
+class PreviewRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """`POST /v1/policies/preview`: the changes the policy PUTs would make, by code
+    (an unknown field anywhere is refused: a misspelt figure must not preview as 0)."""
+
+    channels: Annotated[dict[Code, ChannelChange], msgspec.Meta(max_length=100)] = {}
+    locations: Annotated[dict[Code, LocationChange], msgspec.Meta(max_length=100)] = {}
+    safety_stock: Annotated[list[SafetyStockChange], msgspec.Meta(max_length=1000)] = []
+
+
 # --- stock movements -----------------------------------------------------------------------
 
 

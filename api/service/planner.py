@@ -23,35 +23,38 @@ import asyncio
 import base64
 import binascii
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
 
-from adapters.ledger import Ledger, history
+from adapters.ledger import Ledger
 from api.service.errors import (
     ChannelNotFound,
     InvalidQuery,
     LocationNotFound,
     ReadModelRebuilding,
 )
+from api.service.policy_history import PolicyChangeEntry, PolicyHistoryPage, policy_changes
+from api.service.preview import (
+    Change,
+    ChannelTotals,
+    PolicyChange,
+    Preview,
+    Totals,
+    apply_change,
+    change_key,
+    moved_channels,
+    preview_states,
+)
 from api.service.queries import Meta, ReadSide
-from atp import commands as cmd
-from atp import events as ev
-from atp.ats import channel_availability
-from atp.decide import POLICIES, decide
+from atp.decide import POLICIES
 from atp.state import (
     GLOBAL,
     Channel,
-    ItemState,
     Location,
-    OrderState,
     Policies,
-    ReservationState,
-    TransferState,
-    evolve_item,
-    evolve_policies,
 )
 from projections.indexes import (
     CATALOG,
@@ -63,6 +66,27 @@ from projections.indexes import (
     status_index,
 )
 from projections.views import ItemView, LocationFiguresView
+
+__all__ = [  # the preview's and the history's results are part of this module's API
+    "Change",
+    "ChannelFigure",
+    "ChannelTotals",
+    "HoldRow",
+    "ItemPage",
+    "ItemRow",
+    "Planner",
+    "PolicyChange",
+    "PolicyChangeEntry",
+    "PolicyHistoryPage",
+    "Preview",
+    "ReservationPage",
+    "ReservationRow",
+    "SafetyStockPage",
+    "SafetyStockRule",
+    "Totals",
+    "decode_cursor",
+    "encode_cursor",
+]
 
 STATUSES = ("in_stock", "low_stock", "out_of_stock", "backorder")
 """The statuses a channel's figure can have (atp.ats.Status)."""
@@ -148,88 +172,6 @@ class SafetyStockPage(msgspec.Struct, frozen=True):
     next_cursor: str | None
 
 
-class Totals(msgspec.Struct, frozen=True):
-    """One channel's figures over every projected SKU: units `available` (sum), SKUs
-    `out_of_stock` and SKUs `low_stock` (atp.ats.status_for)."""
-
-    available: int
-    out_of_stock: int
-    low_stock: int
-
-
-class ChannelTotals(msgspec.Struct, frozen=True):
-    """A channel's totals before and after a previewed change (`before` None: the change
-    creates the channel)."""
-
-    channel: str
-    before: Totals | None
-    after: Totals
-
-
-class Change(msgspec.Struct, frozen=True):
-    """A SKU whose figure or status on `channel` the previewed change would alter."""
-
-    sku: str
-    channel: str
-    available_before: int
-    available_after: int
-    status_before: str
-    status_after: str
-
-
-class Preview(msgspec.Struct, frozen=True):
-    """What a policy change would do, computed on the read model's state at `position`
-    over `skus` SKUs: per-channel totals, and the changed figures (`changed` in all),
-    largest drop first (then SKU, channel), one page of them in `changes`."""
-
-    position: int
-    skus: int
-    totals: list[ChannelTotals]
-    changed: int
-    changes: list[Change]
-    next_cursor: str | None
-
-
-class PolicyChangeEntry(msgspec.Struct, frozen=True):
-    """One policy change from the ledger's policies stream: when (`occurred_at`, UTC), who
-    (`token_name`; None for changes recorded before atp kept it, or made by atp itself),
-    what (`kind` location, channel or safety_stock, and its `code`: the location or
-    channel code, or the location of a safety-stock rule, None for the global rule) and
-    the policy `before` (None: it did not exist) and `after`."""
-
-    position: int
-    occurred_at: datetime
-    token_name: str | None
-    correlation_id: str | None
-    kind: Literal["location", "channel", "safety_stock"]
-    code: str | None
-    before: dict[str, Any] | None
-    after: dict[str, Any]
-
-
-class PolicyHistoryPage(msgspec.Struct, frozen=True):
-    """Policy changes, newest first."""
-
-    items: list[PolicyChangeEntry]
-    next_cursor: str | None
-
-
-class PolicyChange(msgspec.Struct, frozen=True):
-    """A change to preview, as the policy PUTs would make it: location definitions first,
-    then channel definitions, then safety-stock rules (so a channel may use a location
-    defined in the same change)."""
-
-    locations: tuple[cmd.DefineLocation, ...] = ()
-    channels: tuple[cmd.DefineChannel, ...] = ()
-    safety_stock: tuple[cmd.SetSafetyStock, ...] = ()
-
-    def commands(self) -> Iterator[cmd.Command]:
-        """The change's commands in the order they apply."""
-        yield from self.locations
-        yield from self.channels
-        yield from self.safety_stock
-
-
 # --- cursors ------------------------------------------------------------------------------
 
 
@@ -260,147 +202,6 @@ def _check_limit(limit: int) -> None:
         raise InvalidQuery("limit", f"limit must be 1..{MAX_LIMIT}")
 
 
-# --- the preview world --------------------------------------------------------------------
-
-
-class _PreviewWorld:
-    """The `World` a previewed command is decided against: the read model's policies and
-    the states of the SKUs it names (loaded first)."""
-
-    def __init__(self, policies: Policies, items: dict[str, ItemState]) -> None:
-        self._policies = policies
-        self._items = items
-
-    def policies(self) -> Policies:
-        return self._policies
-
-    def item(self, sku: str) -> ItemState:
-        return self._items.get(sku) or ItemState(sku=sku)
-
-    def items(self, skus: Iterable[str]) -> dict[str, ItemState]:
-        return {sku: self.item(sku) for sku in skus}
-
-    def order(self, order_id: str) -> OrderState | None:  # pragma: no cover - not read
-        return None
-
-    def reservation(self, reservation_id: str) -> ReservationState | None:  # pragma: no cover
-        return None
-
-    def transfer(self, transfer_id: str) -> TransferState | None:  # pragma: no cover
-        return None
-
-
-def apply_change(
-    change: PolicyChange, policies: Policies, items: dict[str, ItemState], now: datetime
-) -> tuple[Policies, dict[str, ItemState]]:
-    """The policies and SKU states (those `change` touches) after `change`, decided by
-    atp.decide as the PUTs would. Raises what they raise (InvalidCommand, UnknownLocation)."""
-    changed: dict[str, ItemState] = {}
-    for command in change.commands():
-        world = _PreviewWorld(policies, {**items, **changed})
-        for stream, event in decide(command, world, now):
-            if stream == POLICIES:
-                assert isinstance(event, ev.PolicyEvent)
-                policies = evolve_policies(policies, event)
-            else:
-                assert isinstance(event, ev.SafetyStockSet) and event.sku is not None
-                changed[event.sku] = evolve_item(world.item(event.sku), event)
-    return policies, changed
-
-
-def affected_channels(before: Policies, after: Policies) -> set[str]:
-    """Channels whose figures may differ between two policies: changed or new channels,
-    channels sourcing from a changed location or a location whose safety stock changed,
-    every channel when the global rule changed."""
-    locations = {
-        code
-        for code in {*before.locations, *after.locations}
-        if before.locations.get(code) != after.locations.get(code)
-    }
-    rules = {
-        key
-        for key in {*before.safety_stock, *after.safety_stock}
-        if before.safety_stock.get(key) != after.safety_stock.get(key)
-    }
-    if GLOBAL in rules:
-        return set(after.channels)
-    locations |= rules
-    return {
-        code
-        for code, channel in after.channels.items()
-        if before.channels.get(code) != channel or locations & set(channel.locations)
-    }
-
-
-class _Tally:
-    """Running totals of one channel's figures."""
-
-    def __init__(self) -> None:
-        self.available = self.out_of_stock = self.low_stock = 0
-
-    def add(self, available: int, status: str) -> None:
-        self.available += available
-        self.out_of_stock += status == "out_of_stock"
-        self.low_stock += status == "low_stock"
-
-    def totals(self) -> Totals:
-        return Totals(self.available, self.out_of_stock, self.low_stock)
-
-
-def _figure(
-    item: ItemState, policies: Policies, channel: Channel, now: datetime
-) -> tuple[int, str]:
-    a = channel_availability(item, policies, channel, now)
-    return a.available, a.status
-
-
-def preview_states(
-    states: Iterable[ItemState],
-    before: Policies,
-    after: Policies,
-    changed: dict[str, ItemState],
-    now: datetime,
-) -> tuple[int, list[ChannelTotals], list[Change]]:
-    """(SKUs seen, per-channel totals, changes sorted largest drop first) of moving every
-    SKU in `states` from `before` to `after` (with `changed` replacing the SKU states the
-    change touches), each figure computed by atp.ats.channel_availability at `now`."""
-    affected = affected_channels(before, after)
-    tallies = {code: (_Tally(), _Tally()) for code in after.channels}
-    changes: list[Change] = []
-    seen = 0
-    for item in states:
-        seen += 1
-        new_item = changed.get(item.sku)
-        for code, channel in after.channels.items():
-            tally_before, tally_after = tallies[code]
-            old = before.channels.get(code)
-            if code not in affected and new_item is None:
-                figure = _figure(item, before, channel, now)
-                tally_before.add(*figure)
-                tally_after.add(*figure)
-                continue
-            was = _figure(item, before, old, now) if old is not None else (0, "out_of_stock")
-            now_is = _figure(new_item or item, after, channel, now)
-            tally_before.add(*was)
-            tally_after.add(*now_is)
-            if was != now_is:
-                changes.append(Change(item.sku, code, was[0], now_is[0], was[1], now_is[1]))
-    changes.sort(key=_change_key)
-    totals = [
-        ChannelTotals(
-            code,
-            tally_before.totals() if code in before.channels else None,
-            tally_after.totals(),
-        )
-        for code, (tally_before, tally_after) in tallies.items()
-    ]
-    return seen, totals, changes
-
-
-def _change_key(c: Change) -> tuple[int, str, str]:
-    return (c.available_after - c.available_before, c.sku, c.channel)
-
-
 # --- the service --------------------------------------------------------------------------
 
 
@@ -414,9 +215,12 @@ class Planner:
         self.ledger = ledger
         self.clock = clock
 
-    async def _complete_meta(self) -> Meta:
-        """The read model's meta, fresh; raises ReadModelRebuilding while it is incomplete
-        (its indexes would then miss SKUs)."""
+    async def _complete_meta(self, min_position: int | None = None) -> Meta:
+        """The read model's meta, fresh, once it includes ledger position `min_position`
+        (ReadSide.wait_for: ReadModelBehind past the wait); raises ReadModelRebuilding
+        while it is incomplete (its indexes would then miss SKUs)."""
+        if min_position is not None:
+            await self.read.wait_for(min_position)
         meta = await self.read.meta(fresh=True)
         if meta.build is None:
             raise ReadModelRebuilding
@@ -460,6 +264,7 @@ class Planner:
         prefix: str = "",
         limit: int = 100,
         cursor: str | None = None,
+        min_position: int | None = None,
     ) -> ItemPage:
         """Projected SKUs in SKU order, up to `limit` (1..1000) per page from `cursor`:
         those starting with `prefix`, with a stock record at `location`, whose figure on
@@ -467,15 +272,17 @@ class Planner:
         `channel`). `status=low_stock` is the low-stock report (atp.ats.status_for: at
         or under the channel's `low_stock_threshold`).
 
+        `min_position` (a write's ledger position) waits until the read model includes it.
+
         Raises InvalidQuery (`limit`, `status`, `channel` missing for a status, `cursor`),
-        ChannelNotFound, LocationNotFound, ReadModelRebuilding."""
+        ChannelNotFound, LocationNotFound, ReadModelBehind, ReadModelRebuilding."""
         _check_limit(limit)
         after = decode_cursor(cursor, "items")
         if status is not None and status not in STATUSES:
             raise InvalidQuery("status", f"status must be one of {', '.join(STATUSES)}")
         if status is not None and channel is None:
             raise InvalidQuery("channel", "a status filter needs a channel")
-        meta = await self._complete_meta()
+        meta = await self._complete_meta(min_position)
         if channel is not None and channel not in meta.policies.channels:
             raise ChannelNotFound(channel)
         if location is not None and location not in meta.policies.locations:
@@ -506,19 +313,22 @@ class Planner:
         status: str = "held",
         limit: int = 100,
         cursor: str | None = None,
+        min_position: int | None = None,
     ) -> ReservationPage:
         """Live holds (one row per reservation and SKU) in (SKU, reservation id) order, up
         to `limit` (1..1000) per page from `cursor`, of `channel` and `sku` when given.
         Only `status="held"` is listed: the read model keeps live holds; a released,
         expired or committed reservation is read by its id.
 
+        `min_position` as in `list_items`.
+
         Raises InvalidQuery (`limit`, `status`, `cursor`), ChannelNotFound,
-        ReadModelRebuilding."""
+        ReadModelBehind, ReadModelRebuilding."""
         _check_limit(limit)
         after = decode_cursor(cursor, "reservations")
         if status != "held":
             raise InvalidQuery("status", "only held reservations are listed (status=held)")
-        meta = await self._complete_meta()
+        meta = await self._complete_meta(min_position)
         if channel is not None and channel not in meta.policies.channels:
             raise ChannelNotFound(channel)
         prefix = hold_member(sku, "") if sku is not None else ""
@@ -550,15 +360,17 @@ class Planner:
         return ReservationPage(rows, encode_cursor("reservations", members[-1]) if more else None)
 
     async def safety_stock_rules(
-        self, limit: int = MAX_LIMIT, cursor: str | None = None
+        self, limit: int = MAX_LIMIT, cursor: str | None = None, min_position: int | None = None
     ) -> SafetyStockPage:
         """Every safety-stock rule: the location-wide and global ones (first page), then
         those of up to `limit` (1..1000) SKUs per page in SKU order, from `cursor`.
 
-        Raises InvalidQuery (`limit`, `cursor`), ReadModelRebuilding."""
+        `min_position` as in `list_items`.
+
+        Raises InvalidQuery (`limit`, `cursor`), ReadModelBehind, ReadModelRebuilding."""
         _check_limit(limit)
         after = decode_cursor(cursor, "safety-stock")
-        meta = await self._complete_meta()
+        meta = await self._complete_meta(min_position)
         rules: list[SafetyStockRule] = []
         if after is None:
             rules += [
@@ -598,30 +410,37 @@ class Planner:
         return dict((await self._policies()).safety_stock)
 
     async def preview(
-        self, change: PolicyChange, limit: int = 100, cursor: str | None = None
+        self,
+        change: PolicyChange,
+        limit: int = 100,
+        cursor: str | None = None,
+        min_position: int | None = None,
     ) -> Preview:
         """What `change` would do to every projected SKU's figures, computed by the one ATS
         function on the read model's current state, the change decided as the policy PUTs
-        decide it. Writes nothing. `limit` (1..1000) changes per page from `cursor`.
+        decide it. Writes nothing. `limit` (1..1000) changes per page from `cursor`;
+        `min_position` as in `list_items`.
 
         Raises InvalidQuery (`limit`, `cursor`), what the PUTs raise for the change
-        (atp.errors.InvalidCommand and its kinds, field named), ReadModelRebuilding."""
+        (atp.errors.InvalidCommand and its kinds, field named), ReadModelBehind,
+        ReadModelRebuilding."""
         _check_limit(limit)
         after = decode_cursor(cursor, "preview", tuple[int, str, str])
-        meta = await self._complete_meta()
+        meta = await self._complete_meta(min_position)
         now = self.clock()
         named = sorted({c.sku for c in change.safety_stock if c.sku is not None})
         loaded = await self.read.model.item_states(named)
         items = {sku: item for sku, item in zip(named, loaded, strict=True) if item is not None}
         policies, changed = apply_change(change, meta.policies, items, now)
         states = [item async for item in self._all_states()]
+        moved = moved_channels(change, meta.policies, policies)
         seen, totals, changes = await asyncio.to_thread(
-            preview_states, states, meta.policies, policies, changed, now
+            preview_states, states, meta.policies, policies, changed, now, moved
         )
-        start = 0 if after is None else bisect_right(changes, tuple(after), key=_change_key)
+        start = 0 if after is None else bisect_right(changes, tuple(after), key=change_key)
         page = changes[start : start + limit]
         more = start + limit < len(changes)
-        next_cursor = encode_cursor("preview", _change_key(page[-1])) if more else None
+        next_cursor = encode_cursor("preview", change_key(page[-1])) if more else None
         return Preview(meta.position, seen, totals, len(changes), page, next_cursor)
 
     async def _all_states(self) -> Any:
@@ -671,51 +490,3 @@ def _item_row(view: ItemView, channel: str | None, location: str | None) -> Item
         ],
         locations=[f for f in view.locations if location is None or f.location == location],
     )
-
-
-def policy_changes(ledger: Ledger, page: int = 1000) -> list[PolicyChangeEntry]:
-    """Every change of the ledger's policies stream, newest first, with the policy before
-    and after it (the stream folded from its start)."""
-    entries: list[PolicyChangeEntry] = []
-    policies = Policies()
-    after = 0
-    while rows := history(ledger, [POLICIES], after, page):
-        for row in rows:
-            event = row.event
-            assert isinstance(event, ev.PolicyEvent)
-            kind, code, was = _policy_before(policies, event)
-            policies = evolve_policies(policies, event)
-            _, _, now_is = _policy_before(policies, event)
-            assert now_is is not None
-            entries.append(
-                PolicyChangeEntry(
-                    position=row.position,
-                    occurred_at=row.occurred_at,
-                    token_name=row.metadata.get("token_name"),
-                    correlation_id=row.metadata.get("correlation_id"),
-                    kind=kind,
-                    code=code,
-                    before=was,
-                    after=now_is,
-                )
-            )
-        after = rows[-1].position
-    entries.reverse()
-    return entries
-
-
-def _policy_before(
-    policies: Policies, event: ev.PolicyEvent
-) -> tuple[Literal["location", "channel", "safety_stock"], str | None, dict[str, Any] | None]:
-    """(kind, code, the policy `event` changes as it is in `policies`, or None)."""
-    match event:
-        case ev.LocationDefined(code=code):
-            found = policies.locations.get(code)
-            return "location", code, msgspec.to_builtins(found) if found else None
-        case ev.ChannelDefined(code=code):
-            channel = policies.channels.get(code)
-            return "channel", code, msgspec.to_builtins(channel) if channel else None
-        case ev.SafetyStockSet(location=location):
-            quantity = policies.safety_stock.get(location or GLOBAL, 0)
-            return "safety_stock", location, {"location": location, "quantity": quantity}
-    raise AssertionError(event)  # pragma: no cover - PolicyEvent is exhaustive

@@ -110,6 +110,8 @@ def dump(
                 value = {k: v for k, v in value.items() if k not in volatile_meta}
         elif kind == "set":
             value = {m.decode() for m in r.smembers(raw)}
+        elif kind == "zset":  # the list indexes: members in order (not DUMP's encoding)
+            value = [(m.decode(), score) for m, score in r.zrange(raw, 0, -1, withscores=True)]
         elif kind == "none":  # deleted while scanning
             continue
         else:

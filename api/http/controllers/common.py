@@ -46,6 +46,11 @@ def path_code(value: str, name: str, creating: bool = False) -> str:
     return code
 
 
+def is_code(value: str) -> bool:
+    """Whether `value` matches the code pattern in full (a trailing newline included)."""
+    return bool(_CODE.fullmatch(value))
+
+
 def query_code(value: str, name: str) -> str:
     """A code given as a query parameter: decoded once by the server, so taken as it is; one
     that does not match the code pattern in full is the client's input error (422 naming the

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Any
 
@@ -14,13 +13,12 @@ from api.http.controllers.common import (
     POLICY_WRITE,
     gateway,
     handle,
-    ledger,
     path_code,
 )
 from api.http.openapi import returns
 from api.service.commands import ServiceWorld
+from api.service.planner import Planner
 from atp import commands as cmd
-from atp.decide import POLICIES
 from atp.state import Channel, Location
 
 
@@ -39,6 +37,28 @@ def channel_view(ch: Channel) -> s.ChannelView:
     )
 
 
+def define_location(code: str, data: s.LocationRequest) -> cmd.DefineLocation:
+    """The command a location body asks for (PUT, or a preview)."""
+    return cmd.DefineLocation(code=code, name=data.name, kind=data.kind, active=data.active)
+
+
+def define_channel(code: str, data: s.ChannelRequest) -> cmd.DefineChannel:
+    """The command a channel body asks for (PUT, or a preview)."""
+    return cmd.DefineChannel(
+        code=code,
+        locations=tuple(data.locations),
+        buffer=data.buffer,
+        share_percent=data.share_percent,
+        backorder_limit=data.backorder_limit,
+        low_stock_threshold=data.low_stock_threshold,
+    )
+
+
+def set_safety_stock(data: s.SafetyStockRequest) -> cmd.SetSafetyStock:
+    """The command a safety-stock body asks for (PUT, or a preview)."""
+    return cmd.SetSafetyStock(sku=data.sku, location=data.location, quantity=data.quantity)
+
+
 @put(
     "/v1/locations/{code:str}",
     opt={"scopes": (POLICY_WRITE,)},
@@ -49,7 +69,7 @@ async def put_location(
     request: Request[Any, Any, Any], code: str, data: s.LocationRequest
 ) -> Response[bytes]:
     code = path_code(code, "location", creating=True)
-    command = cmd.DefineLocation(code=code, name=data.name, kind=data.kind, active=data.active)
+    command = define_location(code, data)
 
     def render(world: ServiceWorld, _: datetime) -> tuple[int, Any]:
         return 200, location_view(world.policies().locations[code])
@@ -67,14 +87,7 @@ async def put_channel(
     request: Request[Any, Any, Any], code: str, data: s.ChannelRequest
 ) -> Response[bytes]:
     code = path_code(code, "channel", creating=True)
-    command = cmd.DefineChannel(
-        code=code,
-        locations=tuple(data.locations),
-        buffer=data.buffer,
-        share_percent=data.share_percent,
-        backorder_limit=data.backorder_limit,
-        low_stock_threshold=data.low_stock_threshold,
-    )
+    command = define_channel(code, data)
 
     def render(world: ServiceWorld, _: datetime) -> tuple[int, Any]:
         return 200, channel_view(world.policies().channels[code])
@@ -91,7 +104,7 @@ async def put_channel(
 async def put_safety_stock(
     request: Request[Any, Any, Any], data: s.SafetyStockRequest
 ) -> Response[bytes]:
-    command = cmd.SetSafetyStock(sku=data.sku, location=data.location, quantity=data.quantity)
+    command = set_safety_stock(data)
 
     def render(_: ServiceWorld, __: datetime) -> tuple[int, Any]:
         return 200, s.SafetyStockView(data.sku, data.location, data.quantity)
@@ -101,14 +114,16 @@ async def put_safety_stock(
 
 @get("/v1/locations", opt={"scopes": (POLICY_WRITE, AVAILABILITY_READ)})
 async def list_locations(request: Request[Any, Any, Any]) -> list[s.LocationView]:
-    policies, _ = await asyncio.to_thread(ledger(request).load, POLICIES)
-    return [location_view(loc) for loc in policies.locations.values()]
+    """Every location, in definition order."""
+    planner: Planner = request.app.state.planner
+    return [location_view(loc) for loc in await planner.locations()]
 
 
 @get("/v1/channels", opt={"scopes": (POLICY_WRITE, AVAILABILITY_READ)})
 async def list_channels(request: Request[Any, Any, Any]) -> list[s.ChannelView]:
-    policies, _ = await asyncio.to_thread(ledger(request).load, POLICIES)
-    return [channel_view(ch) for ch in policies.channels.values()]
+    """Every channel with its policy, in definition order."""
+    planner: Planner = request.app.state.planner
+    return [channel_view(ch) for ch in await planner.channels()]
 
 
 ROUTES = [put_location, put_channel, put_safety_stock, list_locations, list_channels]
