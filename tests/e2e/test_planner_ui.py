@@ -374,13 +374,13 @@ def test_a_planner_renames_a_location_and_the_preview_says_nothing_changes(
 
 
 @contextmanager
-def signed_in_client(server: Server) -> Iterator[httpx.Client]:
+def signed_in_client(server: Server, token: str = ADMIN_TOKEN) -> Iterator[httpx.Client]:
     """An HTTP client holding a signed-in session (cookies kept, as a browser does)."""
     with httpx.Client(base_url=server.url, timeout=30) as browser:
         page = browser.get("/ui/sign-in")
         csrf = re.search(r'name="_csrf" value="([^"]+)"', page.text)
         assert csrf is not None
-        signed = browser.post("/ui/sign-in", data={"_csrf": csrf[1], "token": ADMIN_TOKEN})
+        signed = browser.post("/ui/sign-in", data={"_csrf": csrf[1], "token": token})
         assert signed.status_code == 303 and signed.headers["location"] == "/ui/channels"
         yield browser
 
@@ -423,3 +423,17 @@ def test_bad_query_input_answers_a_page_naming_it(server: Server, path: str, nam
     assert 400 <= answer.status_code < 500, answer.text
     assert answer.headers["content-type"].startswith("text/html")
     assert named in answer.text
+
+
+def test_deleting_a_token_ends_its_sessions(service: Server) -> None:
+    """Story: a planner leaves; the admin deletes their token. Invariant: the session the
+    token opened is sent to sign in from the deletion's answer on, though its cookie is
+    still sealed and unexpired."""
+    token = issue(service, "leaver", ["policy:write"])
+    with signed_in_client(service, token) as browser:
+        assert browser.get("/ui/channels").status_code == 200
+        with api(service) as c:
+            assert c.delete("/v1/tokens/leaver").status_code == 200
+        answer = browser.get("/ui/channels")
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/ui/sign-in?next=/ui/channels"

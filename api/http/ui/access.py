@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from litestar import Request, Response, get, post
+from litestar.exceptions import HTTPException
 from litestar.response import Redirect, Template
 
 from api.http.controllers.common import (
@@ -260,11 +261,19 @@ def _on_problem(request: Request[Any, Any, Any], exc: ApiProblem) -> Response[An
     return response
 
 
+def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    # Litestar's own refusals inside a /ui handler (e.g. a form body it cannot parse).
+    if exc.status_code >= 500:
+        raise exc
+    return _error_page(request, exc.status_code, exc.detail)
+
+
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     SignInRequired: _on_sign_in_required,
     Refused: _on_refused,
     ApiProblem: _on_problem,
     ApplicationError: _on_application_error,
+    HTTPException: _on_http,
 }
 
 
