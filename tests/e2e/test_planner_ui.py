@@ -437,3 +437,39 @@ def test_deleting_a_token_ends_its_sessions(service: Server) -> None:
         answer = browser.get("/ui/channels")
         assert answer.status_code == 303
         assert answer.headers["location"] == "/ui/sign-in?next=/ui/channels"
+
+
+def test_a_planner_opens_a_new_channel_after_previewing_it(service: Server, page: Page) -> None:
+    """Story: a planner opens an outlet channel selling half of the east warehouse. Invariant:
+    the preview shows the new channel with no figures before and the totals it will have
+    after, and once saved the availability route answers the figures the preview listed."""
+    sign_in(page, service.url, ADMIN_TOKEN)
+    page.fill("input[name=code] >> nth=0", "outlet")
+    page.click("#new-channel")
+    page.wait_for_url(f"{service.url}/ui/channels/outlet")
+    page.fill("input[name=locations]", "WH2")
+    page.fill("input[name=share_percent]", "50")
+    page.fill("input[name=buffer]", "0")
+    page.fill("input[name=backorder_limit]", "0")
+    page.click("#preview-button")
+    page.wait_for_selector("#preview-result")
+    row = "#totals tr[data-channel=outlet]"
+    assert page.inner_text(f"{row} [data-before=available]") == "\u2013"  # no figure yet
+    total = int(page.inner_text(f"{row} [data-after=available]"))
+    rows = page.locator("#changes tbody tr[data-sku]")
+    shown = {}
+    for i in range(rows.count()):
+        cells = [t.strip() for t in rows.nth(i).locator("td").all_inner_texts()]
+        shown[cells[0]] = int(cells[3])
+    page.click("#save-button")
+    page.wait_for_url(re.compile(r".*/ui/channels/outlet\?saved=\d+$"))
+    position = int(page.get_attribute("#saved", "data-position") or 0)
+    with api(service) as c:
+        params: list[tuple[str, str | int]] = [("sku", s) for s in demo_skus()]
+        r = c.get("/v1/availability/outlet", params=[*params, ("min_position", position)])
+        figures = {i["sku"]: i["available"] for i in r.json()["items"]}
+    assert sum(figures.values()) == total
+    assert {sku: figures[sku] for sku in shown} == shown
+    assert all(figures[sku] == 0 for sku in figures if sku not in shown)
+    page.goto(f"{service.url}/ui/new?kind=channel&code=bad%20code")
+    assert "code" in page.inner_text("#error")

@@ -71,6 +71,7 @@ DEFAULTS: dict[str, Any] = {
     "next_after": None,
     "rules_next": None,
     "next_cursor": None,
+    "changes_next": None,
 }
 """What a template may leave unset (the engine refuses any other undefined name)."""
 

@@ -23,6 +23,7 @@ from api.http.controllers.common import (
 )
 from api.http.problems import domain_problem
 from api.http.ui.access import (
+    Refused,
     form_of,
     may_save,
     planner,
@@ -55,7 +56,8 @@ async def channels_page(request: Request[Any, Any, Any]) -> Template:
     """Every channel and location with its policy, in definition order, and the latest
     policy changes (who made them, before and after)."""
     who = await reader(request)
-    changes = await planner(request).policy_history(limit=CHANGES_SHOWN)
+    cursor = request.query_params.get("changes") or None
+    changes = await planner(request).policy_history(limit=CHANGES_SHOWN, cursor=cursor)
     return render(
         request,
         who,
@@ -64,7 +66,20 @@ async def channels_page(request: Request[Any, Any, Any]) -> Template:
         channels=await planner(request).channels(),
         locations=await planner(request).locations(),
         changes=changes.items,
+        changes_next=changes.next_cursor,
     )
+
+
+@get("/new")
+async def new_policy(request: Request[Any, Any, Any]) -> Redirect:
+    """`?kind=channel|location&code=`: the editor of a channel or location not defined yet
+    (a code that does not match the code pattern: 422 page naming `code`)."""
+    await reader(request)
+    kind = request.query_params.get("kind", "")
+    if kind not in ("channel", "location"):
+        raise Refused(422, "kind: must be channel or location")
+    code = path_code(quote(request.query_params.get("code", ""), safe=""), kind, creating=True)
+    return Redirect(f"/ui/{kind}s/{quote(code, safe='')}", status_code=303)
 
 
 @dataclass(frozen=True)
@@ -314,6 +329,7 @@ async def safety_stock_save(request: Request[Any, Any, Any]) -> Response[Any]:
 
 ROUTES = [
     channels_page,
+    new_policy,
     channel_page,
     channel_preview,
     channel_save,
