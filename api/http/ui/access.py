@@ -16,6 +16,7 @@ from litestar import Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.response import Redirect, Template
 
+from api.http.auth import MAX_TOKEN_LENGTH
 from api.http.controllers.common import (
     AVAILABILITY_READ,
     POLICY_WRITE,
@@ -195,7 +196,8 @@ async def sign_in(request: Request[Any, Any, Any]) -> Response[Any]:
     target = _next(form.get("next"))
     client = request.scope.get("client")
     principal = None
-    if token and token.isascii() and token.isprintable() and len(token) <= 512:
+    # As the bearer check (api.http.auth.authenticate): anything else is unknown unlooked-up.
+    if token and token.isascii() and token.isprintable() and len(token) <= MAX_TOKEN_LENGTH:
         principal = await request.app.state.tokens.resolve(token, client[0] if client else "")
     if principal is None:
         return render(request, who, "sign_in.html", 401, next=target, error="unknown token")
