@@ -8,6 +8,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from api.http import schemas as s
 from api.http.ui import forms
@@ -116,3 +118,16 @@ def test_a_csrf_token_matches_only_its_session() -> None:
 def test_a_policy_reads_on_one_line() -> None:
     assert policy_text(None) == "none"
     assert policy_text({"buffer": 2, "locations": ["WH1", "WH2"]}) == "buffer 2, locations WH1 WH2"
+
+
+@given(st.text(max_size=12))
+def test_a_buffer_reads_only_as_ascii_digits_in_bounds(text: str) -> None:
+    """Property: the buffer field reads as the number it spells when it is ASCII digits
+    within 0..1,000,000,000 (the PUT's bound), and is refused naming `buffer` otherwise."""
+    fits = text.isascii() and text.isdigit() and int(text) <= 1_000_000_000
+    try:
+        read = forms.channel_request({**CHANNEL, "buffer": text})
+    except FormError as error:
+        assert not fits and error.field == "buffer"
+    else:
+        assert fits and read.buffer == int(text)
