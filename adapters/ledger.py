@@ -29,7 +29,7 @@ from eventsourcing.utils import get_topic, resolve_topic
 from adapters.records import Record
 from atp.events import Event
 from atp.state import ItemState, OrderState, Policies, ReservationState, TransferState
-from atp.streams import Stream
+from atp.streams import POLICIES, Stream
 from atp.world import StreamState, evolve, initial_state
 
 __all__ = ["IntegrityError", "Ledger", "LedgerEvent", "ledger_env", "stream_id"]
@@ -392,6 +392,13 @@ def history(ledger: Ledger, streams: list[StreamKey], after: int, limit: int) ->
                 originator = UUID(str(originator))
             rows.append(HistoryRow(row["n"], originator, payload, occurred_at, metadata))
     return rows
+
+
+def item_history(ledger: Ledger, sku: str, after: int, limit: int) -> list[HistoryRow]:
+    """The events behind a SKU's figures after a position, oldest first: its own stream's
+    and every policy event (channels, locations, location and global safety stock bear on
+    its figures; its own safety-stock rules are on its own stream)."""
+    return history(ledger, [("item", sku), POLICIES], after, limit)
 
 
 def sync_streams(

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from adapters.ledger import Ledger
+from adapters.ledger import HistoryRow, Ledger, item_history
 from api.service.errors import (
     ChannelNotFound,
     InvalidQuery,
@@ -251,6 +251,13 @@ class Planner:
             after = batch[-1]
         return found[:count]
 
+    async def _page(
+        self, index: str, after: str | None, prefix: str, limit: int, also: str | None = None
+    ) -> tuple[list[str], bool]:
+        """A page of `_members` and whether more follow it."""
+        members = await self._members(index, after, prefix, limit + 1, also)
+        return members[:limit], len(members) > limit
+
     async def _lost(self) -> ReadModelRebuilding:
         """An indexed SKU's documents are gone: have the model rebuilt."""
         await self.read.model.mark_incomplete()
@@ -293,9 +300,7 @@ class Planner:
             indexes.insert(0, status_index(channel, status))
         primary = indexes[0] if indexes else CATALOG
         also = indexes[1] if len(indexes) > 1 else None
-        skus = await self._members(primary, after, prefix, limit + 1, also)
-        more = len(skus) > limit
-        skus = skus[:limit]
+        skus, more = await self._page(primary, after, prefix, limit, also)
         documents = await self.read.model.item_documents(skus)
         if any(d is None for d in documents):
             raise await self._lost()
@@ -332,9 +337,7 @@ class Planner:
         if channel is not None and channel not in meta.policies.channels:
             raise ChannelNotFound(channel)
         prefix = hold_member(sku, "") if sku is not None else ""
-        members = await self._members(holds_index(channel), after, prefix, limit + 1)
-        more = len(members) > limit
-        members = members[:limit]
+        members, more = await self._page(holds_index(channel), after, prefix, limit)
         pairs = [split_hold(m) for m in members]
         skus = list(dict.fromkeys(s for s, _ in pairs))
         states = dict(zip(skus, await self.read.model.item_states(skus), strict=True))
@@ -377,9 +380,7 @@ class Planner:
                 SafetyStockRule(None, None if key == GLOBAL else key, quantity)
                 for key, quantity in sorted(meta.policies.safety_stock.items())
             ]
-        skus = await self._members(SAFETY, after, "", limit + 1)
-        more = len(skus) > limit
-        skus = skus[:limit]
+        skus, more = await self._page(SAFETY, after, "", limit)
         for sku, item in zip(skus, await self.read.model.item_states(skus), strict=True):
             if item is None:
                 raise await self._lost()
@@ -393,6 +394,25 @@ class Planner:
         policies, _ = await asyncio.to_thread(self.ledger.load, POLICIES)
         assert isinstance(policies, Policies)
         return policies
+
+    async def item(self, sku: str, min_position: int | None = None) -> ItemView:
+        """The SKU's figures as `GET /v1/items/{sku}` serves them: per location (on_hand,
+        allocated, held, damaged, in transit, incoming, safety stock, sellable) and each
+        channel's figure with its derivation; an unknown SKU's are zeros. Raises
+        ReadModelBehind (`min_position` not reached), ReadModelRebuilding."""
+        body = await self.read.item_document(sku, self.clock(), min_position)
+        return _item_decoder.decode(body)
+
+    async def item_history(
+        self, sku: str, after: int = 0, limit: int = 100
+    ) -> tuple[list[HistoryRow], int | None]:
+        """The ledger events behind the SKU's figures after position `after`, oldest first,
+        up to `limit` (1..1000) (its own events and every policy change), and the `after`
+        of the next page (None on the last): what `GET /v1/items/{sku}/history` lists.
+        Raises InvalidQuery (`limit`)."""
+        _check_limit(limit)
+        rows = await asyncio.to_thread(item_history, self.ledger, sku, after, limit)
+        return rows, rows[-1].position if len(rows) == limit else None
 
     async def channels(self) -> list[Channel]:
         """Every channel with its policy (sourcing locations in order, buffer, share

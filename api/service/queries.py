@@ -9,11 +9,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from api.service.errors import ChannelNotFound, ReadModelBehind, ReadModelRebuilding
 from atp.state import Policies
 from projections.readmodel import ReadModelReader
+from projections.views import empty_item
 
 META_TTL = 0.5
 log = logging.getLogger("atp.read")
@@ -87,6 +89,21 @@ class ReadSide:
                 await self.model.mark_incomplete()
                 raise ReadModelRebuilding
         return value, meta
+
+    async def item_document(
+        self, sku: str, now: datetime, min_position: int | None = None
+    ) -> bytes:
+        """The `GET /v1/items/{sku}` document (projections.views.ItemView JSON) as the
+        read model stores it; an unknown SKU's figures are zeros (at `now`). Waits for
+        `min_position` first (wait_for). Raises ReadModelBehind, ReadModelRebuilding."""
+        if min_position is not None:
+            await self.wait_for(min_position)
+        body = await self.model.item(sku)
+        if body is None:
+            body, meta = await self.absent(lambda: self.model.item(sku), lambda b: b is None, [sku])
+            if body is None:
+                body = empty_item(sku, meta.policies, now, meta.position)
+        return body
 
     @staticmethod
     def check_channel(meta: Meta, channel: str) -> None:

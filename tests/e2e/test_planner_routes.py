@@ -161,6 +161,12 @@ def test_safety_stock_lists_every_rule(server: Server, unique: str) -> None:
 
 
 def test_history_names_the_token_and_shows_before_and_after(server: Server, unique: str) -> None:
+    """Story: on Monday morning the web shop shows fewer units than the warehouse holds;
+    the operations lead opens the policy history and finds that the planner's token raised
+    the web buffer from 0 to 4, with the channel as it was before and after.
+
+    Invariant: every policy change names the token that made it and its before and after,
+    newest first; paging by cursor goes back in time."""
     with server.client() as c:
         env, _ = stocked(c, unique)
         planner = token(c, f"{unique}-planner", ["policy:write"])

@@ -364,3 +364,22 @@ async def test_the_preview_is_what_the_read_model_shows_after_the_put(
         assert total.after.out_of_stock == sum(s == "out_of_stock" for _, s in served)
         assert total.after.low_stock == sum(s == "low_stock" for _, s in served)
     assert msgspec.json.encode(preview)  # the answer encodes as the route sends it
+
+
+async def test_the_item_page_reads_figures_and_history(stack: Stack) -> None:
+    catalogue(stack)
+    stack.do(receive("WH1", A=4), c.SetSafetyStock("A", None, 1))
+    async with stack.planner() as planner:
+        item = await planner.item("A")
+        assert [(f.location, f.on_hand, f.sellable) for f in item.locations] == [
+            ("WH1", 4, 3),
+            ("ST1", 0, 0),
+        ]
+        assert {x.channel: x.available for x in item.channels} == {"web": 3, "pos": 0}
+        unknown = await planner.item("NEVER-SEEN")
+        assert all(x.available == 0 for x in unknown.channels)
+        rows, next_after = await planner.item_history("A", limit=2)
+        assert [type(r.event).__name__ for r in rows] == ["LocationDefined", "LocationDefined"]
+        rest, last = await planner.item_history("A", after=next_after or 0, limit=1000)
+        assert [type(r.event).__name__ for r in rest][-2:] == ["StockReceived", "SafetyStockSet"]
+        assert last is None

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from litestar import Request, Response, get
 from litestar.params import Parameter
 
-from adapters.ledger import history
+from adapters.ledger import item_history
 from api.http import schemas as s
 from api.http.controllers.common import (
     AVAILABILITY_READ,
@@ -26,8 +26,7 @@ from api.http.openapi import returns
 from api.http.problems import ApiProblem
 from api.http.views import history_entry
 from api.service.queries import ReadSide
-from atp.decide import POLICIES
-from projections.views import AvailabilityView, ItemView, empty_availability, empty_item
+from projections.views import AvailabilityView, ItemView, empty_availability
 
 OPT = {"scopes": (AVAILABILITY_READ,)}
 JSON = "application/json"
@@ -122,22 +121,9 @@ async def get_item(
     request: Request[Any, Any, Any], sku: str, min_position: MinPosition = None
 ) -> Response[bytes]:
     sku = path_code(sku, "sku")
-    if min_position is not None:
-        await _read_side(request).wait_for(min_position)
-    return Response(await item_document(request, sku), media_type=JSON)
-
-
-async def item_document(request: Request[Any, Any, Any], sku: str) -> bytes:
-    """The SKU's ItemView JSON from the read model (zeros for an unknown SKU); raises
-    ReadModelRebuilding when the model cannot tell (also read by the planner page)."""
-    read = _read_side(request)
-    body = await read.model.item(sku)
-    if body is None:
-        body, meta = await read.absent(lambda: read.model.item(sku), lambda b: b is None, [sku])
-        if body is None:
-            body = empty_item(sku, meta.policies, service(request).clock(), meta.position)
-    document: bytes = body
-    return document
+    now = service(request).clock()
+    body = await _read_side(request).item_document(sku, now, min_position)
+    return Response(body, media_type=JSON)
 
 
 @get("/v1/items/{sku:str}/history", opt=OPT)
@@ -148,11 +134,7 @@ async def get_history(
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
 ) -> s.HistoryPage:
     sku = path_code(sku, "sku")
-    rows = await asyncio.to_thread(
-        history, ledger(request), [("item", sku), POLICIES], after, limit
-    )
-    # Every policy event (channels, locations, location and global safety stock) bears on
-    # the SKU's figures; its own safety-stock rules are on its own stream.
+    rows = await asyncio.to_thread(item_history, ledger(request), sku, after, limit)
     entries = [history_entry(r.position, r.occurred_at, r.metadata, r.event) for r in rows]
     next_after = rows[-1].position if len(rows) == limit else None
     return s.HistoryPage(entries=entries, next_after=next_after)

@@ -5,7 +5,6 @@ history) and the operations view (what /ready computes, with the pushers' dead l
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Any
 from urllib.parse import quote
@@ -14,15 +13,12 @@ import msgspec
 from litestar import Request, get
 from litestar.response import Redirect, Template
 
-from adapters.ledger import history
 from api.http import schemas as s
 from api.http.controllers.admin import readiness
 from api.http.controllers.common import (
-    ledger,
     path_code,
     query_code,
 )
-from api.http.controllers.reads import item_document
 from api.http.ui.access import (
     Refused,
     planner,
@@ -33,7 +29,6 @@ from api.http.ui.access import (
 from api.http.views import history_entry
 from api.service.planner import STATUSES
 from api.service.pushstatus import dead_letters, reports
-from atp.decide import POLICIES
 
 HISTORY_PAGE = 100
 """History entries per page of the item page."""
@@ -98,22 +93,19 @@ def _history_row(entry: dict[str, Any]) -> dict[str, Any]:
 
 @get("/items/{sku:str}")
 async def item_page(request: Request[Any, Any, Any], sku: str) -> Template:
-    """Per-location figures and each channel's derivation (the read model's item document,
-    as `GET /v1/items/{sku}` answers it) and the item's history (as
-    `GET /v1/items/{sku}/history`), `?after=` paging on."""
+    """Per-location figures and each channel's derivation and the item's history, as
+    `GET /v1/items/{sku}` and `GET /v1/items/{sku}/history` answer them (the planner's
+    `item` and `item_history`), `?after=` paging on."""
     who = await reader(request)
     sku = path_code(sku, "sku")
     raw_after = request.query_params.get("after", "0")
     if not (raw_after.isascii() and raw_after.isdigit() and int(raw_after) <= s.MAX_POSITION):
         raise Refused(422, f"after: must be a ledger position 0..{s.MAX_POSITION}")
-    item = msgspec.json.decode(await item_document(request, sku))
-    rows = await asyncio.to_thread(
-        history, ledger(request), [("item", sku), POLICIES], int(raw_after), HISTORY_PAGE
-    )
+    item = await planner(request).item(sku)
+    rows, next_after = await planner(request).item_history(sku, int(raw_after), HISTORY_PAGE)
     entries = [
         _history_row(history_entry(r.position, r.occurred_at, r.metadata, r.event)) for r in rows
     ]
-    next_after = rows[-1].position if len(rows) == HISTORY_PAGE else None
     return render(
         request, who, "item.html", nav="items", item=item, history=entries, next_after=next_after
     )
