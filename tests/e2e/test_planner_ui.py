@@ -179,7 +179,8 @@ def test_a_read_only_token_sees_every_page_but_cannot_preview_or_save(
 def test_a_signed_out_visitor_is_sent_to_sign_in_and_back(service: Server, page: Page) -> None:
     """Story: a planner opens a bookmarked item page without a session. Invariant: every
     page sends a visitor without a session to sign in, a wrong token is refused without
-    being echoed, and signing in returns to the page asked for; signing out ends it."""
+    being echoed, and signing in returns to the page asked for, which shows the figures
+    `GET /v1/items/{sku}` answers; signing out ends the session."""
     url = service.url
     for path in ("/ui/channels", "/ui/operations", "/ui/items/MUG-01", "/ui"):
         page.goto(f"{url}{path}")
@@ -194,7 +195,16 @@ def test_a_signed_out_visitor_is_sent_to_sign_in_and_back(service: Server, page:
     page.fill("input[name=token]", ADMIN_TOKEN)
     page.click("button[type=submit]")
     page.wait_for_url(f"{url}/ui/items/MUG-01")
-    assert page.locator("#item-channels tr[data-channel=web]").is_visible()
+    with api(service) as c:
+        document = c.get("/v1/items/MUG-01").json()
+    for figure in document["channels"]:
+        row = page.locator(f"#item-channels tr[data-channel={figure['channel']}] td")
+        assert int(row.nth(1).inner_text()) == figure["available"]
+    for stock in document["locations"]:
+        row = page.locator(f"#item-locations tr[data-location={stock['location']}] td")
+        assert int(row.nth(1).inner_text()) == stock["on_hand"]
+        assert int(row.nth(6).inner_text()) == stock["sellable"]
+    assert page.locator("#history tbody tr").count() >= 1
     assert ADMIN_TOKEN not in page.content()
     page.click("text=Sign out")
     page.wait_for_url(f"{url}/ui/sign-in")
