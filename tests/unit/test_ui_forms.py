@@ -3,16 +3,19 @@ session cookie opens only under the server key that sealed it, within its lifeti
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import api.http.ui
 from api.http import schemas as s
-from api.http.ui import forms
+from api.http.ui import HTMX_VERSION, forms
 from api.http.ui.access import policy_text
 from api.http.ui.forms import FormError
 from api.http.ui.session import PURPOSE, SESSION_SECONDS, csrf_ok, new_session
@@ -131,3 +134,14 @@ def test_a_buffer_reads_only_as_ascii_digits_in_bounds(text: str) -> None:
         assert not fits and error.field == "buffer"
     else:
         assert fits and read.buffer == int(text)
+
+
+def test_the_vendored_htmx_is_the_one_recorded() -> None:
+    """Invariant: the page's htmx is the version and file VENDORED.md records (source,
+    licence, checksum), so what the page runs is known and works offline."""
+    static = Path(api.http.ui.__file__).parent / "static"
+    script = (static / "htmx.min.js").read_bytes()
+    record = (static / "VENDORED.md").read_text()
+    assert f'version:"{HTMX_VERSION}"'.encode() in script
+    assert hashlib.sha256(script).hexdigest() in record
+    assert HTMX_VERSION in record and (static / "htmx.LICENSE").exists()
