@@ -483,3 +483,55 @@ def test_a_planner_opens_a_new_channel_after_previewing_it(service: Server, page
     assert all(figures[sku] == 0 for sku in figures if sku not in shown)
     page.goto(f"{service.url}/ui/new?kind=channel&code=bad%20code")
     assert "code" in page.inner_text("#error")
+
+
+@pytest.mark.parametrize(
+    ("action", "form", "named"),
+    [
+        ("/ui/locations/{u}", {"name": "X", "kind": "shop", "active": "on"}, "kind"),
+        ("/ui/locations/{u}", {"name": "X", "kind": "store", "active": "yes"}, "active"),
+        ("/ui/locations/{u}/preview", {"name": "X" * 1001, "kind": "store"}, "name"),
+        ("/ui/locations/bad%20code", {"name": "X", "kind": "store"}, "code"),
+        ("/ui/safety-stock", {"sku": "{u}", "location": "", "quantity": "1.0"}, "quantity"),
+        ("/ui/safety-stock", {"sku": "a b", "location": "", "quantity": "1"}, "sku"),
+        ("/ui/safety-stock/preview", {"sku": "{u}", "location": "", "quantity": "x"}, "quantity"),
+    ],
+)
+def test_a_bad_location_or_safety_stock_field_saves_nothing(
+    server: Server, unique: str, action: str, form: dict[str, str], named: str
+) -> None:
+    """Invariant: the location and safety-stock forms are as strict as their PUTs: a bad
+    field answers 422 naming it, and no location or rule appears."""
+    with signed_in_client(server) as browser:
+        page = browser.get("/ui/safety-stock")
+        csrf = re.search(r'name="_csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        sent = {k: v.replace("{u}", unique) for k, v in form.items()}
+        answer = browser.post(action.replace("{u}", unique), data={**sent, "_csrf": csrf[1]})
+    assert answer.status_code == 422, answer.text
+    assert f"{named}:" in answer.text or f"{named} " in answer.text
+    with api(server) as c:
+        assert unique not in c.get("/v1/locations").text
+        assert unique not in c.get("/v1/safety-stock").text
+
+
+def test_a_planner_weighs_closing_the_store_without_saving(service: Server, page: Page) -> None:
+    """Story: a planner considers taking the flagship store out of every pool (unticks
+    Active) and reads the preview, then leaves without saving. Invariant: the preview shows
+    the channels the store serves moving (pos, selling only from it, to nothing) and
+    nothing changes, since nothing was saved."""
+    with api(service) as c:
+        before = c.get("/v1/locations").json()
+        pos = c.get("/v1/availability/pos", params=[("sku", s) for s in demo_skus()]).json()
+    sign_in(page, service.url, ADMIN_TOKEN, "/ui/locations/ST1")
+    page.uncheck("input[name=active]")
+    page.click("#preview-button")
+    page.wait_for_selector("#preview-result")
+    row = "#totals tr[data-channel=pos]"
+    assert int(page.inner_text(f"{row} [data-before=available]")) == sum(
+        i["available"] for i in pos["items"]
+    )
+    assert page.inner_text(f"{row} [data-after=available]") == "0"
+    assert not page.is_checked("input[name=active]")  # the form shows what was previewed
+    with api(service) as c:
+        assert c.get("/v1/locations").json() == before

@@ -30,7 +30,15 @@ from api.http.ui.access import (
     reader,
     render,
 )
-from api.http.ui.forms import FormError, channel_request, location_request, safety_stock_request
+from api.http.ui.forms import (
+    CHANNEL_FIELDS,
+    LOCATION_FIELDS,
+    SAFETY_STOCK_FIELDS,
+    FormError,
+    channel_request,
+    location_request,
+    safety_stock_request,
+)
 from api.http.ui.session import CSRF_FIELD, Visitor
 from api.service.commands import Applied, Rejected
 from api.service.errors import ApplicationError, InvalidQuery
@@ -88,10 +96,16 @@ class PolicyPage:
     form looks like, and the domain command that saves it."""
 
     template: str
+    fields: tuple[str, ...]
+    """The form's fields (an unticked checkbox is not sent: shown as "")."""
     read: Callable[[dict[str, str]], Any]
     command: Callable[[str, Any], cmd.Command]
     change: Callable[[cmd.Command], PolicyChange]
     """The command as the change the preview computes."""
+
+    def shown(self, form: dict[str, str]) -> dict[str, str]:
+        """The form's fields as sent, to show again ("" for one not sent)."""
+        return {name: form.get(name, "") for name in self.fields}
 
 
 def _channel_form(channels: list[Channel], code: str) -> dict[str, str]:
@@ -122,6 +136,7 @@ def _location_form(locations: list[Location], code: str) -> dict[str, str]:
 
 CHANNEL = PolicyPage(
     "channel.html",
+    CHANNEL_FIELDS,
     channel_request,
     lambda code, r: cmd.DefineChannel(
         code=code,
@@ -135,12 +150,14 @@ CHANNEL = PolicyPage(
 )
 LOCATION = PolicyPage(
     "location.html",
+    LOCATION_FIELDS,
     location_request,
     lambda code, r: cmd.DefineLocation(code=code, name=r.name, kind=r.kind, active=r.active),
     lambda c: PolicyChange(locations=(c,)),  # type: ignore[arg-type]
 )
 SAFETY_STOCK = PolicyPage(
     "safety_stock.html",
+    SAFETY_STOCK_FIELDS,
     safety_stock_request,
     lambda _, r: cmd.SetSafetyStock(sku=r.sku, location=r.location, quantity=r.quantity),
     lambda c: PolicyChange(safety_stock=(c,)),  # type: ignore[arg-type]
@@ -195,7 +212,8 @@ async def _preview(request: Request[Any, Any, Any], page: PolicyPage, code: str)
     may_save(who)  # as POST /v1/policies/preview: a change is previewed to be saved
     form.pop(CSRF_FIELD, None)
     cursor = form.pop("cursor", None) or None
-    context: dict[str, Any] = {"code": code, "form": form, "proposal": form}
+    shown = page.shown(form)
+    context: dict[str, Any] = {"code": code, "form": shown, "proposal": shown}
     status = 200
     try:
         command = page.command(code, page.read(form))
@@ -247,7 +265,7 @@ async def _save(
     except FormError as error:
         context = {
             "code": code,
-            "form": form,
+            "form": page.shown(form),
             "errors": {error.field: error.message},
             "error": f"{error.field}: {error.message}",
         }
@@ -257,7 +275,7 @@ async def _save(
     result = await operations(request).handle(page.command(code, proposal), call)
     if isinstance(result, Rejected):
         status, _ = domain_problem(result.error)
-        context = {"code": code, "form": form, "errors": {}, "error": result.error.detail}
+        context = {"code": code, "form": page.shown(form), "error": result.error.detail}
         return await _full_page(request, who, page, status, context)
     assert isinstance(result, Applied)
     position = result.position or 0
