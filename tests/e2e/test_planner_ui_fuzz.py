@@ -93,3 +93,44 @@ def test_no_form_answers_a_5xx(
     if answer.status_code >= 400:
         after = client.get("/v1/channels", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         assert after.json() == before.json()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    path=st.sampled_from(
+        [
+            "/ui/stock",
+            "/ui/safety-stock",
+            "/ui/items/MUG-01",
+            "/ui/channels",
+            "/ui/items",
+            "/ui/new",
+            "/ui/sign-in",
+        ]
+    ),
+    query=st.dictionaries(
+        st.sampled_from(
+            [
+                "channel",
+                "status",
+                "cursor",
+                "after",
+                "changes",
+                "sku",
+                "kind",
+                "code",
+                "next",
+                "saved",
+            ]
+        ),
+        text,
+        max_size=4,
+    ),
+)
+def test_no_page_answers_a_5xx(client: TestClient, path: str, query: dict[str, str]) -> None:
+    """Invariant: any query on any page answers below 500 (a bad one: a 4xx page naming
+    it, or a redirect)."""
+    answer = client.get(path, params=query, follow_redirects=False)
+    assert answer.status_code < 500, answer.text
