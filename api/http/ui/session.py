@@ -19,6 +19,7 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -56,7 +57,13 @@ class Visitor:
 
 
 def _box(request: Request[Any, Any, Any]) -> Fernet:
-    return sealer(request.app.state.settings.token_secret, PURPOSE)
+    return _fernet(request.app.state.settings.token_secret)
+
+
+@lru_cache(maxsize=4)
+def _fernet(secret: bytes) -> Fernet:
+    # One key derivation (HKDF) per server key, not one per page.
+    return sealer(secret, PURPOSE)
 
 
 def new_session(token: str | None = None) -> Session:
