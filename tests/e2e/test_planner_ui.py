@@ -323,9 +323,11 @@ def test_the_low_stock_list_pages_by_cursor_without_gaps(service: Server, page: 
         r = c.get("/v1/availability/pos", params=[("sku", s) for s in demo_skus()])
         low = sorted(i["sku"] for i in r.json()["items"] if i["status"] == "low_stock")
     assert low
-    sign_in(page, service.url, ADMIN_TOKEN, "/ui/stock?channel=pos&status=low_stock")
+    sign_in(page, service.url, ADMIN_TOKEN, "/ui/stock?channel=pos&status=low_stock&limit=4")
     listed = []
+    pages = 0
     while True:
+        pages += 1
         listed += [
             row.get_attribute("data-sku") for row in page.locator("#stock-list tr[data-sku]").all()
         ]
@@ -334,6 +336,7 @@ def test_the_low_stock_list_pages_by_cursor_without_gaps(service: Server, page: 
         page.click("#next-page")
         page.wait_for_load_state()
     assert listed == low
+    assert pages == -(-len(low) // 4)  # ceil: 4 a page
 
 
 def test_a_planner_sets_a_safety_stock_rule_after_its_preview(service: Server, page: Page) -> None:
@@ -422,6 +425,8 @@ def test_an_htmx_request_without_a_session_is_sent_to_sign_in(server: Server) ->
         ("/ui/stock?channel=web&status=sold_out", "status"),
         ("/ui/stock?channel=web&status=low_stock&cursor=bogus", "cursor"),
         ("/ui/stock?channel=no%20such", "channel"),
+        ("/ui/stock?channel=web&limit=0", "limit"),
+        ("/ui/stock?channel=web&limit=1.5", "limit"),
         ("/ui/safety-stock?cursor=bogus", "cursor"),
     ],
 )

@@ -27,7 +27,7 @@ from api.http.ui.access import (
     render,
 )
 from api.http.views import history_entry
-from api.service.planner import STATUSES
+from api.service.planner import MAX_LIMIT, STATUSES
 from api.service.pushstatus import dead_letters, reports
 
 HISTORY_PAGE = 100
@@ -42,16 +42,20 @@ LIST_PAGE = 50
 @get("/stock")
 async def stock_page(request: Request[Any, Any, Any]) -> Template:
     """The SKUs of one channel with one status (low_stock by default: the low-stock
-    report), LIST_PAGE per page in SKU order, paged by the list's cursor
-    (`Planner.list_items`, the read model's indexes)."""
+    report), `limit` (1..1000, default LIST_PAGE) per page in SKU order, paged by the
+    list's cursor (`Planner.list_items`, the read model's indexes)."""
     who = await reader(request)
     channels = [c.code for c in await planner(request).channels()]
     channel = request.query_params.get("channel") or (channels[0] if channels else "")
     status = request.query_params.get("status") or "low_stock"
+    raw_limit = request.query_params.get("limit") or str(LIST_PAGE)
+    if not (raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIMIT):
+        raise Refused(422, f"limit: must be a whole number 1..{MAX_LIMIT}")
     context: dict[str, Any] = {
         "channels": channels,
         "channel": channel,
         "status": status,
+        "limit": int(raw_limit),
         "items": [],
     }
     if status not in STATUSES:
@@ -59,7 +63,10 @@ async def stock_page(request: Request[Any, Any, Any]) -> Template:
     if channel:
         cursor = request.query_params.get("cursor") or None
         page = await planner(request).list_items(
-            channel=query_code(channel, "channel"), status=status, limit=LIST_PAGE, cursor=cursor
+            channel=query_code(channel, "channel"),
+            status=status,
+            limit=int(raw_limit),
+            cursor=cursor,
         )
         rows = [{"sku": r.sku, **msgspec.to_builtins(r.channels[0])} for r in page.items]
         context |= {"items": rows, "next_cursor": page.next_cursor}
