@@ -540,3 +540,41 @@ def test_a_planner_weighs_closing_the_store_without_saving(service: Server, page
     assert not page.is_checked("input[name=active]")  # the form shows what was previewed
     with api(service) as c:
         assert c.get("/v1/locations").json() == before
+
+
+def test_the_preview_pages_through_every_changed_sku_largest_drop_first(
+    service: Server, page: Page
+) -> None:
+    """Story: a planner weighs closing the central warehouse, which feeds two channels.
+    Invariant: paging through the preview shows every changed figure once (as many rows
+    as the count it announces), the drops never growing from one row or page to the next,
+    and the form still holds what is previewed."""
+    sign_in(page, service.url, ADMIN_TOKEN, "/ui/locations/WH1")
+    page.uncheck("input[name=active]")
+    page.click("#preview-button")
+    page.wait_for_selector("#preview-result")
+    changed = int(page.inner_text("#changed"))
+    assert changed > 50  # more than one page of 50
+    seen: list[tuple[str, str]] = []
+    drops: list[int] = []
+    while True:
+        rows = page.locator("#changes tbody tr[data-sku]")
+        for i in range(rows.count()):
+            row = rows.nth(i)
+            seen.append(
+                (row.get_attribute("data-sku") or "", row.get_attribute("data-channel") or "")
+            )
+            cells = [t.strip() for t in row.locator("td").all_inner_texts()]
+            drops.append(int(cells[2]) - int(cells[3]))
+        if page.locator("#more-changes").count() == 0:
+            break
+        first = seen[-rows.count()]
+        page.click("#more-changes")
+        page.wait_for_function(
+            "([sku, channel]) => !document.querySelector("
+            "`#changes tr[data-sku='${sku}'][data-channel='${channel}']`)",
+            arg=list(first),
+        )
+    assert len(seen) == len(set(seen)) == changed
+    assert drops == sorted(drops, reverse=True)
+    assert not page.is_checked("input[name=active]")
