@@ -19,6 +19,7 @@ run: install
 	$(BIN)/atp migrate
 	$(BIN)/atp demo
 	@echo "atp on http://$${ATP_HOST:-127.0.0.1}:$${ATP_PORT:-8000}  (admin token: $$ATP_ADMIN_TOKEN)"
+	@echo "planner page: http://$${ATP_HOST:-127.0.0.1}:$${ATP_PORT:-8000}/ui  (sign in with the admin token)"
 	$(BIN)/atp serve
 
 ## The whole suite: unit, integration (real PostgreSQL) and end-to-end tests.

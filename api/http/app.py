@@ -41,6 +41,8 @@ from api.http.metrics import (
 )
 from api.http.openapi import annotate, assets_router, complete, openapi_config
 from api.http.problems import EXCEPTION_HANDLERS, domain_problem, problem_response
+from api.http.ui import router as ui_router
+from api.http.ui import template_config
 from api.log import configure as configure_logging
 from api.service.queries import ReadSide
 from api.service.sweeper import Sweeper
@@ -230,10 +232,11 @@ def create_app(services: Services | None = None) -> Litestar:
     ]
     annotate(route_handlers)
     app = Litestar(
-        route_handlers=[*route_handlers, assets_router()],
+        route_handlers=[*route_handlers, assets_router(), ui_router()],
         lifespan=[lifespan],
         exception_handlers={**EXCEPTION_HANDLERS, DomainError: _on_domain_error},
         openapi_config=openapi_config(),
+        template_config=template_config(),
         middleware=[_read_your_writes, auth_middleware],
         before_request=strict_input,
         logging_config=None,  # api.log configures the process (text or JSON)

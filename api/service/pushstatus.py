@@ -6,6 +6,8 @@ import logging
 import time
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 log = logging.getLogger("atp.push")
 DOWN_SECONDS = 30.0
 """A pusher that has not reported for this long is taken for stopped."""
@@ -69,3 +71,17 @@ def judge(found: list[dict[str, str]], alert_seconds: float) -> dict[str, Any]:
             "last_report_seconds": round(silent, 3),
         }
     return checks
+
+
+def dead_letters(found: list[dict[str, str]]) -> dict[str, float]:
+    """Per pusher (`kind:store`, as `judge` names them): messages it sent to its
+    dead-letter queue since it started (its `atp_push_dead_letters_total` samples, read
+    from the Prometheus text it reports)."""
+    counts: dict[str, float] = {}
+    for report in found:
+        name = f"{report.get('kind')}:{report.get('store')}"
+        counts[name] = 0.0
+        for family in text_string_to_metric_families(report.get("metrics", "")):
+            if family.name == "atp_push_dead_letters":
+                counts[name] += sum(sample.value for sample in family.samples)
+    return counts

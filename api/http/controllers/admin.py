@@ -173,8 +173,11 @@ async def _lag(request: Request[Any, Any, Any]) -> dict[str, Any]:
     }
 
 
-@get("/ready", media_type=MediaType.JSON)
-async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+async def readiness(request: Request[Any, Any, Any]) -> tuple[bool, dict[str, Any]]:
+    """Whether the service can answer (the ledger, the writer and the read model answer),
+    and the body of /ready: `{"status": "ready"|"degraded"|"not_ready", "checks": {...}}`
+    with the projector's lag and each pusher's delay (also shown by the planner page's
+    operations view)."""
     checks: dict[str, Any] = {}
     ok = True
     try:
@@ -218,10 +221,14 @@ async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
         and all(p["status"] == "ok" for p in checks.get("pushers", {}).values())
     )
     status = ("ready" if fine else "degraded") if ok else "not_ready"
+    return ok, {"status": status, "checks": checks}
+
+
+@get("/ready", media_type=MediaType.JSON)
+async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    ok, body = await readiness(request)
     headers = {} if ok else {"Retry-After": "1"}
-    return Response(
-        {"status": status, "checks": checks}, status_code=200 if ok else 503, headers=headers
-    )
+    return Response(body, status_code=200 if ok else 503, headers=headers)
 
 
 @get("/metrics", media_type="text/plain; version=0.0.4")
