@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -94,6 +94,8 @@ class MemoryReadModel:
         self.policies = Policies()
         self.last_event_time: float | None = None
         self.heartbeat_at = time.time()
+        self.on_write: Callable[[int], None] | None = None
+        """Called with the model's position after each write (on the writing thread)."""
 
     # store
 
@@ -127,6 +129,8 @@ class MemoryReadModel:
             if last_event_time is not None:
                 self.last_event_time = last_event_time
             self.heartbeat_at = time.time()
+        if self.on_write is not None:
+            self.on_write(self.position)
 
     def heartbeat(self) -> None:
         self.heartbeat_at = time.time()
