@@ -5,6 +5,7 @@ Errors are application errors (api.service.errors), never HTTP problems."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -128,7 +129,8 @@ class PositionWaiters:
     def reached(self, position: int) -> None:
         """The model now includes `position` (any thread)."""
         if self.waiting:
-            self.loop.call_soon_threadsafe(self._wake)
+            with contextlib.suppress(RuntimeError):  # the loop closed (shutting down)
+                self.loop.call_soon_threadsafe(self._wake)
 
     def _wake(self) -> None:
         position = self.current()
