@@ -399,7 +399,7 @@ def report(
     def rate(service: str, name: str) -> float:
         return median([r.rate for r in runs.get((name, service), [])])
 
-    for scenario in SCENARIOS:
+    for scenario in (s for s in SCENARIOS if s.name in args.scenarios):
         ratio = rate("atp", scenario.name) / rate("plain", scenario.name)
         shown = "-" if scenario.atp_only else f"{ratio:.2f}x"
         lines.append(
@@ -451,7 +451,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--holds", type=int, default=10_000, help="live holds of holds-N (10000)")
     p.add_argument("--pgbench-clients", type=int, default=16, help="pgbench clients (16)")
     p.add_argument("--no-pgbench", action="store_true", help="skip the pgbench runs")
+    names = [s.name for s in SCENARIOS]
+    p.add_argument(
+        "--scenarios",
+        default=",".join(names),
+        help=f"comma-separated scenarios to run (all: {','.join(names)})",
+    )
     args = p.parse_args(argv)
+    args.scenarios = args.scenarios.split(",")
+    if unknown := set(args.scenarios) - set(names):
+        p.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from {names}")
     if not 0 < args.duration <= 120 or not 1 <= args.rounds <= 10:
         p.error("--duration must be in (0, 120] and --rounds in 1..10")
     if args.skus < 5 or args.holds < FEW_HOLDS:
@@ -488,8 +497,11 @@ def main(argv: list[str] | None = None) -> int:
         seed_plain(plain_db, catalogue)
         with server.client() as admin:
             seed(admin, catalogue)
+        chosen = [s for s in SCENARIOS if s.name in args.scenarios]
         # The live holds of (c), taken before the clock starts; they last the whole run.
         for sku, count in ((HOLDS_FEW, FEW_HOLDS), (HOLDS_MANY, args.holds)):
+            if not {"holds-10", "holds-N"} & set(args.scenarios):
+                break
             scenario = Scenario("prepare", ("reserve",), 0, "", atp_only=True)
             taken = measure(atp, scenario, executor, args, [sku], 0, count, duration=600)
             if taken.ops != count:
@@ -502,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(args.rounds):
             if pg_db is not None:
                 bench.append(pgbench(pg_db, args.pgbench_clients, args.duration, args.skus))
-            for scenario in SCENARIOS:
+            for scenario in chosen:
                 for service in (plain, atp):
                     if scenario.atp_only and service is plain:
                         continue

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -108,6 +108,8 @@ class MemoryReadModel:
         self.policies = Policies()
         self.last_event_time: float | None = None
         self.heartbeat_at = time.time()
+        self.on_write: Callable[[int], None] | None = None
+        """Called with the model's position after each write (on the writing thread)."""
 
     # store
 
@@ -142,6 +144,8 @@ class MemoryReadModel:
             if last_event_time is not None:
                 self.last_event_time = last_event_time
             self.heartbeat_at = time.time()
+        if self.on_write is not None:
+            self.on_write(self.position)
 
     def _index(self, sku: str, memberships: tuple[Membership, ...]) -> None:
         """Replace the SKU's memberships (under the lock)."""

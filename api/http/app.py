@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import threading
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import quote, unquote_to_bytes
 
 from cachetools import TTLCache
 from litestar import Litestar
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp
 
 from adapters.webhook_queue import WebhookQueue
 from api.bootstrap import Services, bootstrap
-from api.http.auth import TokenStore, auth_middleware
+from api.http.auth import TokenStore
 from api.http.controllers import (
     admin,
     checkout,
@@ -36,15 +32,15 @@ from api.http.gateway import Gateway
 from api.http.metrics import (
     WriterSampler,
     record_reconciliation,
-    request_middleware,
     worker_exit,
 )
+from api.http.middleware import request_middleware, route_middleware
 from api.http.openapi import annotate, assets_router, complete, openapi_config
 from api.http.problems import EXCEPTION_HANDLERS, domain_problem, problem_response
 from api.http.ui import router as ui_router
 from api.http.ui import template_config
 from api.log import configure as configure_logging
-from api.service.queries import ReadSide
+from api.service.queries import PositionWaiters, ReadSide
 from api.service.sweeper import Sweeper
 from api.service.tokens import use_recorder
 from api.settings import Settings
@@ -52,71 +48,6 @@ from api.workers.order_poller import OrderPoller
 from atp.errors import DomainError
 from projections.projector import Nudge, Projector
 from projections.readmodel import MemoryReadModel, RedisReader
-
-log = logging.getLogger("atp")
-POSITION_HEADER = b"atp-position"
-
-
-def _keep_encoded_slashes(app: ASGIApp) -> ASGIApp:
-    """Route on the raw path with %2F kept, so codes may contain '/' (percent-encoded).
-
-    Every escaped path is re-quoted from the raw bytes, so handlers decode each segment
-    exactly once: `TEE%252FBLK` names the code `TEE%2FBLK`, never `TEE/BLK`.
-    """
-
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        raw = scope.get("raw_path")
-        if scope["type"] == ScopeType.HTTP and raw and b"%" in raw.split(b"?", 1)[0]:
-            path = raw.split(b"?", 1)[0]
-            segments = [
-                quote(unquote_to_bytes(seg), safe="!$&'()*+,;=:@-._~") for seg in path.split(b"/")
-            ]
-            scope = {**scope, "path": "/".join(segments)}
-        await app(scope, receive, send)
-
-    return middleware
-
-
-def _read_your_writes(app: ASGIApp) -> ASGIApp:
-    """Embedded mode: hold a write's answer (it carries ATP-Position) until the in-process
-    read model includes that position, so a read sent after the answer sees the write. The
-    projector is woken at once; past ATP_READ_WAIT the answer goes anyway (a read can still
-    ask for `min_position`)."""
-
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        is_http = scope["type"] == ScopeType.HTTP
-        nudge = getattr(scope["app"].state, "nudge", None) if is_http else None
-        if nudge is None or scope["method"] in ("GET", "HEAD"):  # type: ignore[typeddict-item]
-            await app(scope, receive, send)
-            return
-
-        async def settle_then_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                position = next(
-                    (v for k, v in message.get("headers", ()) if k.lower() == POSITION_HEADER),
-                    None,
-                )
-                if position is not None:
-                    nudge.nudge()
-                    state = scope["app"].state
-                    if not await _includes(state.read, int(position), state.settings.read_wait):
-                        log.warning("the read model did not reach position %s in time", position)
-            await send(message)
-
-        await app(scope, receive, settle_then_send)
-
-    return middleware
-
-
-async def _includes(read: ReadSide, position: int, seconds: float) -> bool:
-    """Wait until the in-process read model includes `position` (checked every millisecond:
-    the projector needs about one after a nudge); False after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while (await read.meta(fresh=True)).position < position:
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(0.001)
-    return True
 
 
 def _on_domain_error(_: Any, exc: DomainError) -> Any:
@@ -174,6 +105,10 @@ def create_app(services: Services | None = None) -> Litestar:
             projector = Projector(ledger, memory, clock)
             await asyncio.to_thread(projector.catch_up)
             app.state.nudge = Nudge()
+            app.state.positions = PositionWaiters(
+                asyncio.get_running_loop(), lambda: memory.position
+            )
+            memory.on_write = app.state.positions.reached
             threads.append(
                 threading.Thread(
                     target=projector.run, args=(stop, 0.5, app.state.nudge), daemon=True
@@ -237,14 +172,15 @@ def create_app(services: Services | None = None) -> Litestar:
         exception_handlers={**EXCEPTION_HANDLERS, DomainError: _on_domain_error},
         openapi_config=openapi_config(),
         template_config=template_config(),
-        middleware=[_read_your_writes, auth_middleware],
+        middleware=[route_middleware],
         before_request=strict_input,
         logging_config=None,  # api.log configures the process (text or JSON)
         debug=False,
     )
     complete(app, route_handlers)
     # Outside Litestar's exception handling and routing, so that the answers they produce
-    # (401/403/429 raised by auth, 404 of the router, 500) are counted and carry the id too.
+    # (401/403/429 raised by auth, 404 of the router, 500) are counted and carry the id too,
+    # and so that it routes on the raw path.
     app.asgi_handler = request_middleware(app.asgi_handler)
     return app
 
@@ -257,8 +193,8 @@ async def _sample_writer(sampler: WriterSampler, every: float = 1.0) -> None:
 
 
 def asgi(services: Services | None = None) -> ASGIApp:
-    """The ASGI callable served by `atp serve` (adds raw-path routing in front)."""
-    return _keep_encoded_slashes(create_app(services))
+    """The ASGI callable served by `atp serve`."""
+    return create_app(services)
 
 
 def asgi_factory() -> ASGIApp:

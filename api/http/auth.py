@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from cachetools import LRUCache, TTLCache
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Receive, Scope, Send
 
 from adapters.ledger import Ledger, sync_streams
 from api.http.problems import ApiProblem
@@ -229,24 +227,3 @@ async def authenticate(
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
     return principal
-
-
-def auth_middleware(app: ASGIApp) -> ASGIApp:
-    """Authenticates every /v1 route but the public ones (a middleware, not a guard: it runs
-    after routing, so it knows the route's scopes, without a guard's per-request cost)."""
-
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == ScopeType.HTTP and scope["path"].startswith("/v1/"):
-            handler = scope.get("route_handler")
-            opt = handler.opt if handler is not None else {}
-            if not opt.get("public"):
-                store: TokenStore = scope["app"].state.tokens
-                client = scope.get("client")
-                address = client[0] if client else ""
-                principal = await authenticate(
-                    scope["headers"], store, opt.get("scopes", ()), address
-                )
-                scope["state"]["principal"] = principal
-        await app(scope, receive, send)
-
-    return middleware

@@ -79,15 +79,18 @@ class Gateway:
             raise ApiProblem(
                 400, "idempotency-key-required", "this route requires an Idempotency-Key header"
             )
-        principal = request.state.principal
+        # The scope's own values: `request.state` and `request.url` build objects per call.
+        state = request.scope["state"]
         idem = None
         if key is not None:
+            method = request.scope["method"]
+            path = request.scope.get("root_path", "") + request.scope["path"]  # request.url.path
             body = canonical_body(await request.body())
             request_hash = hashlib.sha256(
-                request.method.encode() + b" " + request.url.path.encode() + b"\n" + body
+                method.encode() + b" " + path.encode() + b"\n" + body
             ).hexdigest()
             # Scoped by the token's identity (its stored hash), never its name.
-            scope = f"{principal.key} {request.method} {request.url.path}"
+            scope = f"{state['principal'].key} {method} {path}"
             idem = Idempotency(scope, key, request_hash)
 
         def receipt(result: Applied[Any] | Rejected) -> Receipt | None:
@@ -99,11 +102,11 @@ class Gateway:
             return reply
 
         call = Call(
-            correlation_id=request.state.correlation_id,
+            correlation_id=state["correlation_id"],
             idempotency=idem,
             view=lambda world, _: Receipt(*encoded(render(world, self.service.clock()))),
             receipt=receipt,
-            token_name=principal.name,
+            token_name=state["principal"].name,
         )
         if idem is None:
             return self._response(await operation(call), None)

@@ -1,26 +1,18 @@
-"""The API's Prometheus metrics (prometheus-client) and the outermost request middleware.
+"""The API's Prometheus metrics (prometheus-client); `api.http.middleware` observes requests.
 
 With several uvicorn workers, `atp serve` points PROMETHEUS_MULTIPROC_DIR at a directory of
 its own before any worker starts (prometheus-client's multiprocess mode): every worker writes
 its samples there and `/metrics`, answered by any worker, reads them all, so one scrape
 covers the whole service. Without the variable (a single process) the process's own
 registry is exposed.
-
-`request_middleware` wraps the whole Litestar application (outside its exception handling):
-every answer, 401/403/404/429 and 500 included, carries X-Correlation-ID, is counted with
-its status code, and is logged as one line: method, route, status, duration, correlation id.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import time
 from collections.abc import Iterable
 from typing import Any
 
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -35,14 +27,11 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from api.log import correlation_id
-
 # No `_created` series next to each counter and histogram.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-CORRELATION_HEADER = b"x-correlation-id"
 
 REQUEST_DURATION = Histogram(
     "atp_http_request_duration_seconds",
@@ -116,9 +105,6 @@ def record_reconciliation(report: Any) -> None:
     RECONCILIATION_UNITS.labels(location=report.location).set(report.units_drifted)
 
 
-log = logging.getLogger("atp.request")
-
-
 class WriterSampler:
     """Carries one process's writer counts (CommandService.batches/jobs/conflicts, its queue)
     into the shared metrics; call `sample()` now and then (each call adds what is new)."""
@@ -187,62 +173,3 @@ def worker_exit() -> None:
     """Drop this process's live gauges from the shared directory (graceful shutdown)."""
     if _multiprocess_directory():
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
-
-
-def _given_correlation_id(scope: Scope) -> str:
-    for name, value in scope["headers"]:
-        if name == CORRELATION_HEADER:
-            given = value.decode("latin-1")
-            if 0 < len(given) <= 128 and given.isprintable():
-                return given
-            break
-    return os.urandom(12).hex()
-
-
-def request_middleware(app: ASGIApp) -> ASGIApp:
-    """Accept or generate X-Correlation-ID (exposed to handlers as
-    `request.state.correlation_id` and to logs), return it on every answer, time and count
-    the request by its route template and status, and log one line for it."""
-
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        cid = _given_correlation_id(scope)
-        scope.setdefault("state", {})["correlation_id"] = cid
-        token = correlation_id.set(cid)
-        header = (CORRELATION_HEADER, cid.encode())
-        status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
-            await send(message)
-
-        try:
-            await app(scope, receive, send_with_id)
-        finally:
-            took = time.perf_counter() - started
-            route = scope.get("path_template") or "unmatched"
-            method = scope["method"]
-            REQUEST_DURATION.labels(method, route, str(status)).observe(took)
-            log.info(
-                "%s %s %d %.1fms",
-                method,
-                route,
-                status,
-                took * 1000,
-                extra={
-                    "method": method,
-                    "route": route,
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round(took * 1000, 3),
-                },
-            )
-            correlation_id.reset(token)
-
-    return middleware

@@ -5,6 +5,9 @@ Errors are application errors (api.service.errors), never HTTP problems."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -123,3 +126,51 @@ class ReadSide:
                 raise ReadModelBehind(meta.position, position)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+
+class PositionWaiters:
+    """Coroutines waiting for the in-process read model to include a ledger position.
+
+    `reached(position)` is called by the projector's thread after each write of the model;
+    it wakes, on `loop`, every waiter whose position is now included (one wake-up of the
+    loop per write that has waiters, instead of each waiter polling its clock).
+    `current()` is the model's position, read when a waiter arrives.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, current: Callable[[], int]) -> None:
+        self.loop = loop
+        self.current = current
+        self.waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def reached(self, position: int) -> None:
+        """The model now includes `position` (any thread)."""
+        if self.waiting:
+            with contextlib.suppress(RuntimeError):  # the loop closed (shutting down)
+                self.loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        position = self.current()
+        while self.waiting and self.waiting[0][0] <= position:
+            future = heapq.heappop(self.waiting)[2]
+            if not future.done():
+                future.set_result(None)
+
+    async def wait(self, position: int, seconds: float) -> bool:
+        """True once the model includes `position`, False after `seconds` (on the loop)."""
+        if self.current() >= position:
+            return True
+        future = self.loop.create_future()
+        entry = (position, next(self._order), future)
+        heapq.heappush(self.waiting, entry)
+        # Read again once registered: a write that came in between saw no waiter.
+        self._wake()
+        try:
+            async with asyncio.timeout(seconds):
+                await future
+        except TimeoutError:
+            if entry in self.waiting:
+                self.waiting.remove(entry)
+                heapq.heapify(self.waiting)
+            return False
+        return True

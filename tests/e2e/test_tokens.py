@@ -391,6 +391,59 @@ def test_a_slow_or_silent_client_is_cut_off(server: Server) -> None:
     assert 9 <= took <= 14 and received == b"", (took, received)
 
 
+def _answers(sock: socket.socket, count: int) -> list[tuple[bytes, bytes]]:
+    """Read `count` whole answers with Content-Length: (head, body) each."""
+    buffer, answers = b"", []
+    while len(answers) < count:
+        head, sep, rest = buffer.partition(b"\r\n\r\n")
+        if sep:
+            fields = dict(
+                line.split(b":", 1) for line in head.lower().split(b"\r\n")[1:] if b":" in line
+            )
+            length = int(fields.get(b"content-length", b"0"))
+            if len(rest) >= length:
+                answers.append((head, rest[:length]))
+                buffer = rest[length:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, buffer
+        buffer += chunk
+    assert buffer == b""
+    return answers
+
+
+def test_answers_go_out_whole_on_one_keep_alive_connection(server: Server) -> None:
+    """Story: a storefront keeps one connection open and sends a HEAD probe, a PUT that
+    waits for `100 Continue` before its body, and two pipelined reads.
+
+    Invariant: every answer arrives whole and in order (each head with its body, written
+    together), the interim 100 comes before the body is sent, and HEAD gets its head (no body
+    write follows it to carry it) at once."""
+    port = int(server.url.rsplit(":", 1)[1])
+    auth = f"Authorization: Bearer {ADMIN_TOKEN}\r\n".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = sock.recv(65536)  # GET routes answer HEAD 405: a head, no body
+        assert head.startswith(b"HTTP/1.1 405") and head.endswith(b"\r\n\r\n"), head
+        body = json.dumps({"name": "one write", "kind": "store"}).encode()
+        sock.sendall(
+            b"PUT /v1/locations/ONEWRITE HTTP/1.1\r\nHost: x\r\n"
+            + auth
+            + b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        [(head, answer)] = _answers(sock, 1)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert json.loads(answer)["code"] == "ONEWRITE"
+        get = b"GET /v1/locations HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n"
+        sock.sendall(get + get)
+        for head, answer in _answers(sock, 2):
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert b'"ONEWRITE"' in answer
+
+
 def test_random_webhook_store_names_do_not_grow_memory(tmp_path: Path) -> None:
     """Story: a bot posts to /v1/webhooks/woocommerce/<random> (public, no token).
     Invariant: each answer is a 404 problem and the per-process cache of store lookups stays
