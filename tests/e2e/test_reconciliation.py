@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.route_helpers import Env, assert_problem, created, get_item, loc, make_env
+from tests.e2e.route_helpers import Env, assert_problem, created, loc, make_env
 from tests.support.physical import deliver, item_at_head, register_store
 from tests.support.server import ADMIN_TOKEN, Server, running_service, service_env
 
@@ -55,7 +55,7 @@ def reconcile(env: Env, as_of: datetime, key: str | None = None, **body: Any) ->
 
 
 def on_hand(env: Env, name: str = "A") -> int:
-    return int(loc(get_item(env.client, env.sku(name)), env.wh)["on_hand"])
+    return int(loc(item_at_head(env.client, env.sku(name)), env.wh)["on_hand"])
 
 
 def test_movements_while_the_erp_exports_are_not_drift(env: Env) -> None:
@@ -97,7 +97,7 @@ def test_a_missed_receipt_is_found_applied_and_fills_the_backorder_first(env: En
     (line,) = report["lines"]
     assert (line["ledger_on_hand"], line["snapshot_on_hand"], line["drift"]) == (1, 6, 5)
     assert (line["movements_after_as_of"], line["applied"]) == (2, True)
-    item = get_item(env.client, env.sku())
+    item = item_at_head(env.client, env.sku())
     wh = loc(item, env.wh)
     assert (wh["on_hand"], wh["allocated"]) == (8, 3)
     assert item["shortfall"] == 0
@@ -105,7 +105,7 @@ def test_a_missed_receipt_is_found_applied_and_fills_the_backorder_first(env: En
     assert created(again) == report and again.headers["idempotent-replayed"] == "true"
     other = created(reconcile(env, exported, apply=True, lines=lines))
     assert other["skus_drifted"] == 0  # the correction counts as of the export: not twice
-    assert get_item(env.client, env.sku()) == item
+    assert item_at_head(env.client, env.sku()) == item
     cid = first.headers["x-correlation-id"]
     everything = created(env.client.get(f"/v1/items/{env.sku()}/history"), 200)["entries"]
     fixed = [e for e in everything if e["type"] == "StockReconciled"]
@@ -130,7 +130,7 @@ def test_a_count_during_a_flash_sale_records_the_over_promise_and_never_oversell
     counted = moment()
     report = created(reconcile(env, counted, apply=True, lines=[{"sku": env.sku(), "on_hand": 4}]))
     assert report["units_drifted"] == 6
-    wh = loc(get_item(env.client, env.sku()), env.wh)
+    wh = loc(item_at_head(env.client, env.sku()), env.wh)
     assert (wh["on_hand"], wh["allocated"], wh["over_promised"], wh["sellable"]) == (4, 6, 2, 0)
     sold = env.client.get(f"/v1/availability/{env.web}/{env.sku()}")
     assert created(sold, 200)["available"] == 0
@@ -192,7 +192,7 @@ def test_bad_input_changes_nothing(env: Env) -> None:
     in the future 422, no key 400: nothing is recorded, no figure moves."""
     env.receive(env.wh, A=5)
     now = moment()
-    before = get_item(env.client, env.sku())
+    before = item_at_head(env.client, env.sku())
     line = [{"sku": env.sku(), "on_hand": 1}]
     r = env.client.post(
         "/v1/reconciliations",
@@ -233,7 +233,7 @@ def test_bad_input_changes_nothing(env: Env) -> None:
     created(reconcile(env, now, key=key, lines=[{"sku": env.sku(), "on_hand": 5}]))
     reused = reconcile(env, now, key=key, apply=True, lines=line)
     assert_problem(reused, 422, "idempotency-key-reused")
-    assert get_item(env.client, env.sku()) == before
+    assert item_at_head(env.client, env.sku()) == before
     listed = created(env.client.get(f"/v1/reconciliations?location={env.wh}"), 200)
     assert [r["skus_drifted"] for r in listed["reconciliations"]] == [0]
 
@@ -250,7 +250,7 @@ def test_as_of_reads_policies_as_they_were(env: Env) -> None:
     )
     web = next(c for c in then["channels"] if c["channel"] == env.web)
     assert web["available"] == 10
-    now = get_item(env.client, env.sku())
+    now = item_at_head(env.client, env.sku())
     assert next(c for c in now["channels"] if c["channel"] == env.web)["available"] == 6
 
 
