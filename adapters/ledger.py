@@ -28,7 +28,15 @@ from eventsourcing.utils import get_topic, resolve_topic
 
 from adapters.records import Record
 from atp.events import Event
-from atp.state import ItemState, OrderState, Policies, ReservationState, TransferState
+from atp.state import (
+    ItemState,
+    OrderState,
+    Policies,
+    ReservationState,
+    TransferState,
+    state_dec_hook,
+    state_enc_hook,
+)
 from atp.streams import Stream
 from atp.world import StreamState, evolve, initial_state
 
@@ -41,7 +49,10 @@ StreamKey = Stream
 """The stream key type, defined once in `atp.streams` (this name is kept for its importers)."""
 
 
+@functools.lru_cache(maxsize=200_000)
 def stream_id(stream: StreamKey) -> UUID:
+    """The stream's id in the event store: uuid5 of "atp:<kind>:<key>" (cached: the writer
+    asks for the same hot streams' ids batch after batch)."""
     kind, key = stream
     return uuid5(NAMESPACE_URL, f"atp:{kind}:{key}")
 
@@ -98,7 +109,7 @@ class _SnapshotEnvelope(msgspec.Struct, frozen=True):
     s: msgspec.Raw
 
 
-_encoder = msgspec.json.Encoder()
+_encoder = msgspec.json.Encoder(enc_hook=state_enc_hook)
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
 _snapshot_decoder = msgspec.json.Decoder(_SnapshotEnvelope)
 
@@ -114,6 +125,10 @@ _STATE_TYPES: dict[str, Any] = {
     "order": OrderState | None,
     "reservation": ReservationState | None,
     "transfer": TransferState | None,
+}
+_state_decoders = {
+    kind: msgspec.json.Decoder(type_, dec_hook=state_dec_hook)
+    for kind, type_ in _STATE_TYPES.items()
 }
 
 
@@ -231,6 +246,8 @@ def ledger_env(
             # after PostgreSQL drops connections (restart, failover, pg_terminate_backend)
             # the dead ones are replaced instead of failing one request each.
             POSTGRES_PRE_PING="y",
+            # The library's recorder, inserting a batch as columns (adapters.recorder).
+            APPLICATION_RECORDER_TOPIC="adapters.recorder:LedgerRecorder",
         )
     else:
         os.makedirs(data_dir, exist_ok=True)
@@ -260,9 +277,12 @@ class Ledger(Application[UUID]):
             pool._check = _check_all_when_one_is_dead(pool)
         return recorder
 
-    @property
+    @functools.cached_property
     def is_postgres(self) -> bool:
-        return "postgres" in type(self.recorder).__module__
+        """Whether the event store is PostgreSQL (else the embedded SQLite file)."""
+        from eventsourcing.postgres import PostgresApplicationRecorder
+
+        return isinstance(self.recorder, PostgresApplicationRecorder)
 
     def load(self, stream: StreamKey) -> tuple[Any, int]:
         """The stream's current state and version (0: no events yet)."""
@@ -486,6 +506,6 @@ def _latest_snapshots(ledger: Ledger, streams: list[StreamKey]) -> dict[StreamKe
         for r in cursor.fetchall():
             stream = by_id[_uuid(r["originator_id"])]
             snap = _snapshot_decoder.decode(bytes(r["state"]))
-            state = msgspec.json.decode(snap.s, type=_STATE_TYPES[stream[0]])
+            state = _state_decoders[stream[0]].decode(snap.s)
             found[stream] = (state, r["originator_version"])
     return found

@@ -451,7 +451,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--holds", type=int, default=10_000, help="live holds of holds-N (10000)")
     p.add_argument("--pgbench-clients", type=int, default=16, help="pgbench clients (16)")
     p.add_argument("--no-pgbench", action="store_true", help="skip the pgbench runs")
+    p.add_argument(
+        "--scenarios",
+        default=",".join(s.name for s in SCENARIOS),
+        help="comma-separated scenarios to run (all; e.g. uniform,hot for a profile)",
+    )
+    p.add_argument(
+        "--only", choices=("plain", "atp"), help="drive one service alone (both by default)"
+    )
     args = p.parse_args(argv)
+    names = {s.name for s in SCENARIOS}
+    args.scenarios = [n for n in args.scenarios.split(",") if n]
+    if not args.scenarios or not set(args.scenarios) <= names:
+        p.error(f"--scenarios must name some of {', '.join(sorted(names))}")
     if not 0 < args.duration <= 120 or not 1 <= args.rounds <= 10:
         p.error("--duration must be in (0, 120] and --rounds in 1..10")
     if args.skus < 5 or args.holds < FEW_HOLDS:
@@ -489,7 +501,12 @@ def main(argv: list[str] | None = None) -> int:
         with server.client() as admin:
             seed(admin, catalogue)
         # The live holds of (c), taken before the clock starts; they last the whole run.
-        for sku, count in ((HOLDS_FEW, FEW_HOLDS), (HOLDS_MANY, args.holds)):
+        for sku, count, name in (
+            (HOLDS_FEW, FEW_HOLDS, "holds-10"),
+            (HOLDS_MANY, args.holds, "holds-N"),
+        ):
+            if name not in args.scenarios:
+                continue
             scenario = Scenario("prepare", ("reserve",), 0, "", atp_only=True)
             taken = measure(atp, scenario, executor, args, [sku], 0, count, duration=600)
             if taken.ops != count:
@@ -503,8 +520,13 @@ def main(argv: list[str] | None = None) -> int:
             if pg_db is not None:
                 bench.append(pgbench(pg_db, args.pgbench_clients, args.duration, args.skus))
             for scenario in SCENARIOS:
+                if scenario.name not in args.scenarios:
+                    continue
                 for service in (plain, atp):
-                    if scenario.atp_only and service is plain:
+                    if (scenario.atp_only and service is plain) or args.only not in (
+                        None,
+                        service.name,
+                    ):
                         continue
                     run = measure(
                         service, scenario, executor, args, by_name[scenario.pool], round_ + 1
