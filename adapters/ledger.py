@@ -231,7 +231,9 @@ def ledger_env(
     if database_url:
         url = urlparse(database_url)
         env.update(
-            PERSISTENCE_MODULE="eventsourcing.postgres",
+            # eventsourcing's PostgreSQL factory, with recorders that insert binary columns
+            # (adapters.recorder).
+            PERSISTENCE_MODULE="adapters.recorder:LedgerFactory",
             POSTGRES_DBNAME=unquote(url.path.lstrip("/")) or "postgres",
             POSTGRES_HOST=url.hostname or "127.0.0.1",
             POSTGRES_PORT=str(url.port or 5432),
@@ -246,8 +248,6 @@ def ledger_env(
             # after PostgreSQL drops connections (restart, failover, pg_terminate_backend)
             # the dead ones are replaced instead of failing one request each.
             POSTGRES_PRE_PING="y",
-            # The library's recorder, inserting a batch as columns (adapters.recorder).
-            APPLICATION_RECORDER_TOPIC="adapters.recorder:LedgerRecorder",
         )
     else:
         os.makedirs(data_dir, exist_ok=True)
