@@ -56,7 +56,7 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 
-from loadtests.bench_reservations import CHANNEL, percentile, seed
+from loadtests.bench_reservations import CHANNEL, WriterTotals, percentile, seed, writer_totals
 from loadtests.bench_reservations import _Connection as KeepAlive
 from loadtests.harness import results
 from loadtests.harness.cpu import cpu_snapshot
@@ -269,6 +269,8 @@ class Run:
     client_cpu: float = 0.0
     busy: float = 0.0
     """Fraction of the machine busy (2 cores = 2.0)."""
+    writer: WriterTotals | None = None
+    """atp only: the writers' batches, jobs and version conflicts during the load."""
 
     @property
     def rate(self) -> float:
@@ -304,6 +306,9 @@ def measure(
     ]
     time.sleep(max(0.0, start_at - time.time()))
     before = cpu_snapshot(service.pid)
+    # The writers' counters of measured loads only (round 0 is set-up and warm-up).
+    counted = service.name == "atp" and round_ > 0
+    writers = writer_totals(service, args.workers, tries=20) if counted else None
     samples: list[Sample] = []
     run = Run()
     for future in futures:
@@ -312,6 +317,14 @@ def measure(
         run.errors += errors
         run.client_cpu += cpu
     used = cpu_snapshot(service.pid) - before
+    if writers is not None:
+        after = writer_totals(service, args.workers)
+        run.writer = WriterTotals(
+            batches=after.batches - writers.batches,
+            jobs=after.jobs - writers.jobs,
+            conflicts=after.conflicts - writers.conflicts,
+            workers_seen=after.workers_seen,
+        )
     measured = scenario.ops[scenario.measured]
     mine = [s for s in samples if s[0] == measured]
     run.wall = used.wall
@@ -406,6 +419,19 @@ def report(
             f"{scenario.name:<9} | {cell('plain', scenario.name):<{len(head)}} | "
             f"{cell('atp', scenario.name)} | {shown}"
         )
+    lines.append("")
+    lines.append("atp writers (over the rounds): jobs per batch, version conflicts / batches")
+    for scenario in SCENARIOS:
+        totals = [r.writer for r in runs.get((scenario.name, "atp"), []) if r.writer]
+        if totals:
+            batches = sum(t.batches for t in totals)
+            jobs = sum(t.jobs for t in totals)
+            conflicts = sum(t.conflicts for t in totals)
+            lines.append(
+                f"  {scenario.name:<9} {jobs / max(1, batches):5.1f} jobs/batch  "
+                f"{conflicts:6,} conflicts / {batches:6,} batches"
+                f" ({100 * conflicts / max(1, batches + conflicts):.0f}% of attempts redone)"
+            )
     lines.append("")
     if bench:
         for name in ("hot", "uniform"):
