@@ -56,7 +56,7 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 
-from loadtests.bench_reservations import CHANNEL, WriterTotals, percentile, seed, writer_totals
+from loadtests.bench_reservations import CHANNEL, WriterTotals, percentile, seed
 from loadtests.bench_reservations import _Connection as KeepAlive
 from loadtests.harness import results
 from loadtests.harness.cpu import cpu_snapshot
@@ -277,6 +277,23 @@ class Run:
         return self.ops / self.wall if self.wall else 0.0
 
 
+def writer_totals(url: str) -> WriterTotals:
+    """The atp writers' batches, jobs and version conflicts, summed over the workers by one
+    scrape of /metrics (prometheus-client's multiprocess mode adds the processes' counters).
+    Each worker publishes its counts about once a second, so a load's last second may be
+    counted in neither window; jobs per batch and conflicts per batch are unaffected."""
+    values: dict[str, int] = {}
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("atp_writer_") and " " in line:
+            name, value = line.rsplit(" ", 1)
+            values[name] = int(float(value))
+    return WriterTotals(
+        batches=values.get("atp_writer_batches_total", 0),
+        jobs=values.get("atp_writer_jobs_total", 0),
+        conflicts=values.get("atp_writer_conflicts_total", 0),
+    )
+
+
 def measure(
     service: Service,
     scenario: Scenario,
@@ -308,7 +325,7 @@ def measure(
     before = cpu_snapshot(service.pid)
     # The writers' counters of measured loads only (round 0 is set-up and warm-up).
     counted = service.name == "atp" and round_ > 0
-    writers = writer_totals(service, args.workers, tries=20) if counted else None
+    writers = writer_totals(service.url) if counted else None
     samples: list[Sample] = []
     run = Run()
     for future in futures:
@@ -318,12 +335,11 @@ def measure(
         run.client_cpu += cpu
     used = cpu_snapshot(service.pid) - before
     if writers is not None:
-        after = writer_totals(service, args.workers)
+        after = writer_totals(service.url)
         run.writer = WriterTotals(
             batches=after.batches - writers.batches,
             jobs=after.jobs - writers.jobs,
             conflicts=after.conflicts - writers.conflicts,
-            workers_seen=after.workers_seen,
         )
     measured = scenario.ops[scenario.measured]
     mine = [s for s in samples if s[0] == measured]
