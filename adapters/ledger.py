@@ -28,7 +28,15 @@ from eventsourcing.utils import get_topic, resolve_topic
 
 from adapters.records import Record
 from atp.events import Event
-from atp.state import ItemState, OrderState, Policies, ReservationState, TransferState
+from atp.state import (
+    ItemState,
+    OrderState,
+    Policies,
+    ReservationState,
+    TransferState,
+    state_dec_hook,
+    state_enc_hook,
+)
 from atp.streams import POLICIES, Stream
 from atp.world import StreamState, evolve, initial_state
 
@@ -41,7 +49,10 @@ StreamKey = Stream
 """The stream key type, defined once in `atp.streams` (this name is kept for its importers)."""
 
 
+@functools.lru_cache(maxsize=200_000)
 def stream_id(stream: StreamKey) -> UUID:
+    """The stream's id in the event store: uuid5 of "atp:<kind>:<key>" (cached: the writer
+    asks for the same hot streams' ids batch after batch)."""
     kind, key = stream
     return uuid5(NAMESPACE_URL, f"atp:{kind}:{key}")
 
@@ -98,7 +109,7 @@ class _SnapshotEnvelope(msgspec.Struct, frozen=True):
     s: msgspec.Raw
 
 
-_encoder = msgspec.json.Encoder()
+_encoder = msgspec.json.Encoder(enc_hook=state_enc_hook)
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
 _snapshot_decoder = msgspec.json.Decoder(_SnapshotEnvelope)
 
@@ -115,6 +126,16 @@ _STATE_TYPES: dict[str, Any] = {
     "reservation": ReservationState | None,
     "transfer": TransferState | None,
 }
+_state_decoders = {
+    kind: msgspec.json.Decoder(type_, dec_hook=state_dec_hook)
+    for kind, type_ in _STATE_TYPES.items()
+}
+
+
+def decode_state(stream: StreamKey, raw: bytes) -> Any:
+    """A domain stream's state from a snapshot's JSON (`ItemState` and the other states,
+    with the persistent holds map decoded by `atp.state.state_dec_hook`)."""
+    return _state_decoders[stream[0]].decode(raw)
 
 
 def decode_payload(topic: str, state: bytes) -> tuple[Payload, datetime, dict[str, str]]:
@@ -216,7 +237,9 @@ def ledger_env(
     if database_url:
         url = urlparse(database_url)
         env.update(
-            PERSISTENCE_MODULE="eventsourcing.postgres",
+            # eventsourcing's PostgreSQL factory, with recorders that insert binary columns
+            # (adapters.recorder).
+            PERSISTENCE_MODULE="adapters.recorder:LedgerFactory",
             POSTGRES_DBNAME=unquote(url.path.lstrip("/")) or "postgres",
             POSTGRES_HOST=url.hostname or "127.0.0.1",
             POSTGRES_PORT=str(url.port or 5432),
@@ -260,9 +283,12 @@ class Ledger(Application[UUID]):
             pool._check = _check_all_when_one_is_dead(pool)
         return recorder
 
-    @property
+    @functools.cached_property
     def is_postgres(self) -> bool:
-        return "postgres" in type(self.recorder).__module__
+        """Whether the event store is PostgreSQL (else the embedded SQLite file)."""
+        from eventsourcing.postgres import PostgresApplicationRecorder
+
+        return isinstance(self.recorder, PostgresApplicationRecorder)
 
     def load(self, stream: StreamKey) -> tuple[Any, int]:
         """The stream's current state and version (0: no events yet)."""
@@ -493,6 +519,6 @@ def _latest_snapshots(ledger: Ledger, streams: list[StreamKey]) -> dict[StreamKe
         for r in cursor.fetchall():
             stream = by_id[_uuid(r["originator_id"])]
             snap = _snapshot_decoder.decode(bytes(r["state"]))
-            state = msgspec.json.decode(snap.s, type=_STATE_TYPES[stream[0]])
+            state = _state_decoders[stream[0]].decode(snap.s)
             found[stream] = (state, r["originator_version"])
     return found

@@ -135,9 +135,9 @@ def _pick(
 
 
 def _state_of(stream: Stream, body: bytes) -> Any:
-    from adapters.ledger import _STATE_TYPES
+    from adapters.ledger import decode_state
 
-    return msgspec.json.decode(_snap.decode(body).s, type=_STATE_TYPES[stream[0]])
+    return decode_state(stream, _snap.decode(body).s)
 
 
 class PostgresReader:

@@ -56,7 +56,7 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 
-from loadtests.bench_reservations import CHANNEL, percentile, seed
+from loadtests.bench_reservations import CHANNEL, WriterTotals, percentile, seed
 from loadtests.bench_reservations import _Connection as KeepAlive
 from loadtests.harness import results
 from loadtests.harness.cpu import cpu_snapshot
@@ -269,10 +269,29 @@ class Run:
     client_cpu: float = 0.0
     busy: float = 0.0
     """Fraction of the machine busy (2 cores = 2.0)."""
+    writer: WriterTotals | None = None
+    """atp only: the writers' batches, jobs and version conflicts during the load."""
 
     @property
     def rate(self) -> float:
         return self.ops / self.wall if self.wall else 0.0
+
+
+def writer_totals(url: str) -> WriterTotals:
+    """The atp writers' batches, jobs and version conflicts, summed over the workers by one
+    scrape of /metrics (prometheus-client's multiprocess mode adds the processes' counters).
+    Each worker publishes its counts about once a second, so a load's last second may be
+    counted in neither window; jobs per batch and conflicts per batch are unaffected."""
+    values: dict[str, int] = {}
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("atp_writer_") and " " in line:
+            name, value = line.rsplit(" ", 1)
+            values[name] = int(float(value))
+    return WriterTotals(
+        batches=values.get("atp_writer_batches_total", 0),
+        jobs=values.get("atp_writer_jobs_total", 0),
+        conflicts=values.get("atp_writer_conflicts_total", 0),
+    )
 
 
 def measure(
@@ -304,6 +323,9 @@ def measure(
     ]
     time.sleep(max(0.0, start_at - time.time()))
     before = cpu_snapshot(service.pid)
+    # The writers' counters of measured loads only (round 0 is set-up and warm-up).
+    counted = service.name == "atp" and round_ > 0
+    writers = writer_totals(service.url) if counted else None
     samples: list[Sample] = []
     run = Run()
     for future in futures:
@@ -312,6 +334,13 @@ def measure(
         run.errors += errors
         run.client_cpu += cpu
     used = cpu_snapshot(service.pid) - before
+    if writers is not None:
+        after = writer_totals(service.url)
+        run.writer = WriterTotals(
+            batches=after.batches - writers.batches,
+            jobs=after.jobs - writers.jobs,
+            conflicts=after.conflicts - writers.conflicts,
+        )
     measured = scenario.ops[scenario.measured]
     mine = [s for s in samples if s[0] == measured]
     run.wall = used.wall
@@ -407,6 +436,19 @@ def report(
             f"{cell('atp', scenario.name)} | {shown}"
         )
     lines.append("")
+    lines.append("atp writers (over the rounds): jobs per batch, version conflicts / batches")
+    for scenario in SCENARIOS:
+        totals = [r.writer for r in runs.get((scenario.name, "atp"), []) if r.writer]
+        if totals:
+            batches = sum(t.batches for t in totals)
+            jobs = sum(t.jobs for t in totals)
+            conflicts = sum(t.conflicts for t in totals)
+            lines.append(
+                f"  {scenario.name:<9} {jobs / max(1, batches):5.1f} jobs/batch  "
+                f"{conflicts:6,} conflicts / {batches:6,} batches"
+                f" ({100 * conflicts / max(1, batches + conflicts):.0f}% of attempts redone)"
+            )
+    lines.append("")
     if bench:
         for name in ("hot", "uniform"):
             rates = "/".join(f"{b[name]:,.0f}" for b in bench)
@@ -451,16 +493,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--holds", type=int, default=10_000, help="live holds of holds-N (10000)")
     p.add_argument("--pgbench-clients", type=int, default=16, help="pgbench clients (16)")
     p.add_argument("--no-pgbench", action="store_true", help="skip the pgbench runs")
-    names = [s.name for s in SCENARIOS]
     p.add_argument(
         "--scenarios",
-        default=",".join(names),
-        help=f"comma-separated scenarios to run (all: {','.join(names)})",
+        default=",".join(s.name for s in SCENARIOS),
+        help="comma-separated scenarios to run (all; e.g. uniform,hot for a profile)",
+    )
+    p.add_argument(
+        "--only", choices=("plain", "atp"), help="drive one service alone (both by default)"
     )
     args = p.parse_args(argv)
-    args.scenarios = args.scenarios.split(",")
-    if unknown := set(args.scenarios) - set(names):
-        p.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from {names}")
+    names = {s.name for s in SCENARIOS}
+    args.scenarios = [n for n in args.scenarios.split(",") if n]
+    if not args.scenarios or not set(args.scenarios) <= names:
+        p.error(f"--scenarios must name some of {', '.join(sorted(names))}")
     if not 0 < args.duration <= 120 or not 1 <= args.rounds <= 10:
         p.error("--duration must be in (0, 120] and --rounds in 1..10")
     if args.skus < 5 or args.holds < FEW_HOLDS:
@@ -497,11 +542,13 @@ def main(argv: list[str] | None = None) -> int:
         seed_plain(plain_db, catalogue)
         with server.client() as admin:
             seed(admin, catalogue)
-        chosen = [s for s in SCENARIOS if s.name in args.scenarios]
         # The live holds of (c), taken before the clock starts; they last the whole run.
-        for sku, count in ((HOLDS_FEW, FEW_HOLDS), (HOLDS_MANY, args.holds)):
-            if not {"holds-10", "holds-N"} & set(args.scenarios):
-                break
+        for sku, count, name in (
+            (HOLDS_FEW, FEW_HOLDS, "holds-10"),
+            (HOLDS_MANY, args.holds, "holds-N"),
+        ):
+            if name not in args.scenarios:
+                continue
             scenario = Scenario("prepare", ("reserve",), 0, "", atp_only=True)
             taken = measure(atp, scenario, executor, args, [sku], 0, count, duration=600)
             if taken.ops != count:
@@ -514,9 +561,14 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(args.rounds):
             if pg_db is not None:
                 bench.append(pgbench(pg_db, args.pgbench_clients, args.duration, args.skus))
-            for scenario in chosen:
+            for scenario in SCENARIOS:
+                if scenario.name not in args.scenarios:
+                    continue
                 for service in (plain, atp):
-                    if scenario.atp_only and service is plain:
+                    if (scenario.atp_only and service is plain) or args.only not in (
+                        None,
+                        service.name,
+                    ):
                         continue
                     run = measure(
                         service, scenario, executor, args, by_name[scenario.pool], round_ + 1

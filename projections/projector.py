@@ -281,9 +281,9 @@ class Projector:
     def _track_expiry(
         self, sku: str, item: ItemState, now: datetime, include_past: bool = False
     ) -> None:
-        times = [h.expires_at for h in item.holds.values() if include_past or h.expires_at > now]
-        if times:
-            heapq.heappush(self.expiries, (min(times), sku))
+        earliest = item.next_expiry if include_past else item.next_live_expiry(now)
+        if earliest is not None:
+            heapq.heappush(self.expiries, (earliest, sku))
 
     def expire_due(self) -> int:
         """Recompute SKUs whose holds expired since they were last written."""

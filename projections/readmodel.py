@@ -30,12 +30,12 @@ import msgspec
 from sortedcontainers import SortedList
 
 from adapters.redis_keys import RedisKeys as RedisKeys  # re-exported for importers
-from atp.state import ItemState, Policies
+from atp.state import ItemState, Policies, state_dec_hook, state_enc_hook
 from projections.indexes import Membership, prefix_end
 from projections.views import SkuDocuments
 
-_encoder = msgspec.json.Encoder()
-_item_decoder = msgspec.json.Decoder(ItemState)
+_encoder = msgspec.json.Encoder(enc_hook=state_enc_hook)
+_item_decoder = msgspec.json.Decoder(ItemState, dec_hook=state_dec_hook)
 _policies_decoder = msgspec.json.Decoder(Policies)
 
 

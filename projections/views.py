@@ -167,13 +167,12 @@ def sku_documents(
         )
         for c in view.channels
     }
-    live = [h.expires_at for h in item.holds.values() if h.expires_at > now]
     return SkuDocuments(
         sku=item.sku,
         position=position,
         availability=availability,
         item=_encoder.encode(view),
-        next_expiry=min(live, default=None),
+        next_expiry=item.next_live_expiry(now),
         figures=_ledger_figures(item, policies) if figures else {},
         index=memberships(item, {c.channel: c.status for c in view.channels}, now),
     )

@@ -485,12 +485,12 @@ class CommandService:
                 metadata["token_name"] = job.token_name
             events.append(LedgerEvent(stream_id(stream), version, now, event, metadata))
         written = {stream for stream, _, _ in pending}
-        snapshots = [
-            (stream, versions[stream], world.states[stream])
-            for stream in written
-            if stream[0] in ("item", "order")
-            and versions[stream] // SNAPSHOT_INTERVAL > base.get(stream, 0) // SNAPSHOT_INTERVAL
-        ]
+        snapshots = []
+        for stream in written:
+            if stream[0] in ("item", "order"):
+                every = snapshot_interval(world.states[stream])
+                if versions[stream] // every > base.get(stream, 0) // every:
+                    snapshots.append((stream, versions[stream], world.states[stream]))
         try:
             ids = self.ledger.append(events, snapshots)
         except IntegrityError:
@@ -507,6 +507,18 @@ class CommandService:
         for (_, _, job), position in zip(pending, ids, strict=True):
             positions[id(job)] = max(positions.get(id(job), 0), position)
         return positions
+
+
+def snapshot_interval(state: Any) -> int:
+    """Events between two snapshots of an item or order stream: SNAPSHOT_INTERVAL, doubled
+    until it is at least the holds and allocations the state carries. Encoding a snapshot
+    costs O(that size), so its cost per event stays bounded however many live holds a hot
+    SKU has (issue 12), and a cold load replays at most about twice that many events."""
+    size = len(getattr(state, "holds", ())) + len(getattr(state, "allocations", ()))
+    every = SNAPSHOT_INTERVAL
+    while every < size:
+        every *= 2
+    return every
 
 
 def _resolve(future: asyncio.Future[Result], result: Result | BaseException) -> None:

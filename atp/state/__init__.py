@@ -9,6 +9,9 @@ from atp.state.items import (
     ExpectedSupply as ExpectedSupply,
 )
 from atp.state.items import (
+    Holds as Holds,
+)
+from atp.state.items import (
     ItemHold as ItemHold,
 )
 from atp.state.items import (
@@ -22,6 +25,12 @@ from atp.state.items import (
 )
 from atp.state.items import (
     merge_holds as merge_holds,
+)
+from atp.state.items import (
+    state_dec_hook as state_dec_hook,
+)
+from atp.state.items import (
+    state_enc_hook as state_enc_hook,
 )
 from atp.state.orders import (
     OrderLineState as OrderLineState,

@@ -3,10 +3,12 @@ expected supply and SKU safety stock."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import assert_never
+from typing import Any, assert_never
 
 import msgspec
+from immutables import Map
 
 from atp import events as ev
 from atp.events import Hold
@@ -45,12 +47,107 @@ class ItemHold(msgspec.Struct, frozen=True):
     expires_at: datetime
 
 
+class Holds:
+    """A SKU's live holds by reservation id, in the order they were taken (a replaced hold
+    keeps its place, as in a dict): a persistent map, so `set` and `delete` return a new
+    Holds in O(log n) without copying the others (immutables' HAMT, each hold kept with
+    its sequence number). Reads are those of a read-only dict (`get`, `in`, `len`,
+    iteration, `keys`/`values`/`items` in insertion order, `==` with any mapping).
+
+    Stored as the JSON object `{reservation_id: hold}` in insertion order, the shape the
+    plain dict had (encode and decode with `state_enc_hook` / `state_dec_hook`)."""
+
+    __slots__ = ("_map", "_next")
+
+    def __init__(self, holds: Mapping[str, ItemHold] | None = None) -> None:
+        mutation = Map[str, tuple[int, ItemHold]]().mutate()
+        count = 0
+        for count, (rid, hold) in enumerate((holds or {}).items(), 1):
+            mutation[rid] = (count, hold)
+        self._map = mutation.finish()
+        self._next = count + 1
+
+    @classmethod
+    def _of(cls, entries: Map[str, tuple[int, ItemHold]], next_seq: int) -> Holds:
+        made = cls.__new__(cls)
+        made._map = entries
+        made._next = next_seq
+        return made
+
+    def set(self, reservation_id: str, hold: ItemHold) -> Holds:
+        """These holds with `hold` for `reservation_id` (appended, or replaced in place)."""
+        had = self._map.get(reservation_id)
+        if had is not None:
+            return Holds._of(self._map.set(reservation_id, (had[0], hold)), self._next)
+        return Holds._of(self._map.set(reservation_id, (self._next, hold)), self._next + 1)
+
+    def delete(self, reservation_id: str) -> Holds:
+        """These holds without `reservation_id` (the same object when it is absent)."""
+        if reservation_id not in self._map:
+            return self
+        return Holds._of(self._map.delete(reservation_id), self._next)
+
+    def get(self, reservation_id: str, default: ItemHold | None = None) -> ItemHold | None:
+        """The hold of `reservation_id`, or `default`."""
+        entry = self._map.get(reservation_id)
+        return default if entry is None else entry[1]
+
+    def __getitem__(self, reservation_id: str) -> ItemHold:
+        return self._map[reservation_id][1]
+
+    def __contains__(self, reservation_id: object) -> bool:
+        return reservation_id in self._map
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def _ordered(self) -> list[tuple[str, tuple[int, ItemHold]]]:
+        return sorted(self._map.items(), key=lambda entry: entry[1][0])
+
+    def items(self) -> list[tuple[str, ItemHold]]:
+        """(reservation id, hold) pairs in the order the holds were taken."""
+        return [(rid, hold) for rid, (_, hold) in self._ordered()]
+
+    def keys(self) -> list[str]:
+        """Reservation ids in the order the holds were taken."""
+        return [rid for rid, _ in self._ordered()]
+
+    def values(self) -> list[ItemHold]:
+        """The holds in the order they were taken."""
+        return [hold for _, (_, hold) in self._ordered()]
+
+    def unordered(self) -> Iterator[ItemHold]:
+        """The holds in no particular order (for sums and minima: no sort)."""
+        return (hold for _, hold in self._map.values())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Holds):
+            return self._map == other._map or dict(self.items()) == dict(other.items())
+        if isinstance(other, Mapping):
+            return dict(self.items()) == dict(other.items())
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Holds({dict(self.items())!r})"
+
+
+NO_HOLDS = Holds()
+
+
 class ItemState(msgspec.Struct, frozen=True):
-    """Everything about one SKU: the consistency boundary of every stock decision."""
+    """Everything about one SKU: the consistency boundary of every stock decision.
+
+    Encode and decode it with `state_enc_hook` / `state_dec_hook` (msgspec hooks): `holds`
+    is a persistent map, stored as a JSON object."""
 
     sku: str
     locations: dict[str, LocationStock] = {}
-    holds: dict[str, ItemHold] = {}
+    holds: Holds = NO_HOLDS
     allocations: dict[str, tuple[Hold, ...]] = {}
     """Open (unshipped, uncanceled) allocations by order id."""
     safety_stock: dict[str, int] = {}
@@ -67,6 +164,32 @@ class ItemState(msgspec.Struct, frozen=True):
     def at(self, location: str) -> LocationStock:
         """The SKU's stock at `location` (all zeros when it has none)."""
         return self.locations.get(location) or _EMPTY_STOCK
+
+    def next_live_expiry(self, now: datetime) -> datetime | None:
+        """The earliest `expires_at` after `now` among holds (None: none is live then).
+
+        O(1) while `next_expiry` is still ahead of `now`; a scan of the holds otherwise."""
+        if self.next_expiry is None or self.next_expiry > now:
+            return self.next_expiry
+        live = (h.expires_at for h in self.holds.unordered() if h.expires_at > now)
+        return min(live, default=None)
+
+
+def state_enc_hook(obj: Any) -> Any:
+    """msgspec `enc_hook` for states: `Holds` encodes as a JSON object in insertion order.
+    Raises NotImplementedError for any other unsupported type (msgspec's contract)."""
+    if isinstance(obj, Holds):
+        return dict(obj.items())
+    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+
+
+def state_dec_hook(type_: Any, obj: Any) -> Any:
+    """msgspec `dec_hook` for states: a JSON object becomes `Holds` (the holds typed and
+    validated as `ItemHold`, in the object's order). Raises NotImplementedError for any
+    other type, msgspec.ValidationError for a malformed hold."""
+    if type_ is Holds:
+        return Holds(msgspec.convert(obj, dict[str, ItemHold]))
+    raise NotImplementedError(f"cannot decode {type_!r}")
 
 
 _EMPTY_STOCK = LocationStock()
@@ -93,19 +216,28 @@ def _apply_holds(
     return locations
 
 
-def _next_expiry(holds: dict[str, ItemHold]) -> datetime | None:
-    return min((h.expires_at for h in holds.values()), default=None)
+def _next_expiry(
+    state: ItemState, holds: Holds, gone: datetime | None, added: datetime | None
+) -> datetime | None:
+    """The earliest expiry of `holds`, the state's holds after one hold expiring at `gone`
+    left and/or one expiring at `added` came. Kept incrementally: the holds are scanned
+    only when the earliest one left."""
+    earliest = state.next_expiry
+    if gone is not None and (earliest is None or gone <= earliest):
+        return min((h.expires_at for h in holds.unordered()), default=None)
+    if added is not None and (earliest is None or added < earliest):
+        return added
+    return earliest
 
 
 def _drop_hold(state: ItemState, reservation_id: str) -> ItemState:
     hold = state.holds.get(reservation_id)
     if hold is None:
         return state
-    holds = {k: v for k, v in state.holds.items() if k != reservation_id}
+    holds = state.holds.delete(reservation_id)
     locations = _apply_holds(state, hold.holds, -1, "held")
-    return msgspec.structs.replace(
-        state, locations=locations, holds=holds, next_expiry=_next_expiry(holds)
-    )
+    expiry = _next_expiry(state, holds, hold.expires_at, None)
+    return msgspec.structs.replace(state, locations=locations, holds=holds, next_expiry=expiry)
 
 
 def merge_holds(
@@ -174,21 +306,22 @@ def evolve_item(state: ItemState, event: ev.ItemEvent) -> ItemState:
             back = _with_locations(state, _bump(state, dst, in_transit=-q))
             return _with_locations(back, _bump(back, src, on_hand=q))
         case ev.StockHeld(reservation_id=rid, channel=channel, holds=holds, expires_at=exp):
-            item_holds = {**state.holds, rid: ItemHold(rid, channel, holds, exp)}
+            replaced = state.holds.get(rid)
+            item_holds = state.holds.set(rid, ItemHold(rid, channel, holds, exp))
+            gone = replaced.expires_at if replaced is not None else None
             return msgspec.structs.replace(
                 state,
                 locations=_apply_holds(state, holds, 1, "held"),
                 holds=item_holds,
-                next_expiry=_next_expiry(item_holds),
+                next_expiry=_next_expiry(state, item_holds, gone, exp),
             )
         case ev.HoldExtended(reservation_id=rid, expires_at=exp):
             hold = state.holds.get(rid)
             if hold is None:
                 return state
-            item_holds = {**state.holds, rid: msgspec.structs.replace(hold, expires_at=exp)}
-            return msgspec.structs.replace(
-                state, holds=item_holds, next_expiry=_next_expiry(item_holds)
-            )
+            item_holds = state.holds.set(rid, msgspec.structs.replace(hold, expires_at=exp))
+            expiry = _next_expiry(state, item_holds, hold.expires_at, exp)
+            return msgspec.structs.replace(state, holds=item_holds, next_expiry=expiry)
         case ev.HoldReleased(reservation_id=rid) | ev.HoldExpired(reservation_id=rid):
             return _drop_hold(state, rid)
         case ev.HoldCommitted(reservation_id=rid, order_id=order_id):

@@ -23,7 +23,7 @@ from adapters import records
 from adapters.ledger import Ledger, decode_payload, ledger_env
 from atp import events as ev
 from atp.ats import channel_availability
-from atp.state import ItemState, Policies
+from atp.state import ItemState, Policies, state_enc_hook
 from atp.streams import Stream
 from atp.world import fold
 
@@ -47,7 +47,7 @@ def _stream(name: str) -> Stream:
 
 
 def _encoded(state: Any) -> Any:
-    return json.loads(msgspec.json.encode(state))
+    return json.loads(msgspec.json.encode(state, enc_hook=state_enc_hook))
 
 
 def test_every_stored_event_and_record_decodes_to_the_class_its_topic_names(

@@ -16,12 +16,12 @@ from api.service.commands import CommandService
 from atp import commands as c
 from atp.ats import channel_availability, location_figures
 from atp.decide import POLICIES
-from atp.state import ItemState, Policies
+from atp.state import ItemState, Policies, state_dec_hook
 from projections.views import sku_documents
 from tests.integration.conftest import run
 from tests.support.pg import ADMIN_URL
 
-_item_decoder = msgspec.json.Decoder(ItemState)
+_item_decoder = msgspec.json.Decoder(ItemState, dec_hook=state_dec_hook)
 
 
 def ledger_truth(ledger: Ledger, sku: str) -> tuple[ItemState, Policies, int]:

@@ -17,7 +17,16 @@ from atp.ats import (
 )
 from atp.errors import ShortLine
 from atp.events import Hold
-from atp.state import GLOBAL, Channel, ItemHold, ItemState, Location, LocationStock, Policies
+from atp.state import (
+    GLOBAL,
+    Channel,
+    Holds,
+    ItemHold,
+    ItemState,
+    Location,
+    LocationStock,
+    Policies,
+)
 from tests.unit.scenario import EXPIRES, NOW
 
 POLICIES = Policies(
@@ -44,7 +53,7 @@ def channel(**changes: object) -> Channel:
 def item(holds: dict[str, ItemHold] | None = None, **stock: LocationStock) -> ItemState:
     holds = holds or {}
     next_expiry = min((h.expires_at for h in holds.values()), default=None)
-    return ItemState(sku="A", locations=stock, holds=holds, next_expiry=next_expiry)
+    return ItemState(sku="A", locations=stock, holds=Holds(holds), next_expiry=next_expiry)
 
 
 def avail(state: ItemState, chan: Channel = WEB, policies: Policies = POLICIES, now=NOW):

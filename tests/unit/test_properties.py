@@ -27,7 +27,7 @@ from atp import events as ev
 from atp.ats import channel_availability, location_figures
 from atp.decide import Decision, Stream, decide
 from atp.errors import DomainError
-from atp.state import ItemState, OrderState, ReservationState, TransferState
+from atp.state import ItemState, OrderState, ReservationState, TransferState, state_enc_hook
 from atp.world import StateSet, fold, initial_state
 from tests.unit.scenario import NOW, decided
 
@@ -378,7 +378,7 @@ class Ledger:
     def snapshot(self) -> dict[Stream, bytes]:
         """States by stream, encoded (so an in-place change would show), empty ones left out."""
         return {
-            stream: msgspec.msgpack.encode(state)
+            stream: msgspec.msgpack.encode(state, enc_hook=state_enc_hook)
             for stream, state in self.world.states.items()
             if state != initial_state(stream)
         }
