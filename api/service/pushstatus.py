@@ -76,12 +76,16 @@ def judge(found: list[dict[str, str]], alert_seconds: float) -> dict[str, Any]:
 def dead_letters(found: list[dict[str, str]]) -> dict[str, float]:
     """Per pusher (`kind:store`, as `judge` names them): messages it sent to its
     dead-letter queue since it started (its `atp_push_dead_letters_total` samples, read
-    from the Prometheus text it reports)."""
+    from the Prometheus text it reports; NaN when that text does not parse)."""
     counts: dict[str, float] = {}
     for report in found:
         name = f"{report.get('kind')}:{report.get('store')}"
         counts[name] = 0.0
-        for family in text_string_to_metric_families(report.get("metrics", "")):
-            if family.name == "atp_push_dead_letters":
-                counts[name] += sum(sample.value for sample in family.samples)
+        try:
+            for family in text_string_to_metric_families(report.get("metrics", "")):
+                if family.name == "atp_push_dead_letters":
+                    counts[name] += sum(sample.value for sample in family.samples)
+        except ValueError:  # a report cut short: its count is unknown, the rest still shows
+            log.warning("pusher %s reported metrics that do not parse", name)
+            counts[name] = float("nan")
     return counts

@@ -37,7 +37,7 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def context(browser: Browser) -> Iterator[BrowserContext]:
     context = browser.new_context()
-    context.set_default_timeout(20_000)
+    context.set_default_timeout(30_000)  # waits end on page state; this bounds a hang
     yield context
     context.close()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import api.http.ui
@@ -123,6 +123,7 @@ def test_a_policy_reads_on_one_line() -> None:
     assert policy_text({"buffer": 2, "locations": ["WH1", "WH2"]}) == "buffer 2, locations WH1 WH2"
 
 
+@settings(deadline=None)  # a shared, loaded machine: no per-example time limit
 @given(st.text(max_size=12))
 def test_a_buffer_reads_only_as_ascii_digits_in_bounds(text: str) -> None:
     """Property: the buffer field reads as the number it spells when it is ASCII digits
