@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.route_helpers import Env, assert_problem, created, loc, make_env
+from tests.e2e.route_helpers import Env, assert_problem, created, history, loc, make_env
 from tests.support.physical import deliver, item_at_head, register_store
 from tests.support.server import ADMIN_TOKEN, Server, running_service, service_env
 
@@ -107,11 +107,11 @@ def test_a_missed_receipt_is_found_applied_and_fills_the_backorder_first(env: En
     assert other["skus_drifted"] == 0  # the correction counts as of the export: not twice
     assert item_at_head(env.client, env.sku()) == item
     cid = first.headers["x-correlation-id"]
-    everything = created(env.client.get(f"/v1/items/{env.sku()}/history"), 200)["entries"]
+    everything = history(env.client, env.sku())  # every page: policy events share it
     fixed = [e for e in everything if e["type"] == "StockReconciled"]
     assert [(e["drift"], e["correlation_id"]) for e in fixed] == [(5, cid)]
-    history = created(env.client.get(line["history"]), 200)
-    assert [e["type"] for e in history["entries"]][-1] == "ShortfallRecorded"
+    explained = created(env.client.get(line["history"]), 200)
+    assert [e["type"] for e in explained["entries"]][-1] == "ShortfallRecorded"
     page = created(env.client.get(f"/v1/reconciliations/{report['reconciliation_id']}"), 200)
     assert page["lines"] == report["lines"]
     listed = created(env.client.get(f"/v1/reconciliations?location={env.wh}&limit=5"), 200)
