@@ -33,7 +33,7 @@ def test_benchmark_runs_both_services_in_tiny_mode() -> None:
     done = subprocess.run(
         [
             *(sys.executable, "-m", "loadtests.bench_checkout", "--duration", "1"),
-            *("--rounds", "1", "--skus", "20", "--holds", "20"),
+            *("--rounds", "1", "--skus", "20", "--holds", "20", "--pgbench-clients", "4"),
         ],
         cwd=ROOT,
         capture_output=True,
