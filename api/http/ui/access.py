@@ -268,8 +268,10 @@ def under_ui(path: str) -> bool:
 
 def on_unrouted(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     """The HTML error page of a refusal the router raised before any /ui handler ran: an
-    unknown page under /ui (404) or a method it does not take (405)."""
-    return _error_page(request, exc.status_code, exc.detail)
+    unknown page under /ui (404) or a method it does not take (405, with its Allow)."""
+    response = _error_page(request, exc.status_code, exc.detail)
+    response.headers.update(exc.headers or {})
+    return response
 
 
 def _on_refused(request: Request[Any, Any, Any], exc: Refused) -> Response[Any]:
