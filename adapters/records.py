@@ -48,6 +48,13 @@ class TokenUsed(Record, frozen=True):
     at: datetime
 
 
+class SessionEnded(Record, frozen=True):
+    """A planner-page session was signed out (on its stream ("ui-session", id)): its cookie
+    is refused from then on, by every process, even a copy taken before."""
+
+    at: datetime
+
+
 class ResponseRecorded(Record, frozen=True):
     """The response to an idempotent request: replayed for the same key within 24 h."""
 

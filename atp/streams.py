@@ -20,6 +20,7 @@ RecordKind = Literal[
     "webhook-order",
     "order-poll",
     "reconciliation",
+    "ui-session",
 ]
 """Kinds of stream holding the service's own records (`adapters.records`), never decided on."""
 

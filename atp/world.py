@@ -72,6 +72,7 @@ def evolve(stream: Stream, state: StreamState, event: ev.Event) -> StreamState:
             | "webhook-order"
             | "order-poll"
             | "reconciliation"
+            | "ui-session"
         ):
             raise ValueError(f"{stream} holds service records, not domain events")
         case _:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from cachetools import TTLCache
-from litestar import Litestar
+from litestar import Litestar, Request, Response
+from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp
 
 from adapters.webhook_queue import WebhookQueue
@@ -39,15 +40,27 @@ from api.http.openapi import annotate, assets_router, complete, openapi_config
 from api.http.problems import EXCEPTION_HANDLERS, domain_problem, problem_response
 from api.http.ui import router as ui_router
 from api.http.ui import template_config
+from api.http.ui.access import on_unrouted, under_ui
+from api.http.ui.session import SESSION_SECONDS
 from api.log import configure as configure_logging
 from api.service.queries import PositionWaiters, ReadSide
 from api.service.sweeper import Sweeper
 from api.service.tokens import use_recorder
+from api.service.ui_sessions import SessionEnds
 from api.settings import Settings
 from api.workers.order_poller import OrderPoller
 from atp.errors import DomainError
 from projections.projector import Nudge, Projector
 from projections.readmodel import MemoryReadModel, RedisReader
+
+
+def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    # A path under /ui that no route matched answers the planner page's HTML error page.
+    if exc.status_code < 500 and under_ui(request.url.path):
+        return on_unrouted(request, exc)
+    on_http: Callable[[Request[Any, Any, Any], HTTPException], Response[Any]]
+    on_http = EXCEPTION_HANDLERS[HTTPException]
+    return on_http(request, exc)
 
 
 def _on_domain_error(_: Any, exc: DomainError) -> Any:
@@ -78,6 +91,7 @@ def create_app(services: Services | None = None) -> Litestar:
         app.state.tokens = TokenStore(
             ledger, settings.admin_token, settings.unknown_token_rate, use_recorder(service)
         )
+        app.state.ui_sessions = SessionEnds(ledger, service, SESSION_SECONDS)
         app.state.writer_sampler = WriterSampler(service)
         app.state.reconciliations = services.reconciliations(record_reconciliation)
         # Keyed by store names from unauthenticated webhook URLs: bounded.
@@ -169,7 +183,11 @@ def create_app(services: Services | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[*route_handlers, assets_router(), ui_router()],
         lifespan=[lifespan],
-        exception_handlers={**EXCEPTION_HANDLERS, DomainError: _on_domain_error},
+        exception_handlers={
+            **EXCEPTION_HANDLERS,
+            HTTPException: _on_http,
+            DomainError: _on_domain_error,
+        },
         openapi_config=openapi_config(),
         template_config=template_config(),
         middleware=[route_middleware],

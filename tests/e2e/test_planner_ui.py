@@ -454,6 +454,159 @@ def test_deleting_a_token_ends_its_sessions(service: Server) -> None:
         assert answer.headers["location"] == "/ui/sign-in?next=/ui/channels"
 
 
+STORE = {"name": "Sign-out test store", "kind": "store", "active": False}
+"""An inactive location the stories below own (it adds nothing to any channel's figures)."""
+
+
+def _csrf_of(html: str) -> str:
+    found = re.search(r'name="_csrf" value="([^"]+)"', html)
+    assert found is not None
+    return found[1]
+
+
+@pytest.mark.parametrize("backend", ["server", "service"])
+def test_signing_out_ends_the_session_even_for_a_copy_of_its_cookie(
+    request: pytest.FixtureRequest, backend: str
+) -> None:
+    """Story: a planner on the shared store PC signs out; someone had copied the session
+    cookie before. Invariant: from the sign-out's answer on, the old cookie opens no page
+    and saves nothing, in every worker process (`server`: two on PostgreSQL; `service`:
+    embedded, SQLite): each request is sent to sign in, and no channel changes."""
+    server: Server = request.getfixturevalue(backend)
+    policy = {"locations": ["UIST"], "buffer": 0, "share_percent": 100, "backorder_limit": 0}
+    with api(server) as c:
+        c.put("/v1/locations/UIST", json=STORE).raise_for_status()
+        c.put("/v1/channels/uiso", json=policy).raise_for_status()
+        before = c.get("/v1/channels").json()
+    with signed_in_client(server) as browser:
+        page = browser.get("/ui/channels/uiso")
+        assert page.status_code == 200
+        old_csrf = _csrf_of(page.text)
+        copied = dict(browser.cookies)
+        signed_out = browser.post("/ui/sign-out", data={"_csrf": old_csrf})
+        assert signed_out.status_code == 303 and signed_out.headers["location"] == "/ui/sign-in"
+    form = {"_csrf": old_csrf, "locations": "UIST", "buffer": "7", "share_percent": "100"}
+    form |= {"backorder_limit": "0", "low_stock_threshold": "0"}
+    with httpx.Client(base_url=server.url, cookies=copied, timeout=30) as thief:
+        for _ in range(10):  # spread over both workers
+            answer = thief.get("/ui/channels")
+            assert answer.status_code == 303, answer.text
+            assert answer.headers["location"] == "/ui/sign-in?next=/ui/channels"
+            saved = thief.post("/ui/channels/uiso", data=form)
+            assert saved.status_code == 303
+            assert saved.headers["location"].startswith("/ui/sign-in")
+    with api(server) as c:
+        assert c.get("/v1/channels").json() == before
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/ui/../v1/tokens",
+        "/ui/./../v1/tokens",
+        "/ui/%2e%2e/v1/tokens",
+        "/ui/%2E%2E/metrics",
+        "/ui/.%2e/v1/tokens",
+        "/ui/channels/../../v1/tokens",
+        "/ui/channels?x=/../../v1",
+    ],
+)
+def test_sign_in_only_sends_the_planner_to_a_page_of_the_planner(
+    server: Server, target: str
+) -> None:
+    """Story: a link `…/ui/sign-in?next=/ui/../v1/tokens` is sent to a planner. Invariant:
+    after signing in the browser stays under /ui (a dot segment, plain or percent-encoded,
+    sends it to the channels page); a query holding dots is no path and is kept."""
+    with httpx.Client(base_url=server.url, timeout=30) as browser:
+        csrf = _csrf_of(browser.get("/ui/sign-in").text)
+        signed = browser.post(
+            "/ui/sign-in", data={"_csrf": csrf, "token": ADMIN_TOKEN, "next": target}
+        )
+    assert signed.status_code == 303
+    expected = target if "?" in target else "/ui/channels"
+    assert signed.headers["location"] == expected
+
+
+@pytest.mark.parametrize(
+    "path", ["/ui/nope", "/ui/static/x/../../nope", "/ui/channels/web/extra", "/uix"]
+)
+def test_an_unknown_page_under_ui_answers_the_html_error_page(server: Server, path: str) -> None:
+    """Story: a planner follows a stale bookmark under /ui. Invariant: a page of /ui that
+    does not exist answers 404 as an HTML page (the planner's browser never shows a JSON
+    problem); a path outside /ui keeps the JSON problem. (A client resolves dot segments
+    before sending: `/ui/static/../../x` is asked as `/x`, outside /ui.)"""
+    with signed_in_client(server) as browser:
+        answer = browser.get(path)
+    assert answer.status_code == 404
+    kind = answer.headers["content-type"]
+    if path.startswith("/ui/"):
+        assert kind.startswith("text/html") and "Not found" in answer.text
+    else:
+        assert kind.startswith("application/problem+json")
+
+
+def test_number_fields_ask_a_tablet_for_its_numeric_keypad(server: Server) -> None:
+    """Invariant: the channel and safety-stock forms' number fields carry a plain
+    `inputmode="numeric"` attribute (never an escaped one a tablet ignores)."""
+    with signed_in_client(server) as browser:
+        channel = browser.get("/ui/channels/web").text
+        safety = browser.get("/ui/safety-stock").text
+    assert re.search(r'name="buffer" value="\d+" inputmode="numeric"', channel)
+    assert re.search(r'name="quantity" value="0" inputmode="numeric"', safety)
+    assert "&#34;" not in channel and "&#34;" not in safety
+
+
+@pytest.mark.parametrize(
+    ("form", "named"),
+    [
+        ({"sku": "", "location": "", "quantity": "1"}, "sku and location left empty"),
+        ({"sku": "{u}", "location": "", "quantity": "1"}, "location left empty"),
+        ({"sku": "", "location": "WH1", "quantity": "1"}, "sku left empty"),
+        ({"sku": "{u}", "all_skus": "on", "location": "WH1", "quantity": "1"}, "not both"),
+        ({"sku": "{u}", "location": "WH1", "all_locations": "yes", "quantity": "1"}, "checkbox"),
+    ],
+)
+@pytest.mark.parametrize("action", ["/ui/safety-stock", "/ui/safety-stock/preview"])
+def test_a_half_filled_safety_stock_form_saves_no_rule(
+    server: Server, unique: str, action: str, form: dict[str, str], named: str
+) -> None:
+    """Story: a planner submits the safety-stock form with the SKU and location still
+    empty. Invariant: no rule is saved or previewed unless the planner ticked "every SKU" /
+    "every location": the answer is 422 naming the empty fields, and the rules are
+    unchanged."""
+    with api(server) as c:
+        before = c.get("/v1/safety-stock").json()["items"]
+    with signed_in_client(server) as browser:
+        csrf = _csrf_of(browser.get("/ui/safety-stock").text)
+        sent = {k: v.replace("{u}", unique) for k, v in form.items()}
+        answer = browser.post(action, data={**sent, "_csrf": csrf})
+    assert answer.status_code == 422, answer.text
+    assert named in answer.text
+    assert 'id="preview-result"' not in answer.text
+    with api(server) as c:
+        assert c.get("/v1/safety-stock").json()["items"] == before
+
+
+def test_a_planner_ticks_every_sku_to_keep_stock_back_at_a_location(server: Server) -> None:
+    """Story: a planner keeps 1 unit of every SKU back at the flagship store, ticking "every
+    SKU". Invariant: with the box ticked the form saves the location-wide rule (the PUT's
+    null SKU), which the rule list then holds; removing it (0) leaves no rule."""
+    with api(server) as c:
+        c.put("/v1/locations/UIST", json=STORE).raise_for_status()
+    with signed_in_client(server) as browser:
+        csrf = _csrf_of(browser.get("/ui/safety-stock").text)
+        form = {"_csrf": csrf, "sku": "", "all_skus": "on", "location": "UIST", "quantity": "1"}
+        saved = browser.post("/ui/safety-stock", data=form)
+        assert saved.status_code == 303, saved.text
+        with api(server) as c:
+            rules = c.get("/v1/safety-stock").json()["items"]
+        assert {"sku": None, "location": "UIST", "quantity": 1} in rules
+        removed = browser.post("/ui/safety-stock", data={**form, "quantity": "0"})
+        assert removed.status_code == 303, removed.text
+    with api(server) as c:
+        assert all(r["location"] != "UIST" for r in c.get("/v1/safety-stock").json()["items"])
+
+
 def test_a_planner_opens_a_new_channel_after_previewing_it(service: Server, page: Page) -> None:
     """Story: a planner opens an outlet channel selling half of the east warehouse. Invariant:
     the preview shows the new channel with no figures before and the totals it will have

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import api.http.ui
 from api.http import schemas as s
 from api.http.ui import HTMX_VERSION, forms
-from api.http.ui.access import policy_text
+from api.http.ui.access import HOME, next_page, policy_text
 from api.http.ui.forms import FormError
 from api.http.ui.session import PURPOSE, SESSION_SECONDS, csrf_ok, new_session
 from api.service.tokens import sealer
@@ -85,11 +85,23 @@ def test_given_a_location_form_when_read_then_the_checkbox_is_active() -> None:
         assert raised.value.field == field
 
 
-def test_given_a_safety_stock_form_when_read_then_empty_means_every() -> None:
-    """Given the safety-stock form with SKU or location left empty, when read, then the
-    rule covers every SKU or every location (null in the PUT body)."""
-    rule = forms.safety_stock_request({"sku": "", "location": "WH1", "quantity": "3"})
+def test_given_a_safety_stock_form_when_every_is_ticked_then_the_rule_covers_every() -> None:
+    """Given the safety-stock form with "every SKU" ticked and the SKU left empty, when
+    read, then the rule covers every SKU (null in the PUT body); the same with the SKU
+    left empty and nothing ticked is refused naming the empty field."""
+    form = {"sku": "", "all_skus": "on", "location": "WH1", "quantity": "3"}
+    rule = forms.safety_stock_request(form)
     assert rule == s.SafetyStockRequest(quantity=3, sku=None, location="WH1")
+    everywhere = {"sku": "", "all_skus": "on", "location": "", "all_locations": "on"}
+    assert forms.safety_stock_request({**everywhere, "quantity": "1"}) == s.SafetyStockRequest(
+        quantity=1, sku=None, location=None
+    )
+    with pytest.raises(FormError) as empty:
+        forms.safety_stock_request({"sku": "", "location": "WH1", "quantity": "3"})
+    assert empty.value.field == "sku" and "sku left empty" in empty.value.message
+    with pytest.raises(FormError) as both:
+        forms.safety_stock_request({"sku": "", "location": "", "quantity": "1"})
+    assert both.value.field == "sku" and "sku and location left empty" in both.value.message
     with pytest.raises(FormError) as raised:
         forms.safety_stock_request({"sku": "A", "location": "", "quantity": "-3"})
     assert raised.value.field == "quantity"
@@ -109,6 +121,33 @@ def test_a_session_opens_only_under_its_key_and_within_its_lifetime() -> None:
     stale = box.encrypt_at_time(b"{}", int(time.time()) - SESSION_SECONDS - 5)
     with pytest.raises(Exception):  # noqa: B017 - InvalidToken (expired)
         box.decrypt(stale, ttl=SESSION_SECONDS)
+
+
+@pytest.mark.parametrize(
+    ("sent", "goes_to"),
+    [
+        ("/ui/items/MUG-01?after=3", "/ui/items/MUG-01?after=3"),
+        ("/ui/stock?channel=web&status=low_stock", "/ui/stock?channel=web&status=low_stock"),
+        ("/ui/../v1/tokens", HOME),
+        ("/ui/%2e%2E/v1/tokens", HOME),
+        ("/ui/channels/./../../metrics", HOME),
+        ("/ui/.%2E", HOME),
+        ("/ui/channels\\..\\..\\v1", HOME),
+        ("//evil.example/", HOME),
+        ("/ui//evil.example/", HOME),
+        ("https://evil.example/ui/", HOME),
+        ("javascript:alert(1)", HOME),
+        ("/ui/\tx", HOME),
+        ("/uix", HOME),
+        (None, HOME),
+    ],
+)
+def test_after_sign_in_the_planner_stays_on_a_page_of_the_planner(
+    sent: str | None, goes_to: str
+) -> None:
+    """Invariant: `next` leads only to a path under /ui/ that a browser resolves under
+    /ui/ too (no dot segment, plain or percent-encoded; no backslash; no other site)."""
+    assert next_page(sent) == goes_to
 
 
 def test_a_csrf_token_matches_only_its_session() -> None:

@@ -10,7 +10,7 @@ secret is ever rendered.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from litestar import Request, Response, get, post
 from litestar.exceptions import HTTPException
@@ -26,6 +26,7 @@ from api.http.ui.session import (
     CSRF_FIELD,
     Visitor,
     csrf_ok,
+    ends,
     new_session,
     read_session,
     session_cookie,
@@ -166,11 +167,19 @@ def planner(request: Request[Any, Any, Any]) -> Planner:
 # --- signing in and out --------------------------------------------------------------------
 
 
-def _next(value: object) -> str:
-    """Where to go after signing in: a page of /ui, never another site."""
-    if isinstance(value, str) and value.startswith("/ui/") and not value.startswith("/ui//"):
-        return value
-    return HOME
+def next_page(value: object) -> str:
+    """Where to go after signing in: a path under /ui/, else HOME. Refused (HOME): another
+    site or scheme (`https://…`, `//…`, `javascript:`), a backslash or control character,
+    and a dot segment, plain or percent-encoded (`/ui/../v1/tokens`, `/ui/%2e%2e/v1`),
+    which a browser resolves (WHATWG URL Standard, path state) to a path outside /ui."""
+    if not (isinstance(value, str) and value.isascii() and value.isprintable()):
+        return HOME
+    if "\\" in value or not value.startswith("/ui/") or value.startswith("/ui//"):
+        return HOME
+    path = urlsplit(value).path
+    if any(segment in (".", "..") for segment in unquote(path).lower().split("/")):
+        return HOME
+    return value
 
 
 @get("/", sync_to_thread=False)
@@ -183,7 +192,7 @@ async def sign_in_page(request: Request[Any, Any, Any]) -> Template | Redirect:
     who = await visitor(request)
     if who.principal is not None:
         return Redirect(HOME, status_code=303)
-    return render(request, who, "sign_in.html", next=_next(request.query_params.get("next")))
+    return render(request, who, "sign_in.html", next=next_page(request.query_params.get("next")))
 
 
 @post("/sign-in", status_code=303)
@@ -193,7 +202,7 @@ async def sign_in(request: Request[Any, Any, Any]) -> Response[Any]:
     who = await visitor(request)
     form = await form_of(request, who)
     token = form.get("token", "").strip()
-    target = _next(form.get("next"))
+    target = next_page(form.get("next"))
     client = request.scope.get("client")
     principal = None
     # As the bearer check (api.http.auth.authenticate): anything else is unknown unlooked-up.
@@ -211,8 +220,13 @@ async def sign_in(request: Request[Any, Any, Any]) -> Response[Any]:
 
 @post("/sign-out", status_code=303)
 async def sign_out(request: Request[Any, Any, Any]) -> Redirect:
+    """Ends the session for good: its end is recorded where every process sees it, so even
+    a copy of the cookie is refused from this answer on; the browser gets a new anonymous
+    session (a new CSRF token)."""
     who = Visitor(read_session(request) or new_session(), None)
     await form_of(request, who)
+    if who.session.token is not None:
+        await ends(request).end(who.session.id)
     response = Redirect(SIGN_IN, status_code=303)
     response.set_cookie(session_cookie(request, new_session()))
     return response
@@ -245,6 +259,19 @@ def _on_sign_in_required(request: Request[Any, Any, Any], _: SignInRequired) -> 
     if request.headers.get("hx-request") == "true":
         return Response(b"", status_code=204, headers={"HX-Redirect": target})
     return Redirect(target, status_code=303)
+
+
+def under_ui(path: str) -> bool:
+    """Whether `path` is the planner page's (its errors are HTML pages, never JSON)."""
+    return path == "/ui" or path.startswith("/ui/")
+
+
+def on_unrouted(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """The HTML error page of a refusal the router raised before any /ui handler ran: an
+    unknown page under /ui (404) or a method it does not take (405, with its Allow)."""
+    response = _error_page(request, exc.status_code, exc.detail)
+    response.headers.update(exc.headers or {})
+    return response
 
 
 def _on_refused(request: Request[Any, Any, Any], exc: Refused) -> Response[Any]:

@@ -90,17 +90,36 @@ def location_request(form: Mapping[str, str]) -> s.LocationRequest:
     return _decoded(body, s.LocationRequest)
 
 
-SAFETY_STOCK_FIELDS = ("sku", "location", "quantity")
+SAFETY_STOCK_FIELDS = ("sku", "all_skus", "location", "all_locations", "quantity")
+_EVERY = {"sku": ("all_skus", "every SKU"), "location": ("all_locations", "every location")}
 
 
 def safety_stock_request(form: Mapping[str, str]) -> s.SafetyStockRequest:
-    """A safety-stock rule from its form: `sku` and `location` (either left empty: the
-    rule covers every SKU or every location) and `quantity` (0 removes the rule). Raises
-    FormError."""
+    """A safety-stock rule from its form: `sku` and `location`, and `quantity` (0 removes
+    the rule). A rule for every SKU or every location (the PUT's null) needs its checkbox
+    ticked (`all_skus`, `all_locations` = "on") with the code left empty: a code left empty
+    without it is refused (naming the empty fields), so a half-filled form never saves a
+    rule that holds stock back everywhere. Raises FormError."""
     fields = _fields(form, SAFETY_STOCK_FIELDS)
     body = {
         "sku": fields["sku"] or None,
         "location": fields["location"] or None,
         "quantity": _whole(fields, "quantity"),
     }
-    return _decoded(body, s.SafetyStockRequest)
+    request = _decoded(body, s.SafetyStockRequest)
+    empty = []
+    for name, (box, every) in _EVERY.items():
+        if fields[box] not in ("", "on"):
+            raise FormError(box, "is a checkbox: on, or not sent")
+        if fields[box] == "on" and fields[name]:
+            raise FormError(name, f"give a {name} or tick {every}, not both")
+        if fields[box] != "on" and not fields[name]:
+            empty.append(name)
+    if empty:
+        everything = " / ".join(_EVERY[name][1] for name in empty)
+        raise FormError(
+            empty[0],
+            f"{' and '.join(empty)} left empty: fill {'them' if len(empty) > 1 else 'it'} in,"
+            f" or tick {everything} for a rule that covers them all",
+        )
+    return request

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from litestar import Request, Response, get, post
+from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from api.http.controllers.common import (
@@ -170,7 +171,7 @@ def _saved(request: Request[Any, Any, Any]) -> str:
 
 
 @get("/channels/{code:str}")
-async def channel_page(request: Request[Any, Any, Any], code: str) -> Template:
+async def channel_page(request: Request[Any, Any, Any], code: FromPath[str]) -> Template:
     who = await reader(request)
     code = path_code(code, "channel")
     form = _channel_form(await planner(request).channels(), code)
@@ -187,7 +188,7 @@ async def channel_page(request: Request[Any, Any, Any], code: str) -> Template:
 
 
 @get("/locations/{code:str}")
-async def location_page(request: Request[Any, Any, Any], code: str) -> Template:
+async def location_page(request: Request[Any, Any, Any], code: FromPath[str]) -> Template:
     who = await reader(request)
     code = path_code(code, "location")
     form = _location_form(await planner(request).locations(), code)
@@ -288,23 +289,23 @@ async def _save(
 
 
 @post("/channels/{code:str}/preview")
-async def channel_preview(request: Request[Any, Any, Any], code: str) -> Template:
+async def channel_preview(request: Request[Any, Any, Any], code: FromPath[str]) -> Template:
     return await _preview(request, CHANNEL, path_code(code, "channel", creating=True))
 
 
 @post("/channels/{code:str}", status_code=303)
-async def channel_save(request: Request[Any, Any, Any], code: str) -> Response[Any]:
+async def channel_save(request: Request[Any, Any, Any], code: FromPath[str]) -> Response[Any]:
     code = path_code(code, "channel", creating=True)
     return await _save(request, CHANNEL, code, f"/ui/channels/{quote(code, safe='')}")
 
 
 @post("/locations/{code:str}/preview")
-async def location_preview(request: Request[Any, Any, Any], code: str) -> Template:
+async def location_preview(request: Request[Any, Any, Any], code: FromPath[str]) -> Template:
     return await _preview(request, LOCATION, path_code(code, "location", creating=True))
 
 
 @post("/locations/{code:str}", status_code=303)
-async def location_save(request: Request[Any, Any, Any], code: str) -> Response[Any]:
+async def location_save(request: Request[Any, Any, Any], code: FromPath[str]) -> Response[Any]:
     code = path_code(code, "location", creating=True)
     return await _save(request, LOCATION, code, f"/ui/locations/{quote(code, safe='')}")
 
@@ -322,7 +323,7 @@ async def _rules(request: Request[Any, Any, Any]) -> dict[str, Any]:
 @get("/safety-stock")
 async def safety_stock_page(request: Request[Any, Any, Any]) -> Template:
     who = await reader(request)
-    form = {"sku": "", "location": "", "quantity": "0"}
+    form = {"sku": "", "all_skus": "", "location": "", "all_locations": "", "quantity": "0"}
     return render(
         request,
         who,

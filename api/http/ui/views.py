@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import msgspec
 from litestar import Request, get
+from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from api.http import schemas as s
@@ -99,7 +100,7 @@ def _history_row(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 @get("/items/{sku:str}")
-async def item_page(request: Request[Any, Any, Any], sku: str) -> Template:
+async def item_page(request: Request[Any, Any, Any], sku: FromPath[str]) -> Template:
     """Per-location figures and each channel's derivation and the item's history, as
     `GET /v1/items/{sku}` and `GET /v1/items/{sku}/history` answer them (the planner's
     `item` and `item_history`), `?after=` paging on."""
