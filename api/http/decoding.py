@@ -24,6 +24,7 @@ _WHERE = re.compile(
     r"^(?P<message>.*?)(?: - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`)?$", re.DOTALL
 )
 _MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")
+_UNKNOWN = re.compile(r"unknown field `(?P<name>[^`]+)`")
 _NEWLINES = (b"\\n", b"\\u000a", b"\\u000A")
 _INTEGER = re.compile(r"\A-?[0-9]{1,20}\Z")  # ASCII digits only: `²` is not a digit here
 
@@ -41,7 +42,8 @@ def decode_body(raw: bytes, type_: type[T]) -> T:
     Raises `ApiProblem`: 400 `bad-request` for an empty body or a missing required field,
     400 `malformed-json` for bytes that are not JSON (invalid UTF-8 and nesting deeper than
     the decoder's recursion limit included), 422 `validation-failed` with `field` (a path
-    such as `lines[0].quantity`) for a well-formed body that breaks the schema.
+    such as `lines[0].quantity`) for a well-formed body that breaks the schema, an unknown
+    field included (named by its path, such as `bufer` or `lines[0].qty`).
     """
     if not raw.strip():
         raise ApiProblem(400, "bad-request", "a JSON body is required")
@@ -58,6 +60,12 @@ def decode_body(raw: bytes, type_: type[T]) -> T:
             field = _field(path, missing["name"])
             raise ApiProblem(400, "bad-request", message, field=field) from None
         field = _field(_entry_named(raw, type_, path, str(exc)))
+        if unknown := _UNKNOWN.search(message):  # a misspelt field must not pass unseen
+            # msgspec stops at the first unknown key; a body that is also malformed, or
+            # lacks a required field, answers that first (as it would without the key).
+            _check_known_fields_aside(raw, type_)
+            field = _field(field, unknown["name"])
+            message = "unknown field: this route accepts only the fields it documents"
         raise ApiProblem(422, "validation-failed", f"{field}: {message}", field=field) from None
     except msgspec.DecodeError as exc:
         raise ApiProblem(400, "malformed-json", f"the body is not JSON: {exc}") from None
@@ -74,6 +82,40 @@ def decode_body(raw: bytes, type_: type[T]) -> T:
         raise ApiProblem(
             422, "validation-failed", f"{field}: must match {pattern} in full", field=field
         )
+    return value
+
+
+def _check_known_fields_aside(raw: bytes, type_: Any) -> None:
+    """Raise the problem `raw` would give with its unknown fields taken out (malformed JSON,
+    a missing required field, a wrong type), if any; return when only unknown fields are
+    wrong. Runs only on that error path, so a good body is decoded once."""
+    try:
+        document = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ApiProblem(400, "malformed-json", f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise ApiProblem(400, "malformed-json", "the body is nested too deeply") from None
+    known = msgspec.json.encode(_known_fields(document, _type_info(type_)))
+    try:
+        _decoder(type_).decode(known)
+    except msgspec.ValidationError:
+        decode_body(known, type_)
+
+
+def _known_fields(value: Any, info: msgspec.inspect.Type) -> Any:
+    """The JSON document `value` without the object keys `info` (a struct) does not name."""
+    match info:
+        case msgspec.inspect.StructType() if isinstance(value, dict):
+            fields = {f.encode_name: f.type for f in info.fields}
+            return {k: _known_fields(v, fields[k]) for k, v in value.items() if k in fields}
+        case msgspec.inspect.ListType() | msgspec.inspect.VarTupleType() if isinstance(value, list):
+            return [_known_fields(item, info.item_type) for item in value]
+        case msgspec.inspect.DictType() if isinstance(value, dict):
+            return {k: _known_fields(v, info.value_type) for k, v in value.items()}
+        case msgspec.inspect.UnionType():
+            for option in info.types:
+                if isinstance(option, msgspec.inspect.StructType) and isinstance(value, dict):
+                    return _known_fields(value, option)
     return value
 
 

@@ -34,7 +34,7 @@ Scope = Literal[
 MAX_LINES = 100
 
 
-class LineIn(msgspec.Struct):
+class LineIn(msgspec.Struct, forbid_unknown_fields=True):
     sku: Code
     quantity: Quantity
 
@@ -48,7 +48,7 @@ no '#', which `atp migrate` keeps for the names it gives clashing older tokens
 (`name#<8 hex>`), so no token issued later can take one."""
 
 
-class TokenRequest(msgspec.Struct):
+class TokenRequest(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=TOKEN_NAME_PATTERN)]
     scopes: Annotated[list[Scope], msgspec.Meta(min_length=1)]
     rate_limit: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] | None = None
@@ -86,7 +86,7 @@ class TokenDeleted(msgspec.Struct):
 # --- policies ------------------------------------------------------------------------------
 
 
-class LocationRequest(msgspec.Struct):
+class LocationRequest(msgspec.Struct, forbid_unknown_fields=True):
     name: Text
     kind: Literal["warehouse", "store", "dropship"]
     active: bool = True
@@ -99,7 +99,7 @@ class LocationView(msgspec.Struct):
     active: bool
 
 
-class ChannelRequest(msgspec.Struct):
+class ChannelRequest(msgspec.Struct, forbid_unknown_fields=True):
     locations: Annotated[list[Code], msgspec.Meta(min_length=1, max_length=100)]
     buffer: Units = 0
     share_percent: Annotated[int, msgspec.Meta(ge=0, le=100)] = 100
@@ -116,7 +116,7 @@ class ChannelView(msgspec.Struct):
     low_stock_threshold: int
 
 
-class SafetyStockRequest(msgspec.Struct):
+class SafetyStockRequest(msgspec.Struct, forbid_unknown_fields=True):
     quantity: Units
     sku: Code | None = None
     location: Code | None = None
@@ -152,13 +152,13 @@ class PreviewRequest(msgspec.Struct, forbid_unknown_fields=True):
 # --- stock movements -----------------------------------------------------------------------
 
 
-class ReceiptRequest(msgspec.Struct):
+class ReceiptRequest(msgspec.Struct, forbid_unknown_fields=True):
     location: Code
     lines: list[LineIn]
     reference: Text | None = None
 
 
-class AdjustmentRequest(msgspec.Struct):
+class AdjustmentRequest(msgspec.Struct, forbid_unknown_fields=True):
     location: Code
     sku: Code
     delta: Annotated[int, msgspec.Meta(ge=-1_000_000, le=1_000_000)]
@@ -167,39 +167,39 @@ class AdjustmentRequest(msgspec.Struct):
     """Adjust damaged units (on-hand and damaged move together), e.g. a write-off."""
 
 
-class CountLineIn(msgspec.Struct):
+class CountLineIn(msgspec.Struct, forbid_unknown_fields=True):
     sku: Code
     counted: Annotated[int, msgspec.Meta(ge=0, le=100_000_000)]
 
 
-class CountRequest(msgspec.Struct):
+class CountRequest(msgspec.Struct, forbid_unknown_fields=True):
     location: Code
     lines: list[CountLineIn]
 
 
-class TransferRequest(msgspec.Struct):
+class TransferRequest(msgspec.Struct, forbid_unknown_fields=True):
     transfer_id: Code
     from_location: Code
     to_location: Code
     lines: list[LineIn]
 
 
-class TransferReceiptRequest(msgspec.Struct):
+class TransferReceiptRequest(msgspec.Struct, forbid_unknown_fields=True):
     lines: list[LineIn] | None = None
     """What arrived; omitted: everything still in transit."""
 
 
-class TransferCloseRequest(msgspec.Struct):
+class TransferCloseRequest(msgspec.Struct, forbid_unknown_fields=True):
     reason: Reason
 
 
-class IncomingLineIn(msgspec.Struct):
+class IncomingLineIn(msgspec.Struct, forbid_unknown_fields=True):
     sku: Code
     quantity: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
     """The reference's expected units; 0 cancels the line (only with a reference)."""
 
 
-class IncomingRequest(msgspec.Struct):
+class IncomingRequest(msgspec.Struct, forbid_unknown_fields=True):
     location: Code
     lines: list[IncomingLineIn]
     eta: UtcTime | None = None
@@ -226,18 +226,18 @@ class MovementView(msgspec.Struct, omit_defaults=True):
 # --- reservations and orders ---------------------------------------------------------------
 
 
-class ReservationRequest(msgspec.Struct):
+class ReservationRequest(msgspec.Struct, forbid_unknown_fields=True):
     channel: Code
     lines: list[LineIn]
     ttl_seconds: Ttl = 900
     reference: Text | None = None
 
 
-class ExtendRequest(msgspec.Struct):
+class ExtendRequest(msgspec.Struct, forbid_unknown_fields=True):
     ttl_seconds: Ttl
 
 
-class CommitRequest(msgspec.Struct):
+class CommitRequest(msgspec.Struct, forbid_unknown_fields=True):
     order_id: Code
 
 
@@ -263,29 +263,29 @@ class ReservationView(msgspec.Struct, omit_defaults=True):
     order_id: str | None = None
 
 
-class OrderRequest(msgspec.Struct):
+class OrderRequest(msgspec.Struct, forbid_unknown_fields=True):
     order_id: Code
     channel: Code
     lines: list[LineIn]
 
 
-class CancelRequest(msgspec.Struct):
+class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
     lines: list[LineIn] | None = None
 
 
-class ShipmentRequest(msgspec.Struct):
+class ShipmentRequest(msgspec.Struct, forbid_unknown_fields=True):
     shipment_id: Code
     location: Code
     lines: list[LineIn]
 
 
-class ReturnLineIn(msgspec.Struct):
+class ReturnLineIn(msgspec.Struct, forbid_unknown_fields=True):
     sku: Code
     quantity: Quantity
     disposition: Literal["restock", "damaged"] = "restock"
 
 
-class ReturnRequest(msgspec.Struct):
+class ReturnRequest(msgspec.Struct, forbid_unknown_fields=True):
     return_id: Code
     location: Code
     lines: list[ReturnLineIn]

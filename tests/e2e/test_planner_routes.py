@@ -194,7 +194,7 @@ def test_preview_refuses_bad_input_and_changes_nothing(server: Server, unique: s
         history_before = ok(c.get("/v1/policies/history", params={"limit": 1}))
         good = {"locations": [env.wh], "buffer": 1}
         bad: list[tuple[Any, int, str | None]] = [
-            ({"channels": {env.web: {**good, "bufer": 2}}}, 422, f"channels.{env.web}"),
+            ({"channels": {env.web: {**good, "bufer": 2}}}, 422, f"channels.{env.web}.bufer"),
             ({"channels": {env.web: {**good, "buffer": "2"}}}, 422, f"channels.{env.web}.buffer"),
             ({"channels": {env.web: {**good, "buffer": -1}}}, 422, f"channels.{env.web}.buffer"),
             ({"channels": {env.web: {"locations": []}}}, 422, f"channels.{env.web}.locations"),

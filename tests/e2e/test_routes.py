@@ -1531,3 +1531,48 @@ def test_walkthrough_checkout_to_return(env: Env) -> None:
         "ship2",
         "return2",
     ]
+
+
+# --- misspelt fields -------------------------------------------------------------------------
+
+
+def test_a_misspelt_field_is_refused_by_name_and_changes_nothing(env: Env) -> None:
+    """Story: the night before Black Friday a planner raises the web channel's buffer with
+    `{"bufer": 40}`; a WMS integration sends receipt lines with a `"lot"` atp does not keep; a
+    storefront adds `"quantity_requested"` to a reservation line. Before, the policy PUT
+    answered 200 and silently kept the old buffer, so the planner believed the change was live.
+
+    Invariant: a body with a field the route does not document is a 422 problem whose `field`
+    is that field's path, and nothing is recorded (the figures and the channel stay as they
+    were)."""
+    c = env.client
+    created(
+        c.post(
+            "/v1/receipts", json={"location": env.wh, "lines": lines(env, A=10)}, headers=env.idem()
+        )
+    )
+    channels_before = created(c.get("/v1/channels"), 200)
+    cases: list[tuple[str, str, dict[str, Any], str]] = [
+        ("PUT", f"/v1/channels/{env.web}", {"locations": [env.wh], "bufer": 40}, "bufer"),
+        ("PUT", f"/v1/locations/{env.wh}", {"name": "WH", "kind": "warehouse", "x": 1}, "x"),
+        (
+            "POST",
+            "/v1/receipts",
+            {"location": env.wh, "lines": [{"sku": env.sku(), "quantity": 5, "lot": "L7"}]},
+            "lines[0].lot",
+        ),
+        (
+            "POST",
+            "/v1/reservations",
+            {
+                "channel": env.web,
+                "lines": [{"sku": env.sku(), "quantity": 1, "quantity_requested": 9}],
+            },
+            "lines[0].quantity_requested",
+        ),
+    ]
+    with unchanged(c, env.sku()):
+        for method, path, body, field in cases:
+            r = c.request(method, path, json=body, headers=env.idem())
+            assert_problem(r, 422, field=field)
+    assert created(c.get("/v1/channels"), 200) == channels_before
