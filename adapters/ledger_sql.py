@@ -82,6 +82,9 @@ class LedgerReader(Protocol):
     async def records(self, stream: Stream) -> list[Payload]:
         """Every event or record of a stream, oldest first."""
 
+    async def last_position(self, stream: Stream) -> int | None:
+        """The ledger position of the stream's last event or record (None: no such stream)."""
+
     async def history(
         self, stream: Stream, since: datetime | None, until: datetime, after: int, limit: int
     ) -> list[HistoryRow]:
@@ -218,6 +221,14 @@ class PostgresReader:
         )
         return [decode_payload(r[0], r[1])[0] for r in rows]
 
+    async def last_position(self, stream: Stream) -> int | None:
+        pool = await self._conn_pool()
+        found: int | None = await pool.fetchval(
+            f"SELECT max(notification_id) FROM {self.events} WHERE originator_id = $1",
+            stream_id(stream),
+        )
+        return found
+
     async def history(
         self, stream: Stream, since: datetime | None, until: datetime, after: int, limit: int
     ) -> list[HistoryRow]:
@@ -337,6 +348,14 @@ class SqliteReader:
             [stream_id(stream).hex],
         )
         return [decode_payload(r[0], bytes(r[1]))[0] for r in rows]
+
+    async def last_position(self, stream: Stream) -> int | None:
+        rows = await asyncio.to_thread(
+            self._query,
+            f"SELECT max(rowid) FROM {self.events} WHERE originator_id = ?",
+            [stream_id(stream).hex],
+        )
+        return rows[0][0] if rows else None
 
     async def history(
         self, stream: Stream, since: datetime | None, until: datetime, after: int, limit: int

@@ -28,17 +28,21 @@ class SealError(Exception):
     """A sealed secret cannot be opened with this service key (the key changed?)."""
 
 
+def derive_key(service_key: bytes, purpose: bytes) -> bytes:
+    """32 bytes for one purpose from the service key: HKDF-SHA256 (RFC 5869) of the key with
+    `purpose` as its info, so keys for different purposes are independent. Raises
+    ValueError for an empty key."""
+    if not service_key:
+        raise ValueError("sealing needs a service key")
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(service_key)
+
+
 def fernet_for(service_key: bytes, purpose: bytes = INFO) -> Fernet:
     """A Fernet (AES-128-CBC + HMAC-SHA256) keyed for one purpose from the service key:
     HKDF-SHA256 (RFC 5869) of the key with `purpose` as its info -> 32 bytes -> urlsafe
     base64, so keys for different purposes are independent. Decrypting under another key
     raises cryptography.fernet.InvalidToken. Raises ValueError for an empty key."""
-    if not service_key:
-        raise ValueError("sealing needs a service key")
-    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(
-        service_key
-    )
-    return Fernet(base64.urlsafe_b64encode(derived))
+    return Fernet(base64.urlsafe_b64encode(derive_key(service_key, purpose)))
 
 
 def is_sealed(value: object) -> bool:

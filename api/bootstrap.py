@@ -16,8 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.ledger import Ledger, ledger_env
+from adapters.sealing import derive_key
 from api.service.commands import CommandService
-from api.service.planner import Planner
+from api.service.planner import CURSOR_PURPOSE, Planner
 from api.service.queries import ReadSide
 from api.settings import Settings
 
@@ -86,8 +87,10 @@ class Services:
     def planner(self, read: ReadSide) -> Planner:
         """The planner's queries (lists, preview, policy history) over the read side
         `read` (built by the process: the Redis reader or the in-process read model) and
-        `ledger`."""
-        return Planner(read, self.ledger, self.clock)
+        `ledger`. Its cursors are signed with a key derived from the service key
+        (Settings.token_secret), so every worker takes back another's cursors."""
+        key = derive_key(self.settings.token_secret, CURSOR_PURPOSE)
+        return Planner(read, self.ledger, self.clock, key)
 
     def open(self) -> Services:
         """Open the ledger and start the command service's writer; returns self."""

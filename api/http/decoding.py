@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request
+from litestar.constants import RESERVED_KWARGS
 from litestar.utils.scope.state import ScopeState
 
 from api.http.problems import ApiProblem
@@ -197,11 +198,33 @@ def _compiled(pattern: str) -> re.Pattern[str]:
 
 @dataclass(frozen=True)
 class _Plan:
-    """What one route handler decodes: its body's type and its integer query parameters."""
+    """What one route handler decodes: its body's type, its integer query parameters and,
+    for an API route (`/v1/...`), every query parameter it takes (None: not checked)."""
 
     body: Any
     integers: tuple[str, ...]
     body_optional: bool = False
+    query: frozenset[str] | None = None
+
+
+def _query_names(handler: Any) -> frozenset[str] | None:
+    """The query parameters an API handler takes: those its signature declares (not the
+    path's, headers, cookies, dependencies or Litestar's reserved names) and those it reads
+    by hand, listed in its `opt["query"]`. None for a route outside `/v1/` (the /ui pages
+    and the OpenAPI documents read theirs by hand)."""
+    if not all(path.startswith("/v1/") for path in handler.paths):
+        return None
+    path_names = {
+        m.group(1) for path in handler.paths for m in re.finditer(r"{(\w+)(?::\w+)?}", path)
+    }
+    skipped = RESERVED_KWARGS | path_names | set(handler.resolve_dependencies())
+    names = set(handler.opt.get("query", ()))
+    for name, f in handler.parsed_fn_signature.parameters.items():
+        kwarg = f.kwarg_definition
+        if name in skipped or getattr(kwarg, "header", None) or getattr(kwarg, "cookie", None):
+            continue
+        names.add(getattr(kwarg, "query", None) or name)
+    return frozenset(names)
 
 
 _plans: dict[Any, _Plan] = {}
@@ -218,18 +241,26 @@ def _plan(handler: Any) -> _Plan:
             if name != "data" and f.annotation in (int, int | None)
         )
         optional = type(None) in typing.get_args(body)
-        plan = _plans[handler] = _Plan(body, integers, optional)
+        plan = _plans[handler] = _Plan(body, integers, optional, _query_names(handler))
     return plan
 
 
 async def strict_input(request: Request[Any, Any, Any]) -> None:
     """Litestar `before_request` hook: decode the body and integer query parameters strictly.
 
-    Litestar's own parameter parsing converts leniently (`"1"` becomes 1); this runs first
-    and refuses what a strict decoder refuses, so a handler only sees strict input. The
-    decoded body is what the handler gets as `data` (Litestar does not decode it again).
+    Litestar's own parameter parsing converts leniently (`"1"` becomes 1) and ignores
+    parameters a route does not take; this runs first and refuses what a strict decoder
+    refuses (an API route's unknown query parameter, e.g. a misspelt filter, is a 422
+    naming it), so a handler only sees strict input. The decoded body is what the handler
+    gets as `data` (Litestar does not decode it again).
     """
     plan = _plan(request.route_handler)
+    if plan.query is not None and request.scope["query_string"]:
+        unknown = sorted(set(request.query_params) - plan.query)
+        if unknown:
+            raise ApiProblem(
+                422, "validation-failed", f"unknown parameter {unknown[0]!r}", field=unknown[0]
+            )
     for name in plan.integers:
         for raw in request.query_params.getall(name, ()):
             if not _INTEGER.match(raw):

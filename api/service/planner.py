@@ -6,8 +6,11 @@ Lists read the read model (projections.indexes), never the ledger: each page is 
 range and one pipelined read of the documents it names. Members are in byte order and a
 cursor names the last one returned, so paging never repeats or skips a member that stays
 in the list while writes go on (one that enters or leaves it meanwhile may or may not
-show, as of the page it would be on). Cursors are opaque; a bad one raises InvalidQuery
-naming `cursor`.
+show, as of the page it would be on). Cursors are opaque and signed: an HMAC-SHA256 (RFC
+2104), under a key derived from the service key, over the list's name, what the page was
+asked for (its filters, or the preview's change) and the position, so a cursor is only
+taken back by the list, filters or preview body that gave it. Anything else (made up,
+tampered with, from another list, filter or body) raises InvalidQuery naming `cursor`.
 
 The preview decides the change with the domain's own `decide` (same validation as the
 policy PUTs), then runs the one ATS function (atp.ats.channel_availability) over every
@@ -22,6 +25,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
+import hmac
+import secrets
 from bisect import bisect_right
 from collections.abc import Callable
 from datetime import datetime
@@ -71,6 +77,7 @@ __all__ = [  # the preview's and the history's results are part of this module's
     "Change",
     "ChannelFigure",
     "ChannelTotals",
+    "Cursors",
     "HoldRow",
     "ItemPage",
     "ItemRow",
@@ -84,8 +91,6 @@ __all__ = [  # the preview's and the history's results are part of this module's
     "SafetyStockPage",
     "SafetyStockRule",
     "Totals",
-    "decode_cursor",
-    "encode_cursor",
 ]
 
 STATUSES = ("in_stock", "low_stock", "out_of_stock", "backorder")
@@ -175,26 +180,62 @@ class SafetyStockPage(msgspec.Struct, frozen=True):
 # --- cursors ------------------------------------------------------------------------------
 
 
-def encode_cursor(kind: str, key: Any) -> str:
-    """An opaque cursor: URL-safe base64 of JSON [kind, key]."""
-    return base64.urlsafe_b64encode(msgspec.json.encode([kind, key])).decode().rstrip("=")
+CURSOR_PURPOSE = b"atp: planner list cursors v1"
+"""The HKDF info that derives the cursor key from the service key (adapters.sealing)."""
+_MAC_BYTES = 16
+"""Bytes of HMAC-SHA256 a cursor carries (128 bits: not guessable)."""
 
 
-def decode_cursor(cursor: str | None, kind: str, type_: Any = str) -> Any:
-    """The key of a cursor made by `encode_cursor(kind, ...)`, or None for no cursor.
+class Cursors:
+    """Makes and checks the planner lists' cursors with a secret `key` (bytes; processes
+    that serve the same lists share it, e.g. derived from Settings.token_secret).
 
-    Raises InvalidQuery naming `cursor` for anything else (another list's cursor included).
-    """
-    if cursor is None:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        found, key = msgspec.json.decode(raw, type=tuple[str, type_])
-    except (binascii.Error, ValueError, msgspec.DecodeError):
-        raise InvalidQuery("cursor", "cursor is not one this list gave") from None
-    if found != kind:
-        raise InvalidQuery("cursor", "cursor is not one this list gave")
-    return key
+    A cursor is `base64url(JSON [kind, position]) "." base64url(mac)`, where mac is the
+    first 16 bytes of HMAC-SHA256(key, JSON [kind, scope, position]): `kind` names the list,
+    `scope` what the page was asked for (filters, a preview's change), `position` the last
+    member returned."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def _mac(self, kind: str, scope: Any, position: bytes) -> bytes:
+        signed = msgspec.json.encode([kind, scope]) + b"\x00" + position
+        return hmac.new(self._key, signed, hashlib.sha256).digest()[:_MAC_BYTES]
+
+    def encode(self, kind: str, key: Any, scope: Any = None) -> str:
+        """The cursor after `key` (JSON-encodable) in list `kind` asked for with `scope`."""
+        position = msgspec.json.encode([kind, key])
+        return f"{_b64(position)}.{_b64(self._mac(kind, scope, position))}"
+
+    def decode(self, cursor: str | None, kind: str, type_: Any = str, scope: Any = None) -> Any:
+        """The key of a cursor `encode(kind, key, scope)` made, or None for no cursor.
+
+        Raises InvalidQuery naming `cursor` for anything else: a made-up or altered cursor,
+        or one from another list, other filters or another preview body."""
+        if cursor is None:
+            return None
+        refused = InvalidQuery("cursor", "cursor is not one this list gave for these filters")
+        try:
+            text, _, mac = cursor.partition(".")
+            position = _unb64(text)
+            if not hmac.compare_digest(_unb64(mac), self._mac(kind, scope, position)):
+                raise refused
+            found, key = msgspec.json.decode(position, type=tuple[str, type_])
+        except (binascii.Error, ValueError, msgspec.DecodeError):
+            raise refused from None
+        if found != kind:
+            raise refused
+        return key
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    if not text.isascii():
+        raise ValueError("not base64")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _check_limit(limit: int) -> None:
@@ -208,12 +249,17 @@ def _check_limit(limit: int) -> None:
 class Planner:
     """The planner's read-side use cases over the read model (`read`) and, for policies
     and their history, the ledger (`ledger`, a synchronous store called in a thread).
-    Times are read from `clock` (UTC)."""
+    Times are read from `clock` (UTC). Cursors are signed with `cursor_key` (bytes; the
+    processes serving the same lists must share it); None: a random key of this instance,
+    so its cursors are good for it only."""
 
-    def __init__(self, read: ReadSide, ledger: Ledger, clock: Clock) -> None:
+    def __init__(
+        self, read: ReadSide, ledger: Ledger, clock: Clock, cursor_key: bytes | None = None
+    ) -> None:
         self.read = read
         self.ledger = ledger
         self.clock = clock
+        self.cursors = Cursors(cursor_key if cursor_key else secrets.token_bytes(32))
 
     async def _complete_meta(self, min_position: int | None = None) -> Meta:
         """The read model's meta, fresh, once it includes ledger position `min_position`
@@ -284,7 +330,8 @@ class Planner:
         Raises InvalidQuery (`limit`, `status`, `channel` missing for a status, `cursor`),
         ChannelNotFound, LocationNotFound, ReadModelBehind, ReadModelRebuilding."""
         _check_limit(limit)
-        after = decode_cursor(cursor, "items")
+        scope = [channel, location, status, prefix]
+        after = self.cursors.decode(cursor, "items", str, scope)
         if status is not None and status not in STATUSES:
             raise InvalidQuery("status", f"status must be one of {', '.join(STATUSES)}")
         if status is not None and channel is None:
@@ -309,7 +356,7 @@ class Planner:
             for doc in documents
             if doc is not None
         ]
-        return ItemPage(rows, encode_cursor("items", skus[-1]) if more else None)
+        return ItemPage(rows, self.cursors.encode("items", skus[-1], scope) if more else None)
 
     async def list_reservations(
         self,
@@ -330,7 +377,8 @@ class Planner:
         Raises InvalidQuery (`limit`, `status`, `cursor`), ChannelNotFound,
         ReadModelBehind, ReadModelRebuilding."""
         _check_limit(limit)
-        after = decode_cursor(cursor, "reservations")
+        scope = [channel, sku, status]
+        after = self.cursors.decode(cursor, "reservations", str, scope)
         if status != "held":
             raise InvalidQuery("status", "only held reservations are listed (status=held)")
         meta = await self._complete_meta(min_position)
@@ -360,7 +408,9 @@ class Planner:
                     holds=[HoldRow(h.location, h.quantity, h.backorder) for h in hold.holds],
                 )
             )
-        return ReservationPage(rows, encode_cursor("reservations", members[-1]) if more else None)
+        return ReservationPage(
+            rows, self.cursors.encode("reservations", members[-1], scope) if more else None
+        )
 
     async def safety_stock_rules(
         self, limit: int = MAX_LIMIT, cursor: str | None = None, min_position: int | None = None
@@ -372,7 +422,7 @@ class Planner:
 
         Raises InvalidQuery (`limit`, `cursor`), ReadModelBehind, ReadModelRebuilding."""
         _check_limit(limit)
-        after = decode_cursor(cursor, "safety-stock")
+        after = self.cursors.decode(cursor, "safety-stock")
         meta = await self._complete_meta(min_position)
         rules: list[SafetyStockRule] = []
         if after is None:
@@ -388,7 +438,9 @@ class Planner:
                 SafetyStockRule(sku, None if key == GLOBAL else key, quantity)
                 for key, quantity in sorted(item.safety_stock.items())
             ]
-        return SafetyStockPage(rules, encode_cursor("safety-stock", skus[-1]) if more else None)
+        return SafetyStockPage(
+            rules, self.cursors.encode("safety-stock", skus[-1]) if more else None
+        )
 
     async def _policies(self) -> Policies:
         policies, _ = await asyncio.to_thread(self.ledger.load, POLICIES)
@@ -445,7 +497,8 @@ class Planner:
         (atp.errors.InvalidCommand and its kinds, field named), ReadModelBehind,
         ReadModelRebuilding."""
         _check_limit(limit)
-        after = decode_cursor(cursor, "preview", tuple[int, str, str])
+        scope = hashlib.sha256(msgspec.json.encode(change, order="sorted")).hexdigest()
+        after = self.cursors.decode(cursor, "preview", tuple[int, str, str], scope)
         meta = await self._complete_meta(min_position)
         now = self.clock()
         named = sorted({c.sku for c in change.safety_stock if c.sku is not None})
@@ -460,7 +513,7 @@ class Planner:
         start = 0 if after is None else bisect_right(changes, tuple(after), key=change_key)
         page = changes[start : start + limit]
         more = start + limit < len(changes)
-        next_cursor = encode_cursor("preview", change_key(page[-1])) if more else None
+        next_cursor = self.cursors.encode("preview", change_key(page[-1]), scope) if more else None
         return Preview(meta.position, seen, totals, len(changes), page, next_cursor)
 
     async def _all_states(self) -> Any:
@@ -485,14 +538,14 @@ class Planner:
 
         Raises InvalidQuery (`limit`, `cursor`)."""
         _check_limit(limit)
-        before = decode_cursor(cursor, "policy-history", int)
+        before = self.cursors.decode(cursor, "policy-history", int)
         entries = await asyncio.to_thread(policy_changes, self.ledger)
         if before is not None:
             entries = [e for e in entries if e.position < before]
         page = entries[:limit]
         more = len(entries) > limit
         return PolicyHistoryPage(
-            page, encode_cursor("policy-history", page[-1].position) if more else None
+            page, self.cursors.encode("policy-history", page[-1].position) if more else None
         )
 
 

@@ -14,6 +14,8 @@ finished by the retry, nothing is applied twice); a finished one answers its rep
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
@@ -58,6 +60,11 @@ FIRST_LINES = 1000
 """Drifted lines a POST answers with; the rest through the report's pages."""
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+STALLED = 2.0
+"""Seconds without a new record after which a reconciliation started by another request
+(with the same key) is taken as crashed and finished by this one."""
+POLL = 0.1
+"""Seconds between reads of a reconciliation another request is running."""
 SnapshotLine = tuple[str, int]
 """(sku, on_hand) as the snapshot lists it."""
 
@@ -154,6 +161,8 @@ class Reconciliations:
     clock: Callable[[], datetime]
     alert_units: int = 0
     on_finished: Callable[[Report], None] = lambda _: None
+    inflight: dict[str, asyncio.Future[None]] = dataclasses.field(default_factory=dict)
+    """Reconciliations being run by this process, by id: a duplicate waits for the first."""
 
     async def policies(self, when: datetime) -> Policies:
         """The policies as of `when`."""
@@ -192,6 +201,19 @@ class Reconciliations:
             seen.add(sku)
         return seen
 
+    @contextlib.asynccontextmanager
+    async def _alone(self, rid: str) -> AsyncIterator[None]:
+        """Run `rid` alone in this process: wait for a run of it in flight first."""
+        while (first := self.inflight.get(rid)) is not None:
+            await asyncio.shield(first)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.inflight[rid] = mine
+        try:
+            yield
+        finally:
+            del self.inflight[rid]
+            mine.set_result(None)
+
     async def run(
         self,
         rid: str,
@@ -201,57 +223,85 @@ class Reconciliations:
         skus: set[str],
     ) -> tuple[Report, bool, int | None]:
         """Reconcile the snapshot `parts()` yields (already checked: `check`,
-                `check_unique`, whose SKUs are `skus`) as `rid`; returns the report and whether it
-                was already finished (a replay), and the ledger position of its last write (None on a
-        replay). Raises KeyReusedError when `rid` names another
-                snapshot."""
-        records = await self.reader.records(_stream(rid))
-        done = self._check_same(records, request_hash)
-        report = report_of(records)
-        if report is not None and report.status == "finished":
-            return report, True, None
-        started = ReconciliationStarted(
-            reconciliation_id=rid,
-            location=request.location,
-            as_of=request.as_of,
-            source=request.source,
-            complete=request.complete,
-            apply=request.apply,
-            tolerance=request.tolerance,
-            request_hash=request_hash,
-            started_at=self.clock(),
-        )
-        position = await self._submit(rid, lambda world, _: self._start(world, started), [])
-        # Part n+1 is read and compared while part n is being written (other SKUs: the
-        # as-of figures do not depend on it); parts are still recorded in order.
-        writing: asyncio.Task[int | None] | None = None
-        part = 0
-        try:
-            async for lines in self._all_parts(request, parts, skus):
-                if part not in done:
-                    write = await self._part(rid, request, part, lines)
-                    try:
-                        if writing is not None:
-                            position = await writing or position
-                    except BaseException:
-                        write.close()  # never started: nothing of this part is written
-                        raise
-                    writing = asyncio.create_task(write)
-                part += 1
-        finally:
-            if writing is not None:
-                # A part handed to the writer is awaited whatever failed after it.
-                last = (await asyncio.gather(writing, return_exceptions=True))[0]
-                if isinstance(last, BaseException):
-                    raise last
-                position = last or position
-        finish = await self._submit(
-            rid, lambda world, now: self._finish(world, now, rid, request), []
-        )
-        report = report_of(await self.reader.records(_stream(rid)))
-        assert report is not None
-        self._finished(report)
-        return report, False, finish or position
+        `check_unique`, whose SKUs are `skus`) as `rid`; returns the report, whether it is a
+        replay (this call wrote nothing: the reconciliation was already finished, or another
+        request with the same key finished it meanwhile) and the ledger position of its
+        last write (a replay's: that of the reconciliation's last record). A duplicate of a
+        run in flight in this process waits for it, then replays it. Raises KeyReusedError
+        when `rid` names another snapshot."""
+        async with self._alone(rid):
+            records = await self.reader.records(_stream(rid))
+            done = self._check_same(records, request_hash)
+            report = report_of(records)
+            if report is not None and report.status == "finished":
+                return report, True, await self.reader.last_position(_stream(rid))
+            started = ReconciliationStarted(
+                reconciliation_id=rid,
+                location=request.location,
+                as_of=request.as_of,
+                source=request.source,
+                complete=request.complete,
+                apply=request.apply,
+                tolerance=request.tolerance,
+                request_hash=request_hash,
+                started_at=self.clock(),
+            )
+            position = await self._submit(rid, lambda world, _: self._start(world, started), [])
+            if position is None:
+                # Another request with this key started it: wait while it makes progress (it
+                # may be running in another worker process), and replay it once finished.
+                report = await self._await_other(rid)
+                if report is not None:
+                    return report, True, await self.reader.last_position(_stream(rid))
+            # Part n+1 is read and compared while part n is being written (other SKUs: the
+            # as-of figures do not depend on it); parts are still recorded in order.
+            writing: asyncio.Task[int | None] | None = None
+            part = 0
+            try:
+                async for lines in self._all_parts(request, parts, skus):
+                    if part not in done:
+                        write = await self._part(rid, request, part, lines)
+                        try:
+                            if writing is not None:
+                                position = await writing or position
+                        except BaseException:
+                            write.close()  # never started: nothing of this part is written
+                            raise
+                        writing = asyncio.create_task(write)
+                    part += 1
+            finally:
+                if writing is not None:
+                    # A part handed to the writer is awaited whatever failed after it.
+                    last = (await asyncio.gather(writing, return_exceptions=True))[0]
+                    if isinstance(last, BaseException):
+                        raise last
+                    position = last or position
+            finish = await self._submit(
+                rid, lambda world, now: self._finish(world, now, rid, request), []
+            )
+            report = report_of(await self.reader.records(_stream(rid)))
+            assert report is not None
+            if position is None and finish is None:
+                # Every record was written by another request with this key (another worker
+                # process ran it meanwhile): a replay of its report.
+                return report, True, await self.reader.last_position(_stream(rid))
+            self._finished(report)
+            return report, False, finish or position
+
+    async def _await_other(self, rid: str) -> Report | None:
+        """The report of `rid` once another request finishes it; None when it records
+        nothing for STALLED seconds (that request crashed: this one finishes it)."""
+        seen = len(await self.reader.records(_stream(rid)))
+        waited = 0.0
+        while waited < STALLED:
+            await asyncio.sleep(POLL)
+            records = await self.reader.records(_stream(rid))
+            report = report_of(records)
+            if report is not None and report.status == "finished":
+                return report
+            waited = 0.0 if len(records) > seen else waited + POLL
+            seen = len(records)
+        return None
 
     async def _all_parts(
         self,

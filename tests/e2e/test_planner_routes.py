@@ -7,6 +7,9 @@ filtered by the test's prefix or channel: other tests share the service."""
 
 from __future__ import annotations
 
+import base64
+import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -290,3 +293,111 @@ def test_black_friday_buffer_preview_names_the_skus_that_sell_out(
             )
         out = every_page(c, "/v1/items", channel=env.web, status="out_of_stock", prefix=unique)
         assert {r["sku"] for r in out} == sold_out
+
+
+# --- cursors are bound to what gave them; unknown parameters are refused -------------------
+
+
+def _forged(kind: str, key: Any) -> str:
+    """An unsigned cursor as a client could make one (base64 of JSON [kind, key])."""
+    raw = base64.urlsafe_b64encode(json.dumps([kind, key]).encode()).decode()
+    return raw.rstrip("=")
+
+
+def test_a_cursor_only_pages_the_list_filters_and_preview_that_gave_it(
+    server: Server, unique: str
+) -> None:
+    """Story: a planner pages the web channel's low-stock report, then, in another tab,
+    switches the filter to the second shop's channel but the browser keeps the old
+    `cursor`; a script makes up a cursor to jump ahead in the items list and in the
+    policy history; and a preview of a buffer of 3 is paged with the next_cursor of a
+    buffer-of-1 preview. Each would silently skip SKUs (for the preview, the largest drops).
+
+    Invariant: a cursor is only taken back by the list, filters and preview body that gave
+    it; anything else is a 422 problem naming `cursor` (never a page that starts mid-list)."""
+    with server.client() as c:
+        env, _ = stocked(c, unique, low_stock_threshold=6)
+        other = make_env(c, f"{unique}-b", low_stock_threshold=6)
+        page = ok(
+            c.get(
+                "/v1/items",
+                params={"channel": env.web, "status": "low_stock", "prefix": unique, "limit": 2},
+            )
+        )
+        cursor = page["next_cursor"]
+        assert cursor is not None
+        same = {"channel": env.web, "status": "low_stock", "prefix": unique, "cursor": cursor}
+        assert ok(c.get("/v1/items", params=same))["items"][0]["sku"] == env.sku("C")
+        for changed in (
+            {"channel": other.web},
+            {"status": "in_stock"},
+            {"prefix": env.sku("D")},
+            {"location": env.wh},
+        ):
+            r = c.get("/v1/items", params={**same, **changed})
+            assert_problem(r, 422, field="cursor")
+        made_up = [
+            ("/v1/items", _forged("items", env.sku("E"))),
+            ("/v1/policies/history", _forged("policy-history", -5)),
+            ("/v1/policies/history", _forged("policy-history", 10**23)),
+            ("/v1/safety-stock", _forged("safety-stock", "ZZZ")),
+            ("/v1/reservations", _forged("reservations", "ZZZ")),
+            ("/v1/items", cursor.partition(".")[0]),  # the signature cut off
+        ]
+        for path, forged in made_up:
+            assert_problem(c.get(path, params={"cursor": forged}), 422, field="cursor")
+
+        def preview(buffer: int, cursor: str | None = None) -> httpx.Response:
+            body = {"locations": [env.wh, env.st], "buffer": buffer, "low_stock_threshold": 6}
+            params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+            return c.post("/v1/policies/preview", params=params, json={"channels": {env.web: body}})
+
+        first = ok(preview(1))
+        assert first["next_cursor"] is not None
+        assert ok(preview(1, first["next_cursor"]))["changes"]
+        assert_problem(preview(3, first["next_cursor"]), 422, field="cursor")
+        assert_problem(preview(1, cursor), 422, field="cursor")  # the items list's cursor
+
+
+def test_a_misspelt_filter_is_refused_rather_than_listing_everything(
+    server: Server, unique: str
+) -> None:
+    """Story: a planner asks for `?stauts=low_stock` (a typo) and would get every SKU as if
+    all were low; a script adds `foo=1` to the reconciliation list and report.
+
+    Invariant: a query parameter a GET route does not take is a 422 problem naming it."""
+    with server.client() as c:
+        env, _ = stocked(c, unique)
+        as_of = (datetime.now(UTC) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        reconciled = c.post(
+            "/v1/reconciliations",
+            headers={"Idempotency-Key": f"{unique}-r"},
+            json={
+                "location": env.wh,
+                "as_of": as_of,
+                "lines": [{"sku": env.sku("A"), "on_hand": 1}],
+            },
+        )
+        created(reconciled, 201)
+        report = reconciled.headers["Location"]
+        cases = [
+            ("/v1/items", {"channel": env.web, "stauts": "low_stock"}, "stauts"),
+            ("/v1/reservations", {"foo": "1"}, "foo"),
+            ("/v1/safety-stock", {"foo": "1"}, "foo"),
+            ("/v1/policies/history", {"limt": "5"}, "limt"),
+            ("/v1/channels", {"foo": "1"}, "foo"),
+            ("/v1/reconciliations", {"location": env.wh, "foo": "1"}, "foo"),
+            (report, {"foo": "1"}, "foo"),
+            (f"/v1/items/{seg(env.sku('A'))}", {"foo": "1"}, "foo"),
+            (f"/v1/availability/{seg(env.web)}/{seg(env.sku('A'))}", {"foo": "1"}, "foo"),
+        ]
+        for path, params, field in cases:
+            assert_problem(c.get(path, params=params), 422, field=field)
+        # What the routes take is still taken.
+        ok(
+            c.get(
+                f"/v1/availability/{seg(env.web)}/{seg(env.sku('A'))}", params={"min_position": 0}
+            )
+        )
+        ok(c.get("/v1/reconciliations", params={"location": env.wh}))
+        ok(c.get(report, params={"limit": 5}))

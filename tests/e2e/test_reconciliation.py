@@ -334,3 +334,43 @@ def test_checkouts_racing_an_applied_snapshot_never_oversell(env: Env) -> None:
 
 def head(env: Env) -> int:
     return int(created(env.client.get("/ready"), 200)["checks"]["ledger"]["head"])
+
+
+def test_a_cron_job_fired_six_times_at_once_with_one_key_answers_one_run_and_five_replays(
+    env: Env,
+) -> None:
+    """Story: a cron host fires the same reconciliation job six times at once (a retry loop
+    with a fixed Idempotency-Key). The drift is applied once; one request did the work and
+    the five others wait for it and answer its report as replays.
+
+    Invariant: of concurrent requests with one key, exactly one answers without
+    `Idempotent-Replayed: true`, every answer carries the same reconciliation and an
+    `ATP-Position` that a read with `min_position` can wait for to see the correction, and
+    the SKU's on-hand moves once."""
+    env.receive(env.wh, A=11)
+    as_of = moment()
+    base, headers = str(env.client.base_url), dict(env.client.headers)
+    key = env.key()
+
+    def cron(_: int) -> httpx.Response:
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as c:
+            body = {
+                "location": env.wh,
+                "as_of": as_of.isoformat(),
+                "apply": True,
+                "lines": [{"sku": env.sku(), "on_hand": 300}],
+            }
+            return c.post("/v1/reconciliations", json=body, headers={"Idempotency-Key": key})
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(cron, range(6)))
+    reports = [created(r) for r in answers]
+    replayed = [r.headers.get("Idempotent-Replayed") == "true" for r in answers]
+    assert replayed.count(False) == 1, [dict(r.headers) for r in answers]
+    assert len({r.headers["Location"] for r in answers}) == 1
+    assert all(r["skus_applied"] == 1 and r["units_drifted"] == 289 for r in reports)
+    for position in {int(r.headers["ATP-Position"]) for r in answers}:
+        item = created(
+            env.client.get(f"/v1/items/{env.sku()}", params={"min_position": position}), 200
+        )
+        assert loc(item, env.wh)["on_hand"] == 300

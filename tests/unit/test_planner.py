@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from api.service.errors import InvalidQuery
-from api.service.planner import decode_cursor, encode_cursor
+from api.service.planner import Cursors
 from api.service.preview import PolicyChange, affected_channels, apply_change, preview_states
 from atp import commands as cmd
 from atp import events as ev
@@ -271,10 +271,36 @@ def test_a_sku_is_listed_by_status_location_rule_and_live_hold() -> None:
 
 
 def test_cursors_round_trip_and_refuse_anything_else() -> None:
-    cursor = encode_cursor("items", "TEE/BLK-M")
-    assert decode_cursor(cursor, "items") == "TEE/BLK-M"
-    assert decode_cursor(None, "items") is None
-    for bad in ("", "%%%", "bm90IGpzb24", encode_cursor("preview", "x"), cursor[:-2]):
+    """Given a cursor a list gave, when it comes back to the same list with the same
+    filters, then it names the same position; anything else (made up, cut short, another
+    list's, other filters', another service key's) is refused naming `cursor`."""
+    cursors = Cursors(b"k" * 32)
+    scope = ["web", None, "low_stock", ""]
+    cursor = cursors.encode("items", "TEE/BLK-M", scope)
+    assert cursors.decode(cursor, "items", str, scope) == "TEE/BLK-M"
+    assert cursors.decode(None, "items", str, scope) is None
+    text = cursor.partition(".")[0]
+    refused = [
+        "",
+        "%%%",
+        "bm90IGpzb24",
+        "é.é",
+        text,  # the position without its signature (the old unsigned cursor)
+        text + "." + "A" * 22,  # a made-up signature
+        cursor[:-2],
+        cursors.encode("preview", "TEE/BLK-M", scope),
+        cursors.encode("items", "TEE/BLK-M", ["amazon", None, "low_stock", ""]),
+        Cursors(b"j" * 32).encode("items", "TEE/BLK-M", scope),
+    ]
+    for bad in refused:
         with pytest.raises(InvalidQuery) as raised:
-            decode_cursor(bad, "items")
+            cursors.decode(bad, "items", str, scope)
         assert raised.value.data["field"] == "cursor"
+
+
+@given(st.text(max_size=80))
+def test_no_made_up_cursor_is_taken(made_up: str) -> None:
+    """Given any text a client makes up, when it is sent as a cursor, then it is refused
+    naming `cursor` (a cursor is only ever one the service signed)."""
+    with pytest.raises(InvalidQuery):
+        Cursors(b"k" * 32).decode(made_up, "policy-history", int)

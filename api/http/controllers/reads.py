@@ -59,7 +59,7 @@ def _min_position(request: Request[Any, Any, Any]) -> int | None:
 
 @get(
     "/v1/availability/{channel:str}/{sku:str}",
-    opt=OPT,
+    opt={**OPT, "query": ("min_position",)},  # read by hand: _min_position
     responses=returns(200, AvailabilityView, "What the channel may sell of the SKU"),
 )
 async def availability_one(
