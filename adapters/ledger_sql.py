@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -31,6 +32,8 @@ from atp.streams import Stream
 from atp.world import evolve, initial_state
 
 _ITEM_STATES = ("policies", "item")
+
+_LOCK_SPACE = 0x617470  # "atp": the advisory lock space of PostgresReader.exclusive
 
 LOCATION_TOPICS = tuple(
     f"atp.events:{name}"
@@ -91,8 +94,24 @@ class LedgerReader(Protocol):
     async def skus_at(self, location: str) -> set[str]:
         """Every SKU that ever had units put on hand at `location`."""
 
+    def exclusive(self, key: str) -> AbstractAsyncContextManager[None]:
+        """Held by one holder of `key` at a time, across every process on the same ledger
+        (PostgreSQL: a session advisory lock; embedded: one process, an asyncio lock)."""
+
     async def close(self) -> None:
         """Release the connections."""
+
+
+class _LocalLocks:
+    """One asyncio lock per key (kept: keys are locations, few), for this process's tasks."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            yield
 
 
 def _fold(
@@ -150,6 +169,7 @@ class PostgresReader:
         self.pool_size = pool_size
         self._pool: Any = None
         self._opening = asyncio.Lock()
+        self._local = _LocalLocks()
 
     async def _conn_pool(self) -> Any:
         import asyncpg  # type: ignore[import-untyped]
@@ -242,6 +262,23 @@ class PostgresReader:
         )
         return {r[0] for r in rows}
 
+    @asynccontextmanager
+    async def exclusive(self, key: str) -> AsyncIterator[None]:
+        # Tasks of this process queue on an asyncio lock, so one connection per process
+        # waits on the advisory lock; the connection is its own (not the pool's: holders
+        # need the pool for their reads). Closing it releases the lock whatever happened.
+        import asyncpg
+
+        async with self._local.hold(key):
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                await conn.execute(
+                    "SELECT pg_advisory_lock($1::int, hashtext($2))", _LOCK_SPACE, key
+                )
+                yield
+            finally:
+                await conn.close()
+
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
@@ -274,6 +311,7 @@ class SqliteReader:
         self.path = path
         self.events = events
         self.snapshots = snapshots
+        self._local = _LocalLocks()
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
         conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
@@ -360,6 +398,10 @@ class SqliteReader:
             [*LOCATION_TOPICS, location],
         )
         return {r[0] for r in rows}
+
+    def exclusive(self, key: str) -> AbstractAsyncContextManager[None]:
+        # Embedded mode is one process: its tasks queue on an asyncio lock.
+        return self._local.hold(key)
 
     async def close(self) -> None:
         return None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +44,7 @@ from api.service.commands import (
     decider,
 )
 from atp import commands as cmd
+from atp import events as ev
 from atp.decide import POLICIES, decide
 from atp.errors import InvalidCommand, UnknownLocation
 from atp.reconcile import beyond, compare
@@ -96,6 +98,9 @@ class Report(msgspec.Struct, kw_only=True):
     skus_drifted: int
     units_drifted: int
     skus_beyond_tolerance: int
+    skus_superseded: int
+    """Lines a later snapshot's reconciliation already corrected (listed, never applied,
+    not counted in `skus_drifted`, `units_drifted` or `skus_beyond_tolerance`)."""
     skus_applied: int
     started_at: datetime
     finished_at: datetime | None
@@ -123,6 +128,7 @@ def report_of(records: Sequence[Any]) -> Report | None:
     parts = sorted((r for r in records if isinstance(r, ReconciliationLines)), key=lambda r: r.part)
     finished = next((r for r in records if isinstance(r, ReconciliationFinished)), None)
     lines = [line for part in parts for line in part.lines]
+    drifted = [line for line in lines if not line.superseded]
     return Report(
         reconciliation_id=start.reconciliation_id,
         location=start.location,
@@ -133,9 +139,10 @@ def report_of(records: Sequence[Any]) -> Report | None:
         tolerance=start.tolerance,
         status="finished" if finished else "in_progress",
         skus_compared=sum(p.compared for p in parts),
-        skus_drifted=len(lines),
-        units_drifted=sum(abs(line.drift) for line in lines),
-        skus_beyond_tolerance=sum(1 for line in lines if abs(line.drift) > start.tolerance),
+        skus_drifted=len(drifted),
+        units_drifted=sum(abs(line.drift) for line in drifted),
+        skus_beyond_tolerance=sum(1 for line in drifted if abs(line.drift) > start.tolerance),
+        skus_superseded=len(lines) - len(drifted),
         skus_applied=sum(1 for line in lines if line.applied),
         started_at=start.started_at,
         finished_at=finished.finished_at if finished else None,
@@ -201,57 +208,67 @@ class Reconciliations:
         skus: set[str],
     ) -> tuple[Report, bool, int | None]:
         """Reconcile the snapshot `parts()` yields (already checked: `check`,
-                `check_unique`, whose SKUs are `skus`) as `rid`; returns the report and whether it
-                was already finished (a replay), and the ledger position of its last write (None on a
-        replay). Raises KeyReusedError when `rid` names another
-                snapshot."""
-        records = await self.reader.records(_stream(rid))
-        done = self._check_same(records, request_hash)
-        report = report_of(records)
-        if report is not None and report.status == "finished":
-            return report, True, None
-        started = ReconciliationStarted(
-            reconciliation_id=rid,
-            location=request.location,
-            as_of=request.as_of,
-            source=request.source,
-            complete=request.complete,
-            apply=request.apply,
-            tolerance=request.tolerance,
-            request_hash=request_hash,
-            started_at=self.clock(),
+        `check_unique`, whose SKUs are `skus`) as `rid`; returns the report and whether it
+        was already finished (a replay), and the ledger position of its last write (None on
+        a replay). Raises KeyReusedError when `rid` names another snapshot.
+
+        Runs that apply are serialised per location, from the first read to the last
+        write (`LedgerReader.exclusive`, across processes): each compares with the
+        corrections the runs before it applied, so a snapshot sent twice at once (two
+        cron hosts, a retry under a new key) applies its drift once."""
+        hold: AbstractAsyncContextManager[None] = (
+            self.reader.exclusive(f"reconciliation:{request.location}")
+            if request.apply
+            else nullcontext()
         )
-        position = await self._submit(rid, lambda world, _: self._start(world, started), [])
-        # Part n+1 is read and compared while part n is being written (other SKUs: the
-        # as-of figures do not depend on it); parts are still recorded in order.
-        writing: asyncio.Task[int | None] | None = None
-        part = 0
-        try:
-            async for lines in self._all_parts(request, parts, skus):
-                if part not in done:
-                    write = await self._part(rid, request, part, lines)
-                    try:
-                        if writing is not None:
-                            position = await writing or position
-                    except BaseException:
-                        write.close()  # never started: nothing of this part is written
-                        raise
-                    writing = asyncio.create_task(write)
-                part += 1
-        finally:
-            if writing is not None:
-                # A part handed to the writer is awaited whatever failed after it.
-                last = (await asyncio.gather(writing, return_exceptions=True))[0]
-                if isinstance(last, BaseException):
-                    raise last
-                position = last or position
-        finish = await self._submit(
-            rid, lambda world, now: self._finish(world, now, rid, request), []
-        )
-        report = report_of(await self.reader.records(_stream(rid)))
-        assert report is not None
-        self._finished(report)
-        return report, False, finish or position
+        async with hold:
+            records = await self.reader.records(_stream(rid))
+            done = self._check_same(records, request_hash)
+            report = report_of(records)
+            if report is not None and report.status == "finished":
+                return report, True, None
+            started = ReconciliationStarted(
+                reconciliation_id=rid,
+                location=request.location,
+                as_of=request.as_of,
+                source=request.source,
+                complete=request.complete,
+                apply=request.apply,
+                tolerance=request.tolerance,
+                request_hash=request_hash,
+                started_at=self.clock(),
+            )
+            position = await self._submit(rid, lambda world, _: self._start(world, started), [])
+            # Part n+1 is read and compared while part n is being written (other SKUs: the
+            # as-of figures do not depend on it); parts are still recorded in order.
+            writing: asyncio.Task[int | None] | None = None
+            part = 0
+            try:
+                async for lines in self._all_parts(request, parts, skus):
+                    if part not in done:
+                        write = await self._part(rid, request, part, lines)
+                        try:
+                            if writing is not None:
+                                position = await writing or position
+                        except BaseException:
+                            write.close()  # never started: nothing of this part is written
+                            raise
+                        writing = asyncio.create_task(write)
+                    part += 1
+            finally:
+                if writing is not None:
+                    # A part handed to the writer is awaited whatever failed after it.
+                    last = (await asyncio.gather(writing, return_exceptions=True))[0]
+                    if isinstance(last, BaseException):
+                        raise last
+                    position = last or position
+            finish = await self._submit(
+                rid, lambda world, now: self._finish(world, now, rid, request), []
+            )
+            report = report_of(await self.reader.records(_stream(rid)))
+            assert report is not None
+            self._finished(report)
+            return report, False, finish or position
 
     async def _all_parts(
         self,
@@ -310,7 +327,15 @@ class Reconciliations:
             if any(isinstance(r, ReconciliationLines) and r.part == part for r in records):
                 return []  # recorded by an earlier attempt: never applied twice
             applied: Decision = decide(command, world, now) if command.lines else []
-            return [*applied, (_stream(rid), record)]
+            # What the corrections really moved (a drift down stops at 0 on hand).
+            moved = {e.sku: e.drift for _, e in applied if isinstance(e, ev.StockReconciled)}
+            lines = tuple(
+                msgspec.structs.replace(
+                    line, applied=line.sku in moved, applied_drift=moved.get(line.sku, 0)
+                )
+                for line in record.lines
+            )
+            return [*applied, (_stream(rid), msgspec.structs.replace(record, lines=lines))]
 
         reads = [_stream(rid), POLICIES, *(("item", line.sku) for line in command.lines)]
         return self._submit(rid, decision, reads)

@@ -334,3 +334,69 @@ def test_checkouts_racing_an_applied_snapshot_never_oversell(env: Env) -> None:
 
 def head(env: Env) -> int:
     return int(created(env.client.get("/ready"), 200)["checks"]["ledger"]["head"])
+
+
+def test_the_same_snapshot_sent_six_times_at_once_applies_its_drift_once(env: Env) -> None:
+    """Two cron hosts and a retried job under new keys send the same snapshot (500 units,
+    atp has 11) at the same moment, six times. Invariant: the drift is applied exactly once
+    (one StockReconciled of +489, on-hand 500), whatever the interleaving and however many
+    worker processes answer; the other five reports apply nothing."""
+    env.receive(env.wh, A=11)
+    exported = moment()
+    base, headers = str(env.client.base_url), dict(env.client.headers)
+    body = {
+        "location": env.wh,
+        "as_of": exported.isoformat(),
+        "apply": True,
+        "lines": [{"sku": env.sku(), "on_hand": 500}],
+    }
+
+    def cron(i: int) -> dict[str, Any]:
+        with httpx.Client(base_url=base, headers=headers, timeout=120) as c:
+            key = {"Idempotency-Key": f"{env.prefix}-cron-{i}"}
+            return created(c.post("/v1/reconciliations", json=body, headers=key))
+
+    with ThreadPoolExecutor(6) as pool:
+        reports = list(pool.map(cron, range(6)))
+    assert sorted(r["skus_applied"] for r in reports) == [0, 0, 0, 0, 0, 1]
+    assert on_hand(env) == 500
+    everything = created(env.client.get(f"/v1/items/{env.sku()}/history"), 200)["entries"]
+    assert [e["drift"] for e in everything if e["type"] == "StockReconciled"] == [489]
+
+
+def test_an_older_export_processed_late_never_applies_the_drift_again(env: Env) -> None:
+    """10 received, the ERP exports at T0 and again at T1 (15 units both times: 5 missed),
+    then 2 more arrive. The T1 export is applied (on-hand 12 -> 17); the T0 export, delayed,
+    arrives afterwards under its own key, and so does a stray file dated 1970. Invariant:
+    a snapshot older than a correction already applied at the location never applies its
+    drift again: its line is reported `superseded`, not applied, not counted as drift (the
+    CLI's exit status), and on-hand stays 17."""
+    env.receive(env.wh, A=10)
+    t0 = moment()
+    t1 = moment()
+    env.receive(env.wh, A=2)
+    lines = [{"sku": env.sku(), "on_hand": 15}]
+    newer = created(reconcile(env, t1, apply=True, lines=lines))
+    assert (newer["skus_applied"], newer["lines"][0]["drift"]) == (1, 5)
+    assert on_hand(env) == 17
+    for as_of, snapshot in ((t0, 15), (datetime(1970, 1, 1, tzinfo=UTC), 3)):
+        late = created(reconcile(env, as_of, apply=True, lines=[{**lines[0], "on_hand": snapshot}]))
+        (line,) = late["lines"]
+        assert (line["superseded"], line["applied"], line["applied_drift"]) == (True, False, 0)
+        assert (late["skus_drifted"], late["units_drifted"]) == (0, 0)
+        assert (late["skus_beyond_tolerance"], late["skus_superseded"]) == (0, 1)
+        assert on_hand(env) == 17
+
+
+def test_a_correction_stopped_at_zero_reports_what_it_moved(env: Env) -> None:
+    """10 received, the WMS counts at T, then 8 are written off (2 on hand); the snapshot at
+    T says 0. Invariant: on-hand never goes below 0, and the report says what the correction
+    really moved (-2), beside the drift found (-10)."""
+    env.receive(env.wh, A=10)
+    counted = moment()
+    adjust = {"location": env.wh, "sku": env.sku(), "delta": -8, "reason": "broken"}
+    created(env.client.post("/v1/adjustments", json=adjust))
+    report = created(reconcile(env, counted, apply=True, lines=[{"sku": env.sku(), "on_hand": 0}]))
+    (line,) = report["lines"]
+    assert (line["drift"], line["applied"], line["applied_drift"]) == (-10, True, -2)
+    assert on_hand(env) == 0

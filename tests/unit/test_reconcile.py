@@ -147,6 +147,23 @@ class TestCompare:
         )
         line = compare(state(receipt(10)), [earlier, newer], "WH1", AS_OF, 14)
         assert (line.ledger_on_hand, line.drift, line.movements_after_as_of) == (14, 0, 1)
+        assert line.superseded
+
+    def test_a_snapshot_older_than_an_applied_correction_is_superseded(self):
+        """Given 10 on hand as of an old export and a correction of +5 applied for a later
+        snapshot, when the old export (15) is compared, then its drift of +5 is reported but
+        superseded, so it is never beyond any tolerance (never applied again); a correction
+        at another location supersedes nothing here."""
+        newer = ev.StockReconciled(
+            sku="A", location="WH1", drift=5, as_of=NOW, reconciliation_id="r2"
+        )
+        line = compare(state(receipt(10)), [newer], "WH1", AS_OF, 15)
+        assert (line.drift, line.superseded, beyond(line, 0)) == (5, True, False)
+        elsewhere = ev.StockReconciled(
+            sku="A", location="WH2", drift=5, as_of=NOW, reconciliation_id="r3"
+        )
+        line = compare(state(receipt(10)), [elsewhere], "WH1", AS_OF, 15)
+        assert (line.drift, line.superseded, beyond(line, 0)) == (5, False, True)
 
     def test_tolerance(self):
         line = compare(state(receipt(10)), [], "WH1", AS_OF, 12)

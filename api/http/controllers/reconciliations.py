@@ -68,7 +68,7 @@ class ReconciliationRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=
     lines: Annotated[list[SnapshotLineIn], msgspec.Meta(max_length=MAX_JSON_LINES)] = []
 
 
-class DriftedLineView(DriftedLine, frozen=True):
+class DriftedLineView(DriftedLine, frozen=True, kw_only=True):
     """A drifted line and the link to the SKU's ledger events since the location's previous
     reconciliation (`history`)."""
 
@@ -308,7 +308,16 @@ def _report_csv(report: Report) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
-        ["sku", "ledger_on_hand", "snapshot_on_hand", "drift", "movements_after_as_of", "applied"]
+        [
+            "sku",
+            "ledger_on_hand",
+            "snapshot_on_hand",
+            "drift",
+            "movements_after_as_of",
+            "applied",
+            "applied_drift",
+            "superseded",
+        ]
     )
     for line in report.lines:
         writer.writerow(
@@ -319,6 +328,8 @@ def _report_csv(report: Report) -> Iterator[str]:
                 line.drift,
                 line.movements_after_as_of,
                 "true" if line.applied else "false",
+                line.applied_drift,
+                "true" if line.superseded else "false",
             ]
         )
     yield buffer.getvalue()
