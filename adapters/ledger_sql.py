@@ -28,6 +28,7 @@ import msgspec
 
 from adapters.ledger import HistoryRow, Ledger, Payload, decode_payload, stream_id
 from atp.events import Event
+from atp.reconcile import concerns
 from atp.streams import Stream
 from atp.world import evolve, initial_state
 
@@ -86,10 +87,17 @@ class LedgerReader(Protocol):
         """Every event or record of a stream, oldest first."""
 
     async def history(
-        self, stream: Stream, since: datetime | None, until: datetime, after: int, limit: int
+        self,
+        stream: Stream,
+        since: datetime | None,
+        until: datetime,
+        after: int,
+        limit: int,
+        location: str | None = None,
     ) -> list[HistoryRow]:
         """Up to `limit` events of `stream` past position `after` that occurred in
-        (`since`, `until`], oldest first."""
+        (`since`, `until`], oldest first; with `location`, only those that concern it
+        (atp.reconcile.concerns)."""
 
     async def skus_at(self, location: str) -> set[str]:
         """Every SKU that ever had units put on hand at `location`."""
@@ -239,7 +247,13 @@ class PostgresReader:
         return [decode_payload(r[0], r[1])[0] for r in rows]
 
     async def history(
-        self, stream: Stream, since: datetime | None, until: datetime, after: int, limit: int
+        self,
+        stream: Stream,
+        since: datetime | None,
+        until: datetime,
+        after: int,
+        limit: int,
+        location: str | None = None,
     ) -> list[HistoryRow]:
         pool = await self._conn_pool()
         rows = await pool.fetch(
@@ -248,7 +262,7 @@ class PostgresReader:
             stream_id(stream),
             after,
         )
-        return _between(rows, since, until, limit)
+        return _between(rows, since, until, limit, location)
 
     async def skus_at(self, location: str) -> set[str]:
         pool = await self._conn_pool()
@@ -286,7 +300,7 @@ class PostgresReader:
 
 
 def _between(
-    rows: Sequence[Any], since: datetime | None, until: datetime, limit: int
+    rows: Sequence[Any], since: datetime | None, until: datetime, limit: int, location: str | None
 ) -> list[HistoryRow]:
     found: list[HistoryRow] = []
     for position, originator, topic, body in rows:
@@ -294,6 +308,8 @@ def _between(
         if occurred_at > until:
             break
         if since is not None and occurred_at <= since:
+            continue
+        if location is not None and not concerns(payload, location):
             continue
         uid = originator if isinstance(originator, UUID) else UUID(str(originator))
         found.append(HistoryRow(position, uid, payload, occurred_at, metadata))
@@ -377,7 +393,13 @@ class SqliteReader:
         return [decode_payload(r[0], bytes(r[1]))[0] for r in rows]
 
     async def history(
-        self, stream: Stream, since: datetime | None, until: datetime, after: int, limit: int
+        self,
+        stream: Stream,
+        since: datetime | None,
+        until: datetime,
+        after: int,
+        limit: int,
+        location: str | None = None,
     ) -> list[HistoryRow]:
         rows = await asyncio.to_thread(
             self._query,
@@ -385,7 +407,7 @@ class SqliteReader:
             "WHERE originator_id = ? AND rowid > ? ORDER BY originator_version",
             [stream_id(stream).hex, after],
         )
-        return _between(rows, since, until, limit)
+        return _between(rows, since, until, limit, location)
 
     async def skus_at(self, location: str) -> set[str]:
         marks = ",".join("?" for _ in LOCATION_TOPICS)

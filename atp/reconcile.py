@@ -76,3 +76,18 @@ def beyond(line: ComparedLine, tolerance: int) -> bool:
     """Whether the line's drift exceeds `tolerance` units either way and is not superseded
     (what is applied, and what makes the CLI exit 3)."""
     return abs(line.drift) > tolerance and not line.superseded
+
+
+_AT = ("location", "to_location", "from_location")
+_SET_ASIDE = ("holds", "allocations", "moved")
+
+
+def concerns(event: object, location: str) -> bool:
+    """Whether an item event may explain on-hand at `location`: it names `location`
+    (`location`, `to_location`, `from_location`, or the location of one of its holds or
+    allocations), or it names no location at all (a shortfall, a hold's expiry: the SKU's
+    own story). An event naming only other locations does not."""
+    named = {getattr(event, field) for field in _AT if hasattr(event, field)}
+    for field in _SET_ASIDE:
+        named.update(hold.location for hold in getattr(event, field, ()))
+    return not named or location in named

@@ -413,11 +413,17 @@ class Reconciliations:
 
     async def line_history(
         self, report: Report, sku: str, after: int, limit: int
-    ) -> list[HistoryRow]:
-        """The SKU's ledger events between the location's previous reconciliation and this
-        one (occurred in (previous as_of, as_of]): the movements that explain its drift."""
+    ) -> list[HistoryRow] | None:
+        """The SKU's ledger events at the report's location (atp.reconcile.concerns)
+        between the location's previous reconciliation and this one (occurred in (previous
+        as_of, as_of]): the movements that explain its drift. None when the SKU is not a
+        line of the report."""
+        if not any(line.sku == sku for line in report.lines):
+            return None
         since = await self.previous_as_of(report)
-        return await self.reader.history(("item", sku), since, report.as_of, after, limit)
+        return await self.reader.history(
+            ("item", sku), since, report.as_of, after, limit, report.location
+        )
 
     async def item_as_of(self, sku: str, when: datetime) -> ItemView:
         """The item view (per location and channel, with derivation) as it stood at `when`:

@@ -400,3 +400,24 @@ def test_a_correction_stopped_at_zero_reports_what_it_moved(env: Env) -> None:
     (line,) = report["lines"]
     assert (line["drift"], line["applied"], line["applied_drift"]) == (-10, True, -2)
     assert on_hand(env) == 0
+
+
+def test_a_drifted_lines_history_lists_only_the_reconciled_locations_movements(
+    env: Env,
+) -> None:
+    """The store and the warehouse each receive the SKU; the warehouse's snapshot finds a
+    drift. Invariant: the line's history lists the movements at the warehouse only (the
+    store's receipt cannot explain the warehouse's drift), and a SKU that is not a line of
+    the report has no history there (404)."""
+    env.receive(env.wh, A=4)
+    env.receive(env.st, A=9)
+    at = moment()
+    report = created(reconcile(env, at, lines=[{"sku": env.sku(), "on_hand": 6}]))
+    (line,) = report["lines"]
+    entries = created(env.client.get(line["history"]), 200)["entries"]
+    assert [(e["type"], e["location"], e["quantity"]) for e in entries] == [
+        ("StockReceived", env.wh, 4)
+    ]
+    rid = report["reconciliation_id"]
+    missing = env.client.get(f"/v1/reconciliations/{rid}/lines/{env.sku('B')}/history")
+    assert_problem(missing, 404)

@@ -10,7 +10,7 @@ from atp import commands as cmd
 from atp import events as ev
 from atp.errors import InvalidCommand, UnknownLocation
 from atp.events import Uncovered
-from atp.reconcile import beyond, compare
+from atp.reconcile import beyond, compare, concerns
 from atp.state import ItemState, evolve_item
 from tests.unit.scenario import (
     NOW,
@@ -185,3 +185,13 @@ class TestCompare:
         assert line.drift == snapshot - sum(before)
         today = sum(before) + sum(after)
         assert today + line.drift == snapshot + line.movements_after_as_of
+
+
+class TestConcerns:
+    def test_a_lines_history_keeps_the_locations_own_story(self):
+        """Given events at WH1, at WH2 and a shortfall naming no location, then the ones
+        naming WH1 or no location concern WH1, the one naming only WH2 does not."""
+        at_wh2 = ev.StockAdjusted(sku="A", location="WH2", delta=1, reason="x")
+        shortfall = ev.ShortfallRecorded(sku="A", order_id="o1", quantity=2)
+        assert concerns(receipt(3), "WH1") and not concerns(at_wh2, "WH1")
+        assert concerns(shortfall, "WH1") and concerns(at_wh2, "WH2")

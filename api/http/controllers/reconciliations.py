@@ -378,11 +378,14 @@ async def get_line_history(
     after: Annotated[int, Parameter(ge=0, le=s.MAX_POSITION)] = 0,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
 ) -> s.HistoryPage:
-    """The SKU's ledger events that occurred between the location's previous
-    reconciliation and this one (the movements that explain its drift)."""
+    """The SKU's ledger events at the report's location that occurred between the
+    location's previous reconciliation and this one (the movements that explain its
+    drift); 404 for a SKU that is not a line of the report."""
     report = await _report(request, rid)
     sku = path_code(sku, "sku")
     rows = await _service(request).line_history(report, sku, after, limit)
+    if rows is None:
+        raise ApiProblem(404, "not-found", f"SKU {sku!r} is not a line of reconciliation {rid!r}")
     entries = [history_entry(r.position, r.occurred_at, r.metadata, r.event) for r in rows]
     next_after = rows[-1].position if len(rows) == limit else None
     return s.HistoryPage(entries=entries, next_after=next_after)
