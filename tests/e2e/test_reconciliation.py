@@ -421,3 +421,38 @@ def test_a_drifted_lines_history_lists_only_the_reconciled_locations_movements(
     rid = report["reconciliation_id"]
     missing = env.client.get(f"/v1/reconciliations/{rid}/lines/{env.sku('B')}/history")
     assert_problem(missing, 404)
+
+
+def test_the_cli_re_runs_with_a_wider_tolerance_and_fails_cleanly(
+    embedded: Server, unique: str, tmp_path: Path
+) -> None:
+    """After a noisy night (drift of 2 found, exit 3), ops re-run the same file with
+    `--tolerance 5`, then `--complete`, then `--source wms`. Invariant: each re-run with
+    another option is a new reconciliation (not an idempotency error), a plain retry is
+    still a replay; a missing file or a directory is one line on stderr naming it and exit
+    1, never a traceback, and no per-request httpx log line reaches the cron mail."""
+    with embedded.client() as c:
+        env = make_env(c, unique)
+        env.receive(env.wh, A=5)
+        at = moment()
+        path = tmp_path / "snapshot.csv"
+        path.write_text(f"sku,on_hand\n{env.sku()},7\n")
+        cli_env = {**embedded.env, "ATP_URL": embedded.url, "ATP_TOKEN": ADMIN_TOKEN}
+        base = ["reconcile", "--location", env.wh, "--as-of", at.isoformat()]
+        first = cli([*base, str(path)], cli_env)
+        assert first.returncode == 3, first.stderr
+        assert cli([*base, str(path)], cli_env).stdout == first.stdout  # a replay
+        ids = {first.stdout.split()[1]}
+        for option in (["--tolerance", "5"], ["--complete"], ["--source", "wms"]):
+            again = cli([*base, *option, str(path)], cli_env)
+            assert again.returncode in (0, 3), again.stderr
+            assert "HTTP Request" not in again.stderr
+            ids.add(again.stdout.split()[1])
+        assert len(ids) == 4
+        wide = cli([*base, "--tolerance", "5", str(path)], cli_env)
+        assert wide.returncode == 0, wide.stderr
+        for missing in (tmp_path / "nope.csv", tmp_path):
+            failed = cli([*base, str(missing)], cli_env)
+            assert failed.returncode == 1
+            assert failed.stderr.startswith(f"atp reconcile: cannot read {missing}: ")
+            assert "Traceback" not in failed.stderr and len(failed.stderr.splitlines()) == 1
