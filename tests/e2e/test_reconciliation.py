@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -456,3 +456,39 @@ def test_the_cli_re_runs_with_a_wider_tolerance_and_fails_cleanly(
             assert failed.returncode == 1
             assert failed.stderr.startswith(f"atp reconcile: cannot read {missing}: ")
             assert "Traceback" not in failed.stderr and len(failed.stderr.splitlines()) == 1
+
+
+def test_odd_requests_get_the_answers_the_rest_of_the_api_gives(env: Env) -> None:
+    """An ops script sends a CSV without `location`, repeats a parameter, puts a control
+    character in `source`, lists without or with an unknown location, and sends an `as_of`
+    at +14:00. Invariant: missing or bad fields are 422 naming the field, an unknown
+    location in a list is 404, nothing is recorded, `as_of` is stored in UTC, and the CSV
+    report's content type names its charset once."""
+    env.receive(env.wh, A=5)
+    now = moment()
+    before = item_at_head(env.client, env.sku())
+    csv_body = f"sku,on_hand\n{env.sku()},9\n"
+
+    def upload(params: list[tuple[str, str]]) -> httpx.Response:
+        headers = {"content-type": "text/csv", "Idempotency-Key": env.key()}
+        return env.client.post(
+            "/v1/reconciliations", params=params, content=csv_body, headers=headers
+        )
+
+    at = ("as_of", now.isoformat())
+    assert_problem(upload([at, ("apply", "true")]), 422, field="location")
+    repeated = [("location", env.wh), at, ("tolerance", "1"), ("tolerance", "2")]
+    assert_problem(upload(repeated), 422, field="tolerance")
+    bad_source = reconcile(env, now, apply=True, source="erp\u0000", lines=[])
+    assert_problem(bad_source, 422, field="source")
+    assert_problem(env.client.get("/v1/reconciliations"), 422, field="location")
+    unknown = env.client.get("/v1/reconciliations", params={"location": f"{env.prefix}-NOPE"})
+    assert_problem(unknown, 404, field="location")
+    assert item_at_head(env.client, env.sku()) == before
+    far_east = now.astimezone(timezone(timedelta(hours=14)))
+    report = created(reconcile(env, far_east, lines=[{"sku": env.sku(), "on_hand": 5}]))
+    assert datetime.fromisoformat(report["as_of"]) == now
+    assert report["as_of"].endswith(("Z", "+00:00"))
+    rid = report["reconciliation_id"]
+    r = env.client.get(f"/v1/reconciliations/{rid}", headers={"accept": "text/csv"})
+    assert r.headers["content-type"].count("charset") == 1

@@ -12,7 +12,7 @@ import io
 import re
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import IO, Annotated, Any
 
 import msgspec
@@ -61,7 +61,7 @@ class ReconciliationRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=
 
     location: s.Code
     as_of: datetime
-    source: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    source: Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] = ""
     complete: bool = False
     apply: bool = False
     tolerance: Annotated[int, msgspec.Meta(ge=0, le=s.MAX_UNITS)] = 0
@@ -125,6 +125,12 @@ def _flag(request: Request[Any, Any, Any], name: str) -> bool:
 def _csv_request(request: Request[Any, Any, Any]) -> ReconciliationRequest:
     """The query parameters of a CSV upload, decoded as strictly as a JSON body."""
     params = request.query_params
+    for name in sorted(set(params)):
+        if len(params.getall(name)) > 1:
+            raise ApiProblem(422, "validation-failed", f"{name} given more than once", field=name)
+    for name in ("location", "as_of"):
+        if name not in params:
+            raise ApiProblem(422, "validation-failed", f"{name} is required", field=name)
     body: dict[str, Any] = {
         "complete": _flag(request, "complete"),
         "apply": _flag(request, "apply"),
@@ -237,9 +243,6 @@ async def post_reconciliation(
         data = _csv_request(request)
         digest.update(msgspec.json.encode(data) + b"\n")
         spool = await _spool(request, digest)
-        if "location" not in request.query_params or "as_of" not in request.query_params:
-            field = "location" if "location" not in request.query_params else "as_of"
-            raise ApiProblem(400, "bad-request", f"{field} is required", field=field)
         await recon.check(_domain(data))
         # A whole file's check is CPU work: off the event loop.
         skus = await asyncio.to_thread(recon.check_unique, _numbered(spool))
@@ -286,9 +289,10 @@ async def post_reconciliation(
 
 
 def _domain(data: ReconciliationRequest) -> Reconcile:
+    aware = data.as_of.utcoffset() is not None  # a naive one is refused by `check`
     return Reconcile(
         location=data.location,
-        as_of=data.as_of,
+        as_of=data.as_of.astimezone(UTC) if aware else data.as_of,
         source=data.source,
         complete=data.complete,
         apply=data.apply,
@@ -350,7 +354,7 @@ async def get_reconciliation(
     report = await _report(request, rid)
     if "text/csv" in request.headers.get("accept", ""):
         body = "".join(_report_csv(report)).encode()
-        return Response(body, media_type="text/csv; charset=utf-8")
+        return Response(body, media_type="text/csv")  # Litestar adds the utf-8 charset
     return Response(msgspec.json.encode(_view(report, after, limit)), media_type="application/json")
 
 
@@ -361,11 +365,20 @@ async def get_reconciliation(
 )
 async def list_reconciliations(
     request: Request[Any, Any, Any],
-    location: str,
+    location: str | None = None,
     limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
 ) -> Response[bytes]:
+    """The location's finished reconciliations, newest first: 422 naming `location`
+    without one, 404 for a location atp does not have."""
+    if location is None:
+        raise ApiProblem(422, "validation-failed", "location is required", field="location")
     location = query_code(location, "location")
-    found = await _service(request).listing(location, limit)
+    recon = _service(request)
+    if location not in (await recon.policies(recon.clock())).locations:
+        raise ApiProblem(
+            404, "not-found", f"location {location!r} does not exist", field="location"
+        )
+    found = await recon.listing(location, limit)
     body = ReconciliationList([_view(r, 0, 0) for r in found])
     return Response(msgspec.json.encode(body), media_type="application/json")
 
