@@ -492,3 +492,40 @@ def test_odd_requests_get_the_answers_the_rest_of_the_api_gives(env: Env) -> Non
     rid = report["reconciliation_id"]
     r = env.client.get(f"/v1/reconciliations/{rid}", headers={"accept": "text/csv"})
     assert r.headers["content-type"].count("charset") == 1
+
+
+def test_a_badly_exported_file_is_refused_naming_its_line(env: Env) -> None:
+    """An ERP exports in Latin-1, or leaves a NUL byte or an unterminated quote, or a script
+    sends the file as text/plain, in another charset, or a JSON body with query parameters.
+    Invariant: each is refused naming what is wrong (the real line of the bad bytes, 415
+    for the body type), and nothing is recorded."""
+    env.receive(env.wh, A=5)
+    now = moment()
+    before = item_at_head(env.client, env.sku())
+    params = {"location": env.wh, "as_of": now.isoformat(), "apply": "true"}
+
+    def upload(body: bytes, media: str = "text/csv") -> httpx.Response:
+        headers = {"content-type": media, "Idempotency-Key": env.key()}
+        return env.client.post("/v1/reconciliations", params=params, content=body, headers=headers)
+
+    sku = env.sku().encode()
+    latin = upload(b"sku,on_hand\n" + sku + b",5\n" + sku + b"\xe9,3\n")
+    assert assert_problem(latin, 400)["detail"] == "line 3: not UTF-8"
+    assert latin.json()["line"] == 3
+    nul = upload(b"sku,on_hand\n" + sku + b"\x00,3\n")
+    assert assert_problem(nul, 400)["detail"] == "line 2: a NUL byte"
+    quote = upload(b'sku,on_hand\n"' + sku + b",3\n")
+    assert "fields, expected" not in assert_problem(quote, 400)["detail"]
+    assert_problem(upload(b"sku,on_hand\n" + sku + b",3\n", "text/plain"), 415)
+    assert_problem(upload(b"sku,on_hand\n" + sku + b",3\n", "text/csv; charset=latin-1"), 415)
+    body = {"location": env.wh, "as_of": now.isoformat(), "apply": True, "lines": []}
+    mixed = env.client.post(
+        "/v1/reconciliations",
+        params={"location": env.st},
+        json=body,
+        headers={"Idempotency-Key": env.key()},
+    )
+    assert_problem(mixed, 422, field="location")
+    assert item_at_head(env.client, env.sku()) == before
+    listed = created(env.client.get("/v1/reconciliations", params={"location": env.wh}), 200)
+    assert listed["reconciliations"] == []

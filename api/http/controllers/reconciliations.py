@@ -156,15 +156,18 @@ def csv_lines(text: IO[str]) -> Iterator[tuple[int, SnapshotLine]]:
     """(line number, (sku, on_hand)) of a snapshot CSV (RFC 4180 via the stdlib csv
     module; header `sku,on_hand`, a UTF-8 BOM allowed). Raises ApiProblem 400 naming the
     line of anything else."""
-    rows = csv.reader(text)
+    rows = csv.reader(text, strict=True)
     try:
         header = next(rows, None)
+        if header is not None:
+            _plain(header, 1)
         if header is None or [h.strip().lstrip("\ufeff") for h in header] != CSV_HEADER:
             raise ApiProblem(400, "bad-csv", "line 1: the header must be sku,on_hand", line=1)
         for row in rows:
             number = rows.line_num
             if not row:
                 continue
+            _plain(row, number)
             if len(row) != 2:
                 detail = f"line {number}: {len(row)} fields, expected 2 (sku,on_hand)"
                 raise ApiProblem(400, "bad-csv", detail, line=number)
@@ -182,6 +185,16 @@ def csv_lines(text: IO[str]) -> Iterator[tuple[int, SnapshotLine]]:
         ) from None
 
 
+def _plain(row: list[str], number: int) -> None:
+    """ApiProblem 400 naming the line of bytes that are not UTF-8 (decoded with
+    surrogateescape: they stand as lone surrogates) or of a NUL byte."""
+    text = "".join(row)
+    if any("\udc80" <= ch <= "\udcff" for ch in text):
+        raise ApiProblem(400, "bad-csv", f"line {number}: not UTF-8", line=number)
+    if "\x00" in text:
+        raise ApiProblem(400, "bad-csv", f"line {number}: a NUL byte", line=number)
+
+
 async def _spool(request: Request[Any, Any, Any], digest: Any) -> IO[bytes]:
     """The streamed body in a temporary file (memory stays flat whatever its size)."""
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=1 << 20)  # noqa: SIM115
@@ -195,7 +208,7 @@ async def _spool(request: Request[Any, Any, Any], digest: Any) -> IO[bytes]:
 def _read(spool: IO[bytes]) -> Iterator[tuple[int, SnapshotLine]]:
     """The spooled CSV's numbered lines, read again from its start (the file stays open)."""
     spool.seek(0)
-    text = io.TextIOWrapper(spool, encoding="utf-8", newline="")
+    text = io.TextIOWrapper(spool, encoding="utf-8", errors="surrogateescape", newline="")
     try:
         yield from csv_lines(text)
     finally:
@@ -236,7 +249,7 @@ async def post_reconciliation(
     report and applies nothing again."""
     key = _key(request)
     recon = _service(request)
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media = _media(request)
     digest = hashlib.sha256(b"POST /v1/reconciliations\n")
     spool: IO[bytes] | None = None
     if media == "text/csv":
@@ -247,6 +260,10 @@ async def post_reconciliation(
         # A whole file's check is CPU work: off the event loop.
         skus = await asyncio.to_thread(recon.check_unique, _numbered(spool))
     else:
+        if request.query_params:
+            name = sorted(request.query_params)[0]
+            detail = f"{name}: query parameters go with a text/csv body; this one is in the JSON"
+            raise ApiProblem(422, "validation-failed", detail, field=name)
         raw = await request.body()
         data = decode_body(raw, ReconciliationRequest)
         digest.update(msgspec.json.encode(data))
@@ -286,6 +303,19 @@ async def post_reconciliation(
         headers[POSITION_HEADER] = str(position)
     body = msgspec.json.encode(_view(report))
     return Response(body, status_code=201, media_type="application/json", headers=headers)
+
+
+def _media(request: Request[Any, Any, Any]) -> str:
+    """`text/csv` or `application/json` (the default); 415 for any other body type or a
+    charset other than UTF-8."""
+    header = request.headers.get("content-type", "application/json").lower()
+    media, _, params = header.partition(";")
+    media = media.strip()
+    charset = params.partition("charset=")[2].split(";")[0].strip().strip('"')
+    if media not in ("text/csv", "application/json") or charset not in ("", "utf-8"):
+        detail = f"a snapshot is application/json or text/csv in UTF-8, not {header!r:.80}"
+        raise ApiProblem(415, "unsupported-media-type", detail)
+    return media
 
 
 def _domain(data: ReconciliationRequest) -> Reconcile:
