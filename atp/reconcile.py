@@ -57,7 +57,11 @@ def compare(
         delta = after.at(location).on_hand - state.at(location).on_hand
         state = after
         if isinstance(event, ev.StockReconciled) and event.as_of <= as_of:
-            ledger_on_hand += delta  # a correction of the figure as of then: see module doc
+            # A correction of the figure as of then (see module doc): by the drift it found,
+            # even when on-hand stopped at 0; what it could not move was moved since.
+            found = delta if event.drift_found is None else event.drift_found
+            ledger_on_hand += found
+            moved += delta - found
         else:
             moved += delta
             if isinstance(event, ev.StockReconciled) and event.location == location:

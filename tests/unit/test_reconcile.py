@@ -3,6 +3,7 @@ when / then on the pure decider and `atp.reconcile.compare`."""
 
 from __future__ import annotations
 
+import msgspec
 from hypothesis import given as hypothesis_given
 from hypothesis import strategies as st
 
@@ -102,9 +103,19 @@ class TestStockReconciled:
         world = (
             given(BASE, received("A", "WH1", 2))
             .when(reconcile(("A", -5)))
-            .then((item("A"), reconciled("A", -2)))
+            .then((item("A"), msgspec.structs.replace(reconciled("A", -2), drift_found=-5)))
         )
         assert world.item("A").at("WH1").on_hand == 0
+
+    def test_a_correction_stopped_at_zero_still_fixes_the_figure_as_of_then(self):
+        """Given 10 on hand as of a count, 8 written off after it, and the count's drift of
+        -10 applied as -2 (on-hand stops at 0), when the same count (0) is compared again,
+        then there is no drift: as of then the figure is the count's, and today's on-hand
+        (0) is that figure plus what moved since."""
+        stopped = msgspec.structs.replace(reconciled("A", -2), drift_found=-10)
+        written_off = ev.StockAdjusted(sku="A", location="WH1", delta=-8, reason="x")
+        line = compare(state(receipt(10)), [written_off, stopped], "WH1", AS_OF, 0)
+        assert (line.ledger_on_hand, line.drift, line.movements_after_as_of) == (0, 0, 0)
 
     def test_refuses_an_unknown_location_a_duplicate_and_a_zero_drift(self):
         unknown = cmd.ReconcileStock(location="XX", reconciliation_id="r", as_of=AS_OF, lines=())
