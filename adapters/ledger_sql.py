@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -27,10 +28,13 @@ import msgspec
 
 from adapters.ledger import HistoryRow, Ledger, Payload, decode_payload, stream_id
 from atp.events import Event
+from atp.reconcile import concerns
 from atp.streams import Stream
 from atp.world import evolve, initial_state
 
 _ITEM_STATES = ("policies", "item")
+
+_LOCK_SPACE = 0x617470  # "atp": the advisory lock space of PostgresReader.exclusive
 
 LOCATION_TOPICS = tuple(
     f"atp.events:{name}"
@@ -86,16 +90,39 @@ class LedgerReader(Protocol):
         """The ledger position of the stream's last event or record (None: no such stream)."""
 
     async def history(
-        self, stream: Stream, since: datetime | None, until: datetime, after: int, limit: int
+        self,
+        stream: Stream,
+        since: datetime | None,
+        until: datetime,
+        after: int,
+        limit: int,
+        location: str | None = None,
     ) -> list[HistoryRow]:
         """Up to `limit` events of `stream` past position `after` that occurred in
-        (`since`, `until`], oldest first."""
+        (`since`, `until`], oldest first; with `location`, only those that concern it
+        (atp.reconcile.concerns)."""
 
     async def skus_at(self, location: str) -> set[str]:
         """Every SKU that ever had units put on hand at `location`."""
 
+    def exclusive(self, key: str) -> AbstractAsyncContextManager[None]:
+        """Held by one holder of `key` at a time, across every process on the same ledger
+        (PostgreSQL: a session advisory lock; embedded: one process, an asyncio lock)."""
+
     async def close(self) -> None:
         """Release the connections."""
+
+
+class _LocalLocks:
+    """One asyncio lock per key (kept: keys are locations, few), for this process's tasks."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            yield
 
 
 def _fold(
@@ -153,6 +180,7 @@ class PostgresReader:
         self.pool_size = pool_size
         self._pool: Any = None
         self._opening = asyncio.Lock()
+        self._local = _LocalLocks()
 
     async def _conn_pool(self) -> Any:
         import asyncpg  # type: ignore[import-untyped]
@@ -230,7 +258,13 @@ class PostgresReader:
         return found
 
     async def history(
-        self, stream: Stream, since: datetime | None, until: datetime, after: int, limit: int
+        self,
+        stream: Stream,
+        since: datetime | None,
+        until: datetime,
+        after: int,
+        limit: int,
+        location: str | None = None,
     ) -> list[HistoryRow]:
         pool = await self._conn_pool()
         rows = await pool.fetch(
@@ -239,7 +273,7 @@ class PostgresReader:
             stream_id(stream),
             after,
         )
-        return _between(rows, since, until, limit)
+        return _between(rows, since, until, limit, location)
 
     async def skus_at(self, location: str) -> set[str]:
         pool = await self._conn_pool()
@@ -253,6 +287,23 @@ class PostgresReader:
         )
         return {r[0] for r in rows}
 
+    @asynccontextmanager
+    async def exclusive(self, key: str) -> AsyncIterator[None]:
+        # Tasks of this process queue on an asyncio lock, so one connection per process
+        # waits on the advisory lock; the connection is its own (not the pool's: holders
+        # need the pool for their reads). Closing it releases the lock whatever happened.
+        import asyncpg
+
+        async with self._local.hold(key):
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                await conn.execute(
+                    "SELECT pg_advisory_lock($1::int, hashtext($2))", _LOCK_SPACE, key
+                )
+                yield
+            finally:
+                await conn.close()
+
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
@@ -260,7 +311,7 @@ class PostgresReader:
 
 
 def _between(
-    rows: Sequence[Any], since: datetime | None, until: datetime, limit: int
+    rows: Sequence[Any], since: datetime | None, until: datetime, limit: int, location: str | None
 ) -> list[HistoryRow]:
     found: list[HistoryRow] = []
     for position, originator, topic, body in rows:
@@ -268,6 +319,8 @@ def _between(
         if occurred_at > until:
             break
         if since is not None and occurred_at <= since:
+            continue
+        if location is not None and not concerns(payload, location):
             continue
         uid = originator if isinstance(originator, UUID) else UUID(str(originator))
         found.append(HistoryRow(position, uid, payload, occurred_at, metadata))
@@ -285,6 +338,7 @@ class SqliteReader:
         self.path = path
         self.events = events
         self.snapshots = snapshots
+        self._local = _LocalLocks()
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
         conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
@@ -358,7 +412,13 @@ class SqliteReader:
         return rows[0][0] if rows else None
 
     async def history(
-        self, stream: Stream, since: datetime | None, until: datetime, after: int, limit: int
+        self,
+        stream: Stream,
+        since: datetime | None,
+        until: datetime,
+        after: int,
+        limit: int,
+        location: str | None = None,
     ) -> list[HistoryRow]:
         rows = await asyncio.to_thread(
             self._query,
@@ -366,7 +426,7 @@ class SqliteReader:
             "WHERE originator_id = ? AND rowid > ? ORDER BY originator_version",
             [stream_id(stream).hex, after],
         )
-        return _between(rows, since, until, limit)
+        return _between(rows, since, until, limit, location)
 
     async def skus_at(self, location: str) -> set[str]:
         marks = ",".join("?" for _ in LOCATION_TOPICS)
@@ -379,6 +439,10 @@ class SqliteReader:
             [*LOCATION_TOPICS, location],
         )
         return {r[0] for r in rows}
+
+    def exclusive(self, key: str) -> AbstractAsyncContextManager[None]:
+        # Embedded mode is one process: its tasks queue on an asyncio lock.
+        return self._local.hold(key)
 
     async def close(self) -> None:
         return None

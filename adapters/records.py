@@ -134,7 +134,10 @@ class ReconciliationStarted(Record, frozen=True):
 
 
 class DriftedLine(msgspec.Struct, frozen=True):
-    """One drifted SKU of a report (units; see atp.reconcile.ComparedLine)."""
+    """One drifted SKU of a report (units; see atp.reconcile.ComparedLine): `applied` when
+    a correction moved on-hand, by `applied_drift` units (the drift, or less when on-hand
+    could only go down to 0); `superseded` when a later snapshot's reconciliation already
+    corrected it (never applied, not counted as drift)."""
 
     sku: str
     ledger_on_hand: int
@@ -142,6 +145,8 @@ class DriftedLine(msgspec.Struct, frozen=True):
     drift: int
     movements_after_as_of: int
     applied: bool
+    superseded: bool = False
+    applied_drift: int = 0
 
 
 class ReconciliationLines(Record, frozen=True):

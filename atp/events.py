@@ -93,13 +93,16 @@ class StockCounted(Event, frozen=True):
 class StockReconciled(Event, frozen=True):
     """A reconciliation with an ERP/WMS snapshot found `drift` units (snapshot minus atp's
     on-hand at the location as of `as_of`) and moved today's on-hand by it, so movements
-    after `as_of` survive; `reconciliation_id` names the report (issue 13 §3)."""
+    after `as_of` survive; `reconciliation_id` names the report (issue 13 §3).
+    `drift_found` is the drift the snapshot showed when on-hand could only go down to 0
+    (`drift` is then less): what the on-hand really was as of `as_of` (None: `drift`)."""
 
     sku: str
     location: str
     drift: int
     as_of: datetime
     reconciliation_id: str
+    drift_found: int | None = None
 
 
 class Uncovered(msgspec.Struct, frozen=True):

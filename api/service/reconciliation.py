@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +46,7 @@ from api.service.commands import (
     decider,
 )
 from atp import commands as cmd
+from atp import events as ev
 from atp.decide import POLICIES, decide
 from atp.errors import InvalidCommand, UnknownLocation
 from atp.reconcile import beyond, compare
@@ -103,6 +105,9 @@ class Report(msgspec.Struct, kw_only=True):
     skus_drifted: int
     units_drifted: int
     skus_beyond_tolerance: int
+    skus_superseded: int
+    """Lines a later snapshot's reconciliation already corrected (listed, never applied,
+    not counted in `skus_drifted`, `units_drifted` or `skus_beyond_tolerance`)."""
     skus_applied: int
     started_at: datetime
     finished_at: datetime | None
@@ -130,6 +135,7 @@ def report_of(records: Sequence[Any]) -> Report | None:
     parts = sorted((r for r in records if isinstance(r, ReconciliationLines)), key=lambda r: r.part)
     finished = next((r for r in records if isinstance(r, ReconciliationFinished)), None)
     lines = [line for part in parts for line in part.lines]
+    drifted = [line for line in lines if not line.superseded]
     return Report(
         reconciliation_id=start.reconciliation_id,
         location=start.location,
@@ -140,9 +146,10 @@ def report_of(records: Sequence[Any]) -> Report | None:
         tolerance=start.tolerance,
         status="finished" if finished else "in_progress",
         skus_compared=sum(p.compared for p in parts),
-        skus_drifted=len(lines),
-        units_drifted=sum(abs(line.drift) for line in lines),
-        skus_beyond_tolerance=sum(1 for line in lines if abs(line.drift) > start.tolerance),
+        skus_drifted=len(drifted),
+        units_drifted=sum(abs(line.drift) for line in drifted),
+        skus_beyond_tolerance=sum(1 for line in drifted if abs(line.drift) > start.tolerance),
+        skus_superseded=len(lines) - len(drifted),
         skus_applied=sum(1 for line in lines if line.applied),
         started_at=start.started_at,
         finished_at=finished.finished_at if finished else None,
@@ -228,8 +235,18 @@ class Reconciliations:
         request with the same key finished it meanwhile) and the ledger position of its
         last write (a replay's: that of the reconciliation's last record). A duplicate of a
         run in flight in this process waits for it, then replays it. Raises KeyReusedError
-        when `rid` names another snapshot."""
-        async with self._alone(rid):
+        when `rid` names another snapshot.
+
+        Runs that apply are serialised per location, from the first read to the last
+        write (`LedgerReader.exclusive`, across processes): each compares with the
+        corrections the runs before it applied, so a snapshot sent twice at once (two
+        cron hosts, a retry under a new key) applies its drift once."""
+        hold: AbstractAsyncContextManager[None] = (
+            self.reader.exclusive(f"reconciliation:{request.location}")
+            if request.apply
+            else nullcontext()
+        )
+        async with self._alone(rid), hold:
             records = await self.reader.records(_stream(rid))
             done = self._check_same(records, request_hash)
             report = report_of(records)
@@ -360,7 +377,15 @@ class Reconciliations:
             if any(isinstance(r, ReconciliationLines) and r.part == part for r in records):
                 return []  # recorded by an earlier attempt: never applied twice
             applied: Decision = decide(command, world, now) if command.lines else []
-            return [*applied, (_stream(rid), record)]
+            # What the corrections really moved (a drift down stops at 0 on hand).
+            moved = {e.sku: e.drift for _, e in applied if isinstance(e, ev.StockReconciled)}
+            lines = tuple(
+                msgspec.structs.replace(
+                    line, applied=line.sku in moved, applied_drift=moved.get(line.sku, 0)
+                )
+                for line in record.lines
+            )
+            return [*applied, (_stream(rid), msgspec.structs.replace(record, lines=lines))]
 
         reads = [_stream(rid), POLICIES, *(("item", line.sku) for line in command.lines)]
         return self._submit(rid, decision, reads)
@@ -438,11 +463,17 @@ class Reconciliations:
 
     async def line_history(
         self, report: Report, sku: str, after: int, limit: int
-    ) -> list[HistoryRow]:
-        """The SKU's ledger events between the location's previous reconciliation and this
-        one (occurred in (previous as_of, as_of]): the movements that explain its drift."""
+    ) -> list[HistoryRow] | None:
+        """The SKU's ledger events at the report's location (atp.reconcile.concerns)
+        between the location's previous reconciliation and this one (occurred in (previous
+        as_of, as_of]): the movements that explain its drift. None when the SKU is not a
+        line of the report."""
+        if not any(line.sku == sku for line in report.lines):
+            return None
         since = await self.previous_as_of(report)
-        return await self.reader.history(("item", sku), since, report.as_of, after, limit)
+        return await self.reader.history(
+            ("item", sku), since, report.as_of, after, limit, report.location
+        )
 
     async def item_as_of(self, sku: str, when: datetime) -> ItemView:
         """The item view (per location and channel, with derivation) as it stood at `when`:

@@ -233,6 +233,7 @@ def _reconcile(c: cmd.ReconcileStock, world: World, now: datetime) -> Decision:
             drift=drift,
             as_of=c.as_of.astimezone(UTC),
             reconciliation_id=c.reconciliation_id,
+            drift_found=line.drift if drift != line.drift else None,
         )
         decision += _fact(world, item, event, c.location, drift, now)
     return decision

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -374,3 +374,201 @@ def test_a_cron_job_fired_six_times_at_once_with_one_key_answers_one_run_and_fiv
             env.client.get(f"/v1/items/{env.sku()}", params={"min_position": position}), 200
         )
         assert loc(item, env.wh)["on_hand"] == 300
+
+
+def test_the_same_snapshot_sent_six_times_at_once_applies_its_drift_once(env: Env) -> None:
+    """Two cron hosts and a retried job under new keys send the same snapshot (500 units,
+    atp has 11) at the same moment, six times. Invariant: the drift is applied exactly once
+    (one StockReconciled of +489, on-hand 500), whatever the interleaving and however many
+    worker processes answer; the other five reports apply nothing."""
+    env.receive(env.wh, A=11)
+    exported = moment()
+    base, headers = str(env.client.base_url), dict(env.client.headers)
+    body = {
+        "location": env.wh,
+        "as_of": exported.isoformat(),
+        "apply": True,
+        "lines": [{"sku": env.sku(), "on_hand": 500}],
+    }
+
+    def cron(i: int) -> dict[str, Any]:
+        with httpx.Client(base_url=base, headers=headers, timeout=120) as c:
+            key = {"Idempotency-Key": f"{env.prefix}-cron-{i}"}
+            return created(c.post("/v1/reconciliations", json=body, headers=key))
+
+    with ThreadPoolExecutor(6) as pool:
+        reports = list(pool.map(cron, range(6)))
+    assert sorted(r["skus_applied"] for r in reports) == [0, 0, 0, 0, 0, 1]
+    assert on_hand(env) == 500
+    everything = history(env.client, env.sku())
+    assert [e["drift"] for e in everything if e["type"] == "StockReconciled"] == [489]
+
+
+def test_an_older_export_processed_late_never_applies_the_drift_again(env: Env) -> None:
+    """10 received, the ERP exports at T0 and again at T1 (15 units both times: 5 missed),
+    then 2 more arrive. The T1 export is applied (on-hand 12 -> 17); the T0 export, delayed,
+    arrives afterwards under its own key, and so does a stray file dated 1970. Invariant:
+    a snapshot older than a correction already applied at the location never applies its
+    drift again: its line is reported `superseded`, not applied, not counted as drift (the
+    CLI's exit status), and on-hand stays 17."""
+    env.receive(env.wh, A=10)
+    t0 = moment()
+    t1 = moment()
+    env.receive(env.wh, A=2)
+    lines = [{"sku": env.sku(), "on_hand": 15}]
+    newer = created(reconcile(env, t1, apply=True, lines=lines))
+    assert (newer["skus_applied"], newer["lines"][0]["drift"]) == (1, 5)
+    assert on_hand(env) == 17
+    for as_of, snapshot in ((t0, 15), (datetime(1970, 1, 1, tzinfo=UTC), 3)):
+        late = created(reconcile(env, as_of, apply=True, lines=[{**lines[0], "on_hand": snapshot}]))
+        (line,) = late["lines"]
+        assert (line["superseded"], line["applied"], line["applied_drift"]) == (True, False, 0)
+        assert (late["skus_drifted"], late["units_drifted"]) == (0, 0)
+        assert (late["skus_beyond_tolerance"], late["skus_superseded"]) == (0, 1)
+        assert on_hand(env) == 17
+
+
+def test_a_correction_stopped_at_zero_reports_what_it_moved(env: Env) -> None:
+    """10 received, the WMS counts at T, then 8 are written off (2 on hand); the snapshot at
+    T says 0. Invariant: on-hand never goes below 0, the report says what the correction
+    really moved (-2), beside the drift found (-10), and the same count compared again finds
+    no drift (so a nightly re-run does not exit 3 forever)."""
+    env.receive(env.wh, A=10)
+    counted = moment()
+    adjust = {"location": env.wh, "sku": env.sku(), "delta": -8, "reason": "broken"}
+    created(env.client.post("/v1/adjustments", json=adjust))
+    report = created(reconcile(env, counted, apply=True, lines=[{"sku": env.sku(), "on_hand": 0}]))
+    (line,) = report["lines"]
+    assert (line["drift"], line["applied"], line["applied_drift"]) == (-10, True, -2)
+    assert on_hand(env) == 0
+    again = created(reconcile(env, counted, lines=[{"sku": env.sku(), "on_hand": 0}]))
+    assert again["skus_drifted"] == 0  # the count's figure as of then is not invented
+
+
+def test_a_drifted_lines_history_lists_only_the_reconciled_locations_movements(
+    env: Env,
+) -> None:
+    """The store and the warehouse each receive the SKU; the warehouse's snapshot finds a
+    drift. Invariant: the line's history lists the movements at the warehouse only (the
+    store's receipt cannot explain the warehouse's drift), and a SKU that is not a line of
+    the report has no history there (404)."""
+    env.receive(env.wh, A=4)
+    env.receive(env.st, A=9)
+    at = moment()
+    report = created(reconcile(env, at, lines=[{"sku": env.sku(), "on_hand": 6}]))
+    (line,) = report["lines"]
+    entries = created(env.client.get(line["history"]), 200)["entries"]
+    assert [(e["type"], e["location"], e["quantity"]) for e in entries] == [
+        ("StockReceived", env.wh, 4)
+    ]
+    rid = report["reconciliation_id"]
+    missing = env.client.get(f"/v1/reconciliations/{rid}/lines/{env.sku('B')}/history")
+    assert_problem(missing, 404)
+
+
+def test_the_cli_re_runs_with_a_wider_tolerance_and_fails_cleanly(
+    embedded: Server, unique: str, tmp_path: Path
+) -> None:
+    """After a noisy night (drift of 2 found, exit 3), ops re-run the same file with
+    `--tolerance 5`, then `--complete`, then `--source wms`. Invariant: each re-run with
+    another option is a new reconciliation (not an idempotency error), a plain retry is
+    still a replay; a missing file or a directory is one line on stderr naming it and exit
+    1, never a traceback, and no per-request httpx log line reaches the cron mail."""
+    with embedded.client() as c:
+        env = make_env(c, unique)
+        env.receive(env.wh, A=5)
+        at = moment()
+        path = tmp_path / "snapshot.csv"
+        path.write_text(f"sku,on_hand\n{env.sku()},7\n")
+        cli_env = {**embedded.env, "ATP_URL": embedded.url, "ATP_TOKEN": ADMIN_TOKEN}
+        base = ["reconcile", "--location", env.wh, "--as-of", at.isoformat()]
+        first = cli([*base, str(path)], cli_env)
+        assert first.returncode == 3, first.stderr
+        assert cli([*base, str(path)], cli_env).stdout == first.stdout  # a replay
+        ids = {first.stdout.split()[1]}
+        for option in (["--tolerance", "5"], ["--complete"], ["--source", "wms"]):
+            again = cli([*base, *option, str(path)], cli_env)
+            assert again.returncode in (0, 3), again.stderr
+            assert "HTTP Request" not in again.stderr
+            ids.add(again.stdout.split()[1])
+        assert len(ids) == 4
+        wide = cli([*base, "--tolerance", "5", str(path)], cli_env)
+        assert wide.returncode == 0, wide.stderr
+        for missing in (tmp_path / "nope.csv", tmp_path):
+            failed = cli([*base, str(missing)], cli_env)
+            assert failed.returncode == 1
+            assert failed.stderr.startswith(f"atp reconcile: cannot read {missing}: ")
+            assert "Traceback" not in failed.stderr and len(failed.stderr.splitlines()) == 1
+
+
+def test_odd_requests_get_the_answers_the_rest_of_the_api_gives(env: Env) -> None:
+    """An ops script sends a CSV without `location`, repeats a parameter, puts a control
+    character in `source`, lists without or with an unknown location, and sends an `as_of`
+    at +14:00. Invariant: missing or bad fields are 422 naming the field, an unknown
+    location in a list is 404, nothing is recorded, `as_of` is stored in UTC, and the CSV
+    report's content type names its charset once."""
+    env.receive(env.wh, A=5)
+    now = moment()
+    before = item_at_head(env.client, env.sku())
+    csv_body = f"sku,on_hand\n{env.sku()},9\n"
+
+    def upload(params: list[tuple[str, str]]) -> httpx.Response:
+        headers = {"content-type": "text/csv", "Idempotency-Key": env.key()}
+        return env.client.post(
+            "/v1/reconciliations", params=params, content=csv_body, headers=headers
+        )
+
+    at = ("as_of", now.isoformat())
+    assert_problem(upload([at, ("apply", "true")]), 422, field="location")
+    repeated = [("location", env.wh), at, ("tolerance", "1"), ("tolerance", "2")]
+    assert_problem(upload(repeated), 422, field="tolerance")
+    bad_source = reconcile(env, now, apply=True, source="erp\u0000", lines=[])
+    assert_problem(bad_source, 422, field="source")
+    assert_problem(env.client.get("/v1/reconciliations"), 422, field="location")
+    unknown = env.client.get("/v1/reconciliations", params={"location": f"{env.prefix}-NOPE"})
+    assert_problem(unknown, 404, field="location")
+    assert item_at_head(env.client, env.sku()) == before
+    far_east = now.astimezone(timezone(timedelta(hours=14)))
+    report = created(reconcile(env, far_east, lines=[{"sku": env.sku(), "on_hand": 5}]))
+    assert datetime.fromisoformat(report["as_of"]) == now
+    assert report["as_of"].endswith(("Z", "+00:00"))
+    rid = report["reconciliation_id"]
+    r = env.client.get(f"/v1/reconciliations/{rid}", headers={"accept": "text/csv"})
+    assert r.headers["content-type"].count("charset") == 1
+
+
+def test_a_badly_exported_file_is_refused_naming_its_line(env: Env) -> None:
+    """An ERP exports in Latin-1, or leaves a NUL byte or an unterminated quote, or a script
+    sends the file as text/plain, in another charset, or a JSON body with query parameters.
+    Invariant: each is refused naming what is wrong (the real line of the bad bytes, 415
+    for the body type), and nothing is recorded."""
+    env.receive(env.wh, A=5)
+    now = moment()
+    before = item_at_head(env.client, env.sku())
+    params = {"location": env.wh, "as_of": now.isoformat(), "apply": "true"}
+
+    def upload(body: bytes, media: str = "text/csv") -> httpx.Response:
+        headers = {"content-type": media, "Idempotency-Key": env.key()}
+        return env.client.post("/v1/reconciliations", params=params, content=body, headers=headers)
+
+    sku = env.sku().encode()
+    latin = upload(b"sku,on_hand\n" + sku + b",5\n" + sku + b"\xe9,3\n")
+    assert assert_problem(latin, 400)["detail"] == "line 3: not UTF-8"
+    assert latin.json()["line"] == 3
+    nul = upload(b"sku,on_hand\n" + sku + b"\x00,3\n")
+    assert assert_problem(nul, 400)["detail"] == "line 2: a NUL byte"
+    quote = upload(b'sku,on_hand\n"' + sku + b",3\n")
+    assert "fields, expected" not in assert_problem(quote, 400)["detail"]
+    assert_problem(upload(b"sku,on_hand\n" + sku + b",3\n", "text/plain"), 415)
+    assert_problem(upload(b"sku,on_hand\n" + sku + b",3\n", "text/csv; charset=latin-1"), 415)
+    body = {"location": env.wh, "as_of": now.isoformat(), "apply": True, "lines": []}
+    mixed = env.client.post(
+        "/v1/reconciliations",
+        params={"location": env.st},
+        json=body,
+        headers={"Idempotency-Key": env.key()},
+    )
+    assert_problem(mixed, 422, field="location")
+    assert item_at_head(env.client, env.sku()) == before
+    listed = created(env.client.get("/v1/reconciliations", params={"location": env.wh}), 200)
+    assert listed["reconciliations"] == []

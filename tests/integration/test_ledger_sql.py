@@ -4,6 +4,7 @@ times (issue 13 §1, §4, §7)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 import pytest
@@ -58,3 +59,41 @@ async def test_a_long_stream_as_of_any_time_is_the_fold_of_what_occurred_by_then
         assert await reader.skus_at("WH") == {"A"}
     finally:
         await reader.close()
+
+
+async def test_exclusive_admits_one_holder_per_key_across_processes(backend: Backend) -> None:
+    """Story: two worker processes (two readers on PostgreSQL; embedded is one process, one
+    reader) reconcile WH at once while a third run reconciles ST. Invariant: one holder of
+    a key at a time (the second enters only after the first left), other keys never
+    wait."""
+    service = backend.service()
+    first = reader_for(service.ledger, backend.database_url)
+    second = reader_for(service.ledger, backend.database_url) if backend.database_url else first
+    order: list[str] = []
+    a_in, c_in = asyncio.Event(), asyncio.Event()
+
+    async def a() -> None:
+        async with first.exclusive("reconciliation:WH"):
+            order.append("a+")
+            a_in.set()
+            await asyncio.wait_for(c_in.wait(), 30)  # another key enters meanwhile
+            await asyncio.sleep(0.2)
+            order.append("a-")
+
+    async def b() -> None:
+        await a_in.wait()
+        async with second.exclusive("reconciliation:WH"):
+            order.append("b+")
+
+    async def c() -> None:
+        await a_in.wait()
+        async with second.exclusive("reconciliation:ST"):
+            order.append("c+")
+            c_in.set()
+
+    try:
+        await asyncio.gather(a(), b(), c())
+    finally:
+        await first.close()
+        await second.close()
+    assert order.index("b+") > order.index("a-") > order.index("c+")

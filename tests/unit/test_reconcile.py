@@ -3,6 +3,7 @@ when / then on the pure decider and `atp.reconcile.compare`."""
 
 from __future__ import annotations
 
+import msgspec
 from hypothesis import given as hypothesis_given
 from hypothesis import strategies as st
 
@@ -10,7 +11,7 @@ from atp import commands as cmd
 from atp import events as ev
 from atp.errors import InvalidCommand, UnknownLocation
 from atp.events import Uncovered
-from atp.reconcile import beyond, compare
+from atp.reconcile import beyond, compare, concerns
 from atp.state import ItemState, evolve_item
 from tests.unit.scenario import (
     NOW,
@@ -102,9 +103,19 @@ class TestStockReconciled:
         world = (
             given(BASE, received("A", "WH1", 2))
             .when(reconcile(("A", -5)))
-            .then((item("A"), reconciled("A", -2)))
+            .then((item("A"), msgspec.structs.replace(reconciled("A", -2), drift_found=-5)))
         )
         assert world.item("A").at("WH1").on_hand == 0
+
+    def test_a_correction_stopped_at_zero_still_fixes_the_figure_as_of_then(self):
+        """Given 10 on hand as of a count, 8 written off after it, and the count's drift of
+        -10 applied as -2 (on-hand stops at 0), when the same count (0) is compared again,
+        then there is no drift: as of then the figure is the count's, and today's on-hand
+        (0) is that figure plus what moved since."""
+        stopped = msgspec.structs.replace(reconciled("A", -2), drift_found=-10)
+        written_off = ev.StockAdjusted(sku="A", location="WH1", delta=-8, reason="x")
+        line = compare(state(receipt(10)), [written_off, stopped], "WH1", AS_OF, 0)
+        assert (line.ledger_on_hand, line.drift, line.movements_after_as_of) == (0, 0, 0)
 
     def test_refuses_an_unknown_location_a_duplicate_and_a_zero_drift(self):
         unknown = cmd.ReconcileStock(location="XX", reconciliation_id="r", as_of=AS_OF, lines=())
@@ -147,6 +158,23 @@ class TestCompare:
         )
         line = compare(state(receipt(10)), [earlier, newer], "WH1", AS_OF, 14)
         assert (line.ledger_on_hand, line.drift, line.movements_after_as_of) == (14, 0, 1)
+        assert line.superseded
+
+    def test_a_snapshot_older_than_an_applied_correction_is_superseded(self):
+        """Given 10 on hand as of an old export and a correction of +5 applied for a later
+        snapshot, when the old export (15) is compared, then its drift of +5 is reported but
+        superseded, so it is never beyond any tolerance (never applied again); a correction
+        at another location supersedes nothing here."""
+        newer = ev.StockReconciled(
+            sku="A", location="WH1", drift=5, as_of=NOW, reconciliation_id="r2"
+        )
+        line = compare(state(receipt(10)), [newer], "WH1", AS_OF, 15)
+        assert (line.drift, line.superseded, beyond(line, 0)) == (5, True, False)
+        elsewhere = ev.StockReconciled(
+            sku="A", location="WH2", drift=5, as_of=NOW, reconciliation_id="r3"
+        )
+        line = compare(state(receipt(10)), [elsewhere], "WH1", AS_OF, 15)
+        assert (line.drift, line.superseded, beyond(line, 0)) == (5, False, True)
 
     def test_tolerance(self):
         line = compare(state(receipt(10)), [], "WH1", AS_OF, 12)
@@ -168,3 +196,13 @@ class TestCompare:
         assert line.drift == snapshot - sum(before)
         today = sum(before) + sum(after)
         assert today + line.drift == snapshot + line.movements_after_as_of
+
+
+class TestConcerns:
+    def test_a_lines_history_keeps_the_locations_own_story(self):
+        """Given events at WH1, at WH2 and a shortfall naming no location, then the ones
+        naming WH1 or no location concern WH1, the one naming only WH2 does not."""
+        at_wh2 = ev.StockAdjusted(sku="A", location="WH2", delta=1, reason="x")
+        shortfall = ev.ShortfallRecorded(sku="A", order_id="o1", quantity=2)
+        assert concerns(receipt(3), "WH1") and not concerns(at_wh2, "WH1")
+        assert concerns(shortfall, "WH1") and concerns(at_wh2, "WH2")

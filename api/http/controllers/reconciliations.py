@@ -12,7 +12,7 @@ import io
 import re
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import IO, Annotated, Any
 
 import msgspec
@@ -61,14 +61,14 @@ class ReconciliationRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=
 
     location: s.Code
     as_of: datetime
-    source: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    source: Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] = ""
     complete: bool = False
     apply: bool = False
     tolerance: Annotated[int, msgspec.Meta(ge=0, le=s.MAX_UNITS)] = 0
     lines: Annotated[list[SnapshotLineIn], msgspec.Meta(max_length=MAX_JSON_LINES)] = []
 
 
-class DriftedLineView(DriftedLine, frozen=True):
+class DriftedLineView(DriftedLine, frozen=True, kw_only=True):
     """A drifted line and the link to the SKU's ledger events since the location's previous
     reconciliation (`history`)."""
 
@@ -125,6 +125,12 @@ def _flag(request: Request[Any, Any, Any], name: str) -> bool:
 def _csv_request(request: Request[Any, Any, Any]) -> ReconciliationRequest:
     """The query parameters of a CSV upload, decoded as strictly as a JSON body."""
     params = request.query_params
+    for name in sorted(set(params)):
+        if len(params.getall(name)) > 1:
+            raise ApiProblem(422, "validation-failed", f"{name} given more than once", field=name)
+    for name in ("location", "as_of"):
+        if name not in params:
+            raise ApiProblem(422, "validation-failed", f"{name} is required", field=name)
     body: dict[str, Any] = {
         "complete": _flag(request, "complete"),
         "apply": _flag(request, "apply"),
@@ -150,15 +156,18 @@ def csv_lines(text: IO[str]) -> Iterator[tuple[int, SnapshotLine]]:
     """(line number, (sku, on_hand)) of a snapshot CSV (RFC 4180 via the stdlib csv
     module; header `sku,on_hand`, a UTF-8 BOM allowed). Raises ApiProblem 400 naming the
     line of anything else."""
-    rows = csv.reader(text)
+    rows = csv.reader(text, strict=True)
     try:
         header = next(rows, None)
+        if header is not None:
+            _plain(header, 1)
         if header is None or [h.strip().lstrip("\ufeff") for h in header] != CSV_HEADER:
             raise ApiProblem(400, "bad-csv", "line 1: the header must be sku,on_hand", line=1)
         for row in rows:
             number = rows.line_num
             if not row:
                 continue
+            _plain(row, number)
             if len(row) != 2:
                 detail = f"line {number}: {len(row)} fields, expected 2 (sku,on_hand)"
                 raise ApiProblem(400, "bad-csv", detail, line=number)
@@ -176,6 +185,16 @@ def csv_lines(text: IO[str]) -> Iterator[tuple[int, SnapshotLine]]:
         ) from None
 
 
+def _plain(row: list[str], number: int) -> None:
+    """ApiProblem 400 naming the line of bytes that are not UTF-8 (decoded with
+    surrogateescape: they stand as lone surrogates) or of a NUL byte."""
+    text = "".join(row)
+    if any("\udc80" <= ch <= "\udcff" for ch in text):
+        raise ApiProblem(400, "bad-csv", f"line {number}: not UTF-8", line=number)
+    if "\x00" in text:
+        raise ApiProblem(400, "bad-csv", f"line {number}: a NUL byte", line=number)
+
+
 async def _spool(request: Request[Any, Any, Any], digest: Any) -> IO[bytes]:
     """The streamed body in a temporary file (memory stays flat whatever its size)."""
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=1 << 20)  # noqa: SIM115
@@ -189,7 +208,7 @@ async def _spool(request: Request[Any, Any, Any], digest: Any) -> IO[bytes]:
 def _read(spool: IO[bytes]) -> Iterator[tuple[int, SnapshotLine]]:
     """The spooled CSV's numbered lines, read again from its start (the file stays open)."""
     spool.seek(0)
-    text = io.TextIOWrapper(spool, encoding="utf-8", newline="")
+    text = io.TextIOWrapper(spool, encoding="utf-8", errors="surrogateescape", newline="")
     try:
         yield from csv_lines(text)
     finally:
@@ -230,20 +249,21 @@ async def post_reconciliation(
     report and applies nothing again."""
     key = _key(request)
     recon = _service(request)
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media = _media(request)
     digest = hashlib.sha256(b"POST /v1/reconciliations\n")
     spool: IO[bytes] | None = None
     if media == "text/csv":
         data = _csv_request(request)
         digest.update(msgspec.json.encode(data) + b"\n")
         spool = await _spool(request, digest)
-        if "location" not in request.query_params or "as_of" not in request.query_params:
-            field = "location" if "location" not in request.query_params else "as_of"
-            raise ApiProblem(400, "bad-request", f"{field} is required", field=field)
         await recon.check(_domain(data))
         # A whole file's check is CPU work: off the event loop.
         skus = await asyncio.to_thread(recon.check_unique, _numbered(spool))
     else:
+        if request.query_params:
+            name = sorted(request.query_params)[0]
+            detail = f"{name}: query parameters go with a text/csv body; this one is in the JSON"
+            raise ApiProblem(422, "validation-failed", detail, field=name)
         raw = await request.body()
         data = decode_body(raw, ReconciliationRequest)
         digest.update(msgspec.json.encode(data))
@@ -285,10 +305,24 @@ async def post_reconciliation(
     return Response(body, status_code=201, media_type="application/json", headers=headers)
 
 
+def _media(request: Request[Any, Any, Any]) -> str:
+    """`text/csv` or `application/json` (the default); 415 for any other body type or a
+    charset other than UTF-8."""
+    header = request.headers.get("content-type", "application/json").lower()
+    media, _, params = header.partition(";")
+    media = media.strip()
+    charset = params.partition("charset=")[2].split(";")[0].strip().strip('"')
+    if media not in ("text/csv", "application/json") or charset not in ("", "utf-8"):
+        detail = f"a snapshot is application/json or text/csv in UTF-8, not {header!r:.80}"
+        raise ApiProblem(415, "unsupported-media-type", detail)
+    return media
+
+
 def _domain(data: ReconciliationRequest) -> Reconcile:
+    aware = data.as_of.utcoffset() is not None  # a naive one is refused by `check`
     return Reconcile(
         location=data.location,
-        as_of=data.as_of,
+        as_of=data.as_of.astimezone(UTC) if aware else data.as_of,
         source=data.source,
         complete=data.complete,
         apply=data.apply,
@@ -308,7 +342,16 @@ def _report_csv(report: Report) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
-        ["sku", "ledger_on_hand", "snapshot_on_hand", "drift", "movements_after_as_of", "applied"]
+        [
+            "sku",
+            "ledger_on_hand",
+            "snapshot_on_hand",
+            "drift",
+            "movements_after_as_of",
+            "applied",
+            "applied_drift",
+            "superseded",
+        ]
     )
     for line in report.lines:
         writer.writerow(
@@ -319,6 +362,8 @@ def _report_csv(report: Report) -> Iterator[str]:
                 line.drift,
                 line.movements_after_as_of,
                 "true" if line.applied else "false",
+                line.applied_drift,
+                "true" if line.superseded else "false",
             ]
         )
     yield buffer.getvalue()
@@ -339,7 +384,7 @@ async def get_reconciliation(
     report = await _report(request, rid)
     if "text/csv" in request.headers.get("accept", ""):
         body = "".join(_report_csv(report)).encode()
-        return Response(body, media_type="text/csv; charset=utf-8")
+        return Response(body, media_type="text/csv")  # Litestar adds the utf-8 charset
     return Response(msgspec.json.encode(_view(report, after, limit)), media_type="application/json")
 
 
@@ -350,11 +395,20 @@ async def get_reconciliation(
 )
 async def list_reconciliations(
     request: Request[Any, Any, Any],
-    location: str,
+    location: str | None = None,
     limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
 ) -> Response[bytes]:
+    """The location's finished reconciliations, newest first: 422 naming `location`
+    without one, 404 for a location atp does not have."""
+    if location is None:
+        raise ApiProblem(422, "validation-failed", "location is required", field="location")
     location = query_code(location, "location")
-    found = await _service(request).listing(location, limit)
+    recon = _service(request)
+    if location not in (await recon.policies(recon.clock())).locations:
+        raise ApiProblem(
+            404, "not-found", f"location {location!r} does not exist", field="location"
+        )
+    found = await recon.listing(location, limit)
     body = ReconciliationList([_view(r, 0, 0) for r in found])
     return Response(msgspec.json.encode(body), media_type="application/json")
 
@@ -367,11 +421,14 @@ async def get_line_history(
     after: Annotated[int, Parameter(ge=0, le=s.MAX_POSITION)] = 0,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
 ) -> s.HistoryPage:
-    """The SKU's ledger events that occurred between the location's previous
-    reconciliation and this one (the movements that explain its drift)."""
+    """The SKU's ledger events at the report's location that occurred between the
+    location's previous reconciliation and this one (the movements that explain its
+    drift); 404 for a SKU that is not a line of the report."""
     report = await _report(request, rid)
     sku = path_code(sku, "sku")
     rows = await _service(request).line_history(report, sku, after, limit)
+    if rows is None:
+        raise ApiProblem(404, "not-found", f"SKU {sku!r} is not a line of reconciliation {rid!r}")
     entries = [history_entry(r.position, r.occurred_at, r.metadata, r.event) for r in rows]
     next_after = rows[-1].position if len(rows) == limit else None
     return s.HistoryPage(entries=entries, next_after=next_after)
