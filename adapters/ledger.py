@@ -519,6 +519,6 @@ def _latest_snapshots(ledger: Ledger, streams: list[StreamKey]) -> dict[StreamKe
         for r in cursor.fetchall():
             stream = by_id[_uuid(r["originator_id"])]
             snap = _snapshot_decoder.decode(bytes(r["state"]))
-            state = _state_decoders[stream[0]].decode(snap.s)
+            state = decode_state(stream, snap.s)
             found[stream] = (state, r["originator_version"])
     return found

@@ -502,7 +502,8 @@ def test_the_cli_re_runs_with_a_wider_tolerance_and_fails_cleanly(
 
 
 def test_odd_requests_get_the_answers_the_rest_of_the_api_gives(env: Env) -> None:
-    """An ops script sends a CSV without `location`, repeats a parameter, puts a control
+    """An ops script sends a CSV without `location`, repeats a parameter, misspells `apply`,
+    puts a control
     character in `source`, lists without or with an unknown location, and sends an `as_of`
     at +14:00. Invariant: missing or bad fields are 422 naming the field, an unknown
     location in a list is 404, nothing is recorded, `as_of` is stored in UTC, and the CSV
@@ -522,6 +523,8 @@ def test_odd_requests_get_the_answers_the_rest_of_the_api_gives(env: Env) -> Non
     assert_problem(upload([at, ("apply", "true")]), 422, field="location")
     repeated = [("location", env.wh), at, ("tolerance", "1"), ("tolerance", "2")]
     assert_problem(upload(repeated), 422, field="tolerance")
+    misspelt = [("location", env.wh), at, ("aply", "true")]
+    assert_problem(upload(misspelt), 422, field="aply")
     bad_source = reconcile(env, now, apply=True, source="erp\u0000", lines=[])
     assert_problem(bad_source, 422, field="source")
     assert_problem(env.client.get("/v1/reconciliations"), 422, field="location")
