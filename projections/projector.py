@@ -23,7 +23,7 @@ from typing import Protocol
 from eventsourcing.utils import get_topic
 
 from adapters.amqp import AvailabilityChanged, Publisher
-from adapters.ledger import Ledger, decode_payload, notification_page
+from adapters.ledger import Ledger, decode_payload, next_notifications, notification_page
 from adapters.ledger_notify import NotificationListener
 from atp import events as ev
 from atp.state import ItemState, Policies, evolve_item, evolve_policies
@@ -83,7 +83,13 @@ class Projector:
         self.position = 0
         self.policies = Policies()
         self.items: dict[str, tuple[ItemState, int]] = {}
-        self.expiries: list[tuple[datetime, str]] = []
+        self.expiries: list[tuple[datetime, str, str, str]] = []
+        """(expires_at, sku, reservation id, channel) of every hold taken or extended: a
+        heap, with entries of holds that ended since left in until they are due."""
+        self.touched: dict[str, dict[str, str]] = {}
+        """SKU -> the holds (reservation id -> channel) that changed since it was written."""
+        self.replaying = False
+        """A rebuild is folding history: holds are tracked once, by its full write."""
         self.applied = 0
         self.last_heartbeat = 0.0
 
@@ -94,11 +100,12 @@ class Projector:
         self.policies = state.policies
         self.items = state.items
         self.published = state.published
-        now = self.clock()
         self.expiries = []
+        self.touched = {}
         for sku, (item, _) in self.items.items():
             # Holds that expired while no projector ran are due at once.
-            self._track_expiry(sku, item, now, include_past=True)
+            for hold in item.holds.unordered():
+                self._track_expiry(sku, hold.reservation_id, hold.channel, hold.expires_at)
         if self.publisher is not None:
             self.reconcile_published()
 
@@ -106,29 +113,24 @@ class Projector:
 
     def step(self) -> int:
         """Apply the next batch of notifications; returns how many there were."""
-        # Positions are given in commit order, so every event up to the head read first is
-        # visible to the select that follows: the position may advance to it even when the
-        # newest events are none of ours (reservation, order, idempotency records).
-        head = self.ledger.ping()
-        notifications = self.ledger.recorder.select_notifications(
-            self.position + 1, self.batch_size, stop=head, topics=TOPICS
-        )
-        if not notifications:
+        # One statement reads the head and the events up to it (see next_notifications): the
+        # position may advance to the head even when the newest events are none of ours
+        # (reservation, order, idempotency records).
+        head, rows = next_notifications(self.ledger, TOPICS, self.position, self.batch_size)
+        if not rows:
             if head > self.position:
                 self.position = head
                 self.store.write([], head, None, None)
             return 0
-        dirty, correlation, policies_changed, last_time = self._fold(
-            [(n.id, n.topic, n.state) for n in notifications]
-        )
-        position = notifications[-1].id
-        if len(notifications) < self.batch_size:
+        dirty, correlation, policies_changed, last_time = self._fold(rows)
+        position = rows[-1][0]
+        if len(rows) < self.batch_size:
             position = max(position, head)
         policies = self.policies if policies_changed else None
         self._flush(list(dirty), False, position, policies, last_time, correlation)
         self.position = position
-        self.applied += len(notifications)
-        return len(notifications)
+        self.applied += len(rows)
+        return len(rows)
 
     def _fold(
         self, notifications: Sequence[tuple[int, str, bytes]]
@@ -162,8 +164,12 @@ class Projector:
                     # Resumed after a crash that stored this SKU but not the projector's
                     # position: its state already includes the event.
                     continue
-                self.items[sku] = (evolve_item(item, event), position)
+                after = evolve_item(item, event)
+                self.items[sku] = (after, position)
                 dirty[sku] = position
+                rid = getattr(event, "reservation_id", None)
+                if rid is not None and not self.replaying:
+                    self._touch(sku, rid, item, after)
                 correlation[sku] = (metadata.get("correlation_id", ""), occurred_at)
         # A policy change re-dates every SKU to its own position.
         for sku, dated in dirty.items():
@@ -186,32 +192,41 @@ class Projector:
         self.policies = Policies()
         self.items = {}
         self.expiries = []
+        self.touched = {}
         head = self.ledger.ping()
         folded = 0
         policies_changed = False
         last_time = None
-        # The next page is read while this one is folded.
-        with ThreadPoolExecutor(1, thread_name_prefix="replay") as reader:
+        self.replaying = True
+        try:
+            # The next page is read while this one is folded.
+            with ThreadPoolExecutor(1, thread_name_prefix="replay") as reader:
 
-            def read(after: int) -> Future[list[tuple[int, str, bytes]]]:
-                return reader.submit(notification_page, self.ledger, TOPICS, after, head, page_size)
+                def read(after: int) -> Future[list[tuple[int, str, bytes]]]:
+                    return reader.submit(
+                        notification_page, self.ledger, TOPICS, after, head, page_size
+                    )
 
-            page = read(0)
-            while rows := page.result():
-                if len(rows) == page_size:
-                    page = read(rows[-1][0])
-                _, _, changed, page_time = self._fold(rows)
-                policies_changed = policies_changed or changed
-                last_time = page_time if page_time is not None else last_time
-                self.position = rows[-1][0]
-                folded += len(rows)
-                if on_page is not None:
-                    on_page()
-                if len(rows) < page_size:
-                    break
+                page = read(0)
+                while rows := page.result():
+                    if len(rows) == page_size:
+                        page = read(rows[-1][0])
+                    _, _, changed, page_time = self._fold(rows)
+                    policies_changed = policies_changed or changed
+                    last_time = page_time if page_time is not None else last_time
+                    self.position = rows[-1][0]
+                    folded += len(rows)
+                    if on_page is not None:
+                        on_page()
+                    if len(rows) < page_size:
+                        break
+        finally:
+            self.replaying = False
         self.position = head
         policies = self.policies if policies_changed else None
-        self._flush(sorted(self.items), False, head, policies, last_time)
+        # Into an empty model: every SKU's live holds are listed, not only the touched ones.
+        self.touched = {}
+        self._flush(sorted(self.items), False, head, policies, last_time, full=True)
         self.applied += folded
         return folded
 
@@ -223,19 +238,30 @@ class Projector:
         policies: Policies | None = None,
         last_time: float | None = None,
         correlation: dict[str, tuple[str, datetime]] | None = None,
+        full: bool = False,
     ) -> None:
         """Write the SKUs' documents, then the projector's position (a resume hint: every
         SKU write is guarded by its own position, so replaying from it is harmless); then
-        publish the figures that changed."""
+        publish the figures that changed. `full` lists every live hold of each SKU (a
+        rebuild into an empty model); otherwise only the holds touched since the last write
+        are added or removed."""
         now = self.clock()
         writes = []
         for sku in skus:
             item, sku_position = self.items[sku]
+            touched = None if full else self.touched.pop(sku, {})
             docs = sku_documents(
-                item, self.policies, now, sku_position, figures=self.publisher is not None
+                item,
+                self.policies,
+                now,
+                sku_position,
+                figures=self.publisher is not None,
+                touched=touched,
             )
             writes.append(SkuWrite(docs, item, force))
-            self._track_expiry(sku, item, now)
+            if full:
+                for hold in item.holds.unordered():
+                    self._track_expiry(sku, hold.reservation_id, hold.channel, hold.expires_at)
         self.store.write(writes, position, policies, last_time)
         if self.publisher is not None:
             self._publish([w.documents for w in writes], now, correlation or {})
@@ -270,7 +296,7 @@ class Projector:
         (a crash may have come between writing documents and publishing them)."""
         now = self.clock()
         documents = [
-            sku_documents(item, self.policies, now, position, figures=True)
+            sku_documents(item, self.policies, now, position, figures=True, touched={})
             for item, position in self.items.values()
         ]
         before = self.publisher.published if self.publisher is not None else 0
@@ -278,19 +304,31 @@ class Projector:
             self._publish(documents[i : i + 1000], now, {})
         return (self.publisher.published - before) if self.publisher is not None else 0
 
-    def _track_expiry(
-        self, sku: str, item: ItemState, now: datetime, include_past: bool = False
-    ) -> None:
-        earliest = item.next_expiry if include_past else item.next_live_expiry(now)
-        if earliest is not None:
-            heapq.heappush(self.expiries, (earliest, sku))
+    def _touch(self, sku: str, reservation_id: str, before: ItemState, after: ItemState) -> None:
+        """Note a hold an event may have changed, for the SKU's next write; a hold taken or
+        extended is tracked until it expires."""
+        hold = after.holds.get(reservation_id) or before.holds.get(reservation_id)
+        if hold is None:
+            return
+        self.touched.setdefault(sku, {})[reservation_id] = hold.channel
+        current = after.holds.get(reservation_id)
+        previous = before.holds.get(reservation_id)
+        if current is not None and (previous is None or previous.expires_at != current.expires_at):
+            self._track_expiry(sku, reservation_id, current.channel, current.expires_at)
+
+    def _track_expiry(self, sku: str, reservation_id: str, channel: str, at: datetime) -> None:
+        heapq.heappush(self.expiries, (at, sku, reservation_id, channel))
 
     def expire_due(self) -> int:
-        """Recompute SKUs whose holds expired since they were last written."""
+        """Rewrite the SKUs whose holds expired since they were last written (their figures
+        and their holds' list memberships change with time, not with an event)."""
         now = self.clock()
         due: set[str] = set()
         while self.expiries and self.expiries[0][0] <= now:
-            due.add(heapq.heappop(self.expiries)[1])
+            _, sku, reservation_id, channel = heapq.heappop(self.expiries)
+            if sku in self.items:
+                due.add(sku)
+                self.touched.setdefault(sku, {})[reservation_id] = channel
         if due:
             self._flush(sorted(due), True, self.position)
         return len(due)

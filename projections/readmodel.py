@@ -12,7 +12,8 @@ one SKU sits in one Redis Cluster slot:
     <prefix>:{index}:<name> zset   a list index (projections.indexes), members scored 0
                                    so they sort by their bytes
     <prefix>:{index}:of     hash   <sku> -> "<position> [[name, member], ...]": the SKU's
-                                   memberships (JSON), replaced as a whole
+                                   own memberships (JSON), replaced as a whole; its holds'
+                                   are added and removed one hold at a time
     <prefix>:meta           hash   position, policies, head_time, generation, heartbeat,
                                    build (set when a complete build ends: absent means the
                                    model is lost or incomplete), building (a build under way)
@@ -137,7 +138,7 @@ class MemoryReadModel:
                 self.ats[docs.sku] = dict(docs.availability)
                 self.items[docs.sku] = docs.item
                 self.states[docs.sku] = (w.state, docs.position)
-                self._index(docs.sku, docs.index)
+                self._index(docs)
             if policies is not None:
                 self.policies = policies
             self.position = max(self.position, position)
@@ -147,15 +148,24 @@ class MemoryReadModel:
         if self.on_write is not None:
             self.on_write(self.position)
 
-    def _index(self, sku: str, memberships: tuple[Membership, ...]) -> None:
-        """Replace the SKU's memberships (under the lock)."""
-        old = set(self.memberships.get(sku, ()))
-        new = set(memberships)
+    def _index(self, docs: SkuDocuments) -> None:
+        """Replace the SKU's own memberships, add and remove its touched holds' (under the
+        lock)."""
+        old = set(self.memberships.get(docs.sku, ()))
+        new = set(docs.index)
         for name, member in old - new:
             self.indexes[name].discard(member)
         for name, member in new - old:
             self.indexes.setdefault(name, SortedList()).add(member)
-        self.memberships[sku] = memberships
+        self.memberships[docs.sku] = docs.index
+        for name, member in docs.holds_out:
+            index = self.indexes.get(name)
+            if index is not None:
+                index.discard(member)
+        for name, member in docs.holds_in:
+            index = self.indexes.setdefault(name, SortedList())
+            if member not in index:
+                index.add(member)
 
     def heartbeat(self) -> None:
         self.heartbeat_at = time.time()
@@ -261,15 +271,17 @@ return 1
 """
 
 
-# Replace each SKU's memberships of the list indexes unless the stored ones are newer (the
-# rule of _WRITE_SKU): ARGV[1] is the indexes' key prefix, then (sku, position, force,
-# memberships as a JSON array of [name, member]) per SKU. KEYS[1] keeps each SKU's
-# "<position> <memberships>": unchanged memberships (most SKUs of a policy fan-out) cost a
-# string comparison; changed ones are diffed. Members of an index score 0, so the index
-# sorts them by their bytes.
+# Replace each SKU's own memberships of the list indexes unless the stored ones are newer
+# (the rule of _WRITE_SKU), and add and remove its touched holds' memberships under the same
+# rule: ARGV[1] is the indexes' key prefix, then (sku, position, force, memberships, holds
+# to add, holds to remove, each a JSON array of [name, member]) per SKU. KEYS[1] keeps each
+# SKU's "<position> <memberships>": unchanged memberships (most SKUs of a policy fan-out)
+# cost a string comparison; changed ones are diffed. A hold's change costs one ZADD or ZREM
+# however many holds the SKU has. Members of an index score 0, so the index sorts them by
+# their bytes.
 _WRITE_INDEX = """
 local base = ARGV[1]
-for i = 2, #ARGV, 4 do
+for i = 2, #ARGV, 6 do
   local sku, position, force, raw = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
   local stored = redis.call('HGET', KEYS[1], sku)
   local old_raw = nil
@@ -297,6 +309,12 @@ for i = 2, #ARGV, 4 do
       end
     end
     redis.call('HSET', KEYS[1], sku, ARGV[i + 1] .. ' ' .. raw)
+    if ARGV[i + 5] ~= '[]' then
+      for _, m in ipairs(cjson.decode(ARGV[i + 5])) do redis.call('ZREM', base .. m[1], m[2]) end
+    end
+    if ARGV[i + 4] ~= '[]' then
+      for _, m in ipairs(cjson.decode(ARGV[i + 4])) do redis.call('ZADD', base .. m[1], 0, m[2]) end
+    end
   end
 end
 return 1
@@ -388,7 +406,14 @@ class RedisStore:
         args: list[Any] = [self.keys.index_base]
         for w in writes:
             docs = w.documents
-            args += [docs.sku, docs.position, "1" if w.force else "0", _encoder.encode(docs.index)]
+            args += [
+                docs.sku,
+                docs.position,
+                "1" if w.force else "0",
+                _encoder.encode(docs.index),
+                _encoder.encode(docs.holds_in),
+                _encoder.encode(docs.holds_out),
+            ]
         self.index_script(keys=[self.keys.index_of], args=args, client=pipe)
 
     def heartbeat(self) -> None:

@@ -6,6 +6,7 @@ stored in the read model as ready-to-serve JSON.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +14,7 @@ import msgspec
 
 from atp.ats import Availability, all_location_figures, channel_availability, uncovered_claims
 from atp.state import ItemState, Policies
-from projections.indexes import Membership, memberships
+from projections.indexes import Membership, hold_changes, hold_memberships, memberships
 
 
 class AvailabilityView(msgspec.Struct):
@@ -81,7 +82,12 @@ class SkuDocuments(msgspec.Struct, frozen=True):
     figures: dict[str, tuple[int, str]] = {}
     """Channel code -> (available, status) on ledger time, for publishing changes."""
     index: tuple[Membership, ...] = ()
-    """The list indexes the SKU belongs to (projections.indexes), from the same figures."""
+    """The SKU's own list indexes (projections.indexes.memberships), from the same figures:
+    they replace its previous ones."""
+    holds_in: tuple[Membership, ...] = ()
+    """Hold memberships to add (projections.indexes.hold_changes)."""
+    holds_out: tuple[Membership, ...] = ()
+    """Hold memberships to remove."""
 
 
 _encoder = msgspec.json.Encoder()
@@ -158,9 +164,20 @@ the event that caused it and consumers can order them. Reads use the wall clock.
 
 
 def sku_documents(
-    item: ItemState, policies: Policies, now: datetime, position: int, figures: bool = False
+    item: ItemState,
+    policies: Policies,
+    now: datetime,
+    position: int,
+    figures: bool = False,
+    touched: Mapping[str, str] | None = None,
 ) -> SkuDocuments:
+    """The SKU's documents at `position`: availability per channel, the item view, its
+    own list memberships and its holds' membership changes. `touched` (reservation id ->
+    channel) names the holds that changed since the SKU was last written; None lists every
+    live hold (a rebuild into an empty model). `figures` adds the ledger-time figures that
+    are published to channels."""
     view = item_view(item, policies, now, position)
+    added, removed = hold_changes(item, touched or {}, now)
     availability = {
         c.channel: _encoder.encode(
             AvailabilityView(item.sku, c.channel, c.available, c.status, position)
@@ -175,6 +192,8 @@ def sku_documents(
         next_expiry=item.next_live_expiry(now),
         figures=_ledger_figures(item, policies) if figures else {},
         index=memberships(item, {c.channel: c.status for c in view.channels}, now),
+        holds_in=hold_memberships(item, now) if touched is None else added,
+        holds_out=removed,
     )
 
 

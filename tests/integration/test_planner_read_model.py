@@ -6,6 +6,7 @@ indexes, and a preview that writes nothing and announces what the PUT then does.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from api.service.commands import CommandService
 from api.service.planner import Planner, PolicyChange
 from api.service.queries import ReadSide
 from atp import commands as c
+from atp.errors import DomainError
+from projections.indexes import hold_memberships
 from projections.projector import Projector
 from projections.readmodel import MemoryReadModel, RedisReader, RedisStore
 from tests.integration.conftest import Backend, Clock, run
@@ -230,6 +233,88 @@ async def test_lists_follow_stock_holds_rules_and_expiry(stack: Stack) -> None:
         stack.projector.expire_due()
         assert (await planner.list_reservations()).items == []
         assert await all_items(planner, channel="web", status="low_stock") == ["B"]
+
+
+def listed_holds(stack: Stack) -> set[tuple[str, str]]:
+    """Every member of the `holds` and `holds:<channel>` indexes, as (index, member)."""
+    if isinstance(stack.store, MemoryReadModel):
+        return {
+            (name, member)
+            for name, members in stack.store.indexes.items()
+            if name == "holds" or name.startswith("holds:")
+            for member in members
+        }
+    found = set()
+    for key in stack.redis.scan_iter(f"{stack.prefix}:{{index}}:holds*"):
+        name = key.decode()[len(f"{stack.prefix}:{{index}}:") :]
+        found |= {(name, m.decode()) for m in stack.redis.zrange(key, 0, -1)}
+    return found
+
+
+def live_holds(stack: Stack, skus: list[str]) -> set[tuple[str, str]]:
+    """What the hold indexes must list: every live hold of the SKUs, from the ledger."""
+    now = stack.backend.clock()
+    return {m for sku in skus for m in hold_memberships(stack.ledger.load(("item", sku))[0], now)}
+
+
+HOLD_STEPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("reserve"), st.sampled_from(["web", "pos"]), st.sampled_from(["H1", "H2"])
+        ),
+        st.tuples(st.just("extend"), st.integers(0, 9), st.integers(1, 120)),
+        st.tuples(st.just("release"), st.integers(0, 9)),
+        st.tuples(st.just("commit"), st.integers(0, 9)),
+        st.tuples(st.just("wait"), st.integers(1, 90)),
+    ),
+    max_size=14,
+)
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(steps=HOLD_STEPS)
+def test_the_holds_list_follows_each_hold_on_a_flash_sale_sku(
+    stack: Stack, steps: list[tuple[Any, ...]]
+) -> None:
+    """Story: a flash-sale SKU carries hundreds of live holds while shoppers reserve, extend,
+    release, check out and walk away (their holds expiring with no event recorded yet).
+    The projector touches only the holds an event or an expiry names (issue 12: the cost of
+    a hold no longer grows with the SKU's live holds).
+
+    Invariant: after every step the reservations list (`holds`, `holds:<channel>`) lists
+    exactly the live holds the ledger holds at that time, on both read models."""
+    if not stack.ledger.load(("item", "H1"))[1]:
+        catalogue(stack)
+        stack.do(receive("ST1", H1=10_000, H2=10_000))
+        stack.do(
+            *[c.ReserveStock(f"bulk-{i}", "web", (c.Line("H1", 1),), 3600) for i in range(300)]
+        )
+    taken: list[str] = []
+    for step in steps:
+        try:
+            match step:
+                case ("reserve", channel, sku):
+                    rid = f"r-{uuid.uuid4().hex[:10]}"
+                    stack.do(c.ReserveStock(rid, channel, (c.Line(sku, 1),), 60))
+                    taken.append(rid)
+                case ("extend", i, seconds) if taken:
+                    stack.do(c.ExtendReservation(taken[i % len(taken)], seconds))
+                case ("release", i) if taken:
+                    stack.do(c.ReleaseReservation(taken[i % len(taken)]))
+                case ("commit", i) if taken:
+                    stack.do(
+                        c.CommitReservation(taken[i % len(taken)], f"o-{uuid.uuid4().hex[:10]}")
+                    )
+                case ("wait", seconds):
+                    stack.backend.clock.advance(seconds)
+                    stack.projector.expire_due()
+        except DomainError:
+            pass  # extending or committing an expired or ended reservation is refused
+        assert listed_holds(stack) == live_holds(stack, ["H1", "H2"]), step
 
 
 async def test_a_rebuild_rebuilds_the_indexes(stack: Stack) -> None:
