@@ -118,7 +118,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         )
     # Each worker reads the ATP_* settings itself (api.http.app:asgi_factory); host, port and
     # workers are uvicorn's own options.
-    with _metrics_directory() as env_file:
+    with _metrics_directory(workers) as env_file:
         uvicorn.run(
             "api.http.app:asgi_factory",
             factory=True,
@@ -135,13 +135,18 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _metrics_directory() -> Iterator[str | None]:
-    """prometheus-client's multiprocess mode for the workers of `atp serve`: every worker
-    writes its samples under PROMETHEUS_MULTIPROC_DIR, and /metrics adds them all up. The
-    variable may name a directory (emptied first); unset, a temporary one is used and
-    removed afterwards, named to the workers by an env file this command owns (uvicorn's
-    `env_file`, loaded before the app is imported and inherited by every worker), never
-    by writing this process's environment. Yields that file (None when the variable is set)."""
+def _metrics_directory(workers: int = 1) -> Iterator[str | None]:
+    """The workers' shared places, named to them by an env file this command owns
+    (uvicorn's `env_file`, loaded before the app is imported and inherited by every worker),
+    never by writing this process's environment:
+
+    - prometheus-client's multiprocess mode: every worker writes its samples under
+      PROMETHEUS_MULTIPROC_DIR, and /metrics adds them all up. The variable may name a
+      directory (emptied first); unset, a temporary one is used and removed afterwards;
+    - with several workers, ATP_WRITER_SOCKET in a temporary directory of this command:
+      the socket of the worker that decides every /v1 write (api.http.forwarding).
+
+    Yields that file (None when there is nothing to name)."""
     import shutil
     import tempfile
     from pathlib import Path
@@ -151,16 +156,25 @@ def _metrics_directory() -> Iterator[str | None]:
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):
         stale.unlink()
-    if given:
-        yield None
-        return
-    env_file = directory.with_name(directory.name + ".env")
-    env_file.write_text(f"PROMETHEUS_MULTIPROC_DIR={directory}\n")
+    lines = [] if given else [f"PROMETHEUS_MULTIPROC_DIR={directory}"]
+    run_dir = Path(tempfile.mkdtemp(prefix="atp-run-")) if workers > 1 else None
+    if run_dir is not None:
+        lines.append(f"ATP_WRITER_SOCKET={run_dir / 'writer.sock'}")
+    env_file = None
+    if lines:
+        handle, name = tempfile.mkstemp(prefix="atp-serve-", suffix=".env")
+        with os.fdopen(handle, "w") as out:
+            out.write("\n".join(lines) + "\n")
+        env_file = Path(name)
     try:
-        yield str(env_file)
+        yield None if env_file is None else str(env_file)
     finally:
-        env_file.unlink(missing_ok=True)
-        shutil.rmtree(directory, ignore_errors=True)
+        if env_file is not None:
+            env_file.unlink(missing_ok=True)
+        if run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        if not given:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def cmd_sweep(settings: Settings, args: argparse.Namespace) -> int:

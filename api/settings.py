@@ -68,6 +68,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """ATP_PORT."""
     workers: Annotated[int, msgspec.Meta(ge=1)] = 1
     """ATP_WORKERS: API worker processes for `atp serve`."""
+    writer_socket: str | None = None
+    """ATP_WRITER_SOCKET: set by `atp serve` for its workers when there are several: the Unix
+    socket of the one worker that decides every /v1 write (api.http.forwarding)."""
     sweep_interval: Annotated[float, msgspec.Meta(ge=0)] = 1.0
     """ATP_SWEEP_INTERVAL: seconds between expiry sweeps run inside `atp serve`
     (0 disables; then run `atp sweep`)."""

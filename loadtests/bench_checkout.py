@@ -2,7 +2,9 @@
 
 Starts, each on a fresh PostgreSQL database (fsync as the server has it), the plain service
 (`loadtests.plain_service`: one transaction per request, a conditional UPDATE per line) and
-`atp serve` on loopback, both with the same number of uvicorn workers, loads the same
+`atp serve` on loopback, both with the same number of uvicorn workers (atp as deployed: the
+Redis read model kept by one `atp project`, in a free Redis database; `--read-model
+embedded` has each worker project in process instead), loads the same
 catalogue into both and drives both with the same load: client processes, each a pool of
 threads with one keep-alive connection each (http.client), every request with a fresh
 `Idempotency-Key`. Each round runs every scenario on the plain service, then on atp, so the
@@ -23,7 +25,8 @@ on one hot row and on --skus uniform rows, once per round.
 
 The table gives medians over the rounds: operations/s, p50/p99 latency of the measured
 operation, 409s, 5xx and transport errors, and CPU per operation from /proc (the service's
-process tree and every PostgreSQL backend; for commit/release/holds the CPU of the whole
+process tree and every PostgreSQL backend, and for atp on Redis the projector and the Redis
+server too; for commit/release/holds the CPU of the whole
 cycle of two requests). At the end every SKU of both services is checked for oversell
 (held + allocated > on hand); the exit status is 1 on any oversell, 5xx or lost answer.
 Everything is torn down (services stopped, databases dropped).
@@ -60,7 +63,8 @@ from loadtests.bench_reservations import CHANNEL, WriterTotals, percentile, seed
 from loadtests.bench_reservations import _Connection as KeepAlive
 from loadtests.harness import results
 from loadtests.harness.cpu import cpu_snapshot
-from loadtests.harness.services import served
+from loadtests.harness.redis_probe import pick_redis_db, redis_cleanup
+from loadtests.harness.services import projector, served
 from tests.support.pg import fresh_database
 from tests.support.server import ADMIN_TOKEN, running_service, service_env
 
@@ -198,6 +202,8 @@ class Service:
     url: str
     pid: int
     database: str
+    projector_pid: int | None = None
+    """atp on Redis: `atp project`, whose CPU (and Redis's) is counted as atp's."""
 
 
 @contextmanager
@@ -243,8 +249,10 @@ def oversold(service: Service, skus: int) -> int:
     with httpx.Client(
         base_url=service.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
     ) as client:
+        # Every write of the run included (the Redis read model may trail by milliseconds).
+        head = client.get("/ready").json()["checks"]["ledger"]["head"]
         for sku in {s for pool in pools(skus).values() for s in pool}:
-            item = client.get(f"/v1/items/{sku}")
+            item = client.get(f"/v1/items/{sku}", params={"min_position": head})
             item.raise_for_status()
             for loc in item.json()["locations"]:
                 if loc["held"] + loc["allocated"] > loc["on_hand"] or loc["held"] < 0:
@@ -322,7 +330,7 @@ def measure(
         for p in range(args.clients)
     ]
     time.sleep(max(0.0, start_at - time.time()))
-    before = cpu_snapshot(service.pid)
+    before = cpu_snapshot(service.pid, service.projector_pid)
     # The writers' counters of measured loads only (round 0 is set-up and warm-up).
     counted = service.name == "atp" and round_ > 0
     writers = writer_totals(service.url) if counted else None
@@ -333,7 +341,7 @@ def measure(
         samples.extend(part)
         run.errors += errors
         run.client_cpu += cpu
-    used = cpu_snapshot(service.pid) - before
+    used = cpu_snapshot(service.pid, service.projector_pid) - before
     if writers is not None:
         after = writer_totals(service.url)
         run.writer = WriterTotals(
@@ -347,7 +355,10 @@ def measure(
     run.ops = sum(1 for s in mine if s[2] < 300)
     run.latencies = [s[1] for s in mine]
     run.statuses = Counter(s[2] for s in samples)
-    run.cpu_per_op = (used.server + used.postgres) / run.ops if run.ops else float("nan")
+    used_by = used.server + used.postgres
+    if service.projector_pid is not None:
+        used_by += used.projector + used.redis
+    run.cpu_per_op = used_by / run.ops if run.ops else float("nan")
     run.busy = used.busy / used.wall if used.wall else 0.0
     return run
 
@@ -494,6 +505,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pgbench-clients", type=int, default=16, help="pgbench clients (16)")
     p.add_argument("--no-pgbench", action="store_true", help="skip the pgbench runs")
     p.add_argument(
+        "--read-model",
+        choices=("redis", "embedded"),
+        default="redis",
+        help="atp as deployed (redis: the Redis read model and one `atp project`, their CPU "
+        "counted as atp's) or embedded (each worker projects in process and holds a write's "
+        "answer until its model includes it)",
+    )
+    p.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis server URL")
+    p.add_argument(
         "--scenarios",
         default=",".join(s.name for s in SCENARIOS),
         help="comma-separated scenarios to run (all; e.g. uniform,hot for a profile)",
@@ -517,7 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     started = time.monotonic()
     print(
-        f"checkout side by side: {args.workers} workers each, {args.clients} client processes"
+        f"checkout side by side: {args.workers} workers each (atp's read model: "
+        f"{args.read_model}), {args.clients} client processes"
         f" x {args.threads} connections, {args.rounds} round(s) of {args.duration:g}s; "
         f"load average {os.getloadavg()[0]:.2f}",
         flush=True,
@@ -532,10 +553,26 @@ def main(argv: list[str] | None = None) -> int:
         atp_db = stack.enter_context(fresh_database("atp_bench"))
         pg_db = None if args.no_pgbench else stack.enter_context(fresh_database("pgbench"))
         plain = stack.enter_context(plain_service(plain_db, args.workers, tmp / "plain.log"))
+        env = service_env(atp_db)
+        if args.read_model == "redis":
+            db = pick_redis_db(args.redis, None)
+            redis_url = f"{args.redis.rstrip('/')}/{db}"
+            prefix = f"atpcheckout{os.getpid()}"
+            env = service_env(atp_db, ATP_REDIS_URL=redis_url, ATP_REDIS_PREFIX=prefix)
+            stack.callback(redis_cleanup, redis_url, prefix)
         server = stack.enter_context(
-            running_service(service_env(atp_db), workers=args.workers, log=tmp / "atp.log")
+            running_service(env, workers=args.workers, log=tmp / "atp.log")
         )
-        atp = Service("atp", server.url, server.process.pid, atp_db)
+        projecting = None
+        if args.read_model == "redis":
+            projecting = stack.enter_context(projector(env))
+        atp = Service(
+            "atp",
+            server.url,
+            server.process.pid,
+            atp_db,
+            projecting.pid if projecting is not None else None,
+        )
         executor = stack.enter_context(
             ProcessPoolExecutor(args.clients, mp_context=multiprocessing.get_context("spawn"))
         )

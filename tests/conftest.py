@@ -34,6 +34,16 @@ def server(pg_url: str) -> Iterator[Server]:
         yield srv
 
 
+@pytest.fixture(scope="session")
+def racing_server(pg_url: str) -> Iterator[Server]:
+    """The same service with forwarding off (ATP_WRITER_SOCKET empty, which the env file of
+    `atp serve` does not override): each of its two workers decides the writes it
+    receives, so two group-commit writers race on the same streams, as when a worker
+    cannot reach the writer (api.http.forwarding)."""
+    with running_service(service_env(pg_url, ATP_WRITER_SOCKET=""), workers=2) as srv:
+        yield srv
+
+
 @pytest.fixture
 def unique(request: pytest.FixtureRequest) -> str:
     """A short prefix unique to the test, for SKUs, codes and idempotency keys."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -29,6 +30,7 @@ from api.http.controllers import (
     webhooks,
 )
 from api.http.decoding import strict_input
+from api.http.forwarding import WriterLink, claim_writer, forwarding, serve_writer
 from api.http.gateway import Gateway
 from api.http.metrics import (
     WriterSampler,
@@ -150,9 +152,28 @@ def create_app(services: Services | None = None) -> Litestar:
         gc.collect()
         gc.freeze()
         sampling = asyncio.create_task(_sample_writer(app.state.writer_sampler))
+        # Several workers: one decides every /v1 write, the others forward theirs to it.
+        app.state.writer_link = None
+        writer_lock = writer_server = None
+        if settings.writer_socket:
+            writer_lock = claim_writer(settings.writer_socket)
+            if writer_lock is not None:
+                writer_server = await serve_writer(app, settings.writer_socket)
+            else:
+                app.state.writer_link = WriterLink(settings.writer_socket)
+        # The worker that decides the writes decides on its cached states first (a stream
+        # another process moved costs a version conflict; a rejection is always checked
+        # against the ledger): one query less per batch (CommandService.trust_cache).
+        service.trust_cache = app.state.writer_link is None
         try:
             yield
         finally:
+            if writer_server is not None:
+                writer_server.close()
+            if app.state.writer_link is not None:
+                app.state.writer_link.close()
+            if writer_lock is not None:
+                os.close(writer_lock)
             sampling.cancel()
             worker_exit()
             stop.set()
@@ -199,8 +220,18 @@ def create_app(services: Services | None = None) -> Litestar:
     # Outside Litestar's exception handling and routing, so that the answers they produce
     # (401/403/429 raised by auth, 404 of the router, 500) are counted and carry the id too,
     # and so that it routes on the raw path.
-    app.asgi_handler = request_middleware(app.asgi_handler)
+    app.asgi_handler = forwarding(request_middleware(app.asgi_handler), _settle)
     return app
+
+
+async def _settle(scope: Any, position: int) -> None:
+    """Embedded read-your-writes for a write the writer worker decided: this worker's own
+    read model includes it before the answer goes (as route_middleware does for its own)."""
+    state = scope["app"].state
+    if state.nudge is None:
+        return
+    state.nudge.nudge()
+    await state.positions.wait(position, state.settings.read_wait)
 
 
 async def _sample_writer(sampler: WriterSampler, every: float = 1.0) -> None:

@@ -33,7 +33,7 @@ from adapters.ledger import (
 from adapters.records import Record, ResponseRecorded
 from api.log import correlation_id
 from atp import commands as cmd
-from atp.decide import POLICIES, NeedStreams, decide, reads
+from atp.decide import POLICIES, NeedStreams, decide, discovered_reads, reads
 from atp.errors import DomainError
 from atp.world import StateSet
 
@@ -96,6 +96,10 @@ class CommandDecider:
 
     def __call__(self, world: ServiceWorld, now: datetime, /) -> Decision:
         return decide(self.command, world, now)
+
+    def discover(self, loaded: dict[Any, Any]) -> list[StreamKey]:
+        """Streams the loaded states show the command will read (atp.decide.discovered_reads)."""
+        return discovered_reads(self.command, loaded)
 
 
 def command_decider(command: cmd.Command, fresh: Sequence[StreamKey] = ()) -> CommandDecider:
@@ -240,8 +244,12 @@ class CommandService:
         max_batch: int = 200,
         cache_size: int = 100_000,
         retry_seconds: float = 10.0,
+        trust_cache: bool = False,
     ) -> None:
         self.ledger = ledger
+        self.trust_cache = trust_cache
+        """Decide a batch on the cached states first, without reading them again (see
+        `_process`): for the one process that decides (nearly) every write."""
         self.clock = clock
         self.max_batch = max_batch
         self.retry_seconds = retry_seconds
@@ -251,6 +259,8 @@ class CommandService:
         self.batches = 0
         self.jobs = 0
         self.conflicts = 0
+        self.unsure_rejections = 0
+        """Batches decided again because a trusted cache led to a rejection."""
         self.recorded: Counter[str] = Counter()
         """Events this process appended, by event type name (for /metrics)."""
         self.unsure: set[StreamKey] = set()
@@ -334,8 +344,18 @@ class CommandService:
     def _process(self, batch: list[Job]) -> None:
         deadline = time.monotonic() + self.retry_seconds
         attempt = 0
+        # With trust_cache the first attempt decides on the cached states as they are: an
+        # acceptance is still checked by the append (each stream's expected version), so a
+        # state another process moved only costs a conflict and a second attempt. A
+        # rejection is never trusted to a cache: the batch is decided again on states read
+        # from the ledger (issue 12: "every 409 only after the stock was really gone").
+        trusted = self.trust_cache
         while True:
-            result = self._attempt(batch)
+            result = self._attempt(batch, trusted)
+            if result is _DECIDE_AGAIN:
+                self.unsure_rejections += 1
+                trusted = False
+                continue
             if result is not None:
                 self.batches += 1
                 self.jobs += len(batch)
@@ -343,33 +363,50 @@ class CommandService:
                     job.done(reply)
                 return
             self.conflicts += 1
+            trusted = False
             attempt += 1
             if time.monotonic() > deadline:
                 raise TimeoutError(f"gave up after {attempt} version conflicts")
             # Jitter, so two writers racing for one hot SKU take turns rather than collide.
             time.sleep(random.uniform(0, min(0.02, 0.001 * attempt)))
 
-    def _sync(self, world: ServiceWorld, streams: Any, base: dict[StreamKey, int]) -> None:
-        """Load streams into the world at their ledger versions (one or two queries)."""
+    def _sync(
+        self, world: ServiceWorld, streams: Any, base: dict[StreamKey, int], trusted: bool = False
+    ) -> None:
+        """Load streams into the world at their ledger versions (one or two queries);
+        `trusted`: cached streams as cached, without a query."""
         wanted: dict[StreamKey, tuple[Any, int] | None] = {}
         for stream in streams:
             if stream not in world.states and stream not in wanted:
-                wanted[stream] = self.cache.get(stream)
+                cached = self.cache.get(stream)
+                if trusted and cached is not None:
+                    world.put(stream, cached[0])
+                    base[stream] = cached[1]
+                    continue
+                wanted[stream] = cached
         for stream, (state, version) in sync_streams(self.ledger, wanted).items():
             self.cache.put(stream, state, version)
             world.put(stream, state)
             base[stream] = version
 
     def _decide(
-        self, job: Job, world: ServiceWorld, base: dict[StreamKey, int], now: datetime
+        self,
+        job: Job,
+        world: ServiceWorld,
+        base: dict[StreamKey, int],
+        now: datetime,
+        trusted: bool,
     ) -> Any:
         while True:
             try:
                 return job.decide(world, now)
             except NeedStreams as need:
-                self._sync(world, need.streams, base)
+                self._sync(world, need.streams, base, trusted)
 
-    def _attempt(self, batch: list[Job]) -> list[Result | Exception] | None:
+    def _attempt(self, batch: list[Job], trusted: bool = False) -> list[Result | Exception] | None:
+        """Decide the batch and append it: its results, or None after a version conflict
+        (nothing appended), or _DECIDE_AGAIN when a `trusted` attempt rejected a job
+        (nothing appended)."""
         now = self.clock()
         world = ServiceWorld()
         base: dict[StreamKey, int] = {}
@@ -392,7 +429,16 @@ class CommandService:
             hinted += job.decide.reads
             if job.idempotency is not None:
                 hinted.append(job.idempotency.stream)
-        self._sync(world, hinted, base)
+        self._sync(world, hinted, base, trusted)
+        # Streams the loaded states name (a commit's items, from its reservation): one more
+        # round trip for the whole batch instead of one per job (NeedStreams).
+        discovered: list[StreamKey] = []
+        for job in batch:
+            discover = getattr(job.decide, "discover", None)
+            if discover is not None:
+                discovered += discover(world.states)
+        if discovered:
+            self._sync(world, discovered, base, trusted)
         pending: list[tuple[StreamKey, Any, Job]] = []
         results: list[Result | Exception] = []
         for job in batch:
@@ -405,7 +451,7 @@ class CommandService:
             decision: Decision = []
             result: Applied[Any] | Rejected
             try:
-                decision = self._decide(job, world, base, now)
+                decision = self._decide(job, world, base, now, trusted)
             except DomainError as error:
                 result = Rejected(error)
             except Exception as exc:  # a bug in one job must not fail its batch
@@ -415,7 +461,7 @@ class CommandService:
                 continue
             else:
                 # Streams written without being read (a commit's items) need their versions.
-                self._sync(world, [stream for stream, _ in decision], base)
+                self._sync(world, [stream for stream, _ in decision], base, trusted)
                 touched = {stream: world.states[stream] for stream, _ in decision}
                 for stream, event in decision:
                     world.apply(stream, event)
@@ -445,6 +491,8 @@ class CommandService:
                 world.apply(job.idempotency.stream, record)
                 pending.append((job.idempotency.stream, record, job))
             results.append(result)
+        if trusted and any(isinstance(r, Rejected) for r in results):
+            return _DECIDE_AGAIN  # nothing appended: decided again on the ledger's states
         positions = self._append(pending, world, base, now)
         if positions is None:
             return None
@@ -507,6 +555,10 @@ class CommandService:
         for (_, _, job), position in zip(pending, ids, strict=True):
             positions[id(job)] = max(positions.get(id(job), 0), position)
         return positions
+
+
+_DECIDE_AGAIN: list[Result | Exception] = []
+"""_attempt's answer when a decision on trusted cached states rejected a job."""
 
 
 def snapshot_interval(state: Any) -> int:

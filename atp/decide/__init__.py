@@ -12,7 +12,7 @@ checks they share. This module dispatches a command to its feature and says what
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from atp import commands as cmd
@@ -113,6 +113,26 @@ def decide(command: cmd.Command, world: World, now: datetime) -> Decision:
         case cmd.ReviseOrder():
             return _revise_order(command, world, now)
     raise InvalidCommand("type", f"unknown command {type(command).__name__}")
+
+
+def discovered_reads(command: cmd.Command, loaded: Mapping[Stream, object]) -> list[Stream]:
+    """Item streams a command will read that its loaded reservation or order names (a
+    commit, release or extension reads the reservation's SKUs; a cancellation, shipment or
+    return the order's), so a caller loads them for a whole batch in one go instead of
+    meeting them one job at a time (NeedStreams). `loaded` maps streams to their states
+    (absent: not loaded; None: no such reservation or order)."""
+    streams: list[Stream] = []
+    by_id: tuple[tuple[str, DomainKind], ...] = (
+        ("reservation_id", "reservation"),
+        ("order_id", "order"),
+    )
+    for field, kind in by_id:
+        value = getattr(command, field, None)
+        if isinstance(value, str):
+            state = loaded.get((kind, value))
+            lines: Sequence[_LineLike] = getattr(state, "lines", None) or ()
+            streams += [("item", line.sku) for line in lines]
+    return streams
 
 
 def reads(command: cmd.Command) -> list[Stream]:

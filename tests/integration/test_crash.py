@@ -114,3 +114,92 @@ def test_sigkill_during_writes_loses_nothing_acknowledged(database: str) -> None
         )
     assert held_after == len(set(outcomes.values())) == len(attempted)
     assert total_held <= held_after
+
+
+def test_the_writer_worker_killed_mid_sale_loses_nothing_and_oversells_nothing(
+    database: str,
+) -> None:
+    """Story: during a flash sale the worker that decides every write (api.http.forwarding)
+    is killed (the OOM killer, a bad deploy). Tills keep posting and retry what got no
+    answer with the same Idempotency-Key.
+
+    Invariant: every acknowledged hold is in the ledger, every key holds at most once, the
+    holds never exceed the stock, the surviving worker decides writes itself until uvicorn's
+    supervisor has started a new worker, and the new worker becomes the one writer."""
+    from tests.support.concurrency import writer_counters
+
+    env = service_env(database)
+    stock = 150
+    acknowledged: dict[str, str] = {}
+    refused: set[str] = set()
+    stop = threading.Event()
+    with running_service(env, workers=2) as server:
+        with httpx.Client(base_url=server.url, headers=HEADERS, timeout=30) as client:
+            client.put("/v1/locations/WH1", json={"name": "Main", "kind": "warehouse"})
+            client.put("/v1/channels/web", json={"locations": ["WH1"]}).raise_for_status()
+            client.post(
+                "/v1/receipts",
+                json={"location": "WH1", "lines": [{"sku": "HOT", "quantity": stock}]},
+                headers={"Idempotency-Key": "seed"},
+            ).raise_for_status()
+
+        def till(n: int) -> None:
+            with httpx.Client(base_url=server.url, headers=HEADERS, timeout=10) as client:
+                i = 0
+                while not stop.is_set():
+                    key = f"till{n}-{i}"
+                    i += 1
+                    while not stop.is_set():  # the same key until an answer comes
+                        try:
+                            response = _reserve(client, key, "HOT")
+                        except httpx.HTTPError:
+                            time.sleep(0.05)
+                            continue
+                        if response.status_code == 201:
+                            acknowledged[key] = response.json()["reservation_id"]
+                        elif response.status_code == 409:
+                            refused.add(key)
+                        else:
+                            assert response.status_code == 503, response.text
+                            time.sleep(0.05)
+                            continue
+                        break
+
+        tills = [threading.Thread(target=till, args=(n,)) for n in range(6)]
+        for t in tills:
+            t.start()
+        deadline = time.monotonic() + 20
+        while len(acknowledged) < 40 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(1.2)  # the workers sample their writers' counters every second
+        before = writer_counters(server)
+        (writer,) = [w["pid"] for w in before if w["atp_writer_jobs_total"]]
+        os.kill(writer, signal.SIGKILL)
+        time.sleep(4)
+        stop.set()
+        for t in tills:
+            t.join()
+        # uvicorn started a new worker; it took the writer's lock: the next writes are its.
+        with server.client() as client:
+            client.post(
+                "/v1/receipts",
+                json={"location": "WH1", "lines": [{"sku": "COLD", "quantity": 5}]},
+            ).raise_for_status()
+            time.sleep(1.2)
+            new = {
+                w["pid"]: w["atp_writer_jobs_total"]
+                for w in writer_counters(server)
+                if w["pid"] not in {b["pid"] for b in before}
+            }
+            assert len(new) == 1 and next(iter(new.values())) > 0, (before, new)
+            held = sum(loc["held"] for loc in client.get("/v1/items/HOT").json()["locations"])
+    assert len(acknowledged) >= 40 and len(acknowledged) + len(refused) > 40
+    assert held == len(acknowledged) <= stock  # no oversell, no hold lost or doubled
+    ledger = Ledger(env=ledger_env(database, "/nonexistent", create_table=False))
+    item, _ = ledger.load(("item", "HOT"))
+    assert item == fold(("item", "HOT"), [e.event for e in ledger.records(("item", "HOT"))])
+    assert item.at("WH1").held == len(acknowledged)
+    for key, reservation_id in acknowledged.items():
+        state, _ = ledger.load(("reservation", reservation_id))
+        assert state is not None and state.status == "held", key
+    ledger.close()
