@@ -115,7 +115,7 @@ def _problems(handler: HTTPRouteHandler, path: str) -> list[int]:
         statuses |= {400, 422}  # a missing or malformed parameter or body
     if path.startswith(("/v1/availability", "/v1/items")):
         statuses.add(422)
-    if path in ("/v1/items", "/v1/reservations"):
+    if path in ("/v1/items", "/v1/reservations", "/v1/reconciliations"):
         statuses.add(404)  # a channel or location filter names nothing
     if path in ("/v1/items", "/v1/reservations", "/v1/safety-stock"):
         statuses.add(409)  # min_position not reached in time
