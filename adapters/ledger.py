@@ -555,25 +555,28 @@ def _sync_postgres(
     if snapshot_ids and ledger.snapshots is not None:
         recorder = ledger.snapshots.recorder
         snapshots_table = f"{recorder.datastore.schema}.{recorder.events_table_name}"  # type: ignore[attr-defined]
+        # LATERAL: one index lookup per stream (a join let the planner scan the tables).
         sql = (
             "WITH want(id, ver) AS (SELECT * FROM unnest(%s::uuid[], %s::int[])), "
-            "s AS (SELECT DISTINCT ON (originator_id) originator_id, originator_version, state "
-            f"FROM {snapshots_table} WHERE originator_id = ANY(%s::uuid[]) "
-            "ORDER BY originator_id, originator_version DESC) "
+            "s AS (SELECT sn.* FROM unnest(%s::uuid[]) AS k(id) CROSS JOIN LATERAL ("
+            f"SELECT originator_id, originator_version, state FROM {snapshots_table} "
+            "WHERE originator_id = k.id ORDER BY originator_version DESC LIMIT 1) sn) "
             "SELECT true, s.originator_id, s.originator_version, NULL, s.state FROM s "
             "UNION ALL "
-            "SELECT false, e.originator_id, e.originator_version, e.topic, e.state "
-            f"FROM want w LEFT JOIN s ON s.originator_id = w.id JOIN {events_table} e "
-            "ON e.originator_id = w.id "
-            "AND e.originator_version > GREATEST(w.ver, COALESCE(s.originator_version, 0)) "
+            "SELECT false, w.id, e.originator_version, e.topic, e.state "
+            "FROM want w LEFT JOIN s ON s.originator_id = w.id CROSS JOIN LATERAL ("
+            f"SELECT originator_version, topic, state FROM {events_table} "
+            "WHERE originator_id = w.id "
+            "AND originator_version > GREATEST(w.ver, COALESCE(s.originator_version, 0))) e "
             "ORDER BY 2, 1 DESC, 3"
         )
         params: tuple[Any, ...] = (ids, versions, snapshot_ids)
     else:
         sql = (
-            "SELECT false, e.originator_id, e.originator_version, e.topic, e.state "
-            "FROM unnest(%s::uuid[], %s::int[]) AS w(id, ver) "
-            f"JOIN {events_table} e ON e.originator_id = w.id AND e.originator_version > w.ver "
+            "SELECT false, w.id, e.originator_version, e.topic, e.state "
+            "FROM unnest(%s::uuid[], %s::int[]) AS w(id, ver) CROSS JOIN LATERAL ("
+            f"SELECT originator_version, topic, state FROM {events_table} "
+            "WHERE originator_id = w.id AND originator_version > w.ver) e "
             "ORDER BY 2, 3"
         )
         params = (ids, versions)
