@@ -215,7 +215,7 @@ def shop(
     return [a for p in parts for a in p[0]], sum(p[1] for p in parts), cpu_used
 
 
-def _ready() -> int:
+def _ready(_: int) -> int:
     """A no-op run in each client process before the sale (the spawn and imports done)."""
     return os.getpid()
 
@@ -481,11 +481,13 @@ def log_problems(log: Path, running: int) -> Check:
     as written while it stopped."""
     check = Check("no batch failed (service log)")
     raw = log.read_bytes() if log.exists() else b""
-    for part, when in ((raw[:running], ""), (raw[running:], " (while stopping)")):
-        for line in part.decode(errors="replace").splitlines():
-            check.checked += 1
-            if BATCH_FAILED in line or "Traceback" in line:
-                check.fail(line.strip()[:200] + when)
+    offset = 0
+    for line in raw.splitlines(keepends=True):
+        text = line.decode(errors="replace")
+        check.checked += 1
+        if BATCH_FAILED in text or "Traceback" in text:
+            check.fail(text.strip()[:200] + (" (while stopping)" if offset >= running else ""))
+        offset += len(line)
     return check
 
 
