@@ -137,7 +137,9 @@ def create_app(services: Services | None = None) -> Litestar:
             sweeper = Sweeper(ledger, service)
             threads.append(
                 threading.Thread(
-                    target=sweeper.run, args=(settings.sweep_interval, stop), daemon=True
+                    target=sweeper.run,
+                    args=(settings.sweep_interval, stop, lambda: _decides_writes(app)),
+                    daemon=True,
                 )
             )
         for thread in threads:
@@ -222,6 +224,11 @@ def create_app(services: Services | None = None) -> Litestar:
     # and so that it routes on the raw path.
     app.asgi_handler = forwarding(request_middleware(app.asgi_handler), _settle)
     return app
+
+
+def _decides_writes(app: Litestar) -> bool:
+    """Whether this worker decides its writes (the writer, or no forwarding): it sweeps."""
+    return getattr(app.state, "writer_link", None) is None
 
 
 async def _settle(scope: Any, position: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime
 
 from eventsourcing.utils import get_topic
@@ -73,9 +74,18 @@ class Sweeper:
             self.live.pop(reservation_id, None)
         return len(due)
 
-    def run(self, interval: float, stop: threading.Event) -> None:
-        """Sweep every `interval` seconds until `stop` is set (a failed sweep is logged)."""
+    def run(
+        self,
+        interval: float,
+        stop: threading.Event,
+        active: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """Sweep every `interval` seconds until `stop` is set (a failed sweep is logged),
+        while `active()` says so (in `atp serve` with several workers, only the worker that
+        decides the writes sweeps: another's expiries would race its writer)."""
         while not stop.wait(interval):
+            if not active():
+                continue
             try:
                 swept = self.sweep_once()
                 if swept:
