@@ -269,3 +269,31 @@ def test_unknown_resources(backend: Backend) -> None:
         run(service, c.ReleaseReservation(reservation_id="nope"))
     with pytest.raises(NotFound):
         run(service, c.ReceiveTransfer(transfer_id="nope"))
+
+
+def test_a_trusting_writer_sees_a_safety_stock_raised_by_another_process(
+    backend: Backend,
+) -> None:
+    """Story (found by QA): the writer worker decides checkouts on its cached states
+    (CommandService.trust_cache) while a planner raises the safety stock through another
+    process (a second host's `atp serve`, the CLI, a worker deciding while the writer
+    restarts). The policies are read by every reservation but written by none of them, so
+    the append's version check never covers them.
+
+    Invariant: a reservation decided after the rule was recorded never sells the units the
+    rule keeps back, however long the writer has had the policies cached."""
+    writer = backend.service()
+    writer.trust_cache = True
+    other = backend.service()
+    run(other, c.DefineLocation("L1", "Main", "warehouse"))
+    run(other, c.DefineChannel("web", ("L1",)))
+    run(other, c.ReceiveStock("L1", (c.Line("S", 10),)))
+    reserve = c.ReserveStock
+    run(writer, reserve("r1", "web", (c.Line("S", 1),), 900))  # the writer caches all of it
+    run(other, c.SetSafetyStock(None, "L1", 9))  # 9 of the 10 kept back: nothing sellable
+    with pytest.raises(InsufficientStock):
+        run(writer, reserve("r2", "web", (c.Line("S", 3),), 900))
+    ledger = backend.ledger()
+    item, _ = ledger.load(("item", "S"))
+    assert item.at("L1").held == 1
+    ledger.close()
