@@ -196,8 +196,14 @@ class WriterLink:
 
     async def forward(self, scope: Scope, body: bytes) -> ForwardedResponse:
         """Send the request of `scope` with `body`; the writer's answer."""
-        if self.idle:
+        # An idle connection the writer closed (it was killed or restarted) has seen EOF:
+        # sending on it would break off a request no writer ever received (a 503 for a POST
+        # without Idempotency-Key, or a write decided here while a new writer runs).
+        while self.idle:
             reader, writer = self.idle.pop()
+            if not (reader.at_eof() or writer.is_closing()):
+                break
+            writer.close()
         else:
             try:
                 reader, writer = await asyncio.open_unix_connection(self.socket_path)

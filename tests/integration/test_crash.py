@@ -203,3 +203,62 @@ def test_the_writer_worker_killed_mid_sale_loses_nothing_and_oversells_nothing(
         state, _ = ledger.load(("reservation", reservation_id))
         assert state is not None and state.status == "held", key
     ledger.close()
+
+
+def _writer_worker(server_pid: int) -> int | None:
+    """The worker of `atp serve` (pid `server_pid`) holding the writer's lock file open."""
+    try:
+        with open(f"/proc/{server_pid}/task/{server_pid}/children") as children:
+            workers = [int(pid) for pid in children.read().split()]
+    except OSError:
+        return None
+    for pid in workers:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}").endswith("writer.sock.lock"):
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
+def test_writes_after_the_writer_restarted_reach_the_new_writer(database: str) -> None:
+    """Story: the writer worker was killed and uvicorn started a new one, which took the
+    writer's lock. The surviving worker's pooled connections to the dead writer are not
+    used: the next writes it forwards (a POST without Idempotency-Key) reach the new writer
+    and answer as usual, instead of a 503 for a request no writer ever received."""
+    from collections import Counter
+
+    env = service_env(database)
+    with running_service(env, workers=2) as server:
+
+        def burst(name: str) -> Counter[int]:
+            answers: list[int] = []
+
+            def one(i: int) -> None:
+                # A connection each: both workers get some; the forwarder pools its links.
+                with httpx.Client(base_url=server.url, headers=HEADERS, timeout=30) as c:
+                    body = {"name": f"{name}-{i}", "scopes": ["availability:read"]}
+                    answers.append(c.post("/v1/tokens", json=body).status_code)
+
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(30)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            return Counter(answers)
+
+        assert burst("before") == {201: 30}
+        writer = _writer_worker(server.process.pid)
+        assert writer is not None
+        os.kill(writer, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while _writer_worker(server.process.pid) in (None, writer):
+            assert time.monotonic() < deadline, "no new writer"
+            time.sleep(0.1)
+        time.sleep(1)  # the new writer listens; the survivor's event loop saw the EOFs
+        assert burst("after") == {201: 30}
