@@ -16,11 +16,13 @@ import queue
 import random
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
+
+from cachetools import LRUCache
 
 from adapters.ledger import (
     IntegrityError,
@@ -211,26 +213,6 @@ class ServiceWorld(StateSet):
         return list(self.get(stream))
 
 
-class _Cache:
-    """LRU of (state, version) by stream, owned by the writer thread."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self.entries: OrderedDict[StreamKey, tuple[Any, int]] = OrderedDict()
-
-    def get(self, stream: StreamKey) -> tuple[Any, int] | None:
-        entry = self.entries.get(stream)
-        if entry is not None:
-            self.entries.move_to_end(stream)
-        return entry
-
-    def put(self, stream: StreamKey, state: Any, version: int) -> None:
-        self.entries[stream] = (state, version)
-        self.entries.move_to_end(stream)
-        while len(self.entries) > self.maxsize:
-            self.entries.popitem(last=False)
-
-
 class CommandService:
     """The write side: one writer thread batches jobs, decides them in order and
     appends each batch in one transaction (see the module docstring). `clock` gives `now`
@@ -253,7 +235,7 @@ class CommandService:
         self.clock = clock
         self.max_batch = max_batch
         self.retry_seconds = retry_seconds
-        self.cache = _Cache(cache_size)
+        self.cache = _StreamCache(cache_size)
         self.queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
         self.batches = 0
@@ -578,6 +560,14 @@ class CommandService:
 
 _DECIDE_AGAIN: list[Result | Exception] = []
 """_attempt's answer when a decision on trusted cached states rejected a job."""
+
+
+class _StreamCache(LRUCache[StreamKey, tuple[Any, int]]):
+    """(state, version) by stream, least recently used dropped first (cachetools), owned by
+    the writer thread."""
+
+    def put(self, stream: StreamKey, state: Any, version: int) -> None:
+        self[stream] = (state, version)
 
 
 def snapshot_interval(state: Any) -> int:
