@@ -286,7 +286,9 @@ def ledger_env(
     else:
         os.makedirs(data_dir, exist_ok=True)
         env.update(
-            PERSISTENCE_MODULE="eventsourcing.sqlite",
+            # eventsourcing's SQLite factory, whose recorder checks the streams a batch
+            # read (adapters.recorder).
+            PERSISTENCE_MODULE="adapters.recorder:SQLiteLedgerFactory",
             SQLITE_DBNAME=os.path.join(data_dir, "ledger.sqlite"),
             SQLITE_LOCK_TIMEOUT="10",
         )
@@ -341,13 +343,20 @@ class Ledger(Application[UUID]):
         return [*state, event]
 
     def append(
-        self, events: Sequence[LedgerEvent], snapshots: Iterable[tuple[StreamKey, int, Any]] = ()
+        self,
+        events: Sequence[LedgerEvent],
+        snapshots: Iterable[tuple[StreamKey, int, Any]] = (),
+        reads: Iterable[tuple[StreamKey, int]] = (),
     ) -> list[int]:
         """Append events atomically (one transaction); return their notification ids.
 
-        Raises IntegrityError if any stream moved past the expected version.
+        `reads` are (stream, version) of streams the events' decisions read without writing
+        them: checked in the same transaction (adapters.recorder). Raises IntegrityError if
+        any written stream moved past the expected version or any read stream moved, and
+        appends nothing then. Snapshots are written after, in their own transaction.
         """
-        recordings = self.events.put(list(events))
+        checks = [(stream_id(stream), version) for stream, version in reads]
+        recordings = self.events.put(list(events), reads=checks)
         positions = [r.notification.id for r in recordings]
         self._snapshot(snapshots)
         return positions

@@ -3,9 +3,10 @@
 One writer thread per process owns the write-side cache. Requests queue jobs; the writer
 drains whatever has queued while the previous transaction was committing, brings every
 stream the batch reads up to date in one query (cached streams fast-forward), decides the
-jobs in order, and appends all their events (and idempotency records) in one transaction.
-Several processes stay correct through optimistic concurrency: on a version conflict the
-batch is synced and decided again.
+jobs in order, and appends all their events (and idempotency records) in one transaction,
+which also checks that every stream the batch read and did not write is still at the
+version it was read (adapters.recorder). Several processes stay correct through optimistic
+concurrency: on a version conflict the batch is synced and decided again.
 """
 
 from __future__ import annotations
@@ -245,8 +246,6 @@ class CommandService:
         """Batches decided again because a trusted cache led to a rejection."""
         self.recorded: Counter[str] = Counter()
         """Events this process appended, by event type name (for /metrics)."""
-        self._from_cache: set[StreamKey] = set()
-        """Streams the current attempt took from the cache without reading them."""
         self.unsure: set[StreamKey] = set()
         """Streams assumed new that a conflict showed may exist: read them next time."""
 
@@ -329,13 +328,12 @@ class CommandService:
         deadline = time.monotonic() + self.retry_seconds
         attempt = 0
         # With trust_cache the first attempt decides on the cached states as they are: an
-        # acceptance is still checked by the append (each written stream's expected
-        # version), so a state another process moved only costs a conflict and a second
-        # attempt. Streams read but not written are not covered by that check: the policies
-        # are always read from the ledger, and any other such stream taken from the cache
-        # is checked before the append (`_moved`). A rejection is never trusted to a cache:
-        # the batch is decided again on states read from the ledger (issue 12: "every 409
-        # only after the stock was really gone").
+        # acceptance is still checked by the append, in the same statement (each written
+        # stream's expected version, and each stream read but not written at the version
+        # it was read: adapters.recorder), so a state another process moved only costs a
+        # conflict and a second attempt. A rejection is never trusted to a cache: the
+        # batch is decided again on states read from the ledger (issue 12: "every 409 only
+        # after the stock was really gone").
         trusted = self.trust_cache
         while True:
             result = self._attempt(batch, trusted)
@@ -366,10 +364,9 @@ class CommandService:
         for stream in streams:
             if stream not in world.states and stream not in wanted:
                 cached = self.cache.get(stream)
-                if trusted and cached is not None and stream != POLICIES:
+                if trusted and cached is not None:
                     world.put(stream, cached[0])
                     base[stream] = cached[1]
-                    self._from_cache.add(stream)
                     continue
                 wanted[stream] = cached
         for stream, (state, version) in sync_streams(self.ledger, wanted).items():
@@ -398,7 +395,6 @@ class CommandService:
         now = self.clock()
         world = ServiceWorld()
         base: dict[StreamKey, int] = {}
-        self._from_cache = set()
         # Known-new streams (ids this process minted) are not read, unless a conflict
         # said otherwise; idempotency keys this process has not seen are assumed new.
         for job in batch:
@@ -482,8 +478,6 @@ class CommandService:
             results.append(result)
         if trusted and any(isinstance(r, Rejected) for r in results):
             return _DECIDE_AGAIN  # nothing appended: decided again on the ledger's states
-        if trusted and self._moved(self._from_cache - {s for s, _, _ in pending}, base):
-            return _DECIDE_AGAIN  # a stream read from the cache, not written, had moved
         positions = self._append(pending, world, base, now)
         if positions is None:
             return None
@@ -494,16 +488,6 @@ class CommandService:
             else:
                 done.append(outcome)
         return done
-
-    def _moved(self, streams: set[StreamKey], base: dict[StreamKey, int]) -> bool:
-        """Whether any of `streams` (taken from the cache at `base` versions, read by the
-        batch but not written: the append would not check them) has events past them."""
-        if not streams:
-            return False
-        current = sync_streams(self.ledger, {s: self.cache.get(s) for s in streams})
-        for stream, (state, version) in current.items():
-            self.cache.put(stream, state, version)
-        return any(current[s][1] != base[s] for s in streams)
 
     def _replay(self, idem: Idempotency, world: ServiceWorld, now: datetime) -> Result | None:
         for record in reversed(world.records(idem.stream)):
@@ -540,12 +524,15 @@ class CommandService:
                 every = snapshot_interval(world.states[stream])
                 if versions[stream] // every > base.get(stream, 0) // every:
                     snapshots.append((stream, versions[stream], world.states[stream]))
+        # The streams the batch's decisions read and do not write, checked by the append
+        # at the versions they were read (cached ones included: trust_cache).
+        reads = [(stream, version) for stream, version in base.items() if stream not in written]
         try:
-            ids = self.ledger.append(events, snapshots)
+            ids = self.ledger.append(events, snapshots, reads)
         except IntegrityError:
-            # Another process wrote one of these streams first. The next attempt reads them
-            # at their new versions (cached ones by fast-forward); streams assumed new are
-            # read for real.
+            # Another process wrote one of these streams first, or moved one the batch
+            # read. The next attempt reads them at their new versions (cached ones by
+            # fast-forward); streams assumed new are read for real.
             self.unsure.update(s for s in written if self.cache.get(s) is None)
             return None
         for stream in written:

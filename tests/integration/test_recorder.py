@@ -1,5 +1,6 @@
-"""The ledger's PostgreSQL recorders (adapters/recorder.py): the library's insert, columns
-sent as binary arrays. What the library guarantees must hold unchanged."""
+"""The ledger's recorders (adapters/recorder.py): the library's insert, columns sent as
+binary arrays in one statement, with read checks. What the library guarantees must hold
+unchanged."""
 
 from __future__ import annotations
 
@@ -46,6 +47,48 @@ def test_a_batch_is_stored_in_order_and_a_duplicate_version_stores_nothing(
     assert ledger.load(("item", "C")) == (ItemState(sku="C"), 0)
     item, version = ledger.load(("item", "A"))
     assert (item.at("WH1").on_hand, version) == (5, 2)
+    ledger.close()
+
+
+def test_an_append_resting_on_a_stream_that_moved_stores_nothing(backend: Backend) -> None:
+    """Story: a writer decides a reservation against the safety stock it read at version 1;
+    before it appends, a planner's process raises the safety stock (version 2). Invariant: a
+    decision is stored only if every stream it read, written or not, is still as it was
+    read. The append naming (policies, 1) as read is refused with IntegrityError and stores
+    nothing; the same append naming (policies, 2) is stored. On both backends."""
+    ledger: Ledger = backend.ledger()
+    policies = ("policies", "global")
+    ledger.append([adjusted("P", 1), adjusted("P", 2)])  # stands in for the rules' stream
+    moved = ("item", "P")
+
+    with pytest.raises(IntegrityError):
+        ledger.append([adjusted("Q", 1)], reads=[(moved, 1)])
+    with pytest.raises(IntegrityError):
+        ledger.append([adjusted("Q", 1)], reads=[(policies, 1)])  # never written: version 0
+    assert ledger.load(("item", "Q"))[1] == 0
+
+    ids = ledger.append([adjusted("Q", 1)], reads=[(moved, 2), (policies, 0)])
+    assert len(ids) == 1 and ledger.head() == ids[0]
+    assert ledger.load(("item", "Q"))[1] == 1
+    ledger.close()
+
+
+def test_a_ledger_created_before_the_append_function_gets_it_on_first_append(
+    pg_backend: Backend,
+) -> None:
+    """Story: a retailer upgrades atp on a database migrated by an older release (no
+    append function yet) and starts serving without `atp migrate`. Invariant: the first
+    append creates the function and is stored; nothing is lost or doubled."""
+    ledger: Ledger = pg_backend.ledger()
+    recorder = ledger.recorder
+    assert isinstance(recorder, LedgerRecorder)
+    with recorder.datastore.transaction(commit=True) as curs:
+        curs.execute(
+            f"DROP FUNCTION {recorder.datastore.schema}.atp_append_{recorder.events_table_name}"
+        )
+    ids = ledger.append([adjusted("U", 1)])
+    assert len(ids) == 1
+    assert ledger.load(("item", "U"))[1] == 1
     ledger.close()
 
 
