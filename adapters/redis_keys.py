@@ -33,8 +33,13 @@ class RedisKeys:
         return f"{self.prefix}:{{{sku}}}:item"
 
     def state(self, sku: str) -> str:
-        """The projector's folded item state (msgspec JSON)."""
+        """The projector's folded item state without its holds (msgspec JSON; see `holds`)."""
         return f"{self.prefix}:{{{sku}}}:state"
+
+    def holds(self, sku: str) -> str:
+        """Hash: reservation id -> `[sequence number, hold]` (msgspec JSON) of each of the
+        SKU's holds; the `state` key holds the rest of the folded state."""
+        return f"{self.prefix}:{{{sku}}}:holds"
 
     def published(self, sku: str) -> str:
         """Hash: channel -> "available|status" last published on RabbitMQ."""

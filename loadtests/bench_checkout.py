@@ -356,6 +356,17 @@ def measure(
     run.latencies = [s[1] for s in mine]
     run.statuses = Counter(s[2] for s in samples)
     used_by = used.server + used.postgres
+    if os.environ.get("BENCH_CPU"):
+        print(
+            service.name,
+            scenario.name,
+            run.ops,
+            {
+                k: round(getattr(used, k) / max(run.ops, 1) * 1000, 3)
+                for k in ("server", "postgres", "projector", "redis", "bench")
+            },
+            flush=True,
+        )
     if service.projector_pid is not None:
         used_by += used.projector + used.redis
     run.cpu_per_op = used_by / run.ops if run.ops else float("nan")

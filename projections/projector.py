@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Protocol
 
+import msgspec
 from eventsourcing.utils import get_topic
 
 from adapters.amqp import AvailabilityChanged, Publisher
@@ -165,6 +166,11 @@ class Projector:
                     # position: its state already includes the event.
                     continue
                 after = evolve_item(item, event)
+                if isinstance(event, ev.StockHeld) and event.reservation_id not in item.holds:
+                    # A new hold is numbered with its position: the stored order key is the
+                    # same whether the model was built, resumed or rebuilt (readmodel).
+                    holds = after.holds.numbered(event.reservation_id, position)
+                    after = msgspec.structs.replace(after, holds=holds)
                 self.items[sku] = (after, position)
                 dirty[sku] = position
                 rid = getattr(event, "reservation_id", None)
@@ -224,9 +230,10 @@ class Projector:
             self.replaying = False
         self.position = head
         policies = self.policies if policies_changed else None
-        # Into an empty model: every SKU's live holds are listed, not only the touched ones.
+        # Every SKU's live holds are written and listed, not only the touched ones; forced,
+        # so that a model kept in place (one of an older layout) is replaced, not skipped.
         self.touched = {}
-        self._flush(sorted(self.items), False, head, policies, last_time, full=True)
+        self._flush(sorted(self.items), True, head, policies, last_time, full=True)
         self.applied += folded
         return folded
 
@@ -258,7 +265,7 @@ class Projector:
                 figures=self.publisher is not None,
                 touched=touched,
             )
-            writes.append(SkuWrite(docs, item, force))
+            writes.append(SkuWrite(docs, item, force, None if touched is None else list(touched)))
             if full:
                 for hold in item.holds.unordered():
                     self._track_expiry(sku, hold.reservation_id, hold.channel, hold.expires_at)

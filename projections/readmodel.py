@@ -6,7 +6,10 @@ one SKU sits in one Redis Cluster slot:
     <prefix>:{<sku>}:ats    hash   <channel> -> {"sku","channel","available","status","position"}
                                    _position -> ledger position the SKU's documents reflect
     <prefix>:{<sku>}:item   string the GET /v1/items/{sku} document
-    <prefix>:{<sku>}:state  string the projector's folded item state (msgspec JSON)
+    <prefix>:{<sku>}:state  string the projector's folded item state without its holds
+                                   (msgspec JSON)
+    <prefix>:{<sku>}:holds  hash   <reservation id> -> [sequence number, hold] (msgspec
+                                   JSON): the state's holds, changed one hold at a time
     <prefix>:{<sku>}:published hash <channel> -> "available|status" last published on RabbitMQ
     <prefix>:skus           set    every projected SKU
     <prefix>:{index}:<name> zset   a list index (projections.indexes), members scored 0
@@ -16,14 +19,15 @@ one SKU sits in one Redis Cluster slot:
                                    are added and removed one hold at a time
     <prefix>:meta           hash   position, policies, head_time, generation, heartbeat,
                                    build (set when a complete build ends: absent means the
-                                   model is lost or incomplete), building (a build under way)
+                                   model is lost or incomplete), building (a build under way),
+                                   layout (LAYOUT: a model of another layout is rebuilt)
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,12 +36,19 @@ from sortedcontainers import SortedList
 
 from adapters.redis_keys import RedisKeys as RedisKeys  # re-exported for importers
 from atp.state import ItemState, Policies, state_dec_hook, state_enc_hook
+from atp.state.items import NO_HOLDS, Holds, ItemHold
 from projections.indexes import Membership, prefix_end
 from projections.views import SkuDocuments
 
 _encoder = msgspec.json.Encoder(enc_hook=state_enc_hook)
 _item_decoder = msgspec.json.Decoder(ItemState, dec_hook=state_dec_hook)
 _policies_decoder = msgspec.json.Decoder(Policies)
+_hold_decoder = msgspec.json.Decoder(tuple[int, ItemHold])
+
+LAYOUT = "2"
+"""The Redis layout version, kept in `meta` with each complete build; a model of another
+layout (written by an older atp) counts as incomplete, so the projector rebuilds it. 2: a
+SKU's holds in their own hash (issue 12), not inside its state."""
 
 
 @dataclass
@@ -57,6 +68,9 @@ class SkuWrite:
     state: ItemState
     force: bool = False
     """Rewrite at the same position (a hold expired: time moved, the ledger did not)."""
+    holds: Collection[str] | None = None
+    """The reservation ids whose holds may have changed since the SKU's last write (each is
+    set as the state has it, or deleted); None: the state's holds replace the stored ones."""
 
 
 class ReadModelStore(Protocol):
@@ -233,15 +247,35 @@ class MemoryReadModel:
 # --- Redis ---------------------------------------------------------------------------------
 
 # Apply one SKU's documents unless the stored ones are newer: idempotent by ledger position.
+# ARGV: position, force, item document, state (without holds), replace holds ('1': the
+# given holds are all of them), then the counts of the channel, hold-set and hold-delete
+# arguments, then those arguments: channel/document pairs, reservation id/hold pairs, and
+# reservation ids. Holds are set and deleted in chunks (Lua's unpack has a stack limit).
 _WRITE_SKU = """
 local current = tonumber(redis.call('HGET', KEYS[1], '_position') or '-1')
 local position = tonumber(ARGV[1])
 if current > position or (current == position and ARGV[2] ~= '1') then
   return 0
 end
-redis.call('HSET', KEYS[1], '_position', ARGV[1], unpack(ARGV, 5))
+local i = 9
+local stop = i + tonumber(ARGV[6]) - 1
+redis.call('HSET', KEYS[1], '_position', ARGV[1], unpack(ARGV, i, stop))
 redis.call('SET', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[3], ARGV[4])
+if ARGV[5] == '1' then
+  redis.call('DEL', KEYS[4])
+end
+local function chunked(command, first, count)
+  local stop = first + count - 1
+  while first <= stop do
+    local last = math.min(first + 999, stop)
+    redis.call(command, KEYS[4], unpack(ARGV, first, last))
+    first = last + 1
+  end
+  return stop + 1
+end
+i = chunked('HSET', stop + 1, tonumber(ARGV[7]))
+chunked('HDEL', i, tonumber(ARGV[8]))
 return 1
 """
 
@@ -265,7 +299,7 @@ _COMPLETE_BUILD = """
 if redis.call('HGET', KEYS[1], 'building') ~= ARGV[1] then
   return 0
 end
-redis.call('HSET', KEYS[1], 'build', ARGV[1])
+redis.call('HSET', KEYS[1], 'build', ARGV[1], 'layout', ARGV[2])
 redis.call('HDEL', KEYS[1], 'building')
 return 1
 """
@@ -334,9 +368,11 @@ class RedisStore:
 
     def build(self) -> str | None:
         """The id of the complete build the model holds; None when it is lost or incomplete
-        (Redis flushed or restarted empty, or a build under way)."""
-        value = self.client.hget(self.keys.meta, "build")
-        return None if value is None else str(value.decode())
+        (Redis flushed or restarted empty, or a build under way) or of another LAYOUT."""
+        value, layout = self.client.hmget(self.keys.meta, "build", "layout")
+        if value is None or layout != LAYOUT.encode():
+            return None
+        return str(value.decode())
 
     def begin_build(self, build: str) -> None:
         """Mark a build under way: readers answer 503 for documents it has not written yet."""
@@ -345,7 +381,7 @@ class RedisStore:
 
     def complete_build(self, build: str) -> bool:
         """Mark the model complete; False if it was flushed since `begin_build` (build again)."""
-        return bool(self.complete_script(keys=[self.keys.meta], args=[build]))
+        return bool(self.complete_script(keys=[self.keys.meta], args=[build, LAYOUT]))
 
     def load(self) -> ProjectorState:
         meta = self.client.hgetall(self.keys.meta)
@@ -357,13 +393,14 @@ class RedisStore:
             pipe = self.client.pipeline(transaction=False)
             for sku in chunk:
                 pipe.get(self.keys.state(sku))
+                pipe.hgetall(self.keys.holds(sku))
                 pipe.hget(self.keys.ats(sku), "_position")
                 pipe.hgetall(self.keys.published(sku))
             values = pipe.execute()
             for i, sku in enumerate(chunk):
-                raw, position, published = values[3 * i : 3 * i + 3]
+                raw, holds, position, published = values[4 * i : 4 * i + 4]
                 if raw is not None:
-                    state.items[sku] = (_item_decoder.decode(raw), int(position or 0))
+                    state.items[sku] = (decode_item_state(raw, holds), int(position or 0))
                 for channel, figure in published.items():
                     available, status = figure.decode().split("|", 1)
                     state.published[(sku, channel.decode())] = (int(available), status)
@@ -387,9 +424,32 @@ class RedisStore:
                     self.keys.ats(docs.sku),
                     self.keys.item(docs.sku),
                     self.keys.state(docs.sku),
+                    self.keys.holds(docs.sku),
                 ]
-                args = [docs.position, "1" if w.force else "0", docs.item, _encoder.encode(w.state)]
-                self.script(keys=keys, args=args + pairs, client=pipe)
+                holds = w.state.holds
+                sets: list[Any] = []
+                deletes: list[str] = []
+                if w.holds is None:
+                    for rid, seq, hold in holds.entries():
+                        sets += [rid, _encoder.encode((seq, hold))]
+                else:
+                    for rid in w.holds:
+                        entry = holds.entry(rid)
+                        if entry is None:
+                            deletes.append(rid)
+                        else:
+                            sets += [rid, _encoder.encode(entry)]
+                args = [
+                    docs.position,
+                    "1" if w.force else "0",
+                    docs.item,
+                    _encoder.encode(msgspec.structs.replace(w.state, holds=NO_HOLDS)),
+                    "1" if w.holds is None else "0",
+                    len(pairs),
+                    len(sets),
+                    len(deletes),
+                ]
+                self.script(keys=keys, args=args + pairs + sets + deletes, client=pipe)
             pipe.sadd(self.keys.skus, *[w.documents.sku for w in chunk])
             self.write_indexes(chunk, pipe)
             pipe.execute()
@@ -474,12 +534,19 @@ class RedisReader:
         return list(await self.client.mget([self.keys.item(sku) for sku in skus]))
 
     async def item_states(self, skus: Sequence[str]) -> list[ItemState | None]:
-        """The projector's folded states of `skus` (None where absent): one MGET (see
-        `item_documents`)."""
+        """The projector's folded states of `skus` (None where absent): one round trip, an
+        MGET of the states (see `item_documents`) and each one's holds."""
         if not skus:
             return []
-        found = await self.client.mget([self.keys.state(sku) for sku in skus])
-        return [None if raw is None else _item_decoder.decode(raw) for raw in found]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.mget([self.keys.state(sku) for sku in skus])
+        for sku in skus:
+            pipe.hgetall(self.keys.holds(sku))
+        found, *holds = await pipe.execute()
+        return [
+            None if raw is None else decode_item_state(raw, held)
+            for raw, held in zip(found, holds, strict=True)
+        ]
 
     async def meta(self) -> dict[str, Any]:
         raw = await self.client.hgetall(self.keys.meta)
@@ -523,3 +590,15 @@ def _chunks(items: list[Any] | Iterable[Any], size: int) -> Iterable[list[Any]]:
     items = list(items)
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def decode_item_state(raw: bytes, holds: dict[bytes, bytes]) -> ItemState:
+    """An item state from its `state` key and its `holds` hash (see the module docstring)."""
+    state = _item_decoder.decode(raw)
+    if not holds:
+        return state
+    entries = []
+    for rid, value in holds.items():
+        seq, hold = _hold_decoder.decode(value)
+        entries.append((rid.decode(), seq, hold))
+    return msgspec.structs.replace(state, holds=Holds.from_entries(entries))

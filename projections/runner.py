@@ -33,7 +33,7 @@ import redis
 from adapters.amqp import Publisher
 from adapters.ledger import Ledger
 from projections.projector import Projector, waiter_for
-from projections.readmodel import RedisStore
+from projections.readmodel import LAYOUT, RedisStore
 
 log = logging.getLogger("atp.projector")
 LEASE_MS = 10_000
@@ -215,7 +215,7 @@ class RedisProjection:
             generation = int(self.client.hget(self.store.keys.meta, "generation") or 0) + 1
             scratch_client.hset(
                 scratch.store.keys.meta,  # type: ignore[attr-defined]
-                mapping={"generation": generation, "build": uuid.uuid4().hex},
+                mapping={"generation": generation, "build": uuid.uuid4().hex, "layout": LAYOUT},
             )
             self.client.swapdb(self.live_db, self.rebuild_db)
         except BaseException:

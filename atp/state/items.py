@@ -3,7 +3,7 @@ expected supply and SKU safety stock."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, assert_never
 
@@ -115,6 +115,35 @@ class Holds:
     def values(self) -> list[ItemHold]:
         """The holds in the order they were taken."""
         return [hold for _, (_, hold) in self._ordered()]
+
+    def entry(self, reservation_id: str) -> tuple[int, ItemHold] | None:
+        """(sequence number, hold) of `reservation_id`, or None: the number orders the
+        holds as they were taken (the Redis read model stores each hold with it)."""
+        return self._map.get(reservation_id)
+
+    def entries(self) -> Iterator[tuple[str, int, ItemHold]]:
+        """(reservation id, sequence number, hold) of every hold, in no particular order."""
+        return ((rid, seq, hold) for rid, (seq, hold) in self._map.items())
+
+    def numbered(self, reservation_id: str, seq: int) -> Holds:
+        """These holds with `reservation_id`'s hold given sequence number `seq`, which must
+        be above every other hold's (the projector numbers each hold with the ledger
+        position that took it, so a model's stored numbers do not depend on its history)."""
+        entry = self._map.get(reservation_id)
+        if entry is None:
+            return self
+        return Holds._of(self._map.set(reservation_id, (seq, entry[1])), max(self._next, seq + 1))
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[tuple[str, int, ItemHold]]) -> Holds:
+        """The holds with these (reservation id, sequence number, hold) entries, ordered by
+        their numbers (the inverse of `entries`)."""
+        mutation = Map[str, tuple[int, ItemHold]]().mutate()
+        last = 0
+        for rid, seq, hold in entries:
+            mutation[rid] = (seq, hold)
+            last = max(last, seq)
+        return cls._of(mutation.finish(), last + 1)
 
     def unordered(self) -> Iterator[ItemHold]:
         """The holds in no particular order (for sums and minima: no sort)."""

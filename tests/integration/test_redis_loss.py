@@ -13,18 +13,20 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from adapters.ledger import HistoryRow, Ledger, history, ledger_env, stream_id
 from atp import commands as c
 from atp.ats import channel_availability
 from atp.decide import POLICIES
-from atp.state import ItemState, Policies
+from atp.state import ItemState, Policies, state_enc_hook
 from projections.readmodel import RedisStore
 from tests.integration.conftest import Backend, Clock, run
 from tests.support.pg import fresh_database
@@ -317,13 +319,13 @@ def test_a_build_interrupted_by_a_flush_is_not_marked_complete() -> None:
         assert store.complete_build("b2") and store.build() == "b2"
 
 
-def test_project_once_on_an_empty_redis_leaves_a_complete_model() -> None:
-    """Story: an operator brings a new Redis up and fills it with `atp project --once`
-    before starting the API.
-
-    Invariant: the model it leaves is marked complete (else every read of an unknown SKU
-    would answer 503 forever), and equals the ledger."""
-    with fresh_database() as url, prefixed(0, "once") as (r, prefix):
+@contextmanager
+def _catalogue_ledger(
+    name: str, *commands: c.Command
+) -> Iterator[tuple[Any, str, dict[str, str], str]]:
+    """A migrated fresh ledger with the test catalogue and `commands` decided, and a Redis
+    prefix of its own: (redis client, prefix, the service's environment, database URL)."""
+    with fresh_database() as url, prefixed(0, name) as (r, prefix):
         env = service_env(url, ATP_REDIS_URL=redis_url(0), ATP_REDIS_PREFIX=prefix)
         env["PYTHONPATH"] = str(ROOT)
         atp("migrate", env=env)
@@ -331,9 +333,21 @@ def test_project_once_on_an_empty_redis_leaves_a_complete_model() -> None:
         try:
             service = backend.service()
             define_catalogue(service)
-            run(service, c.ReceiveStock(location="WH1", lines=(c.Line("O1", 4),)))
+            for command in commands:
+                run(service, command)
         finally:
             backend.close()
+        yield r, prefix, env, url
+
+
+def test_project_once_on_an_empty_redis_leaves_a_complete_model() -> None:
+    """Story: an operator brings a new Redis up and fills it with `atp project --once`
+    before starting the API.
+
+    Invariant: the model it leaves is marked complete (else every read of an unknown SKU
+    would answer 503 forever), and equals the ledger."""
+    receipt = c.ReceiveStock(location="WH1", lines=(c.Line("O1", 4),))
+    with _catalogue_ledger("once", receipt) as (r, prefix, env, url):
         out = atp("project", "--once", env=env).stdout
         assert "projected" in out, out
         assert r.hget(f"{prefix}:meta", "build") is not None
@@ -344,3 +358,29 @@ def test_project_once_on_an_empty_redis_leaves_a_complete_model() -> None:
         before = r.hget(f"{prefix}:meta", "build")
         assert "projected 0 event(s)" in atp("project", "--once", env=env).stdout
         assert r.hget(f"{prefix}:meta", "build") == before
+
+
+def test_a_model_of_the_previous_layout_is_rebuilt_not_resumed() -> None:
+    """Story: a retailer upgrades atp during a sale. Redis holds the model the previous
+    release wrote: every SKU's live holds inside its state, no `layout` in the meta.
+
+    Invariant: the new projector does not resume from it (its per-hold changes would lose
+    the holds kept inside the old states, and the planner would see fewer holds than the
+    ledger has); it rebuilds, and the model equals the ledger, every live hold included."""
+    receipt = c.ReceiveStock(location="WH1", lines=(c.Line("U1", 9),))
+    holds = [c.ReserveStock(f"r{i}", "web", (c.Line("U1", 1),), 3600) for i in range(3)]
+    with _catalogue_ledger("layout", receipt, *holds) as (r, prefix, env, url):
+        atp("project", "--once", env=env)
+        assert r.hlen(f"{prefix}:{{U1}}:holds") == 3
+        # What the previous release left: holds inside the state, no holds hash, no layout.
+        with Ledger(env=ledger_env(url, "/nonexistent", create_table=False)) as ledger:
+            item, _ = ledger.load(("item", "U1"))
+            old = msgspec.json.Encoder(enc_hook=state_enc_hook).encode(item)
+            r.set(f"{prefix}:{{U1}}:state", old)
+            r.delete(f"{prefix}:{{U1}}:holds")
+            r.hdel(f"{prefix}:meta", "layout")
+            assert RedisStore(r, prefix).build() is None  # not a model this release resumes
+            atp("project", "--once", env=env)
+            assert r.hget(f"{prefix}:meta", "layout") == b"2"
+            assert r.hlen(f"{prefix}:{{U1}}:holds") == 3
+            assert_matches_domain(r, prefix, ledger, ["U1"], datetime.now(UTC))

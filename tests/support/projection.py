@@ -17,6 +17,7 @@ from atp import commands as c
 from atp.ats import channel_availability, location_figures
 from atp.decide import POLICIES
 from atp.state import ItemState, Policies, state_dec_hook
+from projections.readmodel import decode_item_state
 from projections.views import sku_documents
 from tests.integration.conftest import run
 from tests.support.pg import ADMIN_URL
@@ -54,8 +55,11 @@ def assert_matches_domain(
         assert ats.pop("_position") == str(position).encode(), sku
         assert ats == expected.availability, sku
         assert item_doc == expected.item, sku
-        state = r.get(f"{prefix}:{{{sku}}}:state")
-        assert state is not None and _item_decoder.decode(state) == item, sku
+        raw = r.get(f"{prefix}:{{{sku}}}:state")
+        assert raw is not None, sku
+        state = decode_item_state(raw, r.hgetall(f"{prefix}:{{{sku}}}:holds"))
+        assert state == item, sku
+        assert state.holds.items() == item.holds.items(), sku  # in the order they were taken
         assert sku.encode() in r.smembers(f"{prefix}:skus")
         # The same figures straight from the ATS function the reservation check uses.
         view = msgspec.json.decode(item_doc)

@@ -22,9 +22,9 @@ import redis
 
 REDIS_BASE = os.environ.get("ATP_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 DATABASES = range(2, 16)
-VOLATILE_META = frozenset({"heartbeat", "build"})
-"""Meta fields that record wall-clock time of the projector process or the id of a build,
-not ledger content."""
+VOLATILE_META = frozenset({"heartbeat", "build", "layout"})
+"""Meta fields that record wall-clock time of the projector process or the id and layout
+of a build (written by a projection run, not by a bare Projector), not ledger content."""
 SERVICE_KEYS = frozenset({"lock", "handover"})
 """Keys of the projector's lease and rebuild handover: coordination, not read-model content."""
 
