@@ -275,6 +275,9 @@ class Run:
     cpu_per_op: float = 0.0
     """CPU seconds of the service's processes and PostgreSQL per measured operation."""
     client_cpu: float = 0.0
+    cpu_parts: dict[str, float] = field(default_factory=dict)
+    """CPU seconds per measured operation by process: the service's, PostgreSQL's, the
+    projector's and Redis's (the last two atp's only, with the Redis read model)."""
     busy: float = 0.0
     """Fraction of the machine busy (2 cores = 2.0)."""
     writer: WriterTotals | None = None
@@ -356,17 +359,10 @@ def measure(
     run.latencies = [s[1] for s in mine]
     run.statuses = Counter(s[2] for s in samples)
     used_by = used.server + used.postgres
-    if os.environ.get("BENCH_CPU"):
-        print(
-            service.name,
-            scenario.name,
-            run.ops,
-            {
-                k: round(getattr(used, k) / max(run.ops, 1) * 1000, 3)
-                for k in ("server", "postgres", "projector", "redis", "bench")
-            },
-            flush=True,
-        )
+    run.cpu_parts = {
+        part: getattr(used, part) / run.ops if run.ops else float("nan")
+        for part in ("server", "postgres", "projector", "redis")
+    }
     if service.projector_pid is not None:
         used_by += used.projector + used.redis
     run.cpu_per_op = used_by / run.ops if run.ops else float("nan")
@@ -470,6 +466,18 @@ def report(
                 f"{conflicts:6,} conflicts / {batches:6,} batches"
                 f" ({100 * conflicts / max(1, batches + conflicts):.0f}% of attempts redone)"
             )
+    lines.append("")
+    lines.append("CPU ms per operation by process, medians over rounds (server = the API workers):")
+    for scenario in (s for s in SCENARIOS if s.name in args.scenarios):
+        for service in ("plain", "atp"):
+            rs = runs.get((scenario.name, service), [])
+            if rs:
+                parts = "  ".join(
+                    f"{part} {1000 * median([r.cpu_parts[part] for r in rs]):.2f}"
+                    for part in ("server", "postgres", "projector", "redis")
+                    if service == "atp" or part in ("server", "postgres")
+                )
+                lines.append(f"  {scenario.name:<9} {service:<6} {parts}")
     lines.append("")
     if bench:
         for name in ("hot", "uniform"):

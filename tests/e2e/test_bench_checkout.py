@@ -49,6 +49,8 @@ def test_benchmark_runs_both_services_in_tiny_mode() -> None:
         (row,) = [line for line in out.splitlines() if line.startswith(f"{name} ")]
         assert row.endswith("| -"), row  # atp only
     assert "pgbench hot" in out and "pgbench uniform" in out
+    (atp_cpu,) = [line for line in out.splitlines() if line.startswith("  uniform   atp ")]
+    assert "projector" in atp_cpu and "redis" in atp_cpu, atp_cpu  # atp's CPU, all of it
     assert "(c) atp, 20 live holds / 10" in out
     assert "oversold SKUs: plain 0, atp 0" in out
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres") as conn:
