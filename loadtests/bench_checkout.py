@@ -59,8 +59,13 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 
-from loadtests.bench_reservations import CHANNEL, WriterTotals, percentile, seed
-from loadtests.bench_reservations import _Connection as KeepAlive
+from loadtests.bench_reservations import (
+    CHANNEL,
+    KeepAliveConnection,
+    WriterTotals,
+    percentile,
+    seed,
+)
 from loadtests.harness import results
 from loadtests.harness.cpu import cpu_snapshot
 from loadtests.harness.redis_probe import pick_redis_db, redis_cleanup
@@ -105,21 +110,6 @@ SCENARIOS = (
 # --- client processes --------------------------------------------------------------------
 
 
-class _Connection(KeepAlive):
-    """bench_reservations' keep-alive connection, answering (status, body)."""
-
-    def post(self, path: str, body: object, key: str) -> tuple[int, bytes]:
-        try:
-            headers = {**self.headers, "Idempotency-Key": key}
-            self.conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
-            response = self.conn.getresponse()
-            return response.status, response.read()
-        except (OSError, http.client.HTTPException):
-            self.conn.close()
-            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
-            raise
-
-
 Sample = tuple[str, float, int]
 """(operation, latency in seconds, HTTP status)."""
 
@@ -137,7 +127,7 @@ def drive(
 ) -> tuple[list[Sample], int, float]:
     """Runs in a client process: cycles of `scenario.ops` until the deadline or `max_cycles`
     (over all threads). Returns the samples, transport errors and CPU seconds used."""
-    connections = [_Connection(url, ADMIN_TOKEN) for _ in range(threads)]
+    connections = [KeepAliveConnection(url, ADMIN_TOKEN) for _ in range(threads)]
     prefix = uuid.uuid4().hex[:12]
 
     def run(index: int) -> tuple[list[Sample], int]:
@@ -170,7 +160,7 @@ def drive(
                     path, body = f"/v1/reservations/{reservation}/release", {}
                 t0 = time.perf_counter()
                 try:
-                    status, answer = conn.post(path, body, key)
+                    status, answer, _ = conn.post(path, body, key)
                 except (OSError, http.client.HTTPException):
                     errors += 1
                     break

@@ -73,8 +73,14 @@ from atp.ats import channel_availability
 from atp.state import ItemState, Policies, evolve_item, evolve_policies
 from atp.streams import POLICIES
 from loadtests.bench_checkout import writer_totals
-from loadtests.bench_reservations import CHANNEL, LOCATION, WriterTotals, percentile, seed
-from loadtests.bench_reservations import _Connection as KeepAlive
+from loadtests.bench_reservations import (
+    CHANNEL,
+    LOCATION,
+    KeepAliveConnection,
+    WriterTotals,
+    percentile,
+    seed,
+)
 from loadtests.harness.redis_probe import pick_redis_db, redis_cleanup
 from loadtests.harness.services import projector, wait_caught_up
 from loadtests.harness.tables import render_table
@@ -109,22 +115,6 @@ class Answer(NamedTuple):
     """The answer's ATP-Position header (0 when absent)."""
 
 
-class _Connection(KeepAlive):
-    """bench_reservations' keep-alive connection, answering (status, body, ATP-Position)."""
-
-    def post(self, path: str, body: object, key: str) -> tuple[int, bytes, int]:
-        try:
-            headers = {**self.headers, "Idempotency-Key": key}
-            self.conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
-            response = self.conn.getresponse()
-            answer = response.read()
-            return response.status, answer, int(response.getheader("ATP-Position") or 0)
-        except (OSError, http.client.HTTPException):
-            self.conn.close()
-            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
-            raise
-
-
 @dataclass(frozen=True)
 class Shopping:
     """What every shopper does: the SKUs, the share of hot picks, the reservation TTL
@@ -154,7 +144,7 @@ def shop(
     connection, from `start_at` (epoch seconds) for `duration` seconds. Returns every
     answer, the transport errors (timeouts, resets: the answer was lost) and the CPU
     seconds this process used."""
-    connections = [_Connection(url, ADMIN_TOKEN) for _ in range(threads)]
+    connections = [KeepAliveConnection(url, ADMIN_TOKEN) for _ in range(threads)]
     for connection in connections:  # connected before the start
         if connection.request("GET", "/health") != 200:
             raise RuntimeError("the service is not healthy")

@@ -76,7 +76,7 @@ def _schedule(
     return [(k, rng.choice(own), rng.randint(1, 3)) for k in range(sender, total, senders)]
 
 
-class _Connection:
+class KeepAliveConnection:
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -121,7 +121,7 @@ def _send_api(
 ) -> tuple[list[Change], int, float]:
     """Client process: senders first..first+threads-1 over HTTP. Returns the changes, the
     failed requests and the CPU seconds used."""
-    connections = [_Connection(url) for _ in range(threads)]
+    connections = [KeepAliveConnection(url) for _ in range(threads)]
     for c in connections:
         c.conn.request("GET", "/health")
         c.conn.getresponse().read()

@@ -50,7 +50,7 @@ RECEIPT_LINES = 100
 # --- client processes --------------------------------------------------------------------
 
 
-class _Connection:
+class KeepAliveConnection:
     """A keep-alive HTTP/1.1 connection (http.client: a fraction of httpx's client CPU,
     which matters when the clients share the two cores with the service)."""
 
@@ -66,6 +66,20 @@ class _Connection:
             response = self.conn.getresponse()
             response.read()
             return response.status
+        except (OSError, http.client.HTTPException):
+            self.conn.close()
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+            raise
+
+    def post(self, path: str, body: object, key: str) -> tuple[int, bytes, int]:
+        """POST `body` as JSON with Idempotency-Key `key`: (status, body, ATP-Position or 0).
+        Raises OSError or HTTPException (reconnected for the next request)."""
+        try:
+            headers = {**self.headers, "Idempotency-Key": key}
+            self.conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
+            response = self.conn.getresponse()
+            answer = response.read()
+            return response.status, answer, int(response.getheader("ATP-Position") or 0)
         except (OSError, http.client.HTTPException):
             self.conn.close()
             self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
@@ -87,7 +101,7 @@ def _drive(
 ) -> tuple[list[tuple[float, float, int]], dict[str, int], int, float]:
     """Runs in a client process. Returns (start offset, latency, status) per request, the
     201s per SKU, transport errors (timeouts, resets) and the CPU seconds this used."""
-    connections = [_Connection(url, token) for _ in range(threads)]
+    connections = [KeepAliveConnection(url, token) for _ in range(threads)]
     for connection in connections:  # connect before the start
         if connection.request("GET", "/health") != 200:
             raise RuntimeError("the service is not healthy")
