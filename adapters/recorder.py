@@ -6,7 +6,7 @@ escaping every byte of `state`: about a quarter of the writer thread's CPU at ch
 and most of it when a SKU with 10,000 live holds was snapshotted (issue 12,
 docs/benchmarks.md). These recorders send the same rows as four parallel arrays in binary
 (uuid, bigint, text, bytea: no escaping), and keep everything else of the library's insert:
-for the events, the same transaction, its `LOCK TABLE ... IN EXCLUSIVE MODE` (commit order
+for the events, one transaction, its `LOCK TABLE ... IN EXCLUSIVE MODE` (commit order
 equals notification order), the NOTIFY and `RETURNING notification_id` in insert order; for
 both, the IntegrityError on a duplicate (stream, version).
 
@@ -107,8 +107,6 @@ class LedgerRecorder(PostgresApplicationRecorder):
         self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
     ) -> None:
         super().__init__(datastore, events_table_name=events_table_name)
-        self.insert_columns_statement = _insert_columns(datastore, events_table_name, True)
-        self.notify_statement = SQL("NOTIFY {0}").format(Identifier(self.channel_name))
         function = Identifier(datastore.schema, f"atp_append_{events_table_name}")
         self.create_append_statement = SQL(
             "CREATE OR REPLACE FUNCTION {function}("
@@ -163,16 +161,6 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 curs.execute(self.create_append_statement, prepare=False)
                 curs.execute(self.append_statement, params, prepare=True)
             return [row["id"] for row in curs.fetchall()]
-
-    def _notify_channel(self, curs: Cursor[DictRow]) -> None:
-        curs.execute(self.notify_statement, prepare=True)
-
-    def _insert_stored_events(
-        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any
-    ) -> None:
-        self._lock_table(curs)
-        self._notify_channel(curs)
-        curs.execute(self.insert_columns_statement, _columns(stored_events), prepare=True)
 
 
 class LedgerFactory(PostgresFactory):
