@@ -60,12 +60,8 @@ class Holds:
     __slots__ = ("_map", "_next")
 
     def __init__(self, holds: Mapping[str, ItemHold] | None = None) -> None:
-        mutation = Map[str, tuple[int, ItemHold]]().mutate()
-        count = 0
-        for count, (rid, hold) in enumerate((holds or {}).items(), 1):
-            mutation[rid] = (count, hold)
-        self._map = mutation.finish()
-        self._next = count + 1
+        numbered = ((rid, seq, hold) for seq, (rid, hold) in enumerate((holds or {}).items(), 1))
+        self._map, self._next = _numbered_map(numbered)
 
     @classmethod
     def _of(cls, entries: Map[str, tuple[int, ItemHold]], next_seq: int) -> Holds:
@@ -138,12 +134,7 @@ class Holds:
     def from_entries(cls, entries: Iterable[tuple[str, int, ItemHold]]) -> Holds:
         """The holds with these (reservation id, sequence number, hold) entries, ordered by
         their numbers (the inverse of `entries`)."""
-        mutation = Map[str, tuple[int, ItemHold]]().mutate()
-        last = 0
-        for rid, seq, hold in entries:
-            mutation[rid] = (seq, hold)
-            last = max(last, seq)
-        return cls._of(mutation.finish(), last + 1)
+        return cls._of(*_numbered_map(entries))
 
     def unordered(self) -> Iterator[ItemHold]:
         """The holds in no particular order (for sums and minima: no sort)."""
@@ -163,6 +154,19 @@ class Holds:
 
     def __repr__(self) -> str:
         return f"Holds({dict(self.items())!r})"
+
+
+def _numbered_map(
+    entries: Iterable[tuple[str, int, ItemHold]],
+) -> tuple[Map[str, tuple[int, ItemHold]], int]:
+    """The persistent map of (reservation id, sequence number, hold) entries, and the next
+    sequence number (one above the highest)."""
+    mutation = Map[str, tuple[int, ItemHold]]().mutate()
+    last = 0
+    for rid, seq, hold in entries:
+        mutation[rid] = (seq, hold)
+        last = max(last, seq)
+    return mutation.finish(), last + 1
 
 
 NO_HOLDS = Holds()
