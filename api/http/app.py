@@ -160,7 +160,9 @@ def create_app(services: Services | None = None) -> Litestar:
         if settings.writer_socket:
             writer_lock = claim_writer(settings.writer_socket)
             if writer_lock is not None:
-                writer_server = await serve_writer(app, settings.writer_socket)
+                writer_server = await serve_writer(
+                    app, settings.writer_socket, app.state.gateway.run_forwarded
+                )
             else:
                 app.state.writer_link = WriterLink(settings.writer_socket)
         # The worker that decides the writes decides on its cached states first (a stream

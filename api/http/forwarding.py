@@ -19,6 +19,18 @@ the next worker to start takes it) decides the write itself. A request whose for
 after it was sent is decided locally only when deciding it twice is harmless (an
 Idempotency-Key, or PUT/DELETE); otherwise it answers 503 with Retry-After.
 
+Checkout writes (reservations and orders, the routes of nearly every write under load) are
+forwarded one step later and smaller: the worker where the request arrived runs it through
+Litestar itself (authentication, decoding, validation, the log line, the metrics) and the
+route's gateway sends the writer only the decided-by-data job, a `ForwardedCommand` (the
+domain command, the view to answer with, the idempotency key), which the writer decides and
+answers with a `CommandOutcome` (status, body, position). Why (issue 12, py-spy with
+`--gil` on the writer worker at 1,000 reservations/s): Litestar's handling of the other
+worker's forwarded requests took 41% of the writer process's GIL and its own HTTP 25%, the
+decisions 22%: the writer process was the one saturated process while the other worker
+used 28% of a core. `FORWARDED_AS_COMMANDS` names those paths; the middleware leaves them
+to Litestar here.
+
 The link is a hand-written frame protocol (4-byte length, msgpack) over a pool of Unix
 socket connections, one request at a time each: an HTTP client (httpx) cost more CPU per
 forwarded request than the writer's own decision (docs/benchmarks.md).
@@ -37,6 +49,7 @@ from typing import Any
 import msgspec
 from litestar.types import ASGIApp
 
+from api.http.metrics import FORWARDED_WRITES
 from api.http.problems import PROBLEM, problem_body
 
 log = logging.getLogger("atp.forwarding")
@@ -50,6 +63,9 @@ LOCAL_PATHS = ("/v1/reconciliations",)
 their own lock."""
 POOL_SIZE = 64
 """Idle connections a worker keeps to the writer."""
+FORWARDED_AS_COMMANDS = ("/v1/reservations", "/v1/orders")
+"""Writes under these paths run through Litestar where they arrive; their routes send the
+writer a ForwardedCommand (api.http.gateway.Gateway.command)."""
 _READS = frozenset(("GET", "HEAD", "OPTIONS"))
 # Litestar's ASGI TypedDicts distinguish HTTP from WebSocket messages this module never
 # sees; plain aliases keep the frames' code readable.
@@ -60,7 +76,7 @@ Send = Callable[[Any], Awaitable[None]]
 _SAFE_TO_REDO = frozenset(("PUT", "DELETE"))
 
 
-class ForwardedRequest(msgspec.Struct, array_like=True):
+class ForwardedRequest(msgspec.Struct, array_like=True, tag="http"):
     """What crosses the socket: the request as the worker received it."""
 
     method: str
@@ -81,9 +97,40 @@ class ForwardedResponse(msgspec.Struct, array_like=True):
     body: bytes
 
 
+class ForwardedCommand(msgspec.Struct, array_like=True, tag="command"):
+    """A checkout write decoded where it arrived: `command` (an atp.commands struct,
+    msgpack), the `view` its answer shows (kind "reservation" or "order", the stream's id,
+    the status of success), its idempotency key (scope, key, request hash) or None, and the
+    request's correlation id and token name (ledger metadata)."""
+
+    command: bytes
+    view: tuple[str, str, int]
+    idempotency: tuple[str, str, str] | None
+    correlation_id: str
+    token_name: str
+
+
+class CommandOutcome(msgspec.Struct, array_like=True):
+    """The writer's answer to a ForwardedCommand. `kind`: "decided" (status and body of the
+    view or of the domain problem; `position` the ledger position of its last event or
+    idempotency record), "replayed" (the key's first answer), "reused" (the key came with
+    another request), "unavailable" (the writer could not reach a backing service: the
+    ledger) or "failed" (the job failed in the writer: a bug)."""
+
+    kind: str
+    status: int = 0
+    body: bytes = b""
+    position: int | None = None
+
+
+CommandHandler = Callable[[ForwardedCommand], Awaitable[CommandOutcome]]
+"""The writer's handler of forwarded commands (api.http.gateway.Gateway.run_forwarded)."""
+
+
 _encoder = msgspec.msgpack.Encoder()
-_request_decoder = msgspec.msgpack.Decoder(ForwardedRequest)
+_request_decoder = msgspec.msgpack.Decoder(ForwardedRequest | ForwardedCommand)
 _response_decoder = msgspec.msgpack.Decoder(ForwardedResponse)
+_outcome_decoder = msgspec.msgpack.Decoder(CommandOutcome)
 
 
 class WriterUnreachable(Exception):
@@ -116,10 +163,13 @@ def claim_writer(socket_path: str) -> int | None:
     return fd
 
 
-async def serve_writer(app: ASGIApp, socket_path: str) -> asyncio.AbstractServer:
-    """Listen on `socket_path` for other workers' writes and run each through `app` (the
-    whole Litestar application: authentication, validation, the decision, the log line and
-    the metrics happen here, once)."""
+async def serve_writer(
+    app: ASGIApp, socket_path: str, on_command: CommandHandler
+) -> asyncio.AbstractServer:
+    """Listen on `socket_path` for other workers' writes: run each forwarded request through
+    `app` (the whole Litestar application: authentication, validation, the decision, the log
+    line and the metrics happen here, once) and each forwarded command through
+    `on_command`."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(socket_path)
 
@@ -127,7 +177,11 @@ async def serve_writer(app: ASGIApp, socket_path: str) -> asyncio.AbstractServer
         try:
             while True:
                 request = _request_decoder.decode(await _read_frame(reader))
-                response = await _call(app, request)
+                response: ForwardedResponse | CommandOutcome
+                if isinstance(request, ForwardedCommand):
+                    response = await on_command(request)
+                else:
+                    response = await _call(app, request)
                 writer.write(_frame(_encoder.encode(response)))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -196,6 +250,27 @@ class WriterLink:
 
     async def forward(self, scope: Scope, body: bytes) -> ForwardedResponse:
         """Send the request of `scope` with `body`; the writer's answer."""
+        client = scope.get("client")
+        request = ForwardedRequest(
+            scope["method"],
+            scope["path"],
+            scope.get("raw_path") or scope["path"].encode(),
+            scope.get("query_string", b""),
+            [(bytes(k), bytes(v)) for k, v in scope["headers"]],
+            (client[0], client[1]) if client else None,
+            scope.get("scheme", "http"),
+            body,
+        )
+        answer: ForwardedResponse = _response_decoder.decode(await self._exchange(request))
+        return answer
+
+    async def command(self, command: ForwardedCommand) -> CommandOutcome:
+        """Send a checkout write's command; the writer's outcome."""
+        outcome: CommandOutcome = _outcome_decoder.decode(await self._exchange(command))
+        return outcome
+
+    async def _exchange(self, frame: ForwardedRequest | ForwardedCommand) -> bytes:
+        kind = "command" if isinstance(frame, ForwardedCommand) else "request"
         # An idle connection the writer closed (it was killed or restarted) has seen EOF:
         # sending on it would break off a request no writer ever received (a 503 for a POST
         # without Idempotency-Key, or a write decided here while a new writer runs).
@@ -208,24 +283,15 @@ class WriterLink:
             try:
                 reader, writer = await asyncio.open_unix_connection(self.socket_path)
             except OSError as exc:
+                FORWARDED_WRITES.labels(kind=kind, outcome="unreachable").inc()
                 raise WriterUnreachable(str(exc)) from exc
-        client = scope.get("client")
-        request = ForwardedRequest(
-            scope["method"],
-            scope["path"],
-            scope.get("raw_path") or scope["path"].encode(),
-            scope.get("query_string", b""),
-            [(bytes(k), bytes(v)) for k, v in scope["headers"]],
-            (client[0], client[1]) if client else None,
-            scope.get("scheme", "http"),
-            body,
-        )
         try:
-            writer.write(_frame(_encoder.encode(request)))
+            writer.write(_frame(_encoder.encode(frame)))
             await writer.drain()
-            response = _response_decoder.decode(await _read_frame(reader))
+            answer = await _read_frame(reader)
         except (OSError, asyncio.IncompleteReadError) as exc:
             writer.close()
+            FORWARDED_WRITES.labels(kind=kind, outcome="broken").inc()
             raise ForwardBroken(str(exc)) from exc
         except BaseException:
             writer.close()  # cancelled mid-request: the connection's state is unknown
@@ -234,7 +300,8 @@ class WriterLink:
             self.idle.append((reader, writer))
         else:
             writer.close()
-        return response
+        FORWARDED_WRITES.labels(kind=kind, outcome="answered").inc()
+        return answer
 
     def close(self) -> None:
         """Close the idle connections."""
@@ -287,6 +354,7 @@ def forwarding(
             or FORWARDED in scope
             or not scope["path"].startswith("/v1/")
             or scope["path"].startswith(LOCAL_PATHS)
+            or scope["path"].startswith(FORWARDED_AS_COMMANDS)
         ):
             await app(scope, receive, send)
             return

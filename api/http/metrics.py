@@ -66,6 +66,13 @@ HTTP_ERRORS = Counter(
 )
 for _kind in ("unhandled", "unavailable"):
     HTTP_ERRORS.labels(kind=_kind)
+FORWARDED_WRITES = Counter(
+    "atp_forwarded_writes",
+    "Writes a worker sent to the writer worker, by kind (command: a checkout command "
+    "decoded where it arrived; request: the whole HTTP request) and outcome (answered; "
+    "unreachable or broken: decided where it arrived, or 503 when that is not safe).",
+    ["kind", "outcome"],
+)
 WRITER_QUEUE = Gauge(
     "atp_writer_queue_depth",
     "Commands waiting for the writers (sum over the live workers).",

@@ -72,10 +72,17 @@ class Operations:
         """Any domain command (atp.commands), decided by atp.decide."""
         return await self.run(command_decider(command), call)
 
+    def decider(self, command: cmd.Command) -> Decider:
+        """The decider of `command`. A reservation's id was minted for it (the route makes
+        one per request), so its stream is known new and not read."""
+        if isinstance(command, cmd.ReserveStock):
+            fresh: tuple[Stream, ...] = (("reservation", command.reservation_id),)
+            return command_decider(command, fresh=fresh)
+        return command_decider(command)
+
     async def reserve(self, command: cmd.ReserveStock, call: Call) -> Result:
         """Hold stock for a checkout; the reservation id is new, so its stream is not read."""
-        fresh: tuple[Stream, ...] = (("reservation", command.reservation_id),)
-        return await self.run(command_decider(command, fresh=fresh), call)
+        return await self.run(self.decider(command), call)
 
     async def commit(self, command: cmd.CommitReservation, call: Call) -> Result:
         """Turn a reservation's holds into an order's allocations."""

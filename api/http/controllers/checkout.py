@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime
-from functools import partial
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -17,16 +15,14 @@ from api.http.controllers.common import (
     RESERVATIONS_WRITE,
     check_lines,
     gateway,
-    handle,
     ledger,
-    operations,
     path_code,
     service,
 )
 from api.http.decoding import decode_body
+from api.http.gateway import View
 from api.http.openapi import returns
 from api.http.views import order_view, reservation_view
-from api.service.commands import ServiceWorld
 from atp import commands as cmd
 from atp.errors import NotFound
 
@@ -40,24 +36,6 @@ HELD = returns(200, s.ReservationView, "The reservation")
 def _lines(lines: list[s.LineIn]) -> tuple[cmd.Line, ...]:
     check_lines(lines)
     return tuple(cmd.Line(line.sku, line.quantity) for line in lines)
-
-
-def _reservation(reservation_id: str) -> Any:
-    def render(world: ServiceWorld, now: datetime) -> tuple[int, Any]:
-        reservation = world.reservation(reservation_id)
-        assert reservation is not None
-        return 200, reservation_view(reservation, now)
-
-    return render
-
-
-def _order(order_id: str, status: int) -> Any:
-    def render(world: ServiceWorld, _: datetime) -> tuple[int, Any]:
-        order = world.order(order_id)
-        assert order is not None
-        return status, order_view(order)
-
-    return render
 
 
 @post(
@@ -75,13 +53,10 @@ async def reserve(request: Request[Any, Any, Any], data: s.ReservationRequest) -
         ttl_seconds=data.ttl_seconds,
         reference=data.reference,
     )
-
-    def render(world: ServiceWorld, now: datetime) -> tuple[int, Any]:
-        return 201, _reservation(reservation_id)(world, now)[1]
-
-    # The id was minted here, so the stream cannot exist yet: the operation does not read it.
-    reserve = partial(operations(request).reserve, command)
-    return await gateway(request).execute(request, reserve, render, require_key=True)
+    # The id was minted here, so the stream cannot exist yet: its decision does not read it
+    # (Operations.decider).
+    view = View("reservation", reservation_id, 201)
+    return await gateway(request).command(request, command, view)
 
 
 @get(
@@ -103,8 +78,8 @@ async def extend(
 ) -> Response[bytes]:
     reservation_id = path_code(reservation_id, "reservation")
     command = cmd.ExtendReservation(reservation_id=reservation_id, ttl_seconds=data.ttl_seconds)
-    return await gateway(request).execute(
-        request, handle(request, command), _reservation(reservation_id), require_key=True
+    return await gateway(request).command(
+        request, command, View("reservation", reservation_id, 200)
     )
 
 
@@ -112,8 +87,8 @@ async def extend(
 async def release(request: Request[Any, Any, Any], reservation_id: str) -> Response[bytes]:
     reservation_id = path_code(reservation_id, "reservation")
     command = cmd.ReleaseReservation(reservation_id=reservation_id)
-    return await gateway(request).execute(
-        request, handle(request, command), _reservation(reservation_id), require_key=True
+    return await gateway(request).command(
+        request, command, View("reservation", reservation_id, 200)
     )
 
 
@@ -128,20 +103,15 @@ async def commit(
 ) -> Response[bytes]:
     reservation_id = path_code(reservation_id, "reservation")
     command = cmd.CommitReservation(reservation_id=reservation_id, order_id=data.order_id)
-
-    def render(world: ServiceWorld, now: datetime) -> tuple[int, Any]:
-        return 201, _reservation(reservation_id)(world, now)[1]
-
-    commit = partial(operations(request).commit, command)
-    return await gateway(request).execute(request, commit, render, require_key=True)
+    return await gateway(request).command(
+        request, command, View("reservation", reservation_id, 201)
+    )
 
 
 @post("/v1/orders", opt=ORD, status_code=201, responses=returns(201, s.OrderView, "The order"))
 async def place_order(request: Request[Any, Any, Any], data: s.OrderRequest) -> Response[bytes]:
     command = cmd.PlaceOrder(order_id=data.order_id, channel=data.channel, lines=_lines(data.lines))
-    return await gateway(request).execute(
-        request, handle(request, command), _order(data.order_id, 201), require_key=True
-    )
+    return await gateway(request).command(request, command, View("order", data.order_id, 201))
 
 
 @get("/v1/orders/{order_id:str}", opt={"scopes": (ORDERS_WRITE, AVAILABILITY_READ)})
@@ -166,9 +136,7 @@ async def cancel_order(request: Request[Any, Any, Any], order_id: str) -> Respon
     data = decode_body(raw, s.CancelRequest) if raw.strip() else s.CancelRequest()
     lines = _lines(data.lines) if data.lines is not None else None
     command = cmd.CancelOrder(order_id=order_id, lines=lines)
-    return await gateway(request).execute(
-        request, handle(request, command), _order(order_id, 200), require_key=True
-    )
+    return await gateway(request).command(request, command, View("order", order_id, 200))
 
 
 @post(
@@ -187,9 +155,7 @@ async def ship_order(
         location=data.location,
         lines=_lines(data.lines),
     )
-    return await gateway(request).execute(
-        request, handle(request, command), _order(order_id, 201), require_key=True
-    )
+    return await gateway(request).command(request, command, View("order", order_id, 201))
 
 
 @post(
@@ -209,9 +175,7 @@ async def return_order(
         location=data.location,
         lines=tuple(cmd.ReturnLine(x.sku, x.quantity, x.disposition) for x in data.lines),
     )
-    return await gateway(request).execute(
-        request, handle(request, command), _order(order_id, 201), require_key=True
-    )
+    return await gateway(request).command(request, command, View("order", order_id, 201))
 
 
 ROUTES = [
