@@ -50,10 +50,12 @@ StreamKey = Stream
 """The stream key type, defined once in `atp.streams` (this name is kept for its importers)."""
 
 
-@functools.lru_cache(maxsize=200_000)
+@functools.lru_cache(maxsize=20_000)
 def stream_id(stream: StreamKey) -> UUID:
     """The stream's id in the event store: uuid5 of "atp:<kind>:<key>" (cached: the writer
-    asks for the same hot streams' ids batch after batch)."""
+    asks for the same hot streams' ids batch after batch). 20,000 ids, not more: every
+    cached UUID is an object the collector scans, and at 200,000 they were half of the
+    writer process's tracked objects (issue 12, docs/benchmarks.md)."""
     kind, key = stream
     return uuid5(NAMESPACE_URL, f"atp:{kind}:{key}")
 

@@ -13,7 +13,9 @@ import msgspec
 from atp.streams import Stream
 
 
-class Record(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+# gc=False (msgspec): immutable values, never part of a reference cycle, so the collector
+# need not track them: the writer caches ~100,000 states built of these (issue 12).
+class Record(msgspec.Struct, frozen=True, gc=False, tag=True, kw_only=True):
     """Base of service records kept in the ledger."""
 
 
@@ -133,7 +135,7 @@ class ReconciliationStarted(Record, frozen=True):
     started_at: datetime
 
 
-class DriftedLine(msgspec.Struct, frozen=True):
+class DriftedLine(msgspec.Struct, frozen=True, gc=False):
     """One drifted SKU of a report (units; see atp.reconcile.ComparedLine): `applied` when
     a correction moved on-hand, by `applied_drift` units (the drift, or less when on-hand
     could only go down to 0); `superseded` when a later snapshot's reconciliation already

@@ -9,25 +9,27 @@ import msgspec
 from atp.events import UnmappedLine
 
 
-class Command(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+# gc=False (msgspec): immutable values, never part of a reference cycle, so the collector
+# need not track them: the writer caches ~100,000 states built of these (issue 12).
+class Command(msgspec.Struct, frozen=True, gc=False, tag=True, kw_only=True):
     """Base of every command."""
 
 
-class Line(msgspec.Struct, frozen=True):
+class Line(msgspec.Struct, frozen=True, gc=False):
     """A SKU and a quantity of units (>= 1 unless the command says otherwise)."""
 
     sku: str
     quantity: int
 
 
-class CountLine(msgspec.Struct, frozen=True):
+class CountLine(msgspec.Struct, frozen=True, gc=False):
     """A SKU and the units a physical count found (>= 0)."""
 
     sku: str
     counted: int
 
 
-class ReturnLine(msgspec.Struct, frozen=True):
+class ReturnLine(msgspec.Struct, frozen=True, gc=False):
     """Returned units of a SKU and what becomes of them: `restock` (sellable again) or
     `damaged` (on hand, not sellable)."""
 
@@ -102,7 +104,7 @@ class CountStock(Command, frozen=True):
     lines: tuple[CountLine, ...]
 
 
-class DriftLine(msgspec.Struct, frozen=True):
+class DriftLine(msgspec.Struct, frozen=True, gc=False):
     """One SKU's drift in units: the snapshot's on-hand minus atp's as of the snapshot."""
 
     sku: str

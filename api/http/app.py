@@ -55,6 +55,10 @@ from atp.errors import DomainError
 from projections.projector import Nudge, Projector
 from projections.readmodel import MemoryReadModel, RedisReader
 
+GC_THRESHOLDS = (20_000, 20, 100)
+"""The collector's thresholds in an API worker (gc.set_threshold; CPython's are 700, 10,
+10): see the lifespan."""
+
 
 def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     # A path under /ui that no route matched answers the planner page's HTML error page.
@@ -153,6 +157,13 @@ def create_app(services: Services | None = None) -> Litestar:
         # full passes (they were most of its pause time under load).
         gc.collect()
         gc.freeze()
+        # The writer's cache keeps up to 100,000 stream states that are replaced batch after
+        # batch: with the default thresholds (700, 10, 10) enough of them lived long enough
+        # to reach the oldest generation that full collections ran several times every 10 s,
+        # up to 830 ms each with the GIL held, 10-16% of the writer process (gc.callbacks,
+        # docs/benchmarks.md). Young collections every 20,000 allocations let such states
+        # die young; a full collection runs at most every 100 middle ones.
+        gc.set_threshold(*GC_THRESHOLDS)
         sampling = asyncio.create_task(_sample_writer(app.state.writer_sampler))
         # Several workers: one decides every /v1 write, the others forward theirs to it.
         app.state.writer_link = None

@@ -15,7 +15,9 @@ from atp.events import Hold
 from atp.state.policies import GLOBAL, _set_rule
 
 
-class LocationStock(msgspec.Struct, frozen=True):
+# gc=False (msgspec): immutable values, never part of a reference cycle, so the collector
+# need not track them: the writer caches ~100,000 states built of these (issue 12).
+class LocationStock(msgspec.Struct, frozen=True, gc=False):
     """Counters of one SKU at one location.
 
     `held` counts non-backorder holds not yet released, expired-but-unswept ones included;
@@ -31,14 +33,14 @@ class LocationStock(msgspec.Struct, frozen=True):
     backordered: int = 0
 
 
-class ExpectedSupply(msgspec.Struct, frozen=True):
+class ExpectedSupply(msgspec.Struct, frozen=True, gc=False):
     """What one reference (a purchase order) still expects of a SKU at a location."""
 
     quantity: int
     eta: datetime | None = None
 
 
-class ItemHold(msgspec.Struct, frozen=True):
+class ItemHold(msgspec.Struct, frozen=True, gc=False):
     """One reservation's holds of this SKU."""
 
     reservation_id: str
@@ -172,7 +174,7 @@ def _numbered_map(
 NO_HOLDS = Holds()
 
 
-class ItemState(msgspec.Struct, frozen=True):
+class ItemState(msgspec.Struct, frozen=True, gc=False):
     """Everything about one SKU: the consistency boundary of every stock decision.
 
     Encode and decode it with `state_enc_hook` / `state_dec_hook` (msgspec hooks): `holds`

@@ -15,7 +15,7 @@ GLOBAL = "*"
 # --- policies ---------------------------------------------------------------------------
 
 
-class Location(msgspec.Struct, frozen=True):
+class Location(msgspec.Struct, frozen=True, gc=False):
     """A location: code, display name, kind (warehouse, store, dropship), active."""
 
     code: str
@@ -24,7 +24,7 @@ class Location(msgspec.Struct, frozen=True):
     active: bool
 
 
-class Channel(msgspec.Struct, frozen=True):
+class Channel(msgspec.Struct, frozen=True, gc=False):
     """A channel's sourcing rules: its locations, buffer (units), share percent of the
     pool, backorder limit (units) and low-stock threshold (units)."""
 
@@ -36,7 +36,7 @@ class Channel(msgspec.Struct, frozen=True):
     low_stock_threshold: int
 
 
-class Policies(msgspec.Struct, frozen=True):
+class Policies(msgspec.Struct, frozen=True, gc=False):
     """Master data and planners' rules shared by every SKU."""
 
     locations: dict[str, Location] = {}

@@ -11,7 +11,7 @@ from atp import events as ev
 TransferStatus = Literal["in_transit", "received", "closed", "canceled"]
 
 
-class TransferState(msgspec.Struct, frozen=True):
+class TransferState(msgspec.Struct, frozen=True, gc=False):
     """A transfer between two locations: its lines, what arrived, what was lost."""
 
     transfer_id: str
