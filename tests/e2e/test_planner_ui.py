@@ -590,21 +590,28 @@ def test_a_half_filled_safety_stock_form_saves_no_rule(
 def test_a_planner_ticks_every_sku_to_keep_stock_back_at_a_location(server: Server) -> None:
     """Story: a planner keeps 1 unit of every SKU back at the flagship store, ticking "every
     SKU". Invariant: with the box ticked the form saves the location-wide rule (the PUT's
-    null SKU), which the rule list then holds; removing it (0) leaves no rule."""
+    null SKU), which the rule list then holds; removing it (0) leaves no rule. The list is
+    read as of the position the page says it saved (`?saved=`): the other worker's read
+    model may not have caught up yet (read-your-writes across workers, as a client does)."""
     with api(server) as c:
         c.put("/v1/locations/UIST", json=STORE).raise_for_status()
+
+    def rules_after(answer: httpx.Response) -> list[dict[str, object]]:
+        position = int(answer.headers["location"].rsplit("saved=", 1)[1])
+        with api(server) as c:
+            got = c.get("/v1/safety-stock", params={"min_position": position})
+            items: list[dict[str, object]] = got.json()["items"]
+            return items
+
     with signed_in_client(server) as browser:
         csrf = _csrf_of(browser.get("/ui/safety-stock").text)
         form = {"_csrf": csrf, "sku": "", "all_skus": "on", "location": "UIST", "quantity": "1"}
         saved = browser.post("/ui/safety-stock", data=form)
         assert saved.status_code == 303, saved.text
-        with api(server) as c:
-            rules = c.get("/v1/safety-stock").json()["items"]
-        assert {"sku": None, "location": "UIST", "quantity": 1} in rules
+        assert {"sku": None, "location": "UIST", "quantity": 1} in rules_after(saved)
         removed = browser.post("/ui/safety-stock", data={**form, "quantity": "0"})
         assert removed.status_code == 303, removed.text
-    with api(server) as c:
-        assert all(r["location"] != "UIST" for r in c.get("/v1/safety-stock").json()["items"])
+    assert all(r["location"] != "UIST" for r in rules_after(removed))
 
 
 def test_a_planner_opens_a_new_channel_after_previewing_it(service: Server, page: Page) -> None:
