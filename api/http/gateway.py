@@ -173,7 +173,7 @@ class Gateway:
                         "the writer broke off a forwarded command (%s): deciding it here", exc
                     )
             call = self._call(correlation, token_name, idem, view.render, None)
-            return await self.operations.run(self.operations.decider(command), call)
+            return await self.operations.handle(command, call)
 
         return self._response(await self._once(idem, run), None)
 
@@ -184,7 +184,7 @@ class Gateway:
         call = self._call(forwarded.correlation_id, forwarded.token_name, idem, view.render, None)
         try:
             command = _command_decoder.decode(forwarded.command)
-            result = await self.operations.run(self.operations.decider(command), call)
+            result = await self.operations.handle(command, call)
         except Exception as exc:
             if backing_service_unreachable(exc):
                 log.warning("a forwarded command: backing service unreachable: %s", exc)

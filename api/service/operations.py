@@ -69,8 +69,8 @@ class Operations:
         return await self.commands.submit(job)
 
     async def handle(self, command: cmd.Command, call: Call) -> Result:
-        """Any domain command (atp.commands), decided by atp.decide."""
-        return await self.run(command_decider(command), call)
+        """Any domain command (atp.commands), decided by atp.decide (see `decider`)."""
+        return await self.run(self.decider(command), call)
 
     def decider(self, command: cmd.Command) -> Decider:
         """The decider of `command`. A reservation's id was minted for it (the route makes
@@ -79,14 +79,6 @@ class Operations:
             fresh: tuple[Stream, ...] = (("reservation", command.reservation_id),)
             return command_decider(command, fresh=fresh)
         return command_decider(command)
-
-    async def reserve(self, command: cmd.ReserveStock, call: Call) -> Result:
-        """Hold stock for a checkout; the reservation id is new, so its stream is not read."""
-        return await self.run(self.decider(command), call)
-
-    async def commit(self, command: cmd.CommitReservation, call: Call) -> Result:
-        """Turn a reservation's holds into an order's allocations."""
-        return await self.handle(command, call)
 
     async def receive(self, command: cmd.ReceiveStock, call: Call) -> Result:
         """Record goods received at a location (on_hand rises)."""
