@@ -10,6 +10,7 @@ both workers take a share of them.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -117,3 +118,60 @@ def test_black_friday_checkout_answers_the_same_on_either_worker(
         assert f["held"] + f["allocated"] <= f["on_hand"]
         assert history_types(admin, sku)["StockHeld"] == 5
     assert _forwarded_commands(server) > forwarded_before
+
+
+def test_bad_checkouts_on_either_worker_are_refused_and_change_nothing(
+    server: Server, unique: str
+) -> None:
+    """Story: during the sale a broken storefront plugin and a stale app send malformed
+    checkouts (a string or fractional quantity, no lines, a body that is a list, an
+    unknown channel, a commit without its order id, an order line short of a quantity),
+    each on a new connection, so both workers take some. Invariant: each is a 4xx problem
+    that names what is wrong, decided before anything is held: stock and the SKU's
+    history are exactly as before, and a correct checkout after them still holds."""
+    sku = f"{unique}-BAD"
+    with server.client() as admin:
+        location, channel = setup_channel(admin, unique)
+        receive(admin, location, {sku: 4})
+        before = figures(admin, sku, location)
+        history = history_types(admin, sku)
+    good = _post(
+        server,
+        "/v1/reservations",
+        {"channel": channel, "lines": [{"sku": sku, "quantity": 1}]},
+        f"{unique}-ok",
+    )
+    assert good.status_code == 201, good.text
+    held = good.json()["reservation_id"]
+
+    def line(quantity: Any) -> dict[str, Any]:
+        return {"channel": channel, "lines": [{"sku": sku, "quantity": quantity}]}
+
+    bad: list[tuple[str, Any, str]] = [
+        ("/v1/reservations", line("1"), "quantity"),
+        ("/v1/reservations", line(1.5), "quantity"),
+        ("/v1/reservations", {"channel": channel}, "lines"),
+        ("/v1/reservations", [line(1)], "object"),
+        ("/v1/reservations", {**line(1), "channel": f"{unique}-NOPE"}, f"{unique}-NOPE"),
+        (f"/v1/reservations/{held}/commit", {}, "order_id"),
+        (
+            "/v1/orders",
+            {"order_id": f"{unique}-O", "channel": channel, "lines": [{"sku": sku}]},
+            "quantity",
+        ),
+    ]
+    for i, (path, body, named) in enumerate(bad):
+        for attempt in range(3):  # three new connections: both workers see each
+            answer = _post(server, path, body, f"{unique}-bad-{i}-{attempt}")
+            assert 400 <= answer.status_code < 500, (path, body, answer.text)
+            assert answer.headers["content-type"].startswith("application/problem+json")
+            assert named in answer.text, (path, body, answer.text)
+
+    with server.client() as admin:
+        after = figures(admin, sku, location)
+        assert (after["on_hand"], after["held"], after["allocated"]) == (
+            before["on_hand"],
+            before["held"] + 1,
+            before["allocated"],
+        )
+        assert history_types(admin, sku) - history == Counter({"StockHeld": 1})
