@@ -53,9 +53,11 @@ class Decider(Protocol):
     """One job's decision: `decider(world, now) -> [(stream, event), ...]`.
 
     `reads` are the streams it is known to read (loaded for the whole batch in one round
-    trip); `fresh` the streams known not to exist yet (ids minted for this job: not read).
-    It may raise NeedStreams to have more streams loaded, or a DomainError to reject.
-    """
+    trip); `fresh` the streams known not to exist yet (ids minted for this job: not read);
+    `likely_new` those a client named that rarely exist (an order id): assumed absent in
+    trusted attempts (`trust_cache`), where an existing one fails the append's version
+    check and a rejection is decided again on read states. It may raise NeedStreams to
+    have more streams loaded, or a DomainError to reject."""
 
     @property
     def reads(self) -> Sequence[StreamKey]:
@@ -64,6 +66,10 @@ class Decider(Protocol):
     @property
     def fresh(self) -> Sequence[StreamKey]:
         """Streams known not to exist yet (ids minted for this job): not read."""
+
+    @property
+    def likely_new(self) -> Sequence[StreamKey]:
+        """Streams assumed absent in trusted attempts only (see the class)."""
 
     def __call__(self, world: ServiceWorld, now: datetime, /) -> Decision: ...
 
@@ -75,6 +81,7 @@ class FunctionDecider:
     function: Callable[[ServiceWorld, datetime], Decision]
     reads: Sequence[StreamKey] = ()
     fresh: Sequence[StreamKey] = ()
+    likely_new: Sequence[StreamKey] = ()
 
     def __call__(self, world: ServiceWorld, now: datetime, /) -> Decision:
         return self.function(world, now)
@@ -92,10 +99,16 @@ def decider(
 class CommandDecider:
     """Decides one domain command (atp.decide); knows which streams it reads up front."""
 
-    def __init__(self, command: cmd.Command, fresh: Sequence[StreamKey] = ()) -> None:
+    def __init__(
+        self,
+        command: cmd.Command,
+        fresh: Sequence[StreamKey] = (),
+        likely_new: Sequence[StreamKey] = (),
+    ) -> None:
         self.command = command
         self.reads: Sequence[StreamKey] = reads(command)
         self.fresh: Sequence[StreamKey] = list(fresh)
+        self.likely_new: Sequence[StreamKey] = list(likely_new)
 
     def __call__(self, world: ServiceWorld, now: datetime, /) -> Decision:
         return decide(self.command, world, now)
@@ -105,9 +118,12 @@ class CommandDecider:
         return discovered_reads(self.command, loaded)
 
 
-def command_decider(command: cmd.Command, fresh: Sequence[StreamKey] = ()) -> CommandDecider:
-    """The Decider of one domain command; `fresh` names the streams its new ids create."""
-    return CommandDecider(command, fresh)
+def command_decider(
+    command: cmd.Command, fresh: Sequence[StreamKey] = (), likely_new: Sequence[StreamKey] = ()
+) -> CommandDecider:
+    """The Decider of one domain command; `fresh` names the streams its new ids create,
+    `likely_new` those its client's ids almost always create (see Decider)."""
+    return CommandDecider(command, fresh, likely_new)
 
 
 @dataclass(frozen=True)
@@ -396,9 +412,14 @@ class CommandService:
         world = ServiceWorld()
         base: dict[StreamKey, int] = {}
         # Known-new streams (ids this process minted) are not read, unless a conflict
-        # said otherwise; idempotency keys this process has not seen are assumed new.
+        # said otherwise; idempotency keys this process has not seen are assumed new, and
+        # so are likely-new streams it has not seen in a trusted attempt.
         for job in batch:
-            for stream in job.decide.fresh:
+            assumed = job.decide.fresh
+            if trusted and job.decide.likely_new:
+                unseen = [s for s in job.decide.likely_new if self.cache.get(s) is None]
+                assumed = [*assumed, *unseen]
+            for stream in assumed:
                 if stream not in self.unsure:
                     world.put(stream, None)
                     base[stream] = 0

@@ -85,6 +85,11 @@ class ConfigureIntegration:
         """None: the integration may exist already."""
         return ()
 
+    @property
+    def likely_new(self) -> Sequence[StreamKey]:
+        """None: reconfiguring an integration is as common as configuring it."""
+        return ()
+
     def __call__(self, world: ServiceWorld, now: datetime, /) -> Decision:
         channel = self.given["channel"]
         if channel not in world.policies().channels:

@@ -74,10 +74,15 @@ class Operations:
 
     def decider(self, command: cmd.Command) -> Decider:
         """The decider of `command`. A reservation's id was minted for it (the route makes
-        one per request), so its stream is known new and not read."""
+        one per request), so its stream is known new and not read. The order a direct
+        order or a commit creates is named by the client and almost always new: assumed
+        so in the writer's trusted attempts (Decider.likely_new; a reused order id costs
+        a version conflict and a second attempt, and is then refused as before)."""
         if isinstance(command, cmd.ReserveStock):
             fresh: tuple[Stream, ...] = (("reservation", command.reservation_id),)
             return command_decider(command, fresh=fresh)
+        if isinstance(command, cmd.PlaceOrder | cmd.CommitReservation):
+            return command_decider(command, likely_new=(("order", command.order_id),))
         return command_decider(command)
 
     async def receive(self, command: cmd.ReceiveStock, call: Call) -> Result:

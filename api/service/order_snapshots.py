@@ -98,6 +98,7 @@ class OrderDecider:
         self.stream = applied_stream(snap.order_id)
         self.reads: Sequence[StreamKey] = [self.stream, *reads(revision(snap, channel))]
         self.fresh: Sequence[StreamKey] = ()
+        self.likely_new: Sequence[StreamKey] = ()
         self.reason: str | None = None
 
     def __call__(self, world: Any, now: datetime) -> list[tuple[Any, Any]]:

@@ -118,6 +118,7 @@ class IssueToken:
     rate_limit: float | None = None
     reads: Sequence[StreamKey] = (REGISTRY,)
     fresh: Sequence[StreamKey] = ()
+    likely_new: Sequence[StreamKey] = ()
 
     def __call__(self, world: ServiceWorld, now: datetime, /) -> Decision:
         if self.name in active_tokens(world.records(REGISTRY)):
@@ -140,6 +141,7 @@ class RevokeToken:
     name: str
     reads: Sequence[StreamKey] = (REGISTRY,)
     fresh: Sequence[StreamKey] = ()
+    likely_new: Sequence[StreamKey] = ()
 
     def __call__(self, world: ServiceWorld, now: datetime, /) -> Decision:
         issued = active_tokens(world.records(REGISTRY)).get(self.name)

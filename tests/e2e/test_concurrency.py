@@ -232,6 +232,43 @@ def test_orders_racing_reservations_never_oversell(
             assert order["status"] == "allocated"
 
 
+def test_a_connector_resending_orders_under_new_keys_never_allocates_an_order_twice(
+    server: Server, pool: ProcessPoolExecutor, unique: str
+) -> None:
+    """Story: a marketplace connector times out during a flash sale and resends each of
+    its 30 orders at once under a new Idempotency-Key (the marketplace's order id is the
+    same), racing the first sends, for a SKU with 20 units. The writer assumes an order id
+    it has not seen is new (Decider.likely_new) and learns otherwise from the append.
+
+    Invariant: each order id is allocated at most once, whatever the interleaving; the
+    stock allocated is one unit per order id accepted, never above the 20 on hand; every
+    refusal is a 409 naming an existing order or the lack of stock."""
+    sku = f"{unique}-RESEND"
+    with server.client() as admin:
+        location, channel = setup_channel(admin, unique)
+        receive(admin, location, {sku: 20})
+        calls: list[Call] = []
+        for i in range(60):
+            order_id = f"{unique}-amz-{i % 30}"
+            body = {
+                "order_id": order_id,
+                "channel": channel,
+                "lines": [{"sku": sku, "quantity": 1}],
+            }
+            calls.append((i, "/v1/orders", body, f"{unique}-send-{i}"))
+        results = race(pool, server, calls)
+
+        assert set(statuses(results)) <= {201, 409}, describe(results)
+        codes = {r["body"]["code"] for r in results if r["status"] == 409}
+        assert codes <= {"already-exists", "insufficient-stock"}, codes
+        accepted = Counter(r["body"]["order_id"] for r in results if r["status"] == 201)
+        assert all(n == 1 for n in accepted.values()), accepted
+        assert len(accepted) == 20  # demand (30 orders) exceeds the 20 units: all go
+        f = figures(admin, sku, location)
+        assert (f["allocated"], f["sellable"], f["on_hand"]) == (20, 0, 20)
+        assert history_types(admin, sku)["StockAllocated"] == 20
+
+
 def test_one_idempotency_key_sent_twenty_times_at_once_holds_once(
     server: Server, pool: ProcessPoolExecutor, unique: str
 ) -> None:

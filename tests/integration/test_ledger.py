@@ -7,11 +7,21 @@ import threading
 import pytest
 
 from adapters.ledger import history
-from api.service.commands import Applied, Idempotency, Job, Receipt, Replayed, decider
+from api.service.commands import (
+    Applied,
+    CommandService,
+    Idempotency,
+    Job,
+    Receipt,
+    Rejected,
+    Replayed,
+    decider,
+)
+from api.service.operations import Operations
 from api.service.sweeper import Sweeper
 from atp import commands as c
 from atp.ats import channel_availability
-from atp.errors import InsufficientStock, NotFound
+from atp.errors import AlreadyExists, InsufficientStock, NotFound
 from atp.world import fold
 from tests.integration.conftest import Backend, run
 from tests.support.catalogue import (
@@ -296,4 +306,50 @@ def test_a_trusting_writer_sees_a_safety_stock_raised_by_another_process(
     ledger = backend.ledger()
     item, _ = ledger.load(("item", "S"))
     assert item.at("L1").held == 1
+    ledger.close()
+
+
+def _decided(service: CommandService, command: c.Command) -> Applied[None] | Rejected:
+    """Run `command` as the routes do (Operations.decider: a direct order's or a commit's
+    order id is assumed new in the writer's trusted attempts)."""
+    job = Job(Operations(service).decider(command), correlation_id="test")
+    result = service.run_sync(job)
+    assert isinstance(result, Applied | Rejected)
+    return result
+
+
+def test_a_marketplace_order_resent_after_a_restart_is_allocated_once(
+    backend: Backend,
+) -> None:
+    """Story: a marketplace connector posts Amazon order 114-3941689 as a direct order; the
+    answer is lost in a deploy, and the connector resends the same order id under a new
+    Idempotency-Key to the restarted writer, which trusts its cache and has never seen that
+    order (assumed new: Operations.decider). A checkout then commits a hold under an
+    order id the till had already used. Meanwhile ordinary orders keep flowing.
+
+    Invariant: an order id is allocated once. The resend is refused as an existing order
+    (the append's version check catches the wrong assumption, and the batch is decided
+    again on the ledger's states), the reused commit too, and stock moves only for the
+    orders that were accepted."""
+    before = backend.service()
+    setup_catalogue(before)
+    order = c.PlaceOrder(order_id="114-3941689", channel="web", lines=(c.Line("A", 2),))
+    assert isinstance(_decided(before, order), Applied)
+    ledger = backend.ledger()
+    placed = ledger.load(("order", "114-3941689"))[1]
+    writer = backend.service()  # the restarted writer: an empty cache
+    writer.trust_cache = True
+    resent = _decided(writer, order)
+    assert isinstance(resent, Rejected) and isinstance(resent.error, AlreadyExists)
+    assert writer.conflicts == 1  # assumed new, not read first: the append found out
+    assert isinstance(_decided(writer, c.PlaceOrder("w-2", "web", (c.Line("A", 1),))), Applied)
+    reserve = c.ReserveStock("r-9", "web", (c.Line("A", 1),), 600)
+    assert isinstance(_decided(writer, reserve), Applied)
+    reused = _decided(writer, c.CommitReservation("r-9", "114-3941689"))
+    assert isinstance(reused, Rejected) and isinstance(reused.error, AlreadyExists)
+    assert isinstance(_decided(writer, c.CommitReservation("r-9", "w-3")), Applied)
+    item, _ = ledger.load(("item", "A"))
+    assert sum(s.allocated for s in item.locations.values()) == 2 + 1 + 1
+    assert sum(s.held for s in item.locations.values()) == 0
+    assert ledger.load(("order", "114-3941689"))[1] == placed  # placed once, never again
     ledger.close()
