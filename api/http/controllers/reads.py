@@ -36,7 +36,9 @@ MinPosition = Annotated[int | None, Parameter(ge=0, le=s.MAX_POSITION, required=
 
 
 def _read_side(request: Request[Any, Any, Any]) -> ReadSide:
-    read: ReadSide = request.app.state.read
+    """The app's ReadSide (Litestar's State by item: its attribute access is several times
+    slower, on the hottest route)."""
+    read: ReadSide = request.scope["app"].state["read"]
     return read
 
 
