@@ -30,7 +30,6 @@ from tests.support.pushers import (
     change,
     configure,
     eventually,
-    max_in_any_second,
     publish,
     queue_counts,
     running,
@@ -562,8 +561,13 @@ async def test_two_stores_on_one_seller_share_its_quota(rds: tuple[redis.Redis, 
         assert all(o == Ok() for result in results for o in result.outcomes.values())
         assert all(q == {"DEFAULT": 6} for q in fake.listings().values())
         assert 429 not in fake.status_counts()
-        api = [r.time for r in fake.requests() if r.path.startswith("/listings/")]
-        assert max_in_any_second(api) <= 5  # (LWA token requests go to another host)
+        # The seller's rate over the whole push (LWA token requests go to another host).
+        # Each store alone sends 4.5/s, so unshared they would send about 9/s together. Not
+        # a count in every one-second window: the limiter spaces permits, and on a loaded
+        # machine a request can leave later than its permit and bunch with the next one
+        # (Amazon's own bucket, faked above, allows a burst of 5 on top of 5/s anyway).
+        api = sorted(r.time for r in fake.requests() if r.path.startswith("/listings/"))
+        assert (len(api) - 1) / (api[-1] - api[0]) <= 5.0
 
 
 class TlsTerminatingProxy(httpx.AsyncBaseTransport):

@@ -179,7 +179,13 @@ def test_the_writer_worker_killed_mid_sale_loses_nothing_and_oversells_nothing(
         stop.set()
         for t in tills:
             t.join()
-        # uvicorn started a new worker; it took the writer's lock: the next writes are its.
+        # uvicorn starts a new worker (on a loaded machine that can take several seconds);
+        # once it holds the writer's lock, the next writes are its.
+        deadline = time.monotonic() + 60
+        while _writer_worker(server.process.pid) in (None, writer):
+            assert time.monotonic() < deadline, "no new writer"
+            time.sleep(0.1)
+        time.sleep(1)  # the new writer listens; the survivor's event loop saw the EOFs
         with server.client() as client:
             client.post(
                 "/v1/receipts",
