@@ -29,7 +29,6 @@ from api.http.controllers import (
     stock,
     webhooks,
 )
-from api.http.decoding import strict_input
 from api.http.forwarding import WriterLink, claim_writer, forwarding, serve_writer
 from api.http.gateway import Gateway
 from api.http.metrics import (
@@ -37,7 +36,7 @@ from api.http.metrics import (
     record_reconciliation,
     worker_exit,
 )
-from api.http.middleware import request_middleware, route_middleware
+from api.http.middleware import admit, read_your_writes, request_middleware
 from api.http.openapi import annotate, assets_router, complete, openapi_config
 from api.http.problems import EXCEPTION_HANDLERS, domain_problem, problem_response
 from api.http.ui import router as ui_router
@@ -226,16 +225,20 @@ def create_app(services: Services | None = None) -> Litestar:
         },
         openapi_config=openapi_config(),
         template_config=template_config(),
-        middleware=[route_middleware],
-        before_request=strict_input,
+        # Read-your-writes waits on the in-process read model: with Redis there is none, and
+        # a route with no middleware has one exception-handling layer less per request.
+        middleware=[] if settings.redis_url else [read_your_writes],
+        before_request=admit,
         logging_config=None,  # api.log configures the process (text or JSON)
         debug=False,
     )
     complete(app, route_handlers)
     # Outside Litestar's exception handling and routing, so that the answers they produce
     # (401/403/429 raised by auth, 404 of the router, 500) are counted and carry the id too,
-    # and so that it routes on the raw path.
-    app.asgi_handler = forwarding(request_middleware(app.asgi_handler), _settle)
+    # and so that it routes on the raw path. Forwarding exists only with several workers.
+    app.asgi_handler = request_middleware(app.asgi_handler)
+    if settings.writer_socket:
+        app.asgi_handler = forwarding(app.asgi_handler, _settle)
     return app
 
 
@@ -246,7 +249,7 @@ def _decides_writes(app: Litestar) -> bool:
 
 async def _settle(scope: Any, position: int) -> None:
     """Embedded read-your-writes for a write the writer worker decided: this worker's own
-    read model includes it before the answer goes (as route_middleware does for its own)."""
+    read model includes it before the answer goes (as read_your_writes does for its own)."""
     state = scope["app"].state
     if state.nudge is None:
         return

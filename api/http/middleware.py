@@ -1,4 +1,6 @@
-"""The two ASGI middlewares every request goes through: one before routing, one after.
+"""What every request goes through around its handler: one ASGI middleware before routing,
+one `before_request` hook after it, and in the embedded mode one middleware for
+read-your-writes.
 
 `request_middleware` wraps the whole Litestar application (outside its exception handling
 and its router), so that every answer, 401/403/404/429 and 500 included:
@@ -9,27 +11,31 @@ and its router), so that every answer, 401/403/404/429 and 500 included:
 - is counted and timed in `atp_http_request_duration_seconds` by method, route template and
   status, and logged as one line at INFO (method, route, status, duration, correlation id).
 
-`route_middleware` runs after routing (a Litestar middleware, so it knows the route's
-scopes, without a guard's per-request copy of the handler): it authenticates every /v1
-route but the public ones, and in the embedded mode holds a write's answer until the
-in-process read model includes the write (read-your-writes).
+`admit` runs after routing (Litestar's `before_request`, so it knows the route's `opt`): it
+authenticates every /v1 route but the public ones, then decodes the input strictly.
 
-They were four nested middlewares (raw path, request, read-your-writes, auth); one layer on
-each side of the router costs less per request (docs/benchmarks.md, issue 12).
+`read_your_writes` (embedded mode only) holds a write's answer until the in-process read
+model includes the write.
+
+They were four nested middlewares (raw path, request, read-your-writes, auth), then two;
+each layer is a frame, a coroutine and (after routing) one more Litestar exception layer per
+request (docs/benchmarks.md, issue 12).
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import random
 import time
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
+from litestar import Request
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.http.auth import TokenStore, authenticate
+from api.http.decoding import strict_input
 from api.http.metrics import REQUEST_DURATION
 from api.log import correlation_id
 
@@ -42,6 +48,7 @@ MAX_OBSERVERS = 1024
 """Bound of the cache of histogram children (methods are client input)."""
 _SAFE = "!$&'()*+,;=:@-._~"
 _READS = frozenset(("GET", "HEAD"))
+_random_bits = random.getrandbits
 
 
 def routed_path(raw_path: bytes) -> str | None:
@@ -64,7 +71,9 @@ def _given_correlation_id(scope: Scope) -> str:
             if 0 < len(given) <= 128 and given.isprintable():
                 return given
             break
-    return os.urandom(12).hex()
+    # 96 random bits from the process's Mersenne Twister (seeded from os.urandom, reseeded
+    # in a forked child): an id, not a secret; a getrandom syscall per request cost more.
+    return f"{_random_bits(96):024x}"
 
 
 def request_middleware(app: ASGIApp) -> ASGIApp:
@@ -127,31 +136,44 @@ def request_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-def route_middleware(app: ASGIApp) -> ASGIApp:
-    """Authentication of /v1 routes (401/403/429, see `authenticate`; the principal goes to
-    `request.state.principal`), then, in the embedded mode, read-your-writes: a write's
-    answer (it carries ATP-Position) waits until the in-process read model includes that
-    position, so a read sent after the answer sees the write. The projector is woken at
-    once; past ATP_READ_WAIT the answer goes anyway (a read can still ask `min_position`)."""
+async def admit(request: Request[Any, Any, Any]) -> None:
+    """Litestar's `before_request` hook of every route: authentication of /v1 routes but the
+    public ones (401/403/429, see `authenticate`; the principal goes to
+    `request.state.principal`), then strict input (`api.http.decoding.strict_input`: 4xx
+    problems naming the field). It runs after routing, so it knows the route's `opt`
+    (`public`, `scopes`), and before Litestar parses the route's parameters.
+
+    A hook rather than a route middleware: Litestar wraps a route that has middleware in one
+    more exception-handling layer, and the two layers cost about 6% of an availability
+    read's instructions (issue 12, callgrind; docs/benchmarks.md). Raises ApiProblem."""
+    scope = request.scope
+    if scope["path"].startswith("/v1/"):
+        opt = scope["route_handler"].opt
+        if not opt.get("public"):
+            store: TokenStore = scope["app"].state["tokens"]  # item access: cheaper than getattr
+            client = scope.get("client")
+            principal = await authenticate(
+                scope["headers"], store, opt.get("scopes", ()), client[0] if client else ""
+            )
+            scope["state"]["principal"] = principal
+    await strict_input(request)
+
+
+def read_your_writes(app: ASGIApp) -> ASGIApp:
+    """Embedded mode only (the in-process read model; `create_app` installs it then): a
+    write's answer (it carries ATP-Position) waits until the in-process read model includes
+    that position, so a read sent after the answer sees the write. The projector is woken
+    at once; past ATP_READ_WAIT the answer goes anyway (a read can still ask
+    `min_position`). With Redis the projector is another process and reads ask
+    `min_position` themselves (contract: "Read-your-writes")."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
+        if scope["type"] != ScopeType.HTTP or scope["method"] in _READS:
             await app(scope, receive, send)
             return
         state = scope["app"].state
-        if scope["path"].startswith("/v1/"):
-            handler = scope.get("route_handler")
-            opt = handler.opt if handler is not None else {}
-            if not opt.get("public"):
-                store: TokenStore = state["tokens"]  # item access: a tenth of getattr's cost
-                client = scope.get("client")
-                address = client[0] if client else ""
-                principal = await authenticate(
-                    scope["headers"], store, opt.get("scopes", ()), address
-                )
-                scope["state"]["principal"] = principal
         nudge = state.get("nudge")
-        if nudge is None or scope["method"] in _READS:
+        if nudge is None:
             await app(scope, receive, send)
             return
 
