@@ -144,8 +144,8 @@ async def admit(request: Request[Any, Any, Any]) -> None:
     (`public`, `scopes`), and before Litestar parses the route's parameters.
 
     A hook rather than a route middleware: Litestar wraps a route that has middleware in one
-    more exception-handling layer, and the two layers cost about 6% of an availability
-    read's instructions (issue 12, callgrind; docs/benchmarks.md). Raises ApiProblem."""
+    more exception-handling layer, two frames per request that a hook does not cost (issue
+    12; docs/benchmarks.md, fifth day). Raises ApiProblem."""
     scope = request.scope
     if scope["path"].startswith("/v1/"):
         opt = scope["route_handler"].opt
