@@ -164,8 +164,8 @@ def read_your_writes(app: ASGIApp) -> ASGIApp:
     write's answer (it carries ATP-Position) waits until the in-process read model includes
     that position, so a read sent after the answer sees the write. The projector is woken
     at once; past ATP_READ_WAIT the answer goes anyway (a read can still ask
-    `min_position`). With Redis the projector is another process and reads ask
-    `min_position` themselves (contract: "Read-your-writes")."""
+    `min_position`). With Redis the projector is another process: a client passes a
+    write's ATP-Position as a read's `?min_position=` (README)."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP or scope["method"] in _READS:
