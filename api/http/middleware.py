@@ -172,10 +172,7 @@ def read_your_writes(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
             return
         state = scope["app"].state
-        nudge = state.get("nudge")
-        if nudge is None:
-            await app(scope, receive, send)
-            return
+        nudge = state["nudge"]  # set by the lifespan in the embedded mode, before any request
 
         async def settle_then_send(message: Message) -> None:
             if message["type"] == "http.response.start":
