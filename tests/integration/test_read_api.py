@@ -201,6 +201,57 @@ def test_availability_and_item_reads_come_from_redis(stack: Stack) -> None:
         assert {x["channel"]: x["available"] for x in empty["channels"]} == {"web": 0, "pos": 0}
 
 
+def test_a_leaked_storefront_read_key_moves_no_stock_with_redis_reads(stack: Stack) -> None:
+    """Story: during a sale a storefront's read-only key (`availability:read`) leaks, and a
+    script tries to post a receipt and a reservation with it, one with `"5"` as a
+    quantity, while anonymous scrapers hit the availability route. With the Redis read
+    model no route middleware runs: admission is Litestar's `before_request` hook
+    (api.http.middleware.admit).
+
+    Invariant: no token is 401 and an unknown one too; the read key reads (200) but every
+    write with it is 403, a malformed one included (authentication comes before decoding);
+    the admin token's malformed write is a 422 naming the field; and nothing moved: the
+    ledger's stream of S001 (its version) and its figures are as they were (the key's first
+    use is recorded, as every token's is, on the token's own stream)."""
+    url = stack.server.url
+    with stack.server.client() as admin:
+        key = _ok(
+            admin.post("/v1/tokens", json={"name": "shop-read", "scopes": ["availability:read"]}),
+            201,
+        )["token"]
+        stack.wait_caught_up()
+        before = _stock_of_s001(stack, admin)
+        bad_quantity = {"location": "WH1", "lines": [{"sku": "S001", "quantity": "5"}]}
+        reserve = {"channel": "web", "lines": [{"sku": "S001", "quantity": 1}]}
+        with httpx.Client(base_url=url, timeout=30) as anonymous:
+            r = anonymous.get("/v1/availability/web/S001")
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+            r = anonymous.get("/v1/availability/web/S001", headers={"Authorization": "Bearer x"})
+            assert (r.status_code, r.json()["detail"]) == (401, "unknown token")
+        leaked = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=url, headers=leaked, timeout=30) as shop:
+            assert _ok(shop.get("/v1/availability/web/S001"))["sku"] == "S001"
+            for path, body in (
+                ("/v1/receipts", bad_quantity),
+                ("/v1/receipts", {**bad_quantity, "lines": [{"sku": "S001", "quantity": 5}]}),
+                ("/v1/reservations", reserve),
+            ):
+                r = shop.post(path, json=body, headers={"Idempotency-Key": f"leak-{path}"})
+                assert r.status_code == 403, (path, r.text)
+                assert r.json()["code"] == "forbidden"
+        r = admin.post("/v1/receipts", json=bad_quantity, headers={"Idempotency-Key": "bad-q"})
+        assert r.status_code == 422 and r.json()["field"] == "lines[0].quantity", r.text
+        after = _stock_of_s001(stack, admin)
+    assert after == before
+
+
+def _stock_of_s001(stack: Stack, client: httpx.Client) -> tuple[int, bytes]:
+    """S001's item stream version in the ledger and its item document as read."""
+    with stack.ledger() as ledger:
+        _, version = ledger.load(("item", "S001"))
+    return version, client.get("/v1/items/S001").content
+
+
 def _monitor(r: redis.Redis, marker: str, out: list[str], ready: threading.Event) -> None:
     with r.monitor() as m:
         ready.set()
