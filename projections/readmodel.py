@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
+from redis.exceptions import NoScriptError
 from sortedcontainers import SortedList
 
 from adapters.redis_keys import RedisKeys as RedisKeys  # re-exported for importers
@@ -356,7 +357,8 @@ return 1
 
 
 class RedisStore:
-    """The projector's synchronous Redis writer (pipelined: one round trip per batch)."""
+    """The projector's synchronous Redis writer: one round trip per batch of up to 1,000
+    SKUs (`write`)."""
 
     def __init__(self, client: Any, prefix: str = "atp") -> None:
         self.client = client
@@ -413,52 +415,79 @@ class RedisStore:
         policies: Policies | None,
         last_event_time: float | None,
     ) -> None:
-        for chunk in _chunks(writes, 1000):
-            pipe = self.client.pipeline(transaction=False)
-            for w in chunk:
-                docs = w.documents
-                pairs: list[Any] = []
-                for channel, body in docs.availability.items():
-                    pairs += [channel, body]
-                keys = [
-                    self.keys.ats(docs.sku),
-                    self.keys.item(docs.sku),
-                    self.keys.state(docs.sku),
-                    self.keys.holds(docs.sku),
-                ]
-                holds = w.state.holds
-                sets: list[Any] = []
-                deletes: list[str] = []
-                if w.holds is None:
-                    for rid, seq, hold in holds.entries():
-                        sets += [rid, _encoder.encode((seq, hold))]
-                else:
-                    for rid in w.holds:
-                        entry = holds.entry(rid)
-                        if entry is None:
-                            deletes.append(rid)
-                        else:
-                            sets += [rid, _encoder.encode(entry)]
-                args = [
-                    docs.position,
-                    "1" if w.force else "0",
-                    docs.item,
-                    _encoder.encode(msgspec.structs.replace(w.state, holds=NO_HOLDS)),
-                    "1" if w.holds is None else "0",
-                    len(pairs),
-                    len(sets),
-                    len(deletes),
-                ]
-                self.script(keys=keys, args=args + pairs + sets + deletes, client=pipe)
-            pipe.sadd(self.keys.skus, *[w.documents.sku for w in chunk])
-            self.write_indexes(chunk, pipe)
-            pipe.execute()
+        """Apply `writes`, then the model's meta (its `position`, the heartbeat, the
+        `policies` and the time of the last event applied): one pipelined round trip per
+        1,000 SKUs, the meta in the last one (a pipeline runs in order, so the position
+        never passes a SKU document not yet written).
+
+        The scripts are called by their SHA1 (EVALSHA) inside the pipeline: redis-py's
+        registered scripts would first ask SCRIPT EXISTS, one more round trip per call, and
+        the meta was a third (issue 12: together a third of the projector's time). When
+        Redis answers NOSCRIPT (it restarted, or its scripts were flushed), the scripts are
+        loaded and the chunk is sent again: every command in it is idempotent (the position
+        rules of _WRITE_SKU, _WRITE_INDEX and _WRITE_META, and SADD). Raises redis-py's
+        errors."""
         meta: list[Any] = ["heartbeat", time.time()]
         if policies is not None:
             meta += ["policies", _encoder.encode(policies)]
         if last_event_time is not None:
             meta += ["last_event_time", last_event_time]
-        self.meta_script(keys=[self.keys.meta], args=[position, *meta])
+        chunks = list(_chunks(writes, 1000)) or [[]]
+        for number, chunk in enumerate(chunks, start=1):
+            tail = [position, *meta] if number == len(chunks) else None
+            try:
+                self._send(chunk, tail)
+            except NoScriptError:
+                self._load_scripts()
+                self._send(chunk, tail)
+
+    def _send(self, chunk: list[SkuWrite], meta: list[Any] | None) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for w in chunk:
+            docs = w.documents
+            pairs: list[Any] = []
+            for channel, body in docs.availability.items():
+                pairs += [channel, body]
+            keys = [
+                self.keys.ats(docs.sku),
+                self.keys.item(docs.sku),
+                self.keys.state(docs.sku),
+                self.keys.holds(docs.sku),
+            ]
+            holds = w.state.holds
+            sets: list[Any] = []
+            deletes: list[str] = []
+            if w.holds is None:
+                for rid, seq, hold in holds.entries():
+                    sets += [rid, _encoder.encode((seq, hold))]
+            else:
+                for rid in w.holds:
+                    entry = holds.entry(rid)
+                    if entry is None:
+                        deletes.append(rid)
+                    else:
+                        sets += [rid, _encoder.encode(entry)]
+            args = [
+                docs.position,
+                "1" if w.force else "0",
+                docs.item,
+                _encoder.encode(msgspec.structs.replace(w.state, holds=NO_HOLDS)),
+                "1" if w.holds is None else "0",
+                len(pairs),
+                len(sets),
+                len(deletes),
+            ]
+            pipe.evalsha(self.script.sha, len(keys), *keys, *args, *pairs, *sets, *deletes)
+        if chunk:
+            pipe.sadd(self.keys.skus, *[w.documents.sku for w in chunk])
+            self.write_indexes(chunk, pipe)
+        if meta is not None:
+            pipe.evalsha(self.meta_script.sha, 1, self.keys.meta, *meta)
+        pipe.execute()
+
+    def _load_scripts(self) -> None:
+        for script in (self.script, self.meta_script, self.complete_script, self.index_script):
+            self.client.script_load(script.script)
 
     def write_indexes(self, writes: list[SkuWrite], pipe: Any) -> None:
         """Queue on `pipe` the script that replaces the SKUs' list-index memberships (one
@@ -474,7 +503,7 @@ class RedisStore:
                 _encoder.encode(docs.holds_in),
                 _encoder.encode(docs.holds_out),
             ]
-        self.index_script(keys=[self.keys.index_of], args=args, client=pipe)
+        pipe.evalsha(self.index_script.sha, 1, self.keys.index_of, *args)
 
     def heartbeat(self) -> None:
         self.client.hset(self.keys.meta, "heartbeat", time.time())
