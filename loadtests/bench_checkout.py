@@ -282,6 +282,9 @@ class Run:
     cpu_per_op: float = 0.0
     """CPU seconds of the service's processes and PostgreSQL per measured operation."""
     client_cpu: float = 0.0
+    """CPU seconds of the bench's own client processes during the load."""
+    requests: int = 0
+    """Requests the clients made (every operation of the scenario, answered or not)."""
     cpu_parts: dict[str, float] = field(default_factory=dict)
     """CPU seconds per measured operation by process: the service's, PostgreSQL's, the
     projector's and Redis's (the last two atp's only, with the Redis read model)."""
@@ -300,15 +303,17 @@ def writer_totals(url: str) -> WriterTotals:
     scrape of /metrics (prometheus-client's multiprocess mode adds the processes' counters).
     Each worker publishes its counts about once a second, so a load's last second may be
     counted in neither window; jobs per batch and conflicts per batch are unaffected."""
-    values: dict[str, int] = {}
+    values: dict[str, float] = {}
     for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
         if line.startswith("atp_writer_") and " " in line:
             name, value = line.rsplit(" ", 1)
-            values[name] = int(float(value))
+            values[name] = float(value)
     return WriterTotals(
-        batches=values.get("atp_writer_batches_total", 0),
-        jobs=values.get("atp_writer_jobs_total", 0),
-        conflicts=values.get("atp_writer_conflicts_total", 0),
+        batches=int(values.get("atp_writer_batches_total", 0)),
+        jobs=int(values.get("atp_writer_jobs_total", 0)),
+        conflicts=int(values.get("atp_writer_conflicts_total", 0)),
+        busy=values.get("atp_writer_busy_seconds_total", 0.0),
+        append=values.get("atp_writer_append_seconds_total", 0.0),
     )
 
 
@@ -358,6 +363,8 @@ def measure(
             batches=after.batches - writers.batches,
             jobs=after.jobs - writers.jobs,
             conflicts=after.conflicts - writers.conflicts,
+            busy=after.busy - writers.busy,
+            append=after.append - writers.append,
         )
     measured = scenario.ops[scenario.measured]
     mine = [s for s in samples if s[0] == measured]
@@ -365,6 +372,7 @@ def measure(
     run.ops = sum(1 for s in mine if s[2] < 300)
     run.latencies = [s[1] for s in mine]
     run.statuses = Counter(s[2] for s in samples)
+    run.requests = len(samples)
     used_by = used.server + used.postgres
     run.cpu_parts = {
         part: getattr(used, part) / run.ops if run.ops else float("nan")
@@ -461,17 +469,25 @@ def report(
             f"{cell('atp', scenario.name)} | {shown}"
         )
     lines.append("")
-    lines.append("atp writers (over the rounds): jobs per batch, version conflicts / batches")
+    lines.append(
+        "atp writers (over the rounds): jobs per batch, version conflicts / batches; the "
+        "writer's busy share of the load's wall time, and its append (one statement and "
+        "commit) per batch"
+    )
     for scenario in SCENARIOS:
-        totals = [r.writer for r in runs.get((scenario.name, "atp"), []) if r.writer]
+        rs = [r for r in runs.get((scenario.name, "atp"), []) if r.writer]
+        totals = [r.writer for r in rs if r.writer]
         if totals:
             batches = sum(t.batches for t in totals)
             jobs = sum(t.jobs for t in totals)
             conflicts = sum(t.conflicts for t in totals)
+            busy = sum(t.busy for t in totals) / max(1e-9, sum(r.wall for r in rs))
+            append = sum(t.append for t in totals) / max(1, batches)
             lines.append(
                 f"  {scenario.name:<9} {jobs / max(1, batches):5.1f} jobs/batch  "
                 f"{conflicts:6,} conflicts / {batches:6,} batches"
                 f" ({100 * conflicts / max(1, batches + conflicts):.0f}% of attempts redone)"
+                f"  busy {100 * busy:3.0f}%  append {1000 * append:4.1f} ms/batch"
             )
     lines.append("")
     lines.append("CPU ms per operation by process, medians over rounds (server = the API workers):")
@@ -493,6 +509,18 @@ def report(
                 f"pgbench {name:<8} {args.pgbench_clients} clients, conditional UPDATE: "
                 f"{rates} transactions/s"
             )
+    lines.append(
+        "bench clients' CPU us per request, by round: the same requests each round, so a "
+        "service's rounds that differ here ran on a slower machine (compare one service's "
+        "rounds: the two services' answers differ in size):"
+    )
+    for scenario in (s for s in SCENARIOS if s.name in args.scenarios):
+        for service in ("plain", "atp"):
+            rs = runs.get((scenario.name, service), [])
+            if rs:
+                per = "/".join(f"{1e6 * r.client_cpu / max(1, r.requests):.0f}" for r in rs)
+                lines.append(f"  {scenario.name:<9} {service:<6} {per}")
+    lines.append("")
     busy = [r.busy for rs in runs.values() for r in rs]
     client = median([r.client_cpu / r.wall for rs in runs.values() for r in rs if r.wall])
     lines.append(

@@ -162,6 +162,10 @@ class WriterTotals:
     conflicts: int = 0
     workers_seen: int = 0
     head: int = 0
+    busy: float = 0.0
+    """Seconds the writers spent on batches (atp_writer_busy_seconds_total)."""
+    append: float = 0.0
+    """Seconds of the writers' appends, commit included (atp_writer_append_seconds_total)."""
 
 
 def writer_totals(server: Server, workers: int, tries: int = 60) -> WriterTotals:

@@ -40,6 +40,16 @@ REQUEST_DURATION = Histogram(
     buckets=BUCKETS,
 )
 WRITER_BATCHES = Counter("atp_writer_batches", "Transactions committed by the writers.")
+WRITER_BUSY = Counter(
+    "atp_writer_busy_seconds",
+    "Wall time the writers spent on batches (its rate: the writer's utilisation, 1.0 when "
+    "it never waits for work).",
+)
+WRITER_APPEND = Counter(
+    "atp_writer_append_seconds",
+    "Wall time of the writers' appends, one statement and commit per batch (divided by "
+    "atp_writer_batches_total: what a batch waits for the ledger).",
+)
 WRITER_JOBS = Counter("atp_writer_jobs", "Commands decided by the writers.")
 WRITER_CONFLICTS = Counter(
     "atp_writer_conflicts", "Batches decided again after a version conflict."
@@ -113,13 +123,14 @@ def record_reconciliation(report: Any) -> None:
 
 
 class WriterSampler:
-    """Carries one process's writer counts (CommandService.batches/jobs/conflicts, its queue)
-    into the shared metrics; call `sample()` now and then (each call adds what is new)."""
+    """Carries one process's writer counts (CommandService.batches/jobs/conflicts, its busy
+    and append seconds, its queue) into the shared metrics; call `sample()` now and then (each call adds what is new)."""
 
     def __init__(self, service: Any) -> None:
         self.service = service
         self.seen = (0, 0, 0)
         self.seen_exceptions: dict[str, int] = {}
+        self.seen_seconds: dict[str, float] = {}
 
     def sample(self) -> None:
         svc = self.service
@@ -130,6 +141,14 @@ class WriterSampler:
             if new > old:
                 counter.inc(new - old)
         self.seen = now
+        for counter, seconds, name in (
+            (WRITER_BUSY, svc.busy_seconds, "busy"),
+            (WRITER_APPEND, svc.append_seconds, "append"),
+        ):
+            new_seconds = seconds - self.seen_seconds.get(name, 0.0)
+            if new_seconds > 0:
+                counter.inc(new_seconds)
+            self.seen_seconds[name] = seconds
         for kind in STOCK_EXCEPTION_EVENTS:
             count = svc.recorded[kind]
             new = count - self.seen_exceptions.get(kind, 0)

@@ -258,6 +258,12 @@ class CommandService:
         self.batches = 0
         self.jobs = 0
         self.conflicts = 0
+        self.busy_seconds = 0.0
+        """Wall time the writer spent on batches (deciding, appending, answering): its
+        rate is the writer's utilisation, 1.0 when it never waits for work."""
+        self.append_seconds = 0.0
+        """Wall time of the batches' appends (the one statement per batch, its commit
+        included): per batch, what the group commit waits for the ledger."""
         self.unsure_rejections = 0
         """Batches decided again because a trusted cache led to a rejection."""
         self.recorded: Counter[str] = Counter()
@@ -331,12 +337,14 @@ class CommandService:
                     stop = True
                     break
                 batch.append(job)
+            started = time.perf_counter()
             try:
                 self._process(batch)
             except Exception as exc:  # the ledger is unreachable or broken
                 log.exception("writer failed a batch of %d job(s)", len(batch))
                 for job in batch:
                     job.done(exc)
+            self.busy_seconds += time.perf_counter() - started
             if stop:
                 return
 
@@ -548,14 +556,17 @@ class CommandService:
         # The streams the batch's decisions read and do not write, checked by the append
         # at the versions they were read (cached ones included: trust_cache).
         reads = [(stream, version) for stream, version in base.items() if stream not in written]
+        started = time.perf_counter()
         try:
             ids = self.ledger.append(events, snapshots, reads)
         except IntegrityError:
+            self.append_seconds += time.perf_counter() - started
             # Another process wrote one of these streams first, or moved one the batch
             # read. The next attempt reads them at their new versions (cached ones by
             # fast-forward); streams assumed new are read for real.
             self.unsure.update(s for s in written if self.cache.get(s) is None)
             return None
+        self.append_seconds += time.perf_counter() - started
         for stream in written:
             self.cache.put(stream, world.states[stream], versions[stream])
             self.unsure.discard(stream)

@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_benchmark_runs_both_services_in_tiny_mode() -> None:
     """One round of one second per scenario on 20 SKUs, both services and pgbench, within a
     minute. Invariant: every scenario has a row for each service it runs on, the ratios are
-    printed, neither service oversold a SKU or answered 5xx (exit status 0), and the
-    databases are dropped afterwards."""
+    printed with the writer's busy share and append time and the clients' CPU per request,
+    neither service oversold a SKU or answered 5xx (exit status 0), and the databases are
+    dropped afterwards."""
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres") as conn:
         before = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
     done = subprocess.run(
@@ -49,8 +50,13 @@ def test_benchmark_runs_both_services_in_tiny_mode() -> None:
         (row,) = [line for line in out.splitlines() if line.startswith(f"{name} ")]
         assert row.endswith("| -"), row  # atp only
     assert "pgbench hot" in out and "pgbench uniform" in out
-    (atp_cpu,) = [line for line in out.splitlines() if line.startswith("  uniform   atp ")]
+    atp_lines = [line for line in out.splitlines() if line.startswith("  uniform   atp ")]
+    (atp_cpu,) = [line for line in atp_lines if "server" in line]
     assert "projector" in atp_cpu and "redis" in atp_cpu, atp_cpu  # atp's CPU, all of it
+    (canary,) = [line for line in atp_lines if "server" not in line]
+    assert int(canary.split()[-1]) > 0, canary  # the clients' CPU per request, a round each
+    (writer,) = [line for line in out.splitlines() if line.startswith("  uniform    ")]
+    assert "busy" in writer and "append" in writer, writer  # the writer's utilisation
     assert "(c) atp, 20 live holds / 10" in out
     assert "oversold SKUs: plain 0, atp 0" in out
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres") as conn:

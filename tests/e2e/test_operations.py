@@ -106,3 +106,64 @@ def test_a_generated_correlation_id_is_returned_on_a_404_and_a_problem(tmp_path:
         assert re.fullmatch(r"[0-9a-f]{24}", cid)
         assert f"[{cid}]" in text
     assert re.search(r"atp\.request \[\w+\] GET unmatched 404 [0-9.]+ms", text), text
+
+
+WRITER = re.compile(r"^(atp_writer_\w+_total) ([0-9.e+]+)$", re.M)
+
+
+def test_on_peak_day_metrics_tell_whether_the_one_writer_is_the_bottleneck(
+    tmp_path: Path,
+) -> None:
+    """Story: on peak day checkout slows down and the operator must tell whether the one
+    writer that decides every write is saturated or waits for the ledger, from /metrics
+    alone. Invariant: with two workers, after a burst of reservations (some forwarded by
+    the other worker), one scrape carries the writer's busy seconds and append seconds;
+    both grew with the burst, the append never exceeds the busy time it is part of, and
+    both are bounded by the wall time the burst took."""
+    env = service_env(None, str(tmp_path))
+    with running_service(env, workers=2) as server:
+        admin = {"Authorization": "Bearer test-admin-token"}
+
+        def writer() -> dict[str, float]:
+            text = httpx.get(f"{server.url}/metrics", timeout=30).text
+            return {name: float(value) for name, value in WRITER.findall(text)}
+
+        with httpx.Client(base_url=server.url, timeout=30, headers=admin) as http:
+            ok = (200, 201)
+            assert (
+                http.put("/v1/locations/WH", json={"name": "WH", "kind": "warehouse"}).status_code
+                in ok
+            )
+            assert http.put("/v1/channels/web", json={"locations": ["WH"]}).status_code in ok
+            lines = [{"sku": "PEAK-1", "quantity": 100}]
+            receipt = http.post(
+                "/v1/receipts",
+                json={"location": "WH", "lines": lines},
+                headers={"Idempotency-Key": "peak-receipt"},
+            )
+            assert receipt.status_code == 201, receipt.text
+            before = writer()
+            started = time.monotonic()
+            for n in range(40):
+                r = http.post(
+                    "/v1/reservations",
+                    json={"channel": "web", "lines": [{"sku": "PEAK-1", "quantity": 1}]},
+                    headers={"Idempotency-Key": f"peak-{n}"},
+                )
+                assert r.status_code == 201, r.text
+            took = time.monotonic() - started
+        # Each worker carries its writer's counts into /metrics about once a second.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            after = writer()
+            if after.get("atp_writer_jobs_total", 0) - before.get("atp_writer_jobs_total", 0) >= 40:
+                break
+            time.sleep(0.2)
+        busy = after["atp_writer_busy_seconds_total"] - before.get(
+            "atp_writer_busy_seconds_total", 0
+        )
+        append = after["atp_writer_append_seconds_total"] - before.get(
+            "atp_writer_append_seconds_total", 0
+        )
+        assert 0 < append <= busy <= took, (append, busy, took)
+        assert after["atp_writer_batches_total"] > before.get("atp_writer_batches_total", 0)
