@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import msgspec
@@ -416,17 +417,19 @@ class RedisStore:
         last_event_time: float | None,
     ) -> None:
         """Apply `writes`, then the model's meta (its `position`, the heartbeat, the
-        `policies` and the time of the last event applied): one pipelined round trip per
-        1,000 SKUs, the meta in the last one (a pipeline runs in order, so the position
-        never passes a SKU document not yet written).
+        `policies` and the time of the last event applied). Two pipelined round trips per
+        1,000 SKUs: their documents and list indexes, then, once those succeeded, their
+        catalogue membership (`SADD`) and, after the last chunk, the meta. So neither the
+        position nor the catalogue ever names a SKU document not yet written: a pipeline
+        goes on after a failed command, so the meta could not share the documents' one.
 
-        The scripts are called by their SHA1 (EVALSHA) inside the pipeline: redis-py's
-        registered scripts would first ask SCRIPT EXISTS, one more round trip per call, and
-        the meta was a third (issue 12: together a third of the projector's time). When
+        The scripts are called by their SHA1 (EVALSHA) inside the pipelines: redis-py's
+        registered scripts would first ask SCRIPT EXISTS, one more round trip per pipeline
+        (issue 12: with the meta's own call, about a third of the projector's time). When
         Redis answers NOSCRIPT (it restarted, or its scripts were flushed), the scripts are
-        loaded and the chunk is sent again: every command in it is idempotent (the position
-        rules of _WRITE_SKU, _WRITE_INDEX and _WRITE_META, and SADD). Raises redis-py's
-        errors."""
+        loaded and that pipeline is sent again: every command in it is idempotent (the
+        position rules of _WRITE_SKU, _WRITE_INDEX and _WRITE_META, and SADD). Raises
+        redis-py's errors."""
         meta: list[Any] = ["heartbeat", time.time()]
         if policies is not None:
             meta += ["policies", _encoder.encode(policies)]
@@ -434,15 +437,32 @@ class RedisStore:
             meta += ["last_event_time", last_event_time]
         chunks = list(_chunks(writes, 1000)) or [[]]
         for number, chunk in enumerate(chunks, start=1):
+            if chunk:
+                self._execute(partial(self._queue_documents, chunk=chunk))
             tail = [position, *meta] if number == len(chunks) else None
-            try:
-                self._send(chunk, tail)
-            except NoScriptError:
-                self._load_scripts()
-                self._send(chunk, tail)
+            self._execute(partial(self._queue_listing, chunk=chunk, meta=tail))
 
-    def _send(self, chunk: list[SkuWrite], meta: list[Any] | None) -> None:
-        pipe = self.client.pipeline(transaction=False)
+    def _execute(self, fill: Callable[[Any], None]) -> None:
+        """Send the commands `fill` queues as one pipeline; after NOSCRIPT, load the scripts
+        and send them again."""
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            fill(pipe)
+            try:
+                pipe.execute()
+                return
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                self._load_scripts()
+
+    def _queue_listing(self, pipe: Any, chunk: list[SkuWrite], meta: list[Any] | None) -> None:
+        if chunk:
+            pipe.sadd(self.keys.skus, *[w.documents.sku for w in chunk])
+        if meta is not None:
+            pipe.evalsha(self.meta_script.sha, 1, self.keys.meta, *meta)
+
+    def _queue_documents(self, pipe: Any, chunk: list[SkuWrite]) -> None:
         for w in chunk:
             docs = w.documents
             pairs: list[Any] = []
@@ -478,12 +498,7 @@ class RedisStore:
                 len(deletes),
             ]
             pipe.evalsha(self.script.sha, len(keys), *keys, *args, *pairs, *sets, *deletes)
-        if chunk:
-            pipe.sadd(self.keys.skus, *[w.documents.sku for w in chunk])
-            self.write_indexes(chunk, pipe)
-        if meta is not None:
-            pipe.evalsha(self.meta_script.sha, 1, self.keys.meta, *meta)
-        pipe.execute()
+        self.write_indexes(chunk, pipe)
 
     def _load_scripts(self) -> None:
         for script in (self.script, self.meta_script, self.complete_script, self.index_script):
