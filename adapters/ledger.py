@@ -60,6 +60,18 @@ def stream_id(stream: StreamKey) -> UUID:
     return uuid5(NAMESPACE_URL, f"atp:{kind}:{key}")
 
 
+def snapshot_interval(state: Any) -> int:
+    """Events between two snapshots of an item or order stream: SNAPSHOT_INTERVAL, doubled
+    until it is at least the holds and allocations the state carries. Encoding a snapshot
+    costs O(that size), so its cost per event stays bounded however many live holds a hot
+    SKU has (issue 12), and a cold load replays at most about twice that many events."""
+    size = len(getattr(state, "holds", ())) + len(getattr(state, "allocations", ()))
+    every = SNAPSHOT_INTERVAL
+    while every < size:
+        every *= 2
+    return every
+
+
 class LedgerEvent:
     """An event with its place in a stream: what the library stores and returns."""
 

@@ -472,7 +472,7 @@ def report(
     lines.append(
         "atp writers (over the rounds): jobs per batch, version conflicts / batches; the "
         "writer's busy share of the load's wall time, and its append (one statement and "
-        "commit) per batch"
+        "commit) on average"
     )
     for scenario in SCENARIOS:
         rs = [r for r in runs.get((scenario.name, "atp"), []) if r.writer]
@@ -482,12 +482,12 @@ def report(
             jobs = sum(t.jobs for t in totals)
             conflicts = sum(t.conflicts for t in totals)
             busy = sum(t.busy for t in totals) / max(1e-9, sum(r.wall for r in rs))
-            append = sum(t.append for t in totals) / max(1, batches)
+            append = sum(t.append for t in totals) / max(1, batches + conflicts)
             lines.append(
                 f"  {scenario.name:<9} {jobs / max(1, batches):5.1f} jobs/batch  "
                 f"{conflicts:6,} conflicts / {batches:6,} batches"
                 f" ({100 * conflicts / max(1, batches + conflicts):.0f}% of attempts redone)"
-                f"  busy {100 * busy:3.0f}%  append {1000 * append:4.1f} ms/batch"
+                f"  busy {100 * busy:3.0f}%  append {1000 * append:4.1f} ms each"
             )
     lines.append("")
     lines.append("CPU ms per operation by process, medians over rounds (server = the API workers):")

@@ -42,13 +42,14 @@ REQUEST_DURATION = Histogram(
 WRITER_BATCHES = Counter("atp_writer_batches", "Transactions committed by the writers.")
 WRITER_BUSY = Counter(
     "atp_writer_busy_seconds",
-    "Wall time the writers spent on batches (its rate: the writer's utilisation, 1.0 when "
-    "it never waits for work).",
+    "Wall time the writers spent on batches, conflict retries included (its rate: the "
+    "writers' utilisation, 1.0 per atp instance when its writer never waits for work).",
 )
 WRITER_APPEND = Counter(
     "atp_writer_append_seconds",
-    "Wall time of the writers' appends, one statement and commit per batch (divided by "
-    "atp_writer_batches_total: what a batch waits for the ledger).",
+    "Wall time of the writers' appends, one statement and commit each (divided by "
+    "atp_writer_batches_total + atp_writer_conflicts_total: what an append waits for the "
+    "ledger).",
 )
 WRITER_JOBS = Counter("atp_writer_jobs", "Commands decided by the writers.")
 WRITER_CONFLICTS = Counter(

@@ -30,6 +30,7 @@ from adapters.ledger import (
     Ledger,
     LedgerEvent,
     StreamKey,
+    snapshot_interval,
     stream_id,
     sync_streams,
 )
@@ -43,7 +44,6 @@ from atp.world import StateSet
 log = logging.getLogger("atp.service")
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
-SNAPSHOT_INTERVAL = 100
 Decision = list[tuple[Any, Any]]
 """What a decider returns: (stream key, event or record) pairs to append, in order."""
 V = TypeVar("V")
@@ -259,11 +259,12 @@ class CommandService:
         self.jobs = 0
         self.conflicts = 0
         self.busy_seconds = 0.0
-        """Wall time the writer spent on batches (deciding, appending, answering): its
-        rate is the writer's utilisation, 1.0 when it never waits for work."""
+        """Wall time the writer spent on batches (deciding, appending, answering, and the
+        pauses between attempts after a version conflict): its rate is the writer's
+        utilisation, 1.0 when it never waits for work."""
         self.append_seconds = 0.0
-        """Wall time of the batches' appends (the one statement per batch, its commit
-        included): per batch, what the group commit waits for the ledger."""
+        """Wall time of the appends (one statement and its commit each, failed ones
+        included): over `batches + conflicts`, what a batch waits for the ledger."""
         self.unsure_rejections = 0
         """Batches decided again because a trusted cache led to a rejection."""
         self.recorded: Counter[str] = Counter()
@@ -560,13 +561,13 @@ class CommandService:
         try:
             ids = self.ledger.append(events, snapshots, reads)
         except IntegrityError:
-            self.append_seconds += time.perf_counter() - started
             # Another process wrote one of these streams first, or moved one the batch
             # read. The next attempt reads them at their new versions (cached ones by
             # fast-forward); streams assumed new are read for real.
             self.unsure.update(s for s in written if self.cache.get(s) is None)
             return None
-        self.append_seconds += time.perf_counter() - started
+        finally:
+            self.append_seconds += time.perf_counter() - started
         for stream in written:
             self.cache.put(stream, world.states[stream], versions[stream])
             self.unsure.discard(stream)
@@ -587,18 +588,6 @@ class _StreamCache(LRUCache[StreamKey, tuple[Any, int]]):
 
     def put(self, stream: StreamKey, state: Any, version: int) -> None:
         self[stream] = (state, version)
-
-
-def snapshot_interval(state: Any) -> int:
-    """Events between two snapshots of an item or order stream: SNAPSHOT_INTERVAL, doubled
-    until it is at least the holds and allocations the state carries. Encoding a snapshot
-    costs O(that size), so its cost per event stays bounded however many live holds a hot
-    SKU has (issue 12), and a cold load replays at most about twice that many events."""
-    size = len(getattr(state, "holds", ())) + len(getattr(state, "allocations", ()))
-    every = SNAPSHOT_INTERVAL
-    while every < size:
-        every *= 2
-    return every
 
 
 def _resolve(future: asyncio.Future[Result], result: Result | BaseException) -> None:

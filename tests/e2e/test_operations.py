@@ -117,10 +117,11 @@ def test_on_peak_day_metrics_tell_whether_the_one_writer_is_the_bottleneck(
     """Story: on peak day checkout slows down and the operator must tell whether the one
     writer that decides every write is saturated or waits for the ledger, from /metrics
     alone. Invariant: with two workers, after a burst of reservations (some forwarded by
-    the other worker), one scrape carries the writer's busy seconds and append seconds;
-    both grew with the burst, the append never exceeds the busy time it is part of, and
-    both are bounded by the wall time the burst took."""
+    the other worker), one scrape carries the writer's busy seconds and append seconds
+    beside the jobs it decided; the append never exceeds the busy time it is part of, and
+    neither exceeds the wall time the service ran (one writer thread per process)."""
     env = service_env(None, str(tmp_path))
+    started = time.monotonic()
     with running_service(env, workers=2) as server:
         admin = {"Authorization": "Bearer test-admin-token"}
 
@@ -130,20 +131,15 @@ def test_on_peak_day_metrics_tell_whether_the_one_writer_is_the_bottleneck(
 
         with httpx.Client(base_url=server.url, timeout=30, headers=admin) as http:
             ok = (200, 201)
-            assert (
-                http.put("/v1/locations/WH", json={"name": "WH", "kind": "warehouse"}).status_code
-                in ok
-            )
+            location = {"name": "WH", "kind": "warehouse"}
+            assert http.put("/v1/locations/WH", json=location).status_code in ok
             assert http.put("/v1/channels/web", json={"locations": ["WH"]}).status_code in ok
-            lines = [{"sku": "PEAK-1", "quantity": 100}]
             receipt = http.post(
                 "/v1/receipts",
-                json={"location": "WH", "lines": lines},
+                json={"location": "WH", "lines": [{"sku": "PEAK-1", "quantity": 100}]},
                 headers={"Idempotency-Key": "peak-receipt"},
             )
             assert receipt.status_code == 201, receipt.text
-            before = writer()
-            started = time.monotonic()
             for n in range(40):
                 r = http.post(
                     "/v1/reservations",
@@ -151,19 +147,17 @@ def test_on_peak_day_metrics_tell_whether_the_one_writer_is_the_bottleneck(
                     headers={"Idempotency-Key": f"peak-{n}"},
                 )
                 assert r.status_code == 201, r.text
-            took = time.monotonic() - started
-        # Each worker carries its writer's counts into /metrics about once a second.
-        deadline = time.monotonic() + 10
+        # Each worker carries its writer's counts into /metrics about once a second, the
+        # busy time of a batch just after its jobs: wait until two scrapes agree.
+        seen = writer()
+        deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            after = writer()
-            if after.get("atp_writer_jobs_total", 0) - before.get("atp_writer_jobs_total", 0) >= 40:
+            time.sleep(1.2)
+            now = writer()
+            if now == seen and now.get("atp_writer_jobs_total", 0) >= 43:
                 break
-            time.sleep(0.2)
-        busy = after["atp_writer_busy_seconds_total"] - before.get(
-            "atp_writer_busy_seconds_total", 0
-        )
-        append = after["atp_writer_append_seconds_total"] - before.get(
-            "atp_writer_append_seconds_total", 0
-        )
-        assert 0 < append <= busy <= took, (append, busy, took)
-        assert after["atp_writer_batches_total"] > before.get("atp_writer_batches_total", 0)
+            seen = now
+        took = time.monotonic() - started
+    assert seen.get("atp_writer_jobs_total", 0) >= 43, seen
+    busy, append = seen["atp_writer_busy_seconds_total"], seen["atp_writer_append_seconds_total"]
+    assert 0 < append <= busy <= 2 * took, (append, busy, took)

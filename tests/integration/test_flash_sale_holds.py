@@ -12,8 +12,8 @@ from itertools import cycle
 
 import pytest
 
-from adapters.ledger import stream_id
-from api.service.commands import CommandService, snapshot_interval
+from adapters.ledger import snapshot_interval, stream_id
+from api.service.commands import CommandService
 from atp import commands as c
 from atp.errors import InsufficientStock
 from atp.state import ItemState

@@ -8,9 +8,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from adapters.ledger import IntegrityError, Ledger, LedgerEvent, stream_id
+from adapters.ledger import (
+    SNAPSHOT_INTERVAL,
+    IntegrityError,
+    Ledger,
+    LedgerEvent,
+    snapshot_interval,
+    stream_id,
+)
 from adapters.recorder import LedgerRecorder, SnapshotRecorder
-from api.service.commands import SNAPSHOT_INTERVAL, snapshot_interval
 from atp import events as ev
 from atp.events import Hold
 from atp.state import ItemState, evolve_item
