@@ -125,7 +125,8 @@ def record_reconciliation(report: Any) -> None:
 
 class WriterSampler:
     """Carries one process's writer counts (CommandService.batches/jobs/conflicts, its busy
-    and append seconds, its queue) into the shared metrics; call `sample()` now and then (each call adds what is new)."""
+    and append seconds, its queue) into the shared metrics; call `sample()` now and then
+    (each call adds what is new)."""
 
     def __init__(self, service: Any) -> None:
         self.service = service

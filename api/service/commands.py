@@ -264,7 +264,7 @@ class CommandService:
         utilisation, 1.0 when it never waits for work."""
         self.append_seconds = 0.0
         """Wall time of the appends (one statement and its commit each, failed ones
-        included): over `batches + conflicts`, what a batch waits for the ledger."""
+        included): over `batches + conflicts`, what an append waits for the ledger."""
         self.unsure_rejections = 0
         """Batches decided again because a trusted cache led to a rejection."""
         self.recorded: Counter[str] = Counter()
