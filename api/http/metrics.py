@@ -130,27 +130,17 @@ class WriterSampler:
 
     def __init__(self, service: Any) -> None:
         self.service = service
-        self.seen = (0, 0, 0)
+        self.seen: tuple[float, ...] = (0, 0, 0, 0.0, 0.0)
         self.seen_exceptions: dict[str, int] = {}
-        self.seen_seconds: dict[str, float] = {}
 
     def sample(self) -> None:
         svc = self.service
-        now = (svc.batches, svc.jobs, svc.conflicts)
-        for counter, new, old in zip(
-            (WRITER_BATCHES, WRITER_JOBS, WRITER_CONFLICTS), now, self.seen, strict=True
-        ):
+        now = (svc.batches, svc.jobs, svc.conflicts, svc.busy_seconds, svc.append_seconds)
+        counters = (WRITER_BATCHES, WRITER_JOBS, WRITER_CONFLICTS, WRITER_BUSY, WRITER_APPEND)
+        for counter, new, old in zip(counters, now, self.seen, strict=True):
             if new > old:
                 counter.inc(new - old)
         self.seen = now
-        for counter, seconds, name in (
-            (WRITER_BUSY, svc.busy_seconds, "busy"),
-            (WRITER_APPEND, svc.append_seconds, "append"),
-        ):
-            new_seconds = seconds - self.seen_seconds.get(name, 0.0)
-            if new_seconds > 0:
-                counter.inc(new_seconds)
-            self.seen_seconds[name] = seconds
         for kind in STOCK_EXCEPTION_EVENTS:
             count = svc.recorded[kind]
             new = count - self.seen_exceptions.get(kind, 0)
