@@ -43,13 +43,15 @@ import contextlib
 import fcntl
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 from litestar.types import ASGIApp
 
-from api.http.metrics import FORWARDED_WRITES
+from api.http.metrics import FORWARDED_WRITES, HTTP_ERRORS, REQUEST_DURATION
+from api.http.middleware import route_template
 from api.http.problems import PROBLEM, problem_body
 
 log = logging.getLogger("atp.forwarding")
@@ -362,6 +364,7 @@ def forwarding(
         if link is None:
             await app(scope, receive, send)
             return
+        started = time.perf_counter()
         messages, body = await _read_body(receive)
         if body is None:
             await app(scope, _replaying(messages, receive), send)
@@ -378,6 +381,12 @@ def forwarding(
                 await app(scope, _replaying(messages, receive), send)
                 return
             log.warning("the writer broke off a forwarded write (%s): 503", exc)
+            # This answer never reaches Litestar or the request middleware: counted here,
+            # as every other 503 is (the histogram by route, the 'unavailable' errors).
+            HTTP_ERRORS.labels(kind="unavailable").inc()
+            REQUEST_DURATION.labels(scope["method"], route_template(scope), "503").observe(
+                time.perf_counter() - started
+            )
             body = problem_body(503, "writer-unavailable", "the writer restarted; retry")
             await send(
                 {

@@ -33,6 +33,7 @@ from urllib.parse import quote, unquote_to_bytes
 from litestar import Request
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.utils.path import normalize_path
 
 from api.http.auth import TokenStore, authenticate
 from api.http.decoding import strict_input
@@ -74,6 +75,21 @@ def _given_correlation_id(scope: Scope) -> str:
     # 96 random bits from the process's Mersenne Twister (seeded from os.urandom, reseeded
     # in a forked child): an id, not a secret; a getrandom syscall per request cost more.
     return f"{_random_bits(96):024x}"
+
+
+def route_template(scope: Scope) -> str:
+    """The route template Litestar's router finds for the request of `scope` (the
+    `path_template` the request histogram labels an answer with), or "unmatched", for an
+    answer given before routing (the forwarder's own 503: api.http.forwarding)."""
+    raw = scope.get("raw_path")
+    path = routed_path(raw) if raw and b"%" in raw else None
+    try:
+        found = scope["app"].asgi_router.handle_routing(
+            normalize_path(path or scope["path"]), scope.get("method")
+        )
+    except Exception:  # no such route or method: Litestar answers those 404/405
+        return "unmatched"
+    return str(found[4])
 
 
 def request_middleware(app: ASGIApp) -> ASGIApp:
