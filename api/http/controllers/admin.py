@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 from cryptography.fernet import InvalidToken
 from litestar import MediaType, Request, Response, delete, get, post
+from litestar.params import FromPath, JSONBody
 
 from adapters.ledger import decode_payload, sync_streams
 from api.http import schemas as s
@@ -45,7 +46,9 @@ SEALED = "sealed:"
     status_code=201,
     responses=returns(201, s.TokenView, "The token (its secret, shown once)"),
 )
-async def create_token(request: Request[Any, Any, Any], data: s.TokenRequest) -> Response[bytes]:
+async def create_token(
+    request: Request[Any, Any, Any], data: JSONBody[s.TokenRequest]
+) -> Response[bytes]:
     """Issue a random token. Names are unique among live tokens (409), `admin` is reserved
     (422). The ledger keeps the token's sha256; an idempotency record keeps the token itself
     only encrypted with the server key, so a replay returns the same working token whatever
@@ -119,7 +122,7 @@ async def list_tokens(request: Request[Any, Any, Any]) -> s.TokenList:
     status_code=200,
     responses=returns(200, s.TokenDeleted, "The revoked token"),
 )
-async def delete_token(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
+async def delete_token(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[bytes]:
     """Revoke the live token `name`: every API process refuses it from the answer on (which
     comes CHECK_SECONDS after the revocation is recorded)."""
     if name.lower() in RESERVED_NAMES:

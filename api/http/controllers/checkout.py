@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from litestar import Request, Response, get, post
+from litestar.params import FromPath, JSONBody
 
 from api.http import schemas as s
 from api.http.controllers.common import (
@@ -44,7 +45,9 @@ def _lines(lines: list[s.LineIn]) -> tuple[cmd.Line, ...]:
     status_code=201,
     responses=returns(201, s.ReservationView, "The reservation"),
 )
-async def reserve(request: Request[Any, Any, Any], data: s.ReservationRequest) -> Response[bytes]:
+async def reserve(
+    request: Request[Any, Any, Any], data: JSONBody[s.ReservationRequest]
+) -> Response[bytes]:
     reservation_id = uuid.uuid4().hex
     command = cmd.ReserveStock(
         reservation_id=reservation_id,
@@ -63,7 +66,7 @@ async def reserve(request: Request[Any, Any, Any], data: s.ReservationRequest) -
     "/v1/reservations/{reservation_id:str}", opt={"scopes": (RESERVATIONS_WRITE, AVAILABILITY_READ)}
 )
 async def get_reservation(
-    request: Request[Any, Any, Any], reservation_id: str
+    request: Request[Any, Any, Any], reservation_id: FromPath[str]
 ) -> s.ReservationView:
     reservation_id = path_code(reservation_id, "reservation")
     state, _ = await asyncio.to_thread(ledger(request).load, ("reservation", reservation_id))
@@ -74,7 +77,7 @@ async def get_reservation(
 
 @post("/v1/reservations/{reservation_id:str}/extend", opt=RES, status_code=200, responses=HELD)
 async def extend(
-    request: Request[Any, Any, Any], reservation_id: str, data: s.ExtendRequest
+    request: Request[Any, Any, Any], reservation_id: FromPath[str], data: JSONBody[s.ExtendRequest]
 ) -> Response[bytes]:
     reservation_id = path_code(reservation_id, "reservation")
     command = cmd.ExtendReservation(reservation_id=reservation_id, ttl_seconds=data.ttl_seconds)
@@ -84,7 +87,9 @@ async def extend(
 
 
 @post("/v1/reservations/{reservation_id:str}/release", opt=RES, status_code=200, responses=HELD)
-async def release(request: Request[Any, Any, Any], reservation_id: str) -> Response[bytes]:
+async def release(
+    request: Request[Any, Any, Any], reservation_id: FromPath[str]
+) -> Response[bytes]:
     reservation_id = path_code(reservation_id, "reservation")
     command = cmd.ReleaseReservation(reservation_id=reservation_id)
     return await gateway(request).command(
@@ -99,7 +104,7 @@ async def release(request: Request[Any, Any, Any], reservation_id: str) -> Respo
     responses=returns(201, s.ReservationView, "The reservation"),
 )
 async def commit(
-    request: Request[Any, Any, Any], reservation_id: str, data: s.CommitRequest
+    request: Request[Any, Any, Any], reservation_id: FromPath[str], data: JSONBody[s.CommitRequest]
 ) -> Response[bytes]:
     reservation_id = path_code(reservation_id, "reservation")
     command = cmd.CommitReservation(reservation_id=reservation_id, order_id=data.order_id)
@@ -109,13 +114,15 @@ async def commit(
 
 
 @post("/v1/orders", opt=ORD, status_code=201, responses=returns(201, s.OrderView, "The order"))
-async def place_order(request: Request[Any, Any, Any], data: s.OrderRequest) -> Response[bytes]:
+async def place_order(
+    request: Request[Any, Any, Any], data: JSONBody[s.OrderRequest]
+) -> Response[bytes]:
     command = cmd.PlaceOrder(order_id=data.order_id, channel=data.channel, lines=_lines(data.lines))
     return await gateway(request).command(request, command, View("order", data.order_id, 201))
 
 
 @get("/v1/orders/{order_id:str}", opt={"scopes": (ORDERS_WRITE, AVAILABILITY_READ)})
-async def get_order(request: Request[Any, Any, Any], order_id: str) -> s.OrderView:
+async def get_order(request: Request[Any, Any, Any], order_id: FromPath[str]) -> s.OrderView:
     order_id = path_code(order_id, "order")
     state, _ = await asyncio.to_thread(ledger(request).load, ("order", order_id))
     if state is None:
@@ -130,7 +137,7 @@ async def get_order(request: Request[Any, Any, Any], order_id: str) -> s.OrderVi
     status_code=200,
     responses=returns(200, s.OrderView, "The order"),
 )
-async def cancel_order(request: Request[Any, Any, Any], order_id: str) -> Response[bytes]:
+async def cancel_order(request: Request[Any, Any, Any], order_id: FromPath[str]) -> Response[bytes]:
     order_id = path_code(order_id, "order")
     raw = await request.body()
     data = decode_body(raw, s.CancelRequest) if raw.strip() else s.CancelRequest()
@@ -146,7 +153,7 @@ async def cancel_order(request: Request[Any, Any, Any], order_id: str) -> Respon
     responses=returns(201, s.OrderView, "The order"),
 )
 async def ship_order(
-    request: Request[Any, Any, Any], order_id: str, data: s.ShipmentRequest
+    request: Request[Any, Any, Any], order_id: FromPath[str], data: JSONBody[s.ShipmentRequest]
 ) -> Response[bytes]:
     order_id = path_code(order_id, "order")
     command = cmd.ShipOrder(
@@ -165,7 +172,7 @@ async def ship_order(
     responses=returns(201, s.OrderView, "The order"),
 )
 async def return_order(
-    request: Request[Any, Any, Any], order_id: str, data: s.ReturnRequest
+    request: Request[Any, Any, Any], order_id: FromPath[str], data: JSONBody[s.ReturnRequest]
 ) -> Response[bytes]:
     order_id = path_code(order_id, "order")
     check_lines(data.lines)

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, get, put
+from litestar.params import FromPath
 
 from adapters.sealing import SECRETS
 from api.http.controllers.common import ADMIN, gateway, ledger, operations, path_code
@@ -92,7 +93,7 @@ Kind = Literal["woocommerce", "amazon", "ebay"]
     responses=returns(200, dict[str, Any], "The integration, secrets left out"),
 )
 async def put_integration(
-    request: Request[Any, Any, Any], kind: str, store: str
+    request: Request[Any, Any, Any], kind: FromPath[str], store: FromPath[str]
 ) -> Response[bytes]:
     if kind not in KINDS:
         raise ApiProblem(404, "not-found", f"no integration kind {kind!r}")
@@ -117,7 +118,9 @@ async def put_integration(
 
 
 @get("/v1/integrations/{kind:str}/{store:str}", opt={"scopes": (ADMIN,)})
-async def get_integration(request: Request[Any, Any, Any], kind: str, store: str) -> dict[str, Any]:
+async def get_integration(
+    request: Request[Any, Any, Any], kind: FromPath[str], store: FromPath[str]
+) -> dict[str, Any]:
     if kind not in KINDS:
         raise ApiProblem(404, "not-found", f"no integration kind {kind!r}")
     store = path_code(store, "store")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Request, get, post
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 
 from api.http import schemas as s
 from api.http.controllers.common import (
@@ -149,7 +149,7 @@ def policy_change(data: s.PreviewRequest) -> p.PolicyChange:
 @post("/v1/policies/preview", opt={"scopes": (POLICY_WRITE,)}, status_code=200)
 async def preview(
     request: Request[Any, Any, Any],
-    data: s.PreviewRequest,
+    data: JSONBody[s.PreviewRequest],
     limit: Limit = 100,
     cursor: Cursor = None,
     min_position: MinPosition = None,

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from litestar import Request, Response, get, put
+from litestar.params import FromPath, JSONBody
 
 from api.http import schemas as s
 from api.http.controllers.common import (
@@ -66,7 +67,7 @@ def set_safety_stock(data: s.SafetyStockRequest) -> cmd.SetSafetyStock:
     responses=returns(200, s.LocationView, "The location"),
 )
 async def put_location(
-    request: Request[Any, Any, Any], code: str, data: s.LocationRequest
+    request: Request[Any, Any, Any], code: FromPath[str], data: JSONBody[s.LocationRequest]
 ) -> Response[bytes]:
     code = path_code(code, "location", creating=True)
     command = define_location(code, data)
@@ -84,7 +85,7 @@ async def put_location(
     responses=returns(200, s.ChannelView, "The channel"),
 )
 async def put_channel(
-    request: Request[Any, Any, Any], code: str, data: s.ChannelRequest
+    request: Request[Any, Any, Any], code: FromPath[str], data: JSONBody[s.ChannelRequest]
 ) -> Response[bytes]:
     code = path_code(code, "channel", creating=True)
     command = define_channel(code, data)
@@ -102,7 +103,7 @@ async def put_channel(
     responses=returns(200, s.SafetyStockView, "The safety stock rule"),
 )
 async def put_safety_stock(
-    request: Request[Any, Any, Any], data: s.SafetyStockRequest
+    request: Request[Any, Any, Any], data: JSONBody[s.SafetyStockRequest]
 ) -> Response[bytes]:
     command = set_safety_stock(data)
 

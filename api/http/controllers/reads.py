@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, get
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, Parameter, QueryParameter
 
 from adapters.ledger import item_history
 from api.http import schemas as s
@@ -65,7 +65,7 @@ def _min_position(request: Request[Any, Any, Any]) -> int | None:
     responses=returns(200, AvailabilityView, "What the channel may sell of the SKU"),
 )
 async def availability_one(
-    request: Request[Any, Any, Any], channel: str, sku: str
+    request: Request[Any, Any, Any], channel: FromPath[str], sku: FromPath[str]
 ) -> Response[bytes]:
     """One channel's figure for one SKU: one Redis command. `?min_position=N` waits until
     the read model includes ledger position N (read-your-writes), else 409."""
@@ -93,8 +93,8 @@ async def availability_one(
 )
 async def availability_many(
     request: Request[Any, Any, Any],
-    channel: str,
-    sku: Annotated[list[str], Parameter(query="sku", required=True)],
+    channel: FromPath[str],
+    sku: Annotated[list[str], QueryParameter(required=True)],
     min_position: MinPosition = None,
 ) -> Response[bytes]:
     read = _read_side(request)
@@ -123,9 +123,9 @@ async def availability_many(
 @get("/v1/items/{sku:str}", opt=OPT, responses=returns(200, ItemView, "The item's figures"))
 async def get_item(
     request: Request[Any, Any, Any],
-    sku: str,
+    sku: FromPath[str],
     min_position: MinPosition = None,
-    as_of: datetime | None = None,
+    as_of: FromQuery[datetime | None] = None,
 ) -> Response[bytes]:
     """The item's figures from the read model; `?as_of=<RFC 3339>` computes them from the
     ledger as they stood at that time (policies as of then too; a future time is 422)."""
@@ -141,7 +141,7 @@ async def get_item(
 @get("/v1/items/{sku:str}/history", opt=OPT)
 async def get_history(
     request: Request[Any, Any, Any],
-    sku: str,
+    sku: FromPath[str],
     after: Annotated[int, Parameter(ge=0, le=s.MAX_POSITION)] = 0,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
 ) -> s.HistoryPage:

@@ -17,7 +17,7 @@ from typing import IO, Annotated, Any
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, Parameter
 
 from adapters.records import DriftedLine
 from api.http import schemas as s
@@ -234,9 +234,9 @@ def _numbered(spool: IO[bytes]) -> Iterator[tuple[str, str]]:
 )
 async def post_reconciliation(
     request: Request[Any, Any, Any],
-    location: str | None = None,
-    as_of: str | None = None,
-    source: str | None = None,
+    location: FromQuery[str | None] = None,
+    as_of: FromQuery[str | None] = None,
+    source: FromQuery[str | None] = None,
     complete: Annotated[str | None, Parameter(description="true or false")] = None,
     apply: Annotated[str | None, Parameter(description="true or false")] = None,
     tolerance: Annotated[int | None, Parameter(ge=0, le=s.MAX_UNITS)] = None,
@@ -373,7 +373,7 @@ def _report_csv(report: Report) -> Iterator[str]:
 )
 async def get_reconciliation(
     request: Request[Any, Any, Any],
-    rid: str,
+    rid: FromPath[str],
     after: Annotated[int, Parameter(ge=0, le=s.MAX_POSITION)] = 0,
     limit: Annotated[int, Parameter(ge=1, le=FIRST_LINES)] = FIRST_LINES,
 ) -> Response[bytes]:
@@ -392,7 +392,7 @@ async def get_reconciliation(
 )
 async def list_reconciliations(
     request: Request[Any, Any, Any],
-    location: str | None = None,
+    location: FromQuery[str | None] = None,
     limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
 ) -> Response[bytes]:
     """The location's finished reconciliations, newest first: 422 naming `location`
@@ -413,8 +413,8 @@ async def list_reconciliations(
 @get("/v1/reconciliations/{rid:str}/lines/{sku:str}/history", opt=OPT_READ)
 async def get_line_history(
     request: Request[Any, Any, Any],
-    rid: str,
-    sku: str,
+    rid: FromPath[str],
+    sku: FromPath[str],
     after: Annotated[int, Parameter(ge=0, le=s.MAX_POSITION)] = 0,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
 ) -> s.HistoryPage:

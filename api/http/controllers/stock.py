@@ -7,6 +7,7 @@ from functools import partial
 from typing import Any
 
 from litestar import Request, Response, post
+from litestar.params import FromPath, JSONBody
 
 from api.http import schemas as s
 from api.http.controllers.common import (
@@ -39,7 +40,9 @@ def _lines(lines: list[s.LineIn] | list[s.IncomingLineIn]) -> tuple[cmd.Line, ..
     status_code=201,
     responses=MOVEMENT,
 )
-async def post_receipt(request: Request[Any, Any, Any], data: s.ReceiptRequest) -> Response[bytes]:
+async def post_receipt(
+    request: Request[Any, Any, Any], data: JSONBody[s.ReceiptRequest]
+) -> Response[bytes]:
     command = cmd.ReceiveStock(
         location=data.location, lines=_lines(data.lines), reference=data.reference
     )
@@ -61,7 +64,7 @@ async def post_receipt(request: Request[Any, Any, Any], data: s.ReceiptRequest) 
     responses=MOVEMENT,
 )
 async def post_adjustment(
-    request: Request[Any, Any, Any], data: s.AdjustmentRequest
+    request: Request[Any, Any, Any], data: JSONBody[s.AdjustmentRequest]
 ) -> Response[bytes]:
     command = cmd.AdjustStock(
         location=data.location,
@@ -84,7 +87,9 @@ async def post_adjustment(
     status_code=201,
     responses=MOVEMENT,
 )
-async def post_count(request: Request[Any, Any, Any], data: s.CountRequest) -> Response[bytes]:
+async def post_count(
+    request: Request[Any, Any, Any], data: JSONBody[s.CountRequest]
+) -> Response[bytes]:
     check_lines(data.lines)
     command = cmd.CountStock(
         location=data.location,
@@ -105,7 +110,7 @@ async def post_count(request: Request[Any, Any, Any], data: s.CountRequest) -> R
     responses=MOVEMENT,
 )
 async def post_transfer(
-    request: Request[Any, Any, Any], data: s.TransferRequest
+    request: Request[Any, Any, Any], data: JSONBody[s.TransferRequest]
 ) -> Response[bytes]:
     command = cmd.ShipTransfer(
         transfer_id=data.transfer_id,
@@ -145,8 +150,8 @@ def _transfer_view(transfer_id: str, kind: str, with_source: bool = False) -> An
 @post("/v1/transfers/{transfer_id:str}/receive", opt=OPT, status_code=200, responses=MOVED)
 async def receive_transfer(
     request: Request[Any, Any, Any],
-    transfer_id: str,
-    data: s.TransferReceiptRequest | None = None,
+    transfer_id: FromPath[str],
+    data: JSONBody[s.TransferReceiptRequest | None] = None,
 ) -> Response[bytes]:
     transfer_id = path_code(transfer_id, "transfer")
     lines = None if data is None or data.lines is None else _lines(data.lines)
@@ -157,7 +162,9 @@ async def receive_transfer(
 
 @post("/v1/transfers/{transfer_id:str}/close", opt=OPT, status_code=200, responses=MOVED)
 async def close_transfer(
-    request: Request[Any, Any, Any], transfer_id: str, data: s.TransferCloseRequest
+    request: Request[Any, Any, Any],
+    transfer_id: FromPath[str],
+    data: JSONBody[s.TransferCloseRequest],
 ) -> Response[bytes]:
     transfer_id = path_code(transfer_id, "transfer")
     command = cmd.CloseTransfer(transfer_id=transfer_id, reason=data.reason)
@@ -167,7 +174,9 @@ async def close_transfer(
 
 
 @post("/v1/transfers/{transfer_id:str}/cancel", opt=OPT, status_code=200, responses=MOVED)
-async def cancel_transfer(request: Request[Any, Any, Any], transfer_id: str) -> Response[bytes]:
+async def cancel_transfer(
+    request: Request[Any, Any, Any], transfer_id: FromPath[str]
+) -> Response[bytes]:
     transfer_id = path_code(transfer_id, "transfer")
     command = cmd.CancelTransfer(transfer_id=transfer_id)
     render = _transfer_view(transfer_id, "transfer-cancel", with_source=True)
@@ -182,7 +191,7 @@ async def cancel_transfer(request: Request[Any, Any, Any], transfer_id: str) -> 
     responses=MOVEMENT,
 )
 async def post_incoming(
-    request: Request[Any, Any, Any], data: s.IncomingRequest
+    request: Request[Any, Any, Any], data: JSONBody[s.IncomingRequest]
 ) -> Response[bytes]:
     command = cmd.ExpectIncoming(
         location=data.location,

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, post
+from litestar.params import FromPath
 
 from adapters.pushers.woocommerce import is_echo
 from adapters.records import IntegrationConfigured
@@ -58,7 +59,9 @@ async def integration(request: Request[Any, Any, Any], store: str) -> Integratio
         **returns(202, s.WebhookAnswer, "Queued: applied by `atp webhooks`"),
     },
 )
-async def woocommerce_webhook(request: Request[Any, Any, Any], store: str) -> Response[bytes]:
+async def woocommerce_webhook(
+    request: Request[Any, Any, Any], store: FromPath[str]
+) -> Response[bytes]:
     store = path_code(store, "store")
     record = await integration(request, store)
     if record is None:
