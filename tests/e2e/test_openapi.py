@@ -378,3 +378,21 @@ def test_a_shortfall_problem_matches_the_documented_problem(
             params={"min_position": stocked.headers["ATP-Position"]},
         )
         assert left.json()["available"] == 2
+
+
+def test_the_app_declares_its_routes_in_the_style_litestar_keeps(tmp_path: Path) -> None:
+    """Story: an upgrade of Litestar turns its deprecated inferred parameter style (a path
+    or query parameter, or `data`, without a marker) into errors, and the service would not
+    start. Invariant: building the app raises no LitestarDeprecationWarning."""
+    import warnings
+
+    from litestar.exceptions import LitestarDeprecationWarning
+
+    from api.bootstrap import bootstrap
+    from api.http.app import create_app
+    from api.settings import Settings
+
+    settings = Settings(data_dir=str(tmp_path), admin_token="t", sweep_interval=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LitestarDeprecationWarning)
+        create_app(bootstrap(settings))
