@@ -50,9 +50,10 @@ from typing import Any
 import msgspec
 from litestar.types import ASGIApp
 
-from api.http.metrics import FORWARDED_WRITES, HTTP_ERRORS, REQUEST_DURATION
-from api.http.middleware import route_template
+from api.http.metrics import FORWARDED_WRITES, HTTP_ERRORS
+from api.http.middleware import CORRELATION_HEADER, given_correlation_id, record_answer
 from api.http.problems import PROBLEM, problem_body
+from api.log import correlation_id
 
 log = logging.getLogger("atp.forwarding")
 
@@ -380,22 +381,24 @@ def forwarding(
                 log.warning("the writer broke off a forwarded write (%s): deciding it here", exc)
                 await app(scope, _replaying(messages, receive), send)
                 return
-            log.warning("the writer broke off a forwarded write (%s): 503", exc)
-            # This answer never reaches Litestar or the request middleware: counted here,
-            # as every other 503 is (the histogram by route, the 'unavailable' errors).
-            HTTP_ERRORS.labels(kind="unavailable").inc()
-            REQUEST_DURATION.labels(scope["method"], route_template(scope), "503").observe(
-                time.perf_counter() - started
-            )
-            body = problem_body(503, "writer-unavailable", "the writer restarted; retry")
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 503,
-                    "headers": [(b"content-type", PROBLEM.encode()), (b"retry-after", b"1")],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            # This answer never reaches Litestar or the request middleware: it gets its
+            # correlation id, metrics and log line here, as every other 503 does.
+            cid = given_correlation_id(scope)
+            token = correlation_id.set(cid)
+            try:
+                log.warning("the writer broke off a forwarded write (%s): 503", exc)
+                HTTP_ERRORS.labels(kind="unavailable").inc()
+                body = problem_body(503, "writer-unavailable", "the writer restarted; retry")
+                answer = [
+                    (b"content-type", PROBLEM.encode()),
+                    (b"retry-after", b"1"),
+                    (CORRELATION_HEADER, cid.encode()),
+                ]
+                await send({"type": "http.response.start", "status": 503, "headers": answer})
+                await send({"type": "http.response.body", "body": body})
+                record_answer(scope, 503, time.perf_counter() - started)
+            finally:
+                correlation_id.reset(token)
             return
         if settle is not None:
             position = next((v for k, v in response.headers if k == b"atp-position"), None)

@@ -32,6 +32,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 from litestar import Request
 from litestar.enums import ScopeType
+from litestar.exceptions import MethodNotAllowedException, NotFoundException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from litestar.utils.path import normalize_path
 
@@ -65,7 +66,9 @@ def routed_path(raw_path: bytes) -> str | None:
     return "/".join(quote(unquote_to_bytes(seg), safe=_SAFE) for seg in path.split(b"/"))
 
 
-def _given_correlation_id(scope: Scope) -> str:
+def given_correlation_id(scope: Scope) -> str:
+    """The request's X-Correlation-ID when it is usable (1 to 128 printable characters),
+    else a new random one (24 hex digits)."""
     for name, value in scope["headers"]:
         if name == CORRELATION_HEADER:
             given = value.decode("latin-1")
@@ -78,18 +81,51 @@ def _given_correlation_id(scope: Scope) -> str:
 
 
 def route_template(scope: Scope) -> str:
-    """The route template Litestar's router finds for the request of `scope` (the
-    `path_template` the request histogram labels an answer with), or "unmatched", for an
-    answer given before routing (the forwarder's own 503: api.http.forwarding)."""
+    """The route template Litestar's router finds for the request of `scope`: the
+    `path_template` the request histogram labels its answers with, or "unmatched" when no
+    route or method matches (the label of Litestar's 404 and 405). For answers given before
+    routing (the forwarder's own 503: api.http.forwarding)."""
     raw = scope.get("raw_path")
-    path = routed_path(raw) if raw and b"%" in raw else None
+    path: str = scope["path"]
+    if raw and b"%" in raw:
+        path = routed_path(raw) or path
+    if root_path := scope.get("root_path", ""):
+        path = path.split(root_path, maxsplit=1)[-1]
     try:
         found = scope["app"].asgi_router.handle_routing(
-            normalize_path(path or scope["path"]), scope.get("method")
+            path=normalize_path(path), method=scope.get("method")
         )
-    except Exception:  # no such route or method: Litestar answers those 404/405
+    except (NotFoundException, MethodNotAllowedException):
         return "unmatched"
     return str(found[4])
+
+
+def record_answer(scope: Scope, status: int, took: float) -> None:
+    """Count and log an answer given outside `request_middleware` (the forwarder's own
+    503) as the middleware would: the request histogram by method, route template and
+    status, and the INFO line. `took` is in seconds."""
+    method = str(scope.get("method", ""))
+    route = route_template(scope)
+    REQUEST_DURATION.labels(method, route, str(status)).observe(took)
+    _log_answer(method, route, status, took, scope["path"])
+
+
+def _log_answer(method: str, route: str, status: int, took: float, path: str) -> None:
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "%s %s %d %.1fms",
+            method,
+            route,
+            status,
+            took * 1000,
+            extra={
+                "method": method,
+                "route": route,
+                "path": path,
+                "status": status,
+                "duration_ms": round(took * 1000, 3),
+            },
+        )
 
 
 def request_middleware(app: ASGIApp) -> ASGIApp:
@@ -106,7 +142,7 @@ def request_middleware(app: ASGIApp) -> ASGIApp:
         raw = scope.get("raw_path")
         if raw and b"%" in raw and (path := routed_path(raw)) is not None:
             scope["path"] = path
-        cid = _given_correlation_id(scope)
+        cid = given_correlation_id(scope)
         scope.setdefault("state", {})["correlation_id"] = cid
         token = correlation_id.set(cid)
         header = (CORRELATION_HEADER, cid.encode())
@@ -132,21 +168,7 @@ def request_middleware(app: ASGIApp) -> ASGIApp:
                 if len(observers) < MAX_OBSERVERS:
                     observers[key] = observer
             observer.observe(took)
-            if log.isEnabledFor(logging.INFO):
-                log.info(
-                    "%s %s %d %.1fms",
-                    method,
-                    route,
-                    status,
-                    took * 1000,
-                    extra={
-                        "method": method,
-                        "route": route,
-                        "path": scope["path"],
-                        "status": status,
-                        "duration_ms": round(took * 1000, 3),
-                    },
-                )
+            _log_answer(method, route, status, took, scope["path"])
             correlation_id.reset(token)
 
     return middleware
