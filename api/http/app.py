@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +16,7 @@ from litestar.types import ASGIApp
 
 from adapters.webhook_queue import WebhookQueue
 from api.bootstrap import Services, bootstrap
+from api.collector import settle
 from api.http.auth import TokenStore
 from api.http.controllers import (
     admin,
@@ -53,10 +53,6 @@ from api.workers.order_poller import OrderPoller
 from atp.errors import DomainError
 from projections.projector import Nudge, Projector
 from projections.readmodel import MemoryReadModel, RedisReader
-
-GC_THRESHOLDS = (20_000, 20, 100)
-"""The collector's thresholds in an API worker (gc.set_threshold; CPython's are 700, 10,
-10): see the lifespan."""
 
 
 def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
@@ -153,16 +149,11 @@ def create_app(services: Services | None = None) -> Litestar:
             poller = OrderPoller(ledger, service, settings.token_secret, clock)
             polling = asyncio.create_task(poller.run(settings.order_poll_seconds, stop))
         # Start-up objects live as long as the process: keep them out of the collector's
-        # full passes (they were most of its pause time under load).
-        gc.collect()
-        gc.freeze()
-        # The writer's cache keeps up to 100,000 stream states that are replaced batch after
-        # batch: with the default thresholds (700, 10, 10) enough of them lived long enough
-        # to reach the oldest generation that full collections ran several times every 10 s,
-        # up to 830 ms each with the GIL held, 10-16% of the writer process (gc.callbacks,
-        # docs/benchmarks.md). Young collections every 20,000 allocations let such states
-        # die young; a full collection runs at most every 100 middle ones.
-        gc.set_threshold(*GC_THRESHOLDS)
+        # full passes (they were most of its pause time under load). The writer's cache
+        # keeps up to 100,000 stream states that are replaced batch after batch: at the
+        # default thresholds full collections ran several times every 10 s, up to 830 ms
+        # each with the GIL held, 10-16% of the writer process (api.collector).
+        settle()
         sampling = asyncio.create_task(_sample_writer(app.state.writer_sampler))
         # Several workers: one decides every /v1 write, the others forward theirs to it.
         app.state.writer_link = None
