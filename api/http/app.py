@@ -88,13 +88,13 @@ def create_app(services: Services | None = None) -> Litestar:
         app.state.settings = settings
         app.state.ledger = ledger
         app.state.service = service
-        app.state.gateway = Gateway(service)
         app.state.tokens = TokenStore(
             ledger, settings.admin_token, settings.unknown_token_rate, use_recorder(service)
         )
         app.state.ui_sessions = SessionEnds(ledger, service, SESSION_SECONDS)
         app.state.writer_sampler = WriterSampler(service)
         app.state.reconciliations = services.reconciliations(record_reconciliation)
+        app.state.gateway = Gateway(service, app.state.reconciliations.reader.last_position)
         # Keyed by store names from unauthenticated webhook URLs: bounded.
         app.state.integrations = TTLCache(maxsize=1024, ttl=60)
         app.state.webhook_queue = services.bus

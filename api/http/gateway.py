@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Union
 
@@ -41,6 +42,7 @@ from api.service.commands import (
 )
 from api.service.operations import Call, Operation, Operations
 from atp import commands as cmd
+from atp.streams import Stream
 
 log = logging.getLogger("atp.gateway")
 
@@ -116,8 +118,15 @@ class Gateway:
     in-process wait for a duplicate in flight, and the mapping of its typed result to a
     response (status, body, ATP-Position, Idempotent-Replayed)."""
 
-    def __init__(self, service: CommandService) -> None:
+    def __init__(
+        self,
+        service: CommandService,
+        last_position: Callable[[Stream], Awaitable[int | None]] | None = None,
+    ) -> None:
         self.service = service
+        self.last_position = last_position
+        """The ledger position of a stream's last event or record (LedgerReader): a
+        replay's ATP-Position, the position of its key's record."""
         self.operations = Operations(service)
         self.inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
 
@@ -139,7 +148,7 @@ class Gateway:
             state["correlation_id"], state["principal"].name, idem, render, stored_body
         )
         result = await self._once(idem, lambda: operation(call))
-        return self._response(result, on_replay)
+        return self._response(await self._positioned(result, idem), on_replay)
 
     async def command(
         self, request: Request[Any, Any, Any], command: cmd.Command, view: View
@@ -175,7 +184,7 @@ class Gateway:
             call = self._call(correlation, token_name, idem, view.render, None)
             return await self.operations.handle(command, call)
 
-        return self._response(await self._once(idem, run), None)
+        return self._response(await self._positioned(await self._once(idem, run), idem), None)
 
     async def run_forwarded(self, forwarded: ForwardedCommand) -> CommandOutcome:
         """Decide a command another worker forwarded (see `command`), in the writer."""
@@ -192,7 +201,10 @@ class Gateway:
             log.exception("a forwarded command failed")
             return CommandOutcome("failed")
         if isinstance(result, Replayed):
-            return CommandOutcome("replayed", result.receipt.status_code, result.receipt.body)
+            result = await self._positioned(result, idem)
+            assert isinstance(result, Replayed)
+            receipt = result.receipt
+            return CommandOutcome("replayed", receipt.status_code, receipt.body, result.position)
         if isinstance(result, KeyReused):
             return CommandOutcome("reused")
         reply = self._reply(result)
@@ -205,7 +217,7 @@ class Gateway:
         if outcome.kind == "decided":
             return Applied(Receipt(outcome.status, outcome.body), outcome.position)
         if outcome.kind == "replayed":
-            return Replayed(Receipt(outcome.status, outcome.body))
+            return Replayed(Receipt(outcome.status, outcome.body), outcome.position)
         if outcome.kind == "reused":
             return KeyReused()
         if outcome.kind == "unavailable":
@@ -281,6 +293,20 @@ class Gateway:
             mine.set_result(None)
         return result
 
+    async def _positioned(self, result: Result, idem: Idempotency | None) -> Result:
+        """A replay with the position its first answer carried: that of its key's record
+        (contract: "A replay answers with ATP-Position too"), so a client that retried after
+        a timeout can still read its own write with `min_position`. One query, on replays
+        only; any other result as it is."""
+        if (
+            isinstance(result, Replayed)
+            and result.position is None
+            and idem is not None
+            and self.last_position is not None
+        ):
+            return replace(result, position=await self.last_position(idem.stream))
+        return result
+
     @staticmethod
     def _reply(result: Applied[Any] | Rejected) -> Receipt:
         """The status and body of a decided job: its view's, or its domain error's problem."""
@@ -293,7 +319,7 @@ class Gateway:
         self, result: Result, on_replay: Callable[[bytes], bytes] | None
     ) -> Response[bytes]:
         headers = {}
-        position = result.position if isinstance(result, Applied | Rejected) else None
+        position = result.position if isinstance(result, Applied | Rejected | Replayed) else None
         if position is not None:
             headers[POSITION_HEADER] = str(position)
         if isinstance(result, Replayed):

@@ -157,9 +157,13 @@ class Rejected:
 @dataclass(frozen=True)
 class Replayed:
     """The idempotency key was seen with the same request within IDEMPOTENCY_TTL: the
-    first answer, as recorded, and nothing decided again."""
+    first answer, as recorded, and nothing decided again. `position` is the ledger position
+    of the key's record, which the first answer carried as its ATP-Position (it was
+    appended last, in the same transaction as the effect); the writer leaves it None and
+    the HTTP gateway looks it up (api.http.gateway)."""
 
     receipt: Receipt
+    position: int | None = None
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,8 @@ def test_black_friday_checkout_answers_the_same_on_either_worker(
 
     Invariants: exactly 5 holds (one `StockHeld` per winner, none for a replay); every loser
     gets 409 `insufficient-stock` naming the SKU with 0 available; each replay is the first
-    answer byte for byte with `Idempotent-Replayed: true`; the edited basket is 422
+    answer byte for byte with `Idempotent-Replayed: true` and its `ATP-Position`; the edited
+    basket is 422
     `idempotency-key-reused`; the string quantity is a 4xx naming the field and changes
     nothing; held + allocated never exceed on hand; and checkout commands were forwarded
     from the worker that is not the writer.
@@ -80,6 +81,7 @@ def test_black_friday_checkout_answers_the_same_on_either_worker(
         assert again.status_code == 201
         assert again.headers.get("idempotent-replayed") == "true"
         assert again.content == answers[0].content
+        assert again.headers["atp-position"] == answers[0].headers["atp-position"]
     edited = _post(server, "/v1/reservations", basket(2), keys[0])
     assert edited.status_code == 422
     assert edited.json()["code"] == "idempotency-key-reused"

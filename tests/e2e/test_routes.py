@@ -1233,6 +1233,11 @@ def test_canceling_a_canceled_order_is_409(env: Env) -> None:
 
 
 def test_idempotent_replay_and_key_reuse(env: Env) -> None:
+    """Story: a till's checkout, a refused basket and a receipt each time out at the
+    client, which sends them again with the same Idempotency-Key. Invariants: the retry is
+    the first answer byte for byte, with `Idempotent-Replayed: true` and the first answer's
+    `ATP-Position` (so the till can read its own write with `min_position`), and nothing
+    happens twice; the key with another body is 422."""
     c = env.client
     a = env.sku()
     env.receive(env.wh, A=5)
@@ -1246,6 +1251,12 @@ def test_idempotent_replay_and_key_reuse(env: Env) -> None:
         assert again.status_code == 201
         assert again.headers.get("idempotent-replayed") == "true"
         assert again.content == first.content
+        assert again.headers["atp-position"] == first.headers["atp-position"]
+        seen = c.get(
+            f"/v1/availability/{env.web}/{a}",
+            params={"min_position": again.headers["atp-position"]},
+        )
+        assert seen.status_code == 200, seen.text
         other = {"channel": env.web, "lines": lines(env, A=1)}
         r = c.post("/v1/reservations", json=other, headers={"Idempotency-Key": key})
         assert_problem(r, 422, "idempotency-key-reused")
@@ -1262,15 +1273,18 @@ def test_idempotent_replay_and_key_reuse(env: Env) -> None:
         assert_problem(replay, 409, "insufficient-stock")
         assert replay.headers.get("idempotent-replayed") == "true"
         assert replay.content == refused.content
+        assert replay.headers["atp-position"] == refused.headers["atp-position"]
     created(c.post("/v1/reservations", json=big, headers=env.idem()))
 
     # Stock movements require a key too: a replayed receipt receives once.
     key = env.key()
     receipt = {"location": env.wh, "lines": lines(env, A=1)}
-    created(c.post("/v1/receipts", json=receipt, headers={"Idempotency-Key": key}))
+    received = c.post("/v1/receipts", json=receipt, headers={"Idempotency-Key": key})
+    created(received)
     on_hand = loc(get_item(c, a), env.wh)["on_hand"]
     r = c.post("/v1/receipts", json=receipt, headers={"Idempotency-Key": key})
     assert (r.status_code, r.headers.get("idempotent-replayed")) == (201, "true")
+    assert r.headers["atp-position"] == received.headers["atp-position"]
     assert loc(get_item(c, a), env.wh)["on_hand"] == on_hand
 
     # A 404 for the path's resource is recorded and replayed as well.
