@@ -117,9 +117,15 @@ class ChannelView(msgspec.Struct):
 
 
 class SafetyStockRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """`PUT /v1/safety-stock`: a rule of `quantity` units held back for `sku` at `location`
+    (0 removes it). null means every SKU or every location and must be said: both keys are
+    required, and a body that leaves one out is a 400 naming it, never read as "every" (a
+    rule for every SKU at every location holds stock back everywhere; the planner page asks
+    for a ticked box the same way)."""
+
+    sku: Code | None
+    location: Code | None
     quantity: Units
-    sku: Code | None = None
-    location: Code | None = None
 
 
 class SafetyStockView(msgspec.Struct):

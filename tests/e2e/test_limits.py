@@ -120,7 +120,7 @@ WRONG_TYPES: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("/v1/counts", _lines("3", "counted"), "lines[0].counted"),
     ("/v1/incoming", _lines(1e2), "lines[0].quantity"),
-    ("/v1/safety-stock", {"sku": "{sku}", "quantity": "2"}, "quantity"),
+    ("/v1/safety-stock", {"sku": "{sku}", "location": None, "quantity": "2"}, "quantity"),
     ("/v1/channels/{web}", _channel(buffer="1"), "buffer"),
 ]
 
@@ -140,7 +140,7 @@ BOUNDS: list[tuple[str, dict[str, Any], str]] = [
     ("/v1/channels/{web}", _channel(backorder_limit=1_000_000_001), "backorder_limit"),
     ("/v1/channels/{web}", _channel(low_stock_threshold=2**63), "low_stock_threshold"),
     ("/v1/channels/{web}", _channel(buffer=-1), "buffer"),
-    ("/v1/safety-stock", {"sku": "{sku}", "quantity": 1_000_000_001}, "quantity"),
+    ("/v1/safety-stock", {"sku": "{sku}", "location": None, "quantity": 1_000_000_001}, "quantity"),
     ("/v1/receipts", _lines(10**30), "lines[0].quantity"),
     (
         "/v1/adjustments",

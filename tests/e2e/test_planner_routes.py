@@ -149,9 +149,9 @@ def test_reservations_list_live_holds(server: Server, unique: str) -> None:
 def test_safety_stock_lists_every_rule(server: Server, unique: str) -> None:
     with server.client() as c:
         env, _ = stocked(c, unique)
-        ok(c.put("/v1/safety-stock", json={"sku": env.sku("A"), "quantity": 1}))
+        ok(c.put("/v1/safety-stock", json={"sku": env.sku("A"), "location": None, "quantity": 1}))
         ok(c.put("/v1/safety-stock", json={"sku": env.sku("B"), "location": env.wh, "quantity": 2}))
-        ok(c.put("/v1/safety-stock", json={"location": env.st, "quantity": 3}))
+        ok(c.put("/v1/safety-stock", json={"sku": None, "location": env.st, "quantity": 3}))
         rules = every_page(c, "/v1/safety-stock", limit=1)
         assert {"sku": env.sku("A"), "location": None, "quantity": 1} in rules
         assert {"sku": env.sku("B"), "location": env.wh, "quantity": 2} in rules
@@ -202,7 +202,11 @@ def test_preview_refuses_bad_input_and_changes_nothing(server: Server, unique: s
             ({"channels": {env.web: {**good, "buffer": -1}}}, 422, f"channels.{env.web}.buffer"),
             ({"channels": {env.web: {"locations": []}}}, 422, f"channels.{env.web}.locations"),
             ({"channels": {"a b": good}}, 422, "channels"),
-            ({"safety_stock": [{"quantity": 1.5}]}, 422, "safety_stock[0].quantity"),
+            (
+                {"safety_stock": [{"sku": None, "location": None, "quantity": 1.5}]},
+                422,
+                "safety_stock[0].quantity",
+            ),
             (
                 {"locations": {env.st: {"name": "ST", "kind": "moon"}}},
                 422,

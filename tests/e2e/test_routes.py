@@ -122,7 +122,7 @@ def test_missing_or_unknown_token_is_401_and_changes_nothing(server: Server, env
         ("GET", f"/v1/availability/{env.web}/{sku}", None),
         ("GET", f"/v1/availability/{env.web}?sku={sku}", None),
         ("PUT", f"/v1/locations/{env.wh}", {"name": "x", "kind": "store"}),
-        ("PUT", "/v1/safety-stock", {"sku": sku, "quantity": 1}),
+        ("PUT", "/v1/safety-stock", {"sku": sku, "location": None, "quantity": 1}),
         ("POST", "/v1/receipts", {"location": env.wh, "lines": lines(env, A=1)}),
         ("POST", "/v1/adjustments", {"location": env.wh, "sku": sku, "delta": -1, "reason": "x"}),
         ("POST", "/v1/reservations", {"channel": env.web, "lines": lines(env, A=1)}),
@@ -228,7 +228,7 @@ def test_token_creation_and_scopes(server: Server, env: Env) -> None:
                 r.post(f"/v1/reservations/{reservation}/release", headers=env.idem()),
                 r.post(f"/v1/orders/{order_id}/cancel", headers=env.idem()),
                 r.put(f"/v1/locations/{env.wh}", json={"name": "x", "kind": "store"}),
-                r.put("/v1/safety-stock", json={"sku": sku, "quantity": 2}),
+                r.put("/v1/safety-stock", json={"sku": sku, "location": None, "quantity": 2}),
                 r.post("/v1/tokens", json={"name": "x", "scopes": ["admin"]}),
                 s.get(f"/v1/items/{sku}"),
                 s.get(f"/v1/availability/{env.web}/{sku}"),
@@ -397,6 +397,11 @@ def test_inactive_location_adds_nothing_and_takes_no_holds(env: Env) -> None:
 
 
 def test_safety_stock_most_specific_rule_wins(env: Env) -> None:
+    """Story: a planner holds back stock by location, then for one SKU everywhere, then
+    for that SKU at one warehouse, and for a day for everything; a script of theirs sends
+    a rule with the location left out. Invariants: the most specific rule wins; 0 removes
+    a rule; "every SKU" and "every location" are an explicit null, and a body that leaves
+    either key out is a 400 naming it that changes nothing."""
     c = env.client
     a, b = env.sku("A"), env.sku("B")
     env.receive(env.wh, A=10, B=10)
@@ -439,12 +444,23 @@ def test_safety_stock_most_specific_rule_wins(env: Env) -> None:
     assert types.count("SafetyStockSet") == 4
 
     with unchanged(c, a):
-        r = c.put("/v1/safety-stock", json={"location": f"{env.prefix}-nowhere", "quantity": 1})
+        nowhere = {"sku": None, "location": f"{env.prefix}-nowhere", "quantity": 1}
+        r = c.put("/v1/safety-stock", json=nowhere)
         assert_problem(r, 422, "unknown-location", field="location")
-        r = c.put("/v1/safety-stock", json={"sku": a, "quantity": -1})
+        r = c.put("/v1/safety-stock", json={"sku": a, "location": None, "quantity": -1})
         assert_problem(r, 422, field="quantity")
-        assert_problem(c.put("/v1/safety-stock", json={"sku": "-bad", "quantity": 1}), 422)
-        assert_problem(c.put("/v1/safety-stock", json={"sku": a}), 400)
+        bad = {"sku": "-bad", "location": None, "quantity": 1}
+        assert_problem(c.put("/v1/safety-stock", json=bad), 422)
+        assert_problem(c.put("/v1/safety-stock", json={"sku": a, "location": None}), 400)
+        # A planner's script that leaves sku or location out (meaning one of them, or
+        # forgetting it) is refused naming the field, never read as "every SKU" or "every
+        # location": a rule for everything holds stock back everywhere.
+        r = c.put("/v1/safety-stock", json={"quantity": 5})
+        assert_problem(r, 400, field="sku")
+        r = c.put("/v1/safety-stock", json={"sku": a, "quantity": 3})
+        assert_problem(r, 400, field="location")
+        r = c.post("/v1/policies/preview", json={"safety_stock": [{"quantity": 5}]})
+        assert_problem(r, 400, field="safety_stock[0].sku")
         assert_problem(c.put("/v1/safety-stock", content=b"{", headers=JSON), 400)
 
 
