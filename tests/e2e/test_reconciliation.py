@@ -226,6 +226,11 @@ def test_bad_input_changes_nothing(env: Env) -> None:
     assert_problem(r, 422, field="line 3")
     r = env.client.get(f"/v1/items/{env.sku()}", params={"as_of": future.isoformat()})
     assert_problem(r, 422, field="as_of")
+    # A finance script that passes Unix seconds (as its other systems take them) is told
+    # so, not answered with the figures of 1970 (found by the schema fuzzer: as_of=0).
+    for bad in ("0", "1700000000", "1.5", "2026-11-27", "yesterday"):
+        r = env.client.get(f"/v1/items/{env.sku()}", params={"as_of": bad})
+        assert_problem(r, 422, field="as_of")
     assert_problem(env.client.get("/v1/reconciliations/nope"), 404)
     body = {"location": env.wh, "as_of": now.isoformat(), "apply": True, "lines": line}
     assert_problem(env.post_without_key("/v1/reconciliations", json=body), 400)
