@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from types import FrameType
 
 from adapters.ledger import Ledger
 from api import cli_reconcile
@@ -116,6 +117,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             "ATP_ADMIN_TOKEN=<a secret of your choice>, use it as `Authorization: Bearer "
             "<secret>` and create scoped tokens with POST /v1/tokens"
         )
+    # uvicorn's one-process server shuts down on SIGTERM, puts back the handler it found
+    # and raises the signal again: with the default handler the process died there, before
+    # the `with` below removed its metrics directory and env file (one pair left in /tmp
+    # per `docker stop` or systemd restart). Ours exits through it, with status 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     # Each worker reads the ATP_* settings itself (api.http.app:asgi_factory); host, port and
     # workers are uvicorn's own options.
     with _metrics_directory(workers) as env_file:
@@ -132,6 +138,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             **HTTP_LIMITS,
         )
     return 0
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM handler of `atp serve`: raise SystemExit(0), so that context managers and
+    `finally` blocks run (see cmd_serve)."""
+    raise SystemExit(0)
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ Each test has its own SQLite data directory (and RabbitMQ virtual host where it 
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from adapters.ledger import Ledger, LedgerEvent, ledger_env, stream_id
@@ -195,3 +197,31 @@ def test_the_webhooks_healthcheck_sees_its_consumer(tmp_path: Path) -> None:
         assert check("webhooks", env=env).returncode == 1
         with started(["webhooks"], env, tmp_path / "webhooks.log"):
             wait_for(lambda: check("webhooks", env=env).returncode == 0, "a consumer")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_stopped_by_sigterm_leaves_nothing_in_tmp(tmp_path: Path, workers: int) -> None:
+    """Story: an operator's systemd restarts atp every night (and `docker stop` does the
+    same): each stop is a SIGTERM. Invariant: `atp serve` exits 0 and removes what it made
+    in the temporary directory (its metrics directory, env file and writer socket), however
+    many workers it ran; before, one worker left a pair in /tmp at every stop."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = service_env(None, str(tmp_path / "data"), TMPDIR=str(scratch))
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    port = free_port()
+    with started(
+        ["serve", "--port", str(port), "--workers", str(workers)], env, tmp_path / "serve.log"
+    ) as process:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/health"), "atp serve")
+        assert any(p.name.startswith("atp-") for p in scratch.iterdir())
+        process.send_signal(signal.SIGTERM)  # the parent only, as systemd's main PID
+        assert process.wait(timeout=30) == 0
+    assert sorted(p.name for p in scratch.iterdir()) == []
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
