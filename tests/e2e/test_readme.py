@@ -1,5 +1,5 @@
 """The README's walk-through, run as a newcomer pastes it: `make run` (embedded, demo loaded),
-then every `curl` of the "Try it" section back to back, with no sleeps, each answer checked
+then every `curl` of the "Try it" section and then of the "Planners" section back to back, with no sleeps, each answer checked
 against the `# {...}` figures the README prints under it (`...` stands for anything, `<RID>`
 for the reservation id, which later commands use).
 """
@@ -29,10 +29,18 @@ class Step:
 
 
 def walkthrough() -> tuple[str, list[Step]]:
-    """(the `export` line, the steps) of the README's "Try it" section."""
-    section = README.read_text().split("## Try it", 1)[1]
-    block = section.split("```sh\n", 1)[1].split("\n```", 1)[0]
-    export, *paragraphs = block.split("\n\n")
+    """(the `export` line, the steps) of the README's "Try it" section, then those of its
+    "Planners" section (which starts where the first left off)."""
+    export, *paragraphs = _block("## Try it").split("\n\n")
+    return export, _steps([*paragraphs, *_block("## Planners").split("\n\n")])
+
+
+def _block(title: str) -> str:
+    section = README.read_text().split(title, 1)[1]
+    return section.split("```sh\n", 1)[1].split("\n```", 1)[0]
+
+
+def _steps(paragraphs: list[str]) -> list[Step]:
     steps = []
     for paragraph in paragraphs:
         lines = paragraph.splitlines()
@@ -42,7 +50,7 @@ def walkthrough() -> tuple[str, list[Step]]:
         assert command.count("curl ") == 1, f"one command per paragraph: {paragraph}"
         printed = [line.removeprefix("#").strip() for line in lines[last + 1 :]]
         steps.append(Step(command, "".join(printed)))
-    return export, steps
+    return steps
 
 
 def pattern(expected: str, rid: str | None) -> re.Pattern[str]:
@@ -55,7 +63,9 @@ def test_the_readme_walkthrough_prints_what_it_promises(tmp_path: Path) -> None:
     """A newcomer pastes the walk-through right after `make run`. Invariant: every answer
     shows the figures the README prints, a read right after a write included (available 8
     after the receipt, 5 after the hold; 9 on hand, 1 damaged, 8 sellable, web 6 after the
-    return): in the embedded mode a write answers only once the read model includes it."""
+    return): in the embedded mode a write answers only once the read model includes it.
+    Then the planner previews a web buffer of 5 (51 SKUs change), saves it, finds it in the
+    history and sees the sock in the low-stock report at 3."""
     export, steps = walkthrough()
     assert export.startswith(f"export ATP={README_URL} ")
     assert [s for s in steps if not s.expected] == [], "every step shows what it prints"
