@@ -9,7 +9,8 @@ processing/on-hold/completed are open sales; pending, checkout-draft, cancelled,
 refunded and trash are not (what is unshipped is released). The snapshot rule:
 
 * strictly older (`date_modified_gmt`) than the last applied: dropped (times compare as
-  instants; a deletion, `order.deleted` with only the id, carries none and is the newest);
+  instants; a deletion, `order.deleted` with only the id, carries none and is the newest;
+  any other order without it is refused, 422 naming the field);
 * the same time and the same state as the last applied: dropped (a repeated delivery);
 * the same time and another state (one-second resolution), or newer: applied.
 
@@ -132,6 +133,15 @@ def parse_order(body: bytes) -> WooOrder:
             f"line_items has {len(order.line_items)} entries; at most {MAX_LINES}",
             "line_items",
             413,
+        )
+    if not order.date_modified_gmt and not (order.status == "trash" and not order.line_items):
+        # Every WooCommerce order carries its modification time; only the snapshot of an
+        # `order.deleted` delivery (deleted_order: trash, no lines) has none and counts as
+        # the newest. An undated order would pass every later-dated one by that rule.
+        raise NotAnOrder(
+            "missing: a WooCommerce order carries date_modified_gmt "
+            "(only an order.deleted delivery has none)",
+            "date_modified_gmt",
         )
     if order.date_modified_gmt:
         try:

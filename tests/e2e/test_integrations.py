@@ -100,7 +100,9 @@ def test_a_leaked_database_dump_holds_no_integration_secret(
             )
             assert answer.status_code == 200, answer.text
         # The webhook still verifies with the (sealed) current and previous secrets.
-        payload = b'{"id":1,"status":"pending","line_items":[]}'
+        payload = (
+            b'{"id":1,"status":"pending","line_items":[],"date_modified_gmt":"2026-11-27T10:00:00"}'
+        )
         for secret in secrets["woocommerce"]["webhook_secrets"]:
             signature = base64.b64encode(
                 hmac.new(secret.encode(), payload, hashlib.sha256).digest()

@@ -20,6 +20,7 @@ from adapters.records import WebhookOrderApplied
 from adapters.webhooks import (
     NotAnOrder,
     WooOrder,
+    deleted_order,
     parse_order,
     refunded_units,
     signature,
@@ -143,6 +144,19 @@ def test_an_older_snapshot_is_dropped_with_its_reason() -> None:
     assert shop.available("A") == 10
 
 
+def test_an_undated_order_is_refused_and_only_a_deletion_may_be_undated() -> None:
+    """Story: a proxy in front of the store strips `date_modified_gmt` from a late copy of
+    an order edited after payment (2 units became 1, then 3). Invariant: the copy is
+    refused naming the field (it would have counted as the newest state and undone the
+    edit); an `order.deleted` delivery, which carries only the id, is still the newest."""
+    late = {"id": 506, "status": "processing", "line_items": [{"sku": "A", "quantity": 1}]}
+    with pytest.raises(NotAnOrder) as caught:
+        parse_order(msgspec.json.encode(late))
+    assert (caught.value.status, caught.value.field) == (422, "date_modified_gmt")
+    trashed = parse_order(deleted_order(b'{"id": 506}'))
+    assert (trashed.status, trashed.date_modified_gmt, trashed.line_items) == ("trash", "", [])
+
+
 def test_a_sale_beyond_stock_becomes_a_shortfall_and_an_edit_reduces_it_first() -> None:
     """Story: a sale of 5 C when 3 are there, then the customer drops 2 units. Invariant:
     allocated + shortfall = what the order wants; the reduction takes the shortfall first."""
@@ -183,7 +197,12 @@ def test_unmapped_lines_are_recorded_on_the_order_never_as_items() -> None:
         {"sku": "B", "quantity": "2"},
     ]
     body = msgspec.json.encode(
-        {"id": 500, "status": "processing", "line_items": [{"sku": "A", "quantity": 2}, *odd]}
+        {
+            "id": 500,
+            "status": "processing",
+            "date_modified_gmt": "2026-11-27T10:00:00",
+            "line_items": [{"sku": "A", "quantity": 2}, *odd],
+        }
     )
     snap = snapshot("shop", parse_order(body))
     events, _ = decide_snapshot(snap, "woo", None, shop.world, NOW)
