@@ -205,6 +205,9 @@ class _Plan:
     integers: tuple[str, ...]
     body_optional: bool = False
     query: frozenset[str] | None = None
+    single: frozenset[str] = frozenset()
+    """The query parameters its signature declares with one value (not a list): given
+    twice, they are refused rather than one of them silently used."""
 
 
 def _query_names(handler: Any) -> frozenset[str] | None:
@@ -214,17 +217,29 @@ def _query_names(handler: Any) -> frozenset[str] | None:
     and the OpenAPI documents read theirs by hand)."""
     if not all(path.startswith("/v1/") for path in handler.paths):
         return None
+    names = set(handler.opt.get("query", ()))
+    names.update(_declared_query(handler, single=False))
+    return frozenset(names)
+
+
+def _declared_query(handler: Any, single: bool) -> set[str]:
+    """The query parameters an API handler's signature declares (see _query_names); with
+    `single`, only those that take one value (not a list)."""
+    if not all(path.startswith("/v1/") for path in handler.paths):
+        return set()
     path_names = {
         m.group(1) for path in handler.paths for m in re.finditer(r"{(\w+)(?::\w+)?}", path)
     }
-    skipped = RESERVED_KWARGS | path_names | set(handler.resolve_dependencies())
-    names = set(handler.opt.get("query", ()))
+    skipped = RESERVED_KWARGS | path_names | set(handler.resolve_dependencies()) | {"data"}
+    names = set()
     for name, f in handler.parsed_fn_signature.parameters.items():
         kwarg = f.kwarg_definition
         if name in skipped or getattr(kwarg, "header", None) or getattr(kwarg, "cookie", None):
             continue
+        if single and f.is_non_string_sequence:
+            continue
         names.add(getattr(kwarg, "query", None) or name)
-    return frozenset(names)
+    return names
 
 
 _plans: dict[Any, _Plan] = {}
@@ -241,7 +256,8 @@ def _plan(handler: Any) -> _Plan:
             if name != "data" and f.annotation in (int, int | None)
         )
         optional = type(None) in typing.get_args(body)
-        plan = _plans[handler] = _Plan(body, integers, optional, _query_names(handler))
+        single = frozenset(_declared_query(handler, single=True))
+        plan = _plans[handler] = _Plan(body, integers, optional, _query_names(handler), single)
     return plan
 
 
@@ -261,6 +277,14 @@ async def strict_input(request: Request[Any, Any, Any]) -> None:
             raise ApiProblem(
                 422, "validation-failed", f"unknown parameter {unknown[0]!r}", field=unknown[0]
             )
+        for name in plan.single:
+            if len(request.query_params.getall(name, ())) > 1:
+                raise ApiProblem(
+                    422,
+                    "validation-failed",
+                    f"{name}: given more than once; it takes one value",
+                    field=name,
+                )
     for name in plan.integers:
         for raw in request.query_params.getall(name, ()):
             if not _INTEGER.match(raw):

@@ -405,3 +405,28 @@ def test_a_misspelt_filter_is_refused_rather_than_listing_everything(
         )
         ok(c.get("/v1/reconciliations", params={"location": env.wh}))
         ok(c.get(report, params={"limit": 5}))
+
+
+def test_a_filter_given_twice_is_refused_rather_than_one_of_them_used(
+    server: Server, unique: str
+) -> None:
+    """Story: a planner's report tool builds `?channel=web&channel=marketplace` (meaning
+    both) or `?prefix=CAP&prefix=MUG`, and got the last one's SKUs as if they were all;
+    `?limit=1&limit=2` paged by 2.
+
+    Invariant: a query parameter that takes one value, given twice, is a 422 problem naming
+    it; one that takes several (the bulk read's `sku`) still takes them."""
+    with server.client() as c:
+        env, _ = stocked(c, unique)
+        cases = [
+            ("/v1/items", [("channel", env.web), ("channel", env.web)], "channel"),
+            ("/v1/items", [("prefix", "A"), ("prefix", "B")], "prefix"),
+            ("/v1/items", [("limit", "1"), ("limit", "2")], "limit"),
+            ("/v1/reservations", [("status", "held"), ("status", "held")], "status"),
+            (f"/v1/items/{seg(env.sku('A'))}/history", [("after", "0"), ("after", "1")], "after"),
+        ]
+        for path, params, field in cases:
+            assert_problem(c.get(path, params=params), 422, field=field)
+        skus = [("sku", env.sku("A")), ("sku", env.sku("B"))]
+        bulk = ok(c.get(f"/v1/availability/{seg(env.web)}", params=skus))
+        assert len(bulk["items"]) == 2

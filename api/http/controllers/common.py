@@ -51,16 +51,17 @@ def is_code(value: str) -> bool:
     return bool(_CODE.fullmatch(value))
 
 
-def query_code(value: str, name: str) -> str:
+def query_code(value: str, name: str, repeatable: bool = False) -> str:
     """A code given as a query parameter: decoded once by the server, so taken as it is; one
     that does not match the code pattern in full is the client's input error (422 naming the
-    parameter), not an unknown resource."""
+    parameter), not an unknown resource. `repeatable`: the parameter takes several codes
+    (the message says how to give them)."""
     if not _CODE.fullmatch(value):
+        how = f" (one code per parameter: repeat it, ?{name}=A&{name}=B)" if repeatable else ""
         raise ApiProblem(
             422,
             "validation-failed",
-            f"{name} {value!r:.80} does not match {CODE_PATTERN} (one code per parameter: "
-            f"repeat it, ?{name}=A&{name}=B)",
+            f"{name} {value!r:.80} does not match {CODE_PATTERN}{how}",
             field=name,
         )
     return value

@@ -101,7 +101,7 @@ async def availability_many(
     channel = path_code(channel, "channel")
     if len(sku) > s.MAX_LINES:
         raise ApiProblem(413, "too-many-skus", f"at most {s.MAX_LINES} SKUs per request")
-    skus = [query_code(x, "sku") for x in dict.fromkeys(sku)]
+    skus = [query_code(x, "sku", repeatable=True) for x in dict.fromkeys(sku)]
     if min_position is not None:
         await read.wait_for(min_position)
     bodies = await read.model.availability(channel, skus)
