@@ -193,7 +193,9 @@ class Gateway:
         call = self._call(forwarded.correlation_id, forwarded.token_name, idem, view.render, None)
         try:
             command = _command_decoder.decode(forwarded.command)
-            result = await self.operations.handle(command, call)
+            # A replay's position is looked up here too, so a ledger out of reach for that
+            # lookup is "unavailable" to the forwarding worker, as for the decision.
+            result = await self._positioned(await self.operations.handle(command, call), idem)
         except Exception as exc:
             if backing_service_unreachable(exc):
                 log.warning("a forwarded command: backing service unreachable: %s", exc)
@@ -201,8 +203,6 @@ class Gateway:
             log.exception("a forwarded command failed")
             return CommandOutcome("failed")
         if isinstance(result, Replayed):
-            result = await self._positioned(result, idem)
-            assert isinstance(result, Replayed)
             receipt = result.receipt
             return CommandOutcome("replayed", receipt.status_code, receipt.body, result.position)
         if isinstance(result, KeyReused):

@@ -424,6 +424,11 @@ def test_a_filter_given_twice_is_refused_rather_than_one_of_them_used(
             ("/v1/items", [("limit", "1"), ("limit", "2")], "limit"),
             ("/v1/reservations", [("status", "held"), ("status", "held")], "status"),
             (f"/v1/items/{seg(env.sku('A'))}/history", [("after", "0"), ("after", "1")], "after"),
+            (
+                f"/v1/availability/{seg(env.web)}/{seg(env.sku('A'))}",
+                [("min_position", "0"), ("min_position", "1")],
+                "min_position",
+            ),
         ]
         for path, params, field in cases:
             assert_problem(c.get(path, params=params), 422, field=field)

@@ -47,7 +47,15 @@ def _min_position(request: Request[Any, Any, Any]) -> int | None:
     costs a validation pass on every request)."""
     if b"min_position" not in request.scope["query_string"]:
         return None
-    raw = request.query_params.get("min_position", "")
+    given = request.query_params.getall("min_position", ())
+    if len(given) > 1:  # as strict_input refuses a declared one-value parameter given twice
+        raise ApiProblem(
+            422,
+            "validation-failed",
+            "min_position: given more than once; it takes one value",
+            field="min_position",
+        )
+    raw = given[0] if given else ""
     # ASCII digits only (`str.isdigit` accepts `²`, which `int` refuses), and a position.
     if not (raw.isascii() and raw.isdigit() and int(raw) <= s.MAX_POSITION):
         raise ApiProblem(
