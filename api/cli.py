@@ -117,10 +117,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             "ATP_ADMIN_TOKEN=<a secret of your choice>, use it as `Authorization: Bearer "
             "<secret>` and create scoped tokens with POST /v1/tokens"
         )
-    # uvicorn's one-process server shuts down on SIGTERM, puts back the handler it found
-    # and raises the signal again: with the default handler the process died there, before
-    # the `with` below removed its metrics directory and env file (one pair left in /tmp
-    # per `docker stop` or systemd restart). Ours exits through it, with status 0.
+    # uvicorn's one-process server re-raises the SIGTERM it stopped on once it put back the
+    # handler it found: the default one killed the process before the `with` below cleaned
+    # up (a metrics directory and env file left in /tmp per stop). Ours exits with 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     # Each worker reads the ATP_* settings itself (api.http.app:asgi_factory); host, port and
     # workers are uvicorn's own options.
@@ -141,8 +140,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM handler of `atp serve`: raise SystemExit(0), so that context managers and
-    `finally` blocks run (see cmd_serve)."""
+    """`atp serve`'s SIGTERM handler: SystemExit(0), so that `with` and `finally` blocks run."""
     raise SystemExit(0)
 
 
@@ -219,9 +217,7 @@ def cmd_project(settings: Settings, args: argparse.Namespace) -> int:
         return _check_projector(settings)
     _check_migrated(settings)
     services = bootstrap(settings)
-    # The folded states it keeps are replaced event by event: at CPython's thresholds full
-    # collections paused the read model 167 ms every ~16 s under load (api.collector).
-    settle()
+    settle()  # its folded states churn: see api.collector
     projection = RedisProjection(
         services.ledger,
         settings.redis_url,

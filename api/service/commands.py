@@ -156,11 +156,8 @@ class Rejected:
 
 @dataclass(frozen=True)
 class Replayed:
-    """The idempotency key was seen with the same request within IDEMPOTENCY_TTL: the
-    first answer, as recorded, and nothing decided again. `position` is the ledger position
-    of the key's record, which the first answer carried as its ATP-Position (it was
-    appended last, in the same transaction as the effect); the writer leaves it None and
-    the HTTP gateway looks it up (api.http.gateway)."""
+    """The key was seen with the same request within IDEMPOTENCY_TTL: the first answer, as
+    recorded. `position`: its ATP-Position (None here; api.http.gateway looks it up)."""
 
     receipt: Receipt
     position: int | None = None
