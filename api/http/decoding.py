@@ -1,8 +1,9 @@
 """Strict decoding of request bodies and typed query parameters (contract: "Errors").
 
-`"5"` is not an integer, `1.5` is not a quantity, a code matches its pattern in full (no
-trailing newline), a body that is not UTF-8 or is nested too deeply is malformed: each is a
-4xx problem naming the field, raised before the request can change anything.
+`"5"` is not an integer, `1.5` is not a quantity, `0` is not a date-time, a code matches
+its pattern in full (no trailing newline), a body that is not UTF-8 or is nested too deeply
+is malformed: each is a 4xx problem naming the field, raised before the request can change
+anything.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import re
 import typing
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any, TypeVar
 
@@ -28,6 +30,14 @@ _MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")
 _UNKNOWN = re.compile(r"unknown field `(?P<name>[^`]+)`")
 _NEWLINES = (b"\\n", b"\\u000a", b"\\u000A")
 _INTEGER = re.compile(r"\A-?[0-9]{1,20}\Z")  # ASCII digits only: `²` is not a digit here
+
+
+def given_twice(name: str) -> ApiProblem:
+    """The 422 problem for query parameter `name`, which takes one value, given more than
+    once (never one of the values silently used)."""
+    return ApiProblem(
+        422, "validation-failed", f"{name}: given more than once; it takes one value", field=name
+    )
 
 
 def _field(path: str, name: str = "") -> str:
@@ -203,6 +213,9 @@ class _Plan:
 
     body: Any
     integers: tuple[str, ...]
+    datetimes: tuple[str, ...] = ()
+    """Its date-time query parameters: RFC 3339 strictly (Litestar's conversion would take
+    a number such as `0` or Unix seconds as a time)."""
     body_optional: bool = False
     query: frozenset[str] | None = None
     single: frozenset[str] = frozenset()
@@ -250,14 +263,22 @@ def _plan(handler: Any) -> _Plan:
     if plan is None:
         params = handler.parsed_fn_signature.parameters
         body = params["data"].annotation if "data" in params else None
-        integers = tuple(
-            getattr(f.kwarg_definition, "query", None) or name
-            for name, f in params.items()
-            if name != "data" and f.annotation in (int, int | None)
+
+        def typed(*annotations: Any) -> tuple[str, ...]:
+            return tuple(
+                getattr(f.kwarg_definition, "query", None) or name
+                for name, f in params.items()
+                if name != "data" and f.annotation in annotations
+            )
+
+        plan = _plans[handler] = _Plan(
+            body,
+            typed(int, int | None),
+            typed(datetime, datetime | None),
+            type(None) in typing.get_args(body),
+            _query_names(handler),
+            frozenset(_declared_query(handler, single=True)),
         )
-        optional = type(None) in typing.get_args(body)
-        single = frozenset(_declared_query(handler, single=True))
-        plan = _plans[handler] = _Plan(body, integers, optional, _query_names(handler), single)
     return plan
 
 
@@ -279,12 +300,7 @@ async def strict_input(request: Request[Any, Any, Any]) -> None:
             )
         for name in plan.single:
             if len(request.query_params.getall(name, ())) > 1:
-                raise ApiProblem(
-                    422,
-                    "validation-failed",
-                    f"{name}: given more than once; it takes one value",
-                    field=name,
-                )
+                raise given_twice(name)
     for name in plan.integers:
         for raw in request.query_params.getall(name, ()):
             if not _INTEGER.match(raw):
@@ -294,6 +310,17 @@ async def strict_input(request: Request[Any, Any, Any]) -> None:
                     f"{name}: must be a decimal integer (ASCII digits, at most 20)",
                     field=name,
                 )
+    for name in plan.datetimes:
+        for raw in request.query_params.getall(name, ()):
+            try:
+                msgspec.json.decode(msgspec.json.encode(raw), type=datetime)
+            except msgspec.ValidationError:
+                raise ApiProblem(
+                    422,
+                    "validation-failed",
+                    f"{name}: expected an RFC 3339 date-time such as 2026-11-27T10:00:00Z",
+                    field=name,
+                ) from None
     if plan.body is not None:
         raw = await request.body()
         if plan.body_optional and not raw.strip():

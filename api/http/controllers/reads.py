@@ -24,6 +24,7 @@ from api.http.controllers.common import (
     query_code,
     service,
 )
+from api.http.decoding import given_twice
 from api.http.openapi import returns
 from api.http.problems import ApiProblem
 from api.http.views import history_entry
@@ -49,12 +50,7 @@ def _min_position(request: Request[Any, Any, Any]) -> int | None:
         return None
     given = request.query_params.getall("min_position", ())
     if len(given) > 1:  # as strict_input refuses a declared one-value parameter given twice
-        raise ApiProblem(
-            422,
-            "validation-failed",
-            "min_position: given more than once; it takes one value",
-            field="min_position",
-        )
+        raise given_twice("min_position")
     raw = given[0] if given else ""
     # ASCII digits only (`str.isdigit` accepts `²`, which `int` refuses), and a position.
     if not (raw.isascii() and raw.isdigit() and int(raw) <= s.MAX_POSITION):
@@ -128,22 +124,6 @@ async def availability_many(
     return Response(b'{"items":[' + b",".join(bodies) + b"]}", media_type=JSON)  # type: ignore[arg-type]
 
 
-def rfc3339(value: str, name: str) -> datetime:
-    """A query parameter's RFC 3339 date-time, read strictly (msgspec's decoding of a JSON
-    string: `2026-11-27T10:00:00+01:00`), where Litestar's lenient conversion also took a
-    number such as `0` or `1700000000` as Unix seconds. Raises ApiProblem 422 naming
-    `name` for anything else (an offset is checked by the caller)."""
-    try:
-        return msgspec.json.decode(msgspec.json.encode(value), type=datetime)
-    except msgspec.ValidationError:
-        raise ApiProblem(
-            422,
-            "validation-failed",
-            f"{name}: expected an RFC 3339 date-time such as 2026-11-27T10:00:00Z",
-            field=name,
-        ) from None
-
-
 @get("/v1/items/{sku:str}", opt=OPT, responses=returns(200, ItemView, "The item's figures"))
 async def get_item(
     request: Request[Any, Any, Any],
@@ -155,7 +135,6 @@ async def get_item(
     ledger as they stood at that time (policies as of then too; a future time is 422)."""
     sku = path_code(sku, "sku")
     if as_of is not None:
-        as_of = rfc3339(request.query_params["as_of"], "as_of")
         view = await request.app.state.reconciliations.item_as_of(sku, as_of)
         return Response(msgspec.json.encode(view), media_type=JSON)
     now = service(request).clock()

@@ -22,7 +22,7 @@ from litestar.params import FromPath, FromQuery, Parameter
 from adapters.records import DriftedLine
 from api.http import schemas as s
 from api.http.controllers.common import STOCK_WRITE, path_code, query_code
-from api.http.decoding import decode_body
+from api.http.decoding import decode_body, given_twice
 from api.http.gateway import POSITION_HEADER
 from api.http.openapi import returns
 from api.http.problems import ApiProblem
@@ -127,7 +127,7 @@ def _csv_request(request: Request[Any, Any, Any]) -> ReconciliationRequest:
     params = request.query_params
     for name in sorted(set(params)):
         if len(params.getall(name)) > 1:
-            raise ApiProblem(422, "validation-failed", f"{name} given more than once", field=name)
+            raise given_twice(name)
     for name in ("location", "as_of"):
         if name not in params:
             raise ApiProblem(422, "validation-failed", f"{name} is required", field=name)
